@@ -1,0 +1,1 @@
+//! Benchmarks behind `sgbd-edge bench ...`: each prints a table and can write JSON.

@@ -1,0 +1,1 @@
+//! Camera sources (folder, serial VC0706) and planogram crops.

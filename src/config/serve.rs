@@ -1,0 +1,35 @@
+use super::{Issues, Validate};
+use serde::{Deserialize, Serialize};
+
+/// Answering kiosk recommendation requests.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Items per reply unless the request asks for fewer (at most `max_k`).
+    pub default_k: usize,
+    pub max_k: usize,
+    /// Interaction kinds whose items are never recommended again to the same user.
+    pub exclude_kinds: Vec<String>,
+    /// How long replies are remembered to answer QoS 1 redeliveries, in seconds.
+    pub reply_cache_s: u64,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self { default_k: 10, max_k: 100, exclude_kinds: vec!["purchase".into()], reply_cache_s: 60 }
+    }
+}
+
+impl Validate for ServeConfig {
+    fn validate(&self, issues: &mut Issues) {
+        issues.check(self.default_k >= 1, "serve.default_k", "at least 1");
+        issues.check(self.max_k >= self.default_k, "serve.max_k", "must be >= serve.default_k");
+        for k in &self.exclude_kinds {
+            issues.check(
+                ["view", "scan", "cart", "purchase"].contains(&k.as_str()),
+                "serve.exclude_kinds",
+                format!("unknown kind {k:?}; use view, scan, cart, purchase"),
+            );
+        }
+    }
+}

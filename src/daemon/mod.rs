@@ -1,0 +1,2 @@
+//! The running appliance: tokio stages with bounded channels, systemd notify and watchdog,
+//! signals, clean shutdown.

@@ -1,0 +1,1 @@
+//! BLIP captioning, description cleaning (CapFilt-style), MiniLM text and BLIP image features.

@@ -1,0 +1,42 @@
+//! Multimodal recommenders (MF-BPR, LightGCN, VBPR, FREEDOM) in candle, trained with SGBD
+//! (sharpness-aware minimisation inside Mirror Gradient), with MMRec-comparable evaluation.
+//!
+//! - [`data`]: `.inter` files, store interactions, id maps, splits; [`sampler`]: negatives,
+//! - [`npy`]: feature files; [`corrupt`]: deliberate feature noise for robustness runs,
+//! - [`sparse`]: the CSR sparse-dense product as a candle custom op with its backward,
+//! - [`knn`]: FREEDOM's frozen item-item kNN graph, built in row blocks,
+//! - [`model`]: the [`model::Recommender`] trait; [`mf`], [`lightgcn`], [`vbpr`], [`freedom`],
+//! - [`optim`]: Adam, SAM, Mirror Gradient and SGBD as composable steps,
+//! - [`eval`]: full-ranking Recall / NDCG / Precision; [`trainer`]: epochs, early stopping, reports,
+//! - [`checkpoint`]: model and optimiser state in safetensors.
+
+pub mod checkpoint;
+pub mod corrupt;
+pub mod data;
+pub mod eval;
+pub mod freedom;
+pub mod knn;
+pub mod lightgcn;
+pub mod mf;
+pub mod model;
+pub mod npy;
+pub mod optim;
+pub mod sampler;
+pub mod sparse;
+pub mod trainer;
+pub mod vbpr;
+
+/// Errors of the learning engine.
+#[derive(Debug, thiserror::Error)]
+pub enum LearnError {
+    #[error("tensor error: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("i/o error on {path}: {source}")]
+    Io { path: std::path::PathBuf, source: std::io::Error },
+    #[error("bad data in {path}: {msg}")]
+    Data { path: std::path::PathBuf, msg: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T> = std::result::Result<T, LearnError>;

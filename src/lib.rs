@@ -1,0 +1,32 @@
+//! sgbd-edge: an in-store edge appliance.
+//!
+//! Data flows capture -> denoise -> store -> learn -> serve (see `docs/architecture.md`):
+//! - [`capture`]: camera sources and planogram crops,
+//! - [`denoise`]: BLIP captioning, description cleaning, MiniLM / BLIP features,
+//! - [`store`]: the SQLite store (catalogue, interactions, features, model versions, outbox),
+//! - [`learn`]: multimodal recommenders trained with SGBD (SAM inside Mirror Gradient),
+//! - [`registry`]: versioned recommender models, promotion and rollback,
+//! - [`serve`]: ranking for kiosk requests,
+//! - [`mqtt`]: the versioned MQTT contract, embedded broker, client with durable outbox, fleet sync,
+//! - [`daemon`]: the running appliance (tokio stages, systemd notify, signals),
+//! - [`doctor`]: the technician's self-test and status report,
+//! - [`config`]: the one typed TOML file,
+//! - [`cli`]: subcommands of the `sgbd-edge` binary, [`bench`]: benchmarks.
+
+pub mod bench;
+pub mod capture;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod denoise;
+pub mod doctor;
+pub mod learn;
+pub mod modelfiles;
+pub mod mqtt;
+pub mod registry;
+pub mod serve;
+pub mod store;
+pub mod telemetry;
+
+/// Version of this software, as published in the MQTT birth document.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,1 @@
+//! Versioned recommender models on disk: checksums, metrics, promotion gate, rollback.

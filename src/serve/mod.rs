@@ -1,0 +1,1 @@
+//! Ranking for kiosk requests: popularity fallback, model scoring, exclusions, reasons.

@@ -1,0 +1,1 @@
+//! The SQLite store: catalogue, images, interactions, users, features, model versions, outbox.

@@ -1,0 +1,166 @@
+//! Logging setup and the in-process metrics that `stats`, `status` and benchmarks read.
+//!
+//! Counters are named with dotted strings (`mqtt.malformed`, `store.events_ingested`) so that each
+//! concern can add its own without touching this file; latencies go into fixed-bucket histograms.
+
+use crate::config::{LogConfig, LogFormat};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// Installs the global `tracing` subscriber on stderr. `RUST_LOG` overrides the configured filter.
+/// Calling it twice is harmless (the second call keeps the first subscriber).
+pub fn init_logging(cfg: &LogConfig) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
+        .or_else(|| tracing_subscriber::EnvFilter::try_new(&cfg.filter).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Under systemd, journald timestamps each line: leave ours out there.
+    let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let _ = match (cfg.format, under_journald) {
+        (LogFormat::Json, _) => builder.json().flatten_event(true).try_init(),
+        (LogFormat::Text, true) => builder.without_time().with_ansi(false).try_init(),
+        (LogFormat::Text, false) => builder.try_init(),
+    };
+}
+
+/// Named counters and latency histograms, shared by all stages of the daemon.
+#[derive(Default)]
+pub struct Metrics {
+    counters: Mutex<BTreeMap<String, u64>>,
+    latencies: Mutex<BTreeMap<String, Histogram>>,
+}
+
+impl Metrics {
+    pub fn incr(&self, name: &str) {
+        self.add(name, 1);
+    }
+
+    pub fn add(&self, name: &str, n: u64) {
+        if let Ok(mut c) = self.counters.lock() {
+            *c.entry(name.to_string()).or_default() += n;
+        }
+    }
+
+    /// Sets a gauge-like value (queue backlog, rows in a table).
+    pub fn set(&self, name: &str, v: u64) {
+        if let Ok(mut c) = self.counters.lock() {
+            c.insert(name.to_string(), v);
+        }
+    }
+
+    pub fn get(&self, name: &str) -> u64 {
+        self.counters.lock().ok().and_then(|c| c.get(name).copied()).unwrap_or(0)
+    }
+
+    pub fn observe_ms(&self, name: &str, ms: f64) {
+        if let Ok(mut l) = self.latencies.lock() {
+            l.entry(name.to_string()).or_default().record(ms);
+        }
+    }
+
+    pub fn counters(&self) -> BTreeMap<String, u64> {
+        self.counters.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Latency summaries (count, p50, p90, p99, max in ms) by name.
+    pub fn latency_summaries(&self) -> BTreeMap<String, LatencySummary> {
+        self.latencies
+            .lock()
+            .map(|l| l.iter().map(|(k, h)| (k.clone(), h.summary())).collect())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Log-spaced buckets from 1 microsecond to about 100 s; 5 % relative resolution.
+#[derive(Clone)]
+pub struct Histogram {
+    buckets: Vec<u64>,
+    count: u64,
+    max: f64,
+}
+
+const H_MIN_MS: f64 = 1e-3;
+const H_GROWTH: f64 = 1.05;
+const H_BUCKETS: usize = 380;
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self { buckets: vec![0; H_BUCKETS], count: 0, max: 0.0 }
+    }
+}
+
+impl Histogram {
+    pub fn record(&mut self, ms: f64) {
+        let ms = if ms.is_finite() { ms.max(0.0) } else { 0.0 };
+        let idx = if ms <= H_MIN_MS { 0 } else { ((ms / H_MIN_MS).ln() / H_GROWTH.ln()).ceil() as usize };
+        self.buckets[idx.min(H_BUCKETS - 1)] += 1;
+        self.count += 1;
+        self.max = self.max.max(ms);
+    }
+
+    /// Upper bound of the bucket holding quantile `q` (0..1).
+    pub fn quantile(&self, q: f64) -> f64 {
+        if self.count == 0 {
+            return 0.0;
+        }
+        let target = ((q * self.count as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= target {
+                return (H_MIN_MS * H_GROWTH.powi(i as i32)).min(self.max);
+            }
+        }
+        self.max
+    }
+
+    pub fn summary(&self) -> LatencySummary {
+        LatencySummary {
+            count: self.count,
+            p50_ms: self.quantile(0.5),
+            p90_ms: self.quantile(0.9),
+            p99_ms: self.quantile(0.99),
+            max_ms: self.max,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_quantiles_within_resolution() {
+        let mut h = Histogram::default();
+        for i in 1..=1000 {
+            h.record(i as f64 / 100.0); // 0.01 .. 10 ms
+        }
+        let s = h.summary();
+        assert_eq!(s.count, 1000);
+        assert!((s.p50_ms - 5.0).abs() / 5.0 < 0.06, "{s:?}");
+        assert!((s.p99_ms - 9.9).abs() / 9.9 < 0.06, "{s:?}");
+        assert_eq!(s.max_ms, 10.0);
+    }
+
+    #[test]
+    fn counters_add_and_set() {
+        let m = Metrics::default();
+        m.incr("a");
+        m.add("a", 2);
+        m.set("b", 7);
+        assert_eq!(m.get("a"), 3);
+        assert_eq!(m.get("b"), 7);
+        assert_eq!(m.get("missing"), 0);
+    }
+}
