@@ -17,7 +17,7 @@ mod models;
 mod outbox;
 
 pub use db::{Store, TableCounts};
-pub use import::{import_catalog_csv, import_interactions, ImportSummary};
+pub use import::{import_catalog_csv, import_interactions, import_interactions_with, ImportSummary, InterImportOptions};
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
