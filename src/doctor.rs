@@ -107,7 +107,11 @@ fn check_data_dir(dir: &Path) -> Vec<Check> {
         Check::new("data_dir", CheckStatus::Fail, format!("{shown} exists but is not a directory"))
     } else {
         let parent = existing_ancestor(dir).map(|p| p.display().to_string()).unwrap_or_default();
-        Check::new("data_dir", CheckStatus::Warn, format!("{shown} does not exist yet (created by `run` under {parent})"))
+        Check::new(
+            "data_dir",
+            CheckStatus::Warn,
+            format!("{shown} does not exist yet (created by `run` under {parent})"),
+        )
     };
     let disk = match existing_ancestor(dir).map(free_bytes) {
         Some(Ok(free)) => Check::new("disk", disk_status(free), format!("{} free in {shown}", human_bytes(free))),
@@ -167,8 +171,15 @@ fn check_database(cfg: &Config) -> Check {
     let version = st.schema_version().unwrap_or(-1);
     match st.integrity_check() {
         Ok(r) if r == "ok" => {
-            let counts = st.counts().map(|c| format!(", {} items, {} interactions", c.items, c.interactions)).unwrap_or_default();
-            Check::new("database", CheckStatus::Ok, format!("{}: schema {version}, integrity ok{counts}", path.display()))
+            let counts = st
+                .counts()
+                .map(|c| format!(", {} items, {} interactions", c.items, c.interactions))
+                .unwrap_or_default();
+            Check::new(
+                "database",
+                CheckStatus::Ok,
+                format!("{}: schema {version}, integrity ok{counts}", path.display()),
+            )
         }
         Ok(r) => Check::new(
             "database",
@@ -207,15 +218,19 @@ fn check_active_model(cfg: &Config) -> Check {
         return Check::new("recommender", CheckStatus::Ok, format!("active {} at {}", m.version, file.display()));
     }
     match modelfiles::sha256_file(&file) {
-        Ok(h) if h.eq_ignore_ascii_case(m.sha256.trim()) => {
-            Check::new("recommender", CheckStatus::Ok, format!("active {} at {} (sha256 ok)", m.version, file.display()))
-        }
+        Ok(h) if h.eq_ignore_ascii_case(m.sha256.trim()) => Check::new(
+            "recommender",
+            CheckStatus::Ok,
+            format!("active {} at {} (sha256 ok)", m.version, file.display()),
+        ),
         Ok(h) => Check::new(
             "recommender",
             CheckStatus::Fail,
             format!("active {}: {} has sha256 {h}, registry says {}", m.version, file.display(), m.sha256),
         ),
-        Err(e) => Check::new("recommender", CheckStatus::Fail, format!("active {}: {}: {e}", m.version, file.display())),
+        Err(e) => {
+            Check::new("recommender", CheckStatus::Fail, format!("active {}: {}: {e}", m.version, file.display()))
+        }
     }
 }
 
@@ -225,13 +240,19 @@ fn check_model_files(cfg: &Config) -> Vec<Check> {
         .map(|f| {
             let p = f.path.display();
             let (status, detail) = match &f.state {
-                FileState::Ok { sha256 } => (CheckStatus::Ok, format!("{p} (sha256 {})", sha256.get(..12).unwrap_or(sha256))),
-                FileState::Unpinned { actual } => {
-                    (CheckStatus::Warn, format!("{p} present, sha256 {actual} not pinned (`sgbd-edge models pin {}`)", f.model_id))
+                FileState::Ok { sha256 } => {
+                    (CheckStatus::Ok, format!("{p} (sha256 {})", sha256.get(..12).unwrap_or(sha256)))
                 }
+                FileState::Unpinned { actual } => (
+                    CheckStatus::Warn,
+                    format!("{p} present, sha256 {actual} not pinned (`sgbd-edge models pin {}`)", f.model_id),
+                ),
                 FileState::Missing { expected } => (
                     CheckStatus::Fail,
-                    format!("{p} missing (expected sha256 {})", expected.as_deref().unwrap_or("to be pinned on install")),
+                    format!(
+                        "{p} missing (expected sha256 {})",
+                        expected.as_deref().unwrap_or("to be pinned on install")
+                    ),
                 ),
                 FileState::Mismatch { expected, actual } => {
                     (CheckStatus::Fail, format!("{p} has sha256 {actual}, expected {expected}"))
@@ -265,9 +286,15 @@ fn check_broker(cfg: &Config) -> Check {
             let running = daemon_state(cfg.data_dir(), crate::store::now_ms()).running;
             let status = if running { CheckStatus::Warn } else { CheckStatus::Ok };
             let why = if running { "the daemon runs but " } else { "" };
-            Check::new("broker", status, format!("{why}nothing listens on {host}:{port}; the embedded broker is started by `run`"))
+            Check::new(
+                "broker",
+                status,
+                format!("{why}nothing listens on {host}:{port}; the embedded broker is started by `run`"),
+            )
         }
-        (Err(e), BrokerMode::External) => Check::new("broker", CheckStatus::Fail, format!("external broker unreachable: {e}")),
+        (Err(e), BrokerMode::External) => {
+            Check::new("broker", CheckStatus::Fail, format!("external broker unreachable: {e}"))
+        }
     }
 }
 
@@ -310,7 +337,11 @@ fn check_gpu() -> Check {
         if candle_core::utils::cuda_is_available() && candle_core::Device::new_cuda(0).is_ok() {
             Check::new("gpu", CheckStatus::Ok, format!("CUDA build, device 0 available{load}"))
         } else {
-            Check::new("gpu", CheckStatus::Warn, format!("CUDA build but no CUDA device could be opened: running on CPU{load}"))
+            Check::new(
+                "gpu",
+                CheckStatus::Warn,
+                format!("CUDA build but no CUDA device could be opened: running on CPU{load}"),
+            )
         }
     } else {
         Check::new("gpu", CheckStatus::Ok, format!("CPU build (built without the `cuda` feature){load}"))
@@ -377,7 +408,10 @@ pub fn daemon_state(data_dir: &Path, now_ms: i64) -> DaemonState {
             DaemonState { running: true, detail, age_s, status: Some(v) }
         }
         _ => not_running(
-            format!("not running (status.json last updated {} s ago)", age_s.map(|a| format!("{a:.0}")).unwrap_or("?".into())),
+            format!(
+                "not running (status.json last updated {} s ago)",
+                age_s.map(|a| format!("{a:.0}")).unwrap_or("?".into())
+            ),
             age_s,
             Some(v),
         ),
@@ -443,7 +477,9 @@ impl std::fmt::Display for StatusReport {
             (None, None) => {}
         }
         match &self.active_model {
-            Some(m) => writeln!(f, "model      {} (of {} registered), metrics {}", m.version, self.model_versions, m.metrics)?,
+            Some(m) => {
+                writeln!(f, "model      {} (of {} registered), metrics {}", m.version, self.model_versions, m.metrics)?
+            }
             None => writeln!(f, "model      none active (of {} registered): popularity fallback", self.model_versions)?,
         }
         write!(f, "daemon     {}", self.daemon.detail)
@@ -475,7 +511,11 @@ mod tests {
         let s = daemon_state(&dir, now);
         assert!(s.running, "{s:?}");
         assert_eq!(s.age_s, Some(5.0));
-        assert!(s.detail.contains("pid 42") && s.detail.contains("connected") && s.detail.contains("v7"), "{}", s.detail);
+        assert!(
+            s.detail.contains("pid 42") && s.detail.contains("connected") && s.detail.contains("v7"),
+            "{}",
+            s.detail
+        );
         write(serde_json::json!({"running": true, "updated_at": now - 180_000}));
         assert!(!daemon_state(&dir, now).running, "stale file");
         write(serde_json::json!({"running": false, "updated_at": now}));

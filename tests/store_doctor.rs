@@ -103,9 +103,25 @@ fn active_model_checksum_cameras_and_external_broker() {
 
     std::fs::create_dir_all(dir.path().join("incoming")).unwrap();
     cfg.capture.cameras = vec![
-        CameraConfig { id: "a".into(), source: toml::from_str(&format!("kind = \"folder\"\ndir = {:?}", dir.path().join("incoming").display().to_string())).unwrap(), slots: vec![] },
-        CameraConfig { id: "b".into(), source: toml::from_str("kind = \"folder\"\ndir = \"/no/such/dir\"").unwrap(), slots: vec![] },
-        CameraConfig { id: "c".into(), source: toml::from_str("kind = \"serial\"\nport = \"/dev/no-such-tty\"\nbaud = 38400").unwrap(), slots: vec![] },
+        CameraConfig {
+            id: "a".into(),
+            source: toml::from_str(&format!(
+                "kind = \"folder\"\ndir = {:?}",
+                dir.path().join("incoming").display().to_string()
+            ))
+            .unwrap(),
+            slots: vec![],
+        },
+        CameraConfig {
+            id: "b".into(),
+            source: toml::from_str("kind = \"folder\"\ndir = \"/no/such/dir\"").unwrap(),
+            slots: vec![],
+        },
+        CameraConfig {
+            id: "c".into(),
+            source: toml::from_str("kind = \"serial\"\nport = \"/dev/no-such-tty\"\nbaud = 38400").unwrap(),
+            slots: vec![],
+        },
     ];
     assert!(matches!(cfg.capture.cameras[2].source, CameraKind::Serial { .. }));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -183,5 +199,8 @@ fn cli_doctor_exit_codes_and_status_json() {
     assert_eq!(v["daemon"]["status"]["pid"], 1234);
     let (code, out) = bin(&["status"], &cfg_path);
     assert_eq!(code, 0);
-    assert!(out.contains("outbox backlog 1") && out.contains("running: pid 1234") && out.contains("stage ingest"), "{out}");
+    assert!(
+        out.contains("outbox backlog 1") && out.contains("running: pid 1234") && out.contains("stage ingest"),
+        "{out}"
+    );
 }

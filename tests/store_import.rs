@@ -144,15 +144,24 @@ fn events_csv_is_idempotent_and_reports_bad_rows() {
 #[test]
 fn mmrec_inter_files_keep_split_order_and_timestamps() {
     let dir = tempfile::tempdir().unwrap();
-    let three = write(dir.path(), "baby.inter", "userID\titemID\tx_label\n0\t5\t0\n0\t7\t2\n1\t5\t1\n1\t9\t3\n1\t5\t0\n");
+    let three =
+        write(dir.path(), "baby.inter", "userID\titemID\tx_label\n0\t5\t0\n0\t7\t2\n1\t5\t1\n1\t9\t3\n1\t5\t0\n");
     let mut s = Store::open_in_memory().unwrap();
     let sum = import_interactions(&mut s, &three).unwrap();
     assert_eq!(sum.format, "mmrec .inter (3 columns)");
     assert_eq!((sum.rows, sum.inserted, sum.duplicates), (5, 3, 1));
     assert_eq!(lines(&sum.errors), [5]);
     let rows = s.interactions_with_split().unwrap();
-    let got: Vec<_> = rows.iter().map(|(e, sp)| (e.event_id.as_str(), e.user.as_str(), e.sku.as_str(), e.ts_ms, *sp)).collect();
-    assert_eq!(got, [("inter:baby:0:5", "0", "5", 0, Some(0)), ("inter:baby:0:7", "0", "7", 1, Some(2)), ("inter:baby:1:5", "1", "5", 2, Some(1))]);
+    let got: Vec<_> =
+        rows.iter().map(|(e, sp)| (e.event_id.as_str(), e.user.as_str(), e.sku.as_str(), e.ts_ms, *sp)).collect();
+    assert_eq!(
+        got,
+        [
+            ("inter:baby:0:5", "0", "5", 0, Some(0)),
+            ("inter:baby:0:7", "0", "7", 1, Some(2)),
+            ("inter:baby:1:5", "1", "5", 2, Some(1))
+        ]
+    );
     assert!(rows.iter().all(|(e, _)| e.kind == EventKind::Purchase && e.kiosk.is_none()));
     assert_eq!(import_interactions(&mut s, &three).unwrap().inserted, 0, "re-import adds nothing");
 
@@ -190,7 +199,10 @@ fn cli(args: &[&str], data_dir: &Path) -> (i32, String) {
         .env_remove("RUST_LOG")
         .output()
         .unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
 }
 
 #[test]

@@ -165,7 +165,8 @@ impl Store {
     /// Rows per table, all from one snapshot.
     pub fn counts(&self) -> Result<TableCounts> {
         self.read(|c| {
-            let n = |sql: &str| -> Result<u64> { Ok(c.prepare_cached(sql)?.query_row([], |r| r.get::<_, i64>(0))? as u64) };
+            let n =
+                |sql: &str| -> Result<u64> { Ok(c.prepare_cached(sql)?.query_row([], |r| r.get::<_, i64>(0))? as u64) };
             Ok(TableCounts {
                 items: n("SELECT count(*) FROM items")?,
                 images: n("SELECT count(*) FROM images")?,

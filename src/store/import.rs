@@ -129,13 +129,31 @@ struct CatalogLayout {
 fn catalog_layout(h: &[String]) -> Result<CatalogLayout> {
     if let (Some(sku), Some(title)) = (col(h, "sku"), col(h, "title")) {
         let image = col(h, "image_path").or_else(|| col(h, "image")).map_or(ImageRule::None, ImageRule::Column);
-        return Ok(CatalogLayout { name: "generic catalogue csv", sku, title, description: col(h, "description"), image });
+        return Ok(CatalogLayout {
+            name: "generic catalogue csv",
+            sku,
+            title,
+            description: col(h, "description"),
+            image,
+        });
     }
     if let (Some(sku), Some(title)) = (col(h, "article_id"), col(h, "prod_name")) {
-        return Ok(CatalogLayout { name: "h&m articles csv", sku, title, description: col(h, "detail_desc"), image: ImageRule::Hm });
+        return Ok(CatalogLayout {
+            name: "h&m articles csv",
+            sku,
+            title,
+            description: col(h, "detail_desc"),
+            image: ImageRule::Hm,
+        });
     }
     if let (Some(sku), Some(title)) = (col(h, "id"), col(h, "productDisplayName")) {
-        return Ok(CatalogLayout { name: "myntra styles.csv", sku, title, description: None, image: ImageRule::Myntra });
+        return Ok(CatalogLayout {
+            name: "myntra styles.csv",
+            sku,
+            title,
+            description: None,
+            image: ImageRule::Myntra,
+        });
     }
     Err(StoreError::Import {
         line: 1,
@@ -206,7 +224,12 @@ pub fn import_catalog_csv(store: &mut Store, path: &Path) -> Result<ImportSummar
             summary.errors.push((line, format!("empty title for sku {sku}")));
             return Ok(());
         }
-        let used = |i: usize| i == layout.sku || i == layout.title || Some(i) == layout.description || matches!(layout.image, ImageRule::Column(c) if c == i);
+        let used = |i: usize| {
+            i == layout.sku
+                || i == layout.title
+                || Some(i) == layout.description
+                || matches!(layout.image, ImageRule::Column(c) if c == i)
+        };
         let attributes: serde_json::Map<String, serde_json::Value> = h
             .iter()
             .enumerate()
@@ -279,7 +302,14 @@ pub fn read_id_map(path: &Path, key_col: &str) -> Result<std::collections::HashM
     let mut rdr = reader(path, if first.contains('\t') { b'\t' } else { b',' })?;
     let h = headers(&mut rdr)?;
     let (Some(key), Some(val)) = (col(&h, key_col), (0..h.len()).find(|&i| !h[i].eq_ignore_ascii_case(key_col))) else {
-        return Err(StoreError::Import { line: 1, msg: format!("{}: id map header needs {key_col} and an original-id column, found [{}]", path.display(), h.join(",")) });
+        return Err(StoreError::Import {
+            line: 1,
+            msg: format!(
+                "{}: id map header needs {key_col} and an original-id column, found [{}]",
+                path.display(),
+                h.join(",")
+            ),
+        });
     };
     let mut map = std::collections::HashMap::new();
     for rec in rdr.records() {
@@ -352,7 +382,10 @@ pub fn import_interactions_with(store: &mut Store, path: &Path, opts: &InterImpo
     };
     if inter {
         let (Some(user), Some(item)) = (col(&h, "userID"), col(&h, "itemID")) else {
-            return Err(StoreError::Import { line: 1, msg: format!("MMRec .inter header needs userID and itemID, found [{}]", h.join(" ")) });
+            return Err(StoreError::Import {
+                line: 1,
+                msg: format!("MMRec .inter header needs userID and itemID, found [{}]", h.join(" ")),
+            });
         };
         let l = InterLayout { user, item, ts: col(&h, "timestamp"), split: col(&h, "x_label") };
         summary.format = format!("mmrec .inter ({} columns)", h.len());
@@ -363,7 +396,11 @@ pub fn import_interactions_with(store: &mut Store, path: &Path, opts: &InterImpo
             let (user, item) = (rec[l.user].trim(), rec[l.item].trim());
             let ts_ms = match l.ts.map(|i| rec[i].trim()) {
                 None => order,
-                Some(v) => match v.parse::<i64>().ok().or_else(|| v.parse::<f64>().ok().filter(|x| x.is_finite()).map(|x| x as i64)) {
+                Some(v) => match v
+                    .parse::<i64>()
+                    .ok()
+                    .or_else(|| v.parse::<f64>().ok().filter(|x| x.is_finite()).map(|x| x as i64))
+                {
                     Some(s) => s.saturating_mul(1000),
                     None => {
                         summary.errors.push((line, format!("timestamp {v:?} is not a number")));
