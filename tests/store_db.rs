@@ -102,6 +102,16 @@ fn non_sqlite_files_are_refused_untouched() {
 }
 
 #[test]
+fn another_applications_database_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.db");
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch("CREATE TABLE items (name TEXT); INSERT INTO items VALUES ('x');").unwrap();
+    drop(c);
+    assert_refused_untouched(&path);
+}
+
+#[test]
 fn truncated_database_is_refused_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.db");
