@@ -262,3 +262,23 @@ fn several_cameras_at_once_and_a_stalled_one_is_degraded() {
     assert_eq!(cap.status().get("serial").unwrap().state, CameraState::Ok);
     threads.stop();
 }
+
+#[test]
+fn a_similar_product_swap_is_caught_by_the_thumbnail_when_dhash_misses_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), vec![folder_cam("shelf-a", &tmp.path().join("in"), demo_slots())]);
+    let store = store_with_catalog();
+    let mut cap = Capturer::new(&cfg, Arc::new(Metrics::default()));
+    cap.process_frame(&store, &frame("shelf-a", shelf_bytes(), 1)).unwrap();
+    // Slots 2 and 3 hold a casual and a sports shoe: their dHashes are only a few bits apart.
+    let r = cap.process_frame(&store, &frame("shelf-a", swapped_shelf(2, 3), 2)).unwrap();
+    let changed: Vec<_> = r.changed().collect();
+    assert_eq!(changed.iter().map(|c| c.slot).collect::<Vec<_>>(), [2, 3]);
+    assert!(changed.iter().any(|c| c.distance.unwrap() <= cfg.capture.change_threshold), "{changed:?}");
+    assert!(changed.iter().all(|c| c.pixel_distance.unwrap() > cfg.capture.change_pixel_threshold));
+    // A deleted crop file after a restart: the slot is re-processed rather than guessed unchanged.
+    std::fs::remove_file(changed[0].path.as_ref().unwrap()).unwrap();
+    let mut cap2 = Capturer::new(&cfg, Arc::new(Metrics::default()));
+    let r2 = cap2.process_frame(&store, &frame("shelf-a", swapped_shelf(2, 3), 3)).unwrap();
+    assert_eq!(r2.changed().map(|c| c.slot).collect::<Vec<_>>(), [2]);
+}

@@ -2,14 +2,19 @@
 //! crops (dHash), store changed ones (file + `images` row), record unknown SKUs as new items,
 //! and hand changed crops to the denoiser through a sink.
 //!
-//! Change detection compares each crop with the last *stored* crop of the same camera slot
-//! (kept in memory, and read back from the `images` table after a restart), so a slow drift
-//! eventually counts as a change. Image rows carry `source = "<camera>/<slot index>"`.
+//! Change detection compares each crop with the last *stored* crop of the same camera slot: a crop
+//! is changed when its 64-bit dHash is more than `change_threshold` bits away, or its normalised
+//! 16x16 thumbnail more than `change_pixel_threshold` away (see [`planogram::thumb_distance`]).
+//! The previous hash and thumbnail are kept in memory and, after a restart, read back from the
+//! newest `images` row of the slot (its phash, and the crop file it names). Comparing with the
+//! last stored crop (not the last seen one) makes a slow drift count as a change eventually.
+//! Image rows carry `source = "<camera>/<slot index>"`.
 use super::status::StatusBoard;
 use super::{io_err, path_component, planogram, CaptureError, Frame, Result, Source};
 use crate::config::{CaptureConfig, Config};
 use crate::store::{NewItem, Store};
 use crate::telemetry::Metrics;
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +33,8 @@ pub struct CropOutcome {
     pub phash: u64,
     /// Hamming distance to the previous stored crop of this slot (`None`: first crop).
     pub distance: Option<u32>,
+    /// Thumbnail distance to the previous stored crop (`None`: first crop or its file is gone).
+    pub pixel_distance: Option<f32>,
     /// `true`: stored and sent on for denoising; `false`: same as before, not re-processed.
     pub changed: bool,
     /// The stored crop file (changed crops only).
@@ -57,6 +64,12 @@ impl FrameReport {
     }
 }
 
+#[derive(Debug, Clone)]
+struct Previous {
+    hash: u64,
+    thumb: Option<planogram::Thumb>,
+}
+
 type Sink = Box<dyn FnMut(&CropOutcome) + Send>;
 
 /// Processes frames of all configured cameras. Owns no database connection: the caller passes
@@ -67,8 +80,8 @@ pub struct Capturer {
     limits: planogram::DecodeLimits,
     metrics: Arc<Metrics>,
     status: StatusBoard,
-    /// Last stored hash per (camera, slot); `None` once looked up and absent.
-    last: HashMap<(String, usize), Option<u64>>,
+    /// Last stored crop per (camera, slot); `None` once looked up and absent.
+    last: HashMap<(String, usize), Option<Previous>>,
     sink: Option<Sink>,
 }
 
@@ -142,8 +155,45 @@ impl Capturer {
             slot_errors: Vec::new(),
             process_ms: 0.0,
         };
-        for (i, slot) in cam.slots.iter().enumerate() {
-            match self.process_slot(store, &cam.id, i, slot, &img, frame.captured_ms) {
+        // Cut and fingerprint every slot in parallel.
+        let cut: Vec<Result<(image::RgbImage, u64, planogram::Thumb)>> = cam
+            .slots
+            .par_iter()
+            .enumerate()
+            .map(|(i, slot)| {
+                let c = planogram::crop(&img, i, slot)?;
+                let (h, t) = planogram::fingerprint(&c);
+                Ok((c, h, t))
+            })
+            .collect();
+        // Compare with the previous crops (may read the store), then encode the changed ones in parallel.
+        let mut judged = Vec::with_capacity(cut.len());
+        for (i, r) in cut.into_iter().enumerate() {
+            let sku = cam.slots[i].sku.trim().to_string();
+            judged.push(match r {
+                Ok((c, h, t)) => Ok((self.judge(store, &cam.id, i, &sku, h, &t, frame.captured_ms), c, t)),
+                Err(e) => Err((i, sku, e)),
+            });
+        }
+        let quality = self.cfg.crop_jpeg_quality;
+        let encoded: Vec<Option<Result<Vec<u8>>>> = judged
+            .par_iter()
+            .map(|j| match j {
+                Ok((o, c, _)) if o.changed => Some(planogram::encode_jpeg(c, quality)),
+                _ => None,
+            })
+            .collect();
+        for (j, enc) in judged.into_iter().zip(encoded) {
+            let res = match (j, enc) {
+                (Err((i, sku, e)), _) => Err((i, sku, e)),
+                (Ok((o, _, _)), None) => Ok(o),
+                (Ok((o, _, _)), Some(Err(e))) => Err((o.slot, o.sku, e)),
+                (Ok((mut o, _, t)), Some(Ok(jpeg))) => match self.store_crop(store, &mut o, &jpeg, t) {
+                    Ok(()) => Ok(o),
+                    Err(e) => Err((o.slot, o.sku, e)),
+                },
+            };
+            match res {
                 Ok(o) => {
                     if o.changed {
                         self.metrics.incr("capture.crops_changed");
@@ -155,13 +205,13 @@ impl Capturer {
                     }
                     report.crops.push(o);
                 }
-                Err(e) => {
+                Err((i, sku, e)) => {
                     let counter = match e {
                         CaptureError::Store(_) => "capture.store_errors",
                         _ => "capture.slot_errors",
                     };
                     self.metrics.incr(counter);
-                    tracing::warn!(camera = %cam.id, slot = i, sku = %slot.sku, error = %e, "capture: slot skipped");
+                    tracing::warn!(camera = %cam.id, slot = i, sku = %sku, error = %e, "capture: slot skipped");
                     report.slot_errors.push(e.to_string());
                 }
             }
@@ -179,55 +229,68 @@ impl Capturer {
         Ok(report)
     }
 
-    fn previous_hash(&mut self, store: &Store, camera: &str, slot: usize, sku: &str) -> Option<u64> {
+    fn previous(&mut self, store: &Store, camera: &str, slot: usize, sku: &str) -> Option<Previous> {
         let key = (camera.to_string(), slot);
-        if let Some(h) = self.last.get(&key) {
-            return *h;
+        if let Some(p) = self.last.get(&key) {
+            return p.clone();
         }
         let source = format!("{camera}/{slot}");
-        let h = store
-            .item_images(sku)
-            .ok()
-            .and_then(|rows| rows.into_iter().find(|r| r.source == source).and_then(|r| r.phash));
-        self.last.insert(key, h);
-        h
+        let row = store.item_images(sku).ok().and_then(|rows| rows.into_iter().find(|r| r.source == source));
+        let prev = row.and_then(|r| {
+            let thumb = std::fs::read(&r.path)
+                .ok()
+                .and_then(|b| planogram::decode(&b, &r.path, self.limits).ok())
+                .map(|img| planogram::thumb(&img));
+            r.phash.map(|hash| Previous { hash, thumb })
+        });
+        self.last.insert(key, prev.clone());
+        prev
     }
 
-    fn process_slot(
+    /// Compares a crop's fingerprint with the slot's previous stored crop.
+    #[allow(clippy::too_many_arguments)]
+    fn judge(
         &mut self,
         store: &Store,
         camera: &str,
         slot_idx: usize,
-        slot: &crate::config::SlotConfig,
-        img: &image::RgbImage,
+        sku: &str,
+        phash: u64,
+        thumb: &planogram::Thumb,
         captured_ms: i64,
-    ) -> Result<CropOutcome> {
-        let sku = slot.sku.trim().to_string();
-        let crop = planogram::crop(img, slot_idx, slot)?;
-        let phash = planogram::dhash(&crop);
-        let prev = self.previous_hash(store, camera, slot_idx, &sku);
-        let distance = prev.map(|p| planogram::hamming(p, phash));
-        let mut out = CropOutcome {
+    ) -> CropOutcome {
+        let prev = self.previous(store, camera, slot_idx, sku);
+        let distance = prev.as_ref().map(|p| planogram::hamming(p.hash, phash));
+        let pixel_distance = prev.as_ref().and_then(|p| p.thumb.as_ref()).map(|t| planogram::thumb_distance(t, thumb));
+        // Without the previous thumbnail (crop file gone), re-process rather than miss a change.
+        let changed = match (distance, pixel_distance) {
+            (Some(d), Some(pd)) => d > self.cfg.change_threshold || pd > self.cfg.change_pixel_threshold,
+            _ => true,
+        };
+        CropOutcome {
             camera_id: camera.to_string(),
             slot: slot_idx,
-            sku: sku.clone(),
+            sku: sku.to_string(),
             captured_ms,
             phash,
             distance,
-            changed: distance.is_none_or(|d| d > self.cfg.change_threshold),
+            pixel_distance,
+            changed,
             path: None,
             image_id: None,
             new_item: false,
-        };
-        if !out.changed {
-            return Ok(out);
         }
-        let dir = self.crops_root.join(path_component(camera)).join(format!("{slot_idx:02}-{}", path_component(&sku)));
+    }
+
+    /// Writes a changed crop (atomically: temp file + rename), records an unknown SKU as a new
+    /// item, adds the image row and remembers the crop as the slot's last one.
+    fn store_crop(&mut self, store: &Store, out: &mut CropOutcome, jpeg: &[u8], thumb: planogram::Thumb) -> Result<()> {
+        let (camera, slot_idx, sku, captured_ms) = (out.camera_id.clone(), out.slot, out.sku.clone(), out.captured_ms);
+        let dir = self.crops_root.join(path_component(&camera)).join(format!("{slot_idx:02}-{}", path_component(&sku)));
         std::fs::create_dir_all(&dir).map_err(|e| io_err(dir.display(), e))?;
         let path = dir.join(format!("{captured_ms}.jpg"));
         let tmp = dir.join(format!(".{captured_ms}.jpg.tmp"));
-        let jpeg = planogram::encode_jpeg(&crop, self.cfg.crop_jpeg_quality)?;
-        std::fs::write(&tmp, &jpeg).map_err(|e| io_err(tmp.display(), e))?;
+        std::fs::write(&tmp, jpeg).map_err(|e| io_err(tmp.display(), e))?;
         std::fs::rename(&tmp, &path).map_err(|e| io_err(path.display(), e))?;
         let path_str = path.to_string_lossy().into_owned();
         let store_err = |e: crate::store::StoreError| CaptureError::Store(e.to_string());
@@ -243,14 +306,14 @@ impl Capturer {
             out.new_item = created;
             if created {
                 self.metrics.incr("capture.new_items");
-                tracing::info!(camera, slot = slot_idx, sku = %sku, "capture: unknown SKU recorded as a new item");
+                tracing::info!(camera = %camera, slot = slot_idx, sku = %sku, "capture: unknown SKU recorded as a new item");
             }
         }
         let source = format!("{camera}/{slot_idx}");
-        out.image_id = Some(store.add_image(&sku, &path_str, &source, captured_ms, Some(phash)).map_err(store_err)?);
+        out.image_id = Some(store.add_image(&sku, &path_str, &source, captured_ms, Some(out.phash)).map_err(store_err)?);
         out.path = Some(path);
-        self.last.insert((camera.to_string(), slot_idx), Some(phash));
-        Ok(out)
+        self.last.insert((camera, slot_idx), Some(Previous { hash: out.phash, thumb: Some(thumb) }));
+        Ok(())
     }
 }
 

@@ -90,8 +90,11 @@ pub fn crop(frame: &RgbImage, slot_idx: usize, slot: &SlotConfig) -> Result<RgbI
 /// 64-bit difference hash: the image shrunk to 9x8 grey pixels, one bit per horizontal neighbour
 /// pair (bit set when the left pixel is brighter). Robust to JPEG noise and small brightness changes.
 pub fn dhash(img: &RgbImage) -> u64 {
-    let grey = image::imageops::grayscale(img);
-    let small = image::imageops::resize(&grey, 9, 8, image::imageops::FilterType::Triangle);
+    dhash_grey(&image::imageops::grayscale(img))
+}
+
+fn dhash_grey(grey: &image::GrayImage) -> u64 {
+    let small = image::imageops::resize(grey, 9, 8, image::imageops::FilterType::Triangle);
     let mut h = 0u64;
     for y in 0..8 {
         for x in 0..8 {
@@ -101,6 +104,43 @@ pub fn dhash(img: &RgbImage) -> u64 {
         }
     }
     h
+}
+
+/// Side of the grey thumbnail compared by [`thumb_distance`].
+pub const THUMB_SIDE: u32 = 16;
+
+/// A 16x16 grey thumbnail, normalised to zero mean and unit standard deviation (so a change of
+/// lighting, brightness or contrast does not count as a change of the picture).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Thumb(pub Vec<f32>);
+
+pub fn thumb(img: &RgbImage) -> Thumb {
+    thumb_grey(&image::imageops::grayscale(img))
+}
+
+/// dHash and thumbnail of a crop, from one grey conversion.
+pub fn fingerprint(img: &RgbImage) -> (u64, Thumb) {
+    let grey = image::imageops::grayscale(img);
+    (dhash_grey(&grey), thumb_grey(&grey))
+}
+
+fn thumb_grey(grey: &image::GrayImage) -> Thumb {
+    let small = image::imageops::resize(grey, THUMB_SIDE, THUMB_SIDE, image::imageops::FilterType::Triangle);
+    let v: Vec<f32> = small.pixels().map(|p| f32::from(p[0])).collect();
+    let n = v.len() as f32;
+    let mean = v.iter().sum::<f32>() / n;
+    let sd = (v.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / n).sqrt().max(1.0);
+    Thumb(v.iter().map(|x| (x - mean) / sd).collect())
+}
+
+/// Mean absolute difference of two thumbnails, in hundredths of a standard deviation. JPEG
+/// recompression and lighting changes stay below ~2; two different products of the demo
+/// catalogue are at least ~7 apart (measured, see docs/capture.md).
+pub fn thumb_distance(a: &Thumb, b: &Thumb) -> f32 {
+    if a.0.len() != b.0.len() || a.0.is_empty() {
+        return f32::INFINITY;
+    }
+    100.0 * a.0.iter().zip(&b.0).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.0.len() as f32
 }
 
 /// Number of differing bits between two hashes.
@@ -147,6 +187,20 @@ mod tests {
         let b = gradient(120, 90, true);
         assert!(hamming(dhash(&a), dhash(&a_jpeg)) <= 4);
         assert!(hamming(dhash(&a), dhash(&b)) >= 32, "{:x} {:x}", dhash(&a), dhash(&b));
+    }
+
+    #[test]
+    fn thumb_ignores_lighting_but_not_content() {
+        let a = gradient(120, 90, false);
+        let mut dim = a.clone();
+        for p in dim.pixels_mut() {
+            for c in p.0.iter_mut() {
+                *c = (f32::from(*c) * 0.8 + 12.0) as u8;
+            }
+        }
+        let b = gradient(120, 90, true);
+        assert!(thumb_distance(&thumb(&a), &thumb(&dim)) < 2.0);
+        assert!(thumb_distance(&thumb(&a), &thumb(&b)) > 50.0);
     }
 
     #[test]

@@ -82,6 +82,10 @@ pub struct CaptureConfig {
     /// A crop whose 64-bit dHash differs from the slot's previous crop in at most this many bits
     /// counts as unchanged and is not re-processed.
     pub change_threshold: u32,
+    /// A crop also counts as changed when its 16x16 grey thumbnail (normalised for brightness and
+    /// contrast) differs from the previous one by more than this many hundredths of a standard
+    /// deviation on average. dHash alone misses a product swapped for a similar one.
+    pub change_pixel_threshold: f32,
     /// Folder sources: how often the directory is listed.
     pub poll_ms: u64,
     /// Folder sources: a file is read only once its size and mtime have not changed for this long.
@@ -103,6 +107,7 @@ impl Default for CaptureConfig {
         Self {
             crops_dir: PathBuf::from("crops"),
             change_threshold: 10,
+            change_pixel_threshold: 4.0,
             poll_ms: 500,
             settle_ms: 300,
             max_file_bytes: 20 * 1024 * 1024,
@@ -123,6 +128,11 @@ fn valid_id(s: &str) -> bool {
 impl Validate for CaptureConfig {
     fn validate(&self, issues: &mut Issues) {
         issues.check(self.change_threshold <= 64, "capture.change_threshold", "must be 0..=64 (bits of a 64-bit hash)");
+        issues.check(
+            self.change_pixel_threshold.is_finite() && self.change_pixel_threshold > 0.0,
+            "capture.change_pixel_threshold",
+            "must be a positive number",
+        );
         issues.check(self.poll_ms >= 10, "capture.poll_ms", "must be at least 10");
         issues.check(self.max_file_bytes >= 1024, "capture.max_file_bytes", "must be at least 1024");
         issues.check(self.max_image_width >= 16, "capture.max_image_width", "must be at least 16");
