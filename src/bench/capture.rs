@@ -4,6 +4,7 @@
 use crate::capture::pipeline::{CameraThreads, Capturer};
 use crate::capture::{demo, planogram, CaptureError, Frame, Result};
 use crate::config::{CameraConfig, CameraKind, Config, SlotConfig};
+use crate::store::Store;
 use crate::telemetry::{Histogram, Metrics};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -83,7 +84,7 @@ pub fn run(a: &CaptureBenchArgs) -> Result<CaptureBenchReport> {
     let (shelf, rotated) = shelf_variants(&a.assets, &slots)?;
     let tmp = tempfile_dir()?;
     let incoming = tmp.join("incoming");
-    std::fs::create_dir_all(&incoming).map_err(|e| err(e))?;
+    std::fs::create_dir_all(&incoming).map_err(err)?;
     let mut cfg = Config::default();
     cfg.node.data_dir = tmp.join("var");
     cfg.capture.settle_ms = a.settle_ms;
@@ -93,8 +94,8 @@ pub fn run(a: &CaptureBenchArgs) -> Result<CaptureBenchReport> {
         source: CameraKind::Folder { dir: incoming.clone(), done_dir: "done".into() },
         slots: slots.clone(),
     }];
-    let mut store = crate::store::open_config(&cfg).map_err(|e| err(e))?;
-    crate::store::import_catalog_csv(&mut store, &a.assets.join("catalog.csv")).map_err(|e| err(e))?;
+    let mut store = crate::store::open_config(&cfg).map_err(err)?;
+    crate::store::import_catalog_csv(&mut store, &a.assets.join("catalog.csv")).map_err(err)?;
     let frames = a.frames.max(2);
     let mut rows = Vec::new();
     let fr = |bytes: &[u8], i: usize| Frame {
@@ -132,10 +133,25 @@ pub fn run(a: &CaptureBenchArgs) -> Result<CaptureBenchReport> {
     }
     rows.push(row("changed crops (stored)", frames, crops, t.elapsed()));
 
+    // The same with an in-memory database: what the per-crop durable commit (fsync) costs.
+    let mut mem = Store::open_in_memory().map_err(err)?;
+    crate::store::import_catalog_csv(&mut mem, &a.assets.join("catalog.csv")).map_err(err)?;
+    let mut cfg_mem = cfg.clone();
+    cfg_mem.capture.crops_dir = tmp.join("crops-mem");
+    let mut cap = Capturer::new(&cfg_mem, Arc::new(Metrics::default()));
+    let t = Instant::now();
+    let mut crops = 0;
+    for i in 0..frames {
+        let bytes = if i % 2 == 0 { &rotated } else { &shelf };
+        let r = cap.process_frame(&mem, &fr(bytes, 20_000 + i))?;
+        crops += r.changed().count();
+    }
+    rows.push(row("changed, in-memory database", frames, crops, t.elapsed()));
+
     // End to end: a file appears in the watched folder -> crops stored.
     let metrics = Arc::new(Metrics::default());
     let mut cap = Capturer::new(&cfg, metrics.clone());
-    let threads = CameraThreads::spawn(&cfg.capture, cap.status(), metrics).map_err(|e| err(e))?;
+    let threads = CameraThreads::spawn(&cfg.capture, cap.status(), metrics).map_err(err)?;
     let mut hist = Histogram::default();
     let mut processing = 0.0;
     let drops = a.drops.max(1);

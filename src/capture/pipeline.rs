@@ -175,11 +175,11 @@ impl Capturer {
                 Err(e) => Err((i, sku, e)),
             });
         }
-        let quality = self.cfg.crop_jpeg_quality;
+        let (format, quality) = (self.cfg.crop_format, self.cfg.crop_jpeg_quality);
         let encoded: Vec<Option<Result<Vec<u8>>>> = judged
             .par_iter()
             .map(|j| match j {
-                Ok((o, c, _)) if o.changed => Some(planogram::encode_jpeg(c, quality)),
+                Ok((o, c, _)) if o.changed => Some(planogram::encode_crop(c, format, quality)),
                 _ => None,
             })
             .collect();
@@ -188,7 +188,7 @@ impl Capturer {
                 (Err((i, sku, e)), _) => Err((i, sku, e)),
                 (Ok((o, _, _)), None) => Ok(o),
                 (Ok((o, _, _)), Some(Err(e))) => Err((o.slot, o.sku, e)),
-                (Ok((mut o, _, t)), Some(Ok(jpeg))) => match self.store_crop(store, &mut o, &jpeg, t) {
+                (Ok((mut o, _, t)), Some(Ok(bytes))) => match self.store_crop(store, &mut o, &bytes, t) {
                     Ok(()) => Ok(o),
                     Err(e) => Err((o.slot, o.sku, e)),
                 },
@@ -284,13 +284,14 @@ impl Capturer {
 
     /// Writes a changed crop (atomically: temp file + rename), records an unknown SKU as a new
     /// item, adds the image row and remembers the crop as the slot's last one.
-    fn store_crop(&mut self, store: &Store, out: &mut CropOutcome, jpeg: &[u8], thumb: planogram::Thumb) -> Result<()> {
+    fn store_crop(&mut self, store: &Store, out: &mut CropOutcome, bytes: &[u8], thumb: planogram::Thumb) -> Result<()> {
         let (camera, slot_idx, sku, captured_ms) = (out.camera_id.clone(), out.slot, out.sku.clone(), out.captured_ms);
         let dir = self.crops_root.join(path_component(&camera)).join(format!("{slot_idx:02}-{}", path_component(&sku)));
         std::fs::create_dir_all(&dir).map_err(|e| io_err(dir.display(), e))?;
-        let path = dir.join(format!("{captured_ms}.jpg"));
-        let tmp = dir.join(format!(".{captured_ms}.jpg.tmp"));
-        std::fs::write(&tmp, jpeg).map_err(|e| io_err(tmp.display(), e))?;
+        let ext = self.cfg.crop_format.extension();
+        let path = dir.join(format!("{captured_ms}.{ext}"));
+        let tmp = dir.join(format!(".{captured_ms}.{ext}.tmp"));
+        std::fs::write(&tmp, bytes).map_err(|e| io_err(tmp.display(), e))?;
         std::fs::rename(&tmp, &path).map_err(|e| io_err(path.display(), e))?;
         let path_str = path.to_string_lossy().into_owned();
         let store_err = |e: crate::store::StoreError| CaptureError::Store(e.to_string());

@@ -148,6 +148,40 @@ pub fn hamming(a: u64, b: u64) -> u32 {
     (a ^ b).count_ones()
 }
 
+/// File format of stored crops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CropFormat {
+    /// Lossless, fast to write (~0.2 ms per 224x224 crop), ~25 kB.
+    #[default]
+    Png,
+    /// Smaller (~5-15 kB) but ~15x slower to encode with the pure-Rust encoder.
+    Jpeg,
+}
+
+impl CropFormat {
+    pub fn extension(self) -> &'static str {
+        match self {
+            CropFormat::Png => "png",
+            CropFormat::Jpeg => "jpg",
+        }
+    }
+}
+
+/// Encodes a crop in the configured format.
+pub fn encode_crop(img: &RgbImage, format: CropFormat, jpeg_quality: u8) -> Result<Vec<u8>> {
+    match format {
+        CropFormat::Jpeg => encode_jpeg(img, jpeg_quality),
+        CropFormat::Png => {
+            use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+            let mut out = Vec::new();
+            let enc = PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Adaptive);
+            img.write_with_encoder(enc).map_err(|e| CaptureError::Encode(e.to_string()))?;
+            Ok(out)
+        }
+    }
+}
+
 /// Encodes an RGB image as JPEG.
 pub fn encode_jpeg(img: &RgbImage, quality: u8) -> Result<Vec<u8>> {
     let mut out = Vec::new();

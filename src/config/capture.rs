@@ -97,7 +97,9 @@ pub struct CaptureConfig {
     pub max_image_height: u32,
     /// Largest decoder allocation, in bytes.
     pub max_decode_alloc_bytes: u64,
-    /// JPEG quality of the stored crops (1..=100).
+    /// File format of the stored crops: "png" (lossless, fast) or "jpeg".
+    pub crop_format: crate::capture::planogram::CropFormat,
+    /// JPEG quality of the stored crops when `crop_format = "jpeg"` (1..=100).
     pub crop_jpeg_quality: u8,
     pub cameras: Vec<CameraConfig>,
 }
@@ -114,6 +116,7 @@ impl Default for CaptureConfig {
             max_image_width: 8192,
             max_image_height: 8192,
             max_decode_alloc_bytes: 256 * 1024 * 1024,
+            crop_format: crate::capture::planogram::CropFormat::Png,
             crop_jpeg_quality: 90,
             cameras: Vec::new(),
         }
