@@ -38,7 +38,8 @@ fn capture_once_runs_the_demo_shelf_and_reports_bad_pictures() {
     .unwrap();
     let run = |shelf: &[u8], name: &str| {
         std::fs::write(incoming.join(name), shelf).unwrap();
-        let o = bin().arg("capture").arg("--config").arg(&cfg_path).args(["--once", "--wait-ms", "3000"]).output().unwrap();
+        let o =
+            bin().arg("capture").arg("--config").arg(&cfg_path).args(["--once", "--wait-ms", "3000"]).output().unwrap();
         (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned())
     };
     let shelf = std::fs::read(tmp.path().join("shelf/shelf-a.jpg")).unwrap();

@@ -98,7 +98,8 @@ fn demo_shelf_from_a_folder_is_cut_into_stored_crops_and_unchanged_ones_are_skip
     assert_eq!(sent.lock().unwrap().len(), 12, "changed crops go to the denoiser sink");
 
     // The same shelf again (recompressed JPEG): nothing is re-processed.
-    let again = planogram::encode_jpeg(&planogram::decode(&shelf_bytes(), "s", Default::default()).unwrap(), 75).unwrap();
+    let again =
+        planogram::encode_jpeg(&planogram::decode(&shelf_bytes(), "s", Default::default()).unwrap(), 75).unwrap();
     let r2 = cap.process_frame(&store, &frame("shelf-a", again, f.captured_ms + 1000)).unwrap();
     assert!(r2.crops.iter().all(|c| !c.changed && c.path.is_none()), "{:?}", r2.crops);
     assert_eq!(sent.lock().unwrap().len(), 12);
@@ -159,10 +160,7 @@ fn bad_pictures_and_bad_slots_are_counted_and_the_rest_keeps_running() {
     ];
     for (i, (what, bytes)) in bad.into_iter().enumerate() {
         let e = cap.process_frame(&store, &frame("shelf-a", bytes, i as i64)).unwrap_err();
-        assert!(
-            matches!(e, CaptureError::Decode { .. } | CaptureError::EmptyImage { .. }),
-            "{what}: {e:?}"
-        );
+        assert!(matches!(e, CaptureError::Decode { .. } | CaptureError::EmptyImage { .. }), "{what}: {e:?}");
         assert!(matches!(cap.status().get("shelf-a").unwrap().state, CameraState::Degraded(_)), "{what}");
     }
     assert_eq!(metrics.get("capture.decode_errors"), 4);

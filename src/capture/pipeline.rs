@@ -88,7 +88,8 @@ pub struct Capturer {
 impl Capturer {
     pub fn new(cfg: &Config, metrics: Arc<Metrics>) -> Self {
         let c = &cfg.capture;
-        let crops_root = if c.crops_dir.is_absolute() { c.crops_dir.clone() } else { cfg.data_dir().join(&c.crops_dir) };
+        let crops_root =
+            if c.crops_dir.is_absolute() { c.crops_dir.clone() } else { cfg.data_dir().join(&c.crops_dir) };
         let status = StatusBoard::default();
         for cam in &c.cameras {
             status.register(&cam.id);
@@ -284,7 +285,13 @@ impl Capturer {
 
     /// Writes a changed crop (atomically: temp file + rename), records an unknown SKU as a new
     /// item, adds the image row and remembers the crop as the slot's last one.
-    fn store_crop(&mut self, store: &Store, out: &mut CropOutcome, bytes: &[u8], thumb: planogram::Thumb) -> Result<()> {
+    fn store_crop(
+        &mut self,
+        store: &Store,
+        out: &mut CropOutcome,
+        bytes: &[u8],
+        thumb: planogram::Thumb,
+    ) -> Result<()> {
         let (camera, slot_idx, sku, captured_ms) = (out.camera_id.clone(), out.slot, out.sku.clone(), out.captured_ms);
         let dir = self.crops_root.join(path_component(&camera)).join(format!("{slot_idx:02}-{}", path_component(&sku)));
         std::fs::create_dir_all(&dir).map_err(|e| io_err(dir.display(), e))?;
@@ -311,7 +318,8 @@ impl Capturer {
             }
         }
         let source = format!("{camera}/{slot_idx}");
-        out.image_id = Some(store.add_image(&sku, &path_str, &source, captured_ms, Some(out.phash)).map_err(store_err)?);
+        out.image_id =
+            Some(store.add_image(&sku, &path_str, &source, captured_ms, Some(out.phash)).map_err(store_err)?);
         out.path = Some(path);
         self.last.insert((camera, slot_idx), Some(Previous { hash: out.phash, thumb: Some(thumb) }));
         Ok(())
@@ -385,7 +393,9 @@ impl CameraThreads {
         for src in sources {
             let (tx, stop, status, metrics) = (tx.clone(), stop.clone(), status.clone(), metrics.clone());
             let name = format!("cam-{}", src.camera_id());
-            handles.push(std::thread::Builder::new().name(name).spawn(move || camera_loop(src, tx, stop, status, metrics))?);
+            handles.push(
+                std::thread::Builder::new().name(name).spawn(move || camera_loop(src, tx, stop, status, metrics))?,
+            );
         }
         Ok(Self { frames: rx, stop, handles })
     }

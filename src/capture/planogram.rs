@@ -246,8 +246,14 @@ mod tests {
         let lim = DecodeLimits { max_bytes: 100, ..DecodeLimits::default() };
         assert!(matches!(decode(&jpeg, "big", lim), Err(CaptureError::TooLarge { .. })));
         assert!(matches!(decode(&[], "e", DecodeLimits::default()), Err(CaptureError::EmptyImage { .. })));
-        assert!(matches!(decode(&jpeg[..jpeg.len() / 3], "t", DecodeLimits::default()), Err(CaptureError::Decode { .. })));
-        assert!(matches!(decode(b"not an image at all", "x", DecodeLimits::default()), Err(CaptureError::Decode { .. })));
+        assert!(matches!(
+            decode(&jpeg[..jpeg.len() / 3], "t", DecodeLimits::default()),
+            Err(CaptureError::Decode { .. })
+        ));
+        assert!(matches!(
+            decode(b"not an image at all", "x", DecodeLimits::default()),
+            Err(CaptureError::Decode { .. })
+        ));
         assert_eq!(decode(&jpeg, "ok", DecodeLimits::default()).unwrap().dimensions(), (300, 200));
     }
 }

@@ -60,8 +60,12 @@ fn print_report(r: &FrameReport) {
             _ => "unchanged",
         };
         let dist = c.distance.map_or("-".to_string(), |d| d.to_string());
+        let pix = c.pixel_distance.map_or("-".to_string(), |d| format!("{d:.1}"));
         let path = c.path.as_ref().map_or(String::new(), |p| p.display().to_string());
-        println!("  slot {:>2}  {:<16} {:<18} dist {:>2}  {:016x}  {}", c.slot, c.sku, what, dist, c.phash, path);
+        println!(
+            "  slot {:>2}  {:<16} {:<18} dhash {:>2}  thumb {:>6}  {:016x}  {}",
+            c.slot, c.sku, what, dist, pix, c.phash, path
+        );
     }
     for e in &r.slot_errors {
         println!("  error: {e}");
@@ -127,4 +131,3 @@ pub(super) fn bench(a: crate::bench::capture::CaptureBenchArgs) -> anyhow::Resul
     }
     Ok(ExitCode::SUCCESS)
 }
-

@@ -124,8 +124,11 @@ impl Default for CaptureConfig {
 }
 
 fn valid_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-        && s != "." && s != ".."
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && s != "."
+        && s != ".."
 }
 
 impl Validate for CaptureConfig {
@@ -145,11 +148,7 @@ impl Validate for CaptureConfig {
             "capture.max_decode_alloc_bytes",
             "must be at least 1 MiB",
         );
-        issues.check(
-            (1..=100).contains(&self.crop_jpeg_quality),
-            "capture.crop_jpeg_quality",
-            "must be 1..=100",
-        );
+        issues.check((1..=100).contains(&self.crop_jpeg_quality), "capture.crop_jpeg_quality", "must be 1..=100");
         let mut seen = std::collections::HashSet::new();
         for (i, cam) in self.cameras.iter().enumerate() {
             issues.check(
@@ -195,7 +194,8 @@ mod tests {
 
     #[test]
     fn camera_defaults_and_bad_keys() {
-        let ok = "[capture]\n[[capture.cameras]]\nid = \"a\"\nsource = { kind = \"serial\", port = \"/dev/ttyUSB0\" }\n\
+        let ok =
+            "[capture]\n[[capture.cameras]]\nid = \"a\"\nsource = { kind = \"serial\", port = \"/dev/ttyUSB0\" }\n\
                   slots = [ { sku = \"1\", rect = [0.0, 0.0, 0.5, 0.5] } ]\n";
         let cfg = validate_str(ok).unwrap();
         match &cfg.capture.cameras[0].source {

@@ -255,7 +255,8 @@ impl Vc0706 {
         let mut seen = Vec::new();
         let mut b = [0u8; 64];
         while Instant::now() < deadline && !seen.windows(INIT_END.len()).any(|w| w == INIT_END) {
-            let _ = self.port.set_timeout(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
+            let _ =
+                self.port.set_timeout(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
             match self.port.read(&mut b) {
                 Ok(n) if n > 0 => seen.extend_from_slice(&b[..n]),
                 Ok(_) => break,
@@ -321,7 +322,9 @@ impl Vc0706 {
             return Err(self.protocol(format!("frame of {len} bytes does not start with the JPEG SOI marker")));
         }
         if !jpeg_has_eoi(&jpeg) {
-            return Err(self.protocol(format!("frame of {len} bytes does not end with the JPEG EOI marker (wrong length?)")));
+            return Err(
+                self.protocol(format!("frame of {len} bytes does not end with the JPEG EOI marker (wrong length?)"))
+            );
         }
         Ok(jpeg)
     }

@@ -51,9 +51,8 @@ impl Simulator {
     pub fn start(jpeg: Vec<u8>) -> std::io::Result<Simulator> {
         let (mut master, mut slave): (RawFd, RawFd) = (-1, -1);
         // SAFETY: openpty writes two fds; name, termios and winsize may be null.
-        let rc = unsafe {
-            libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null())
-        };
+        let rc =
+            unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
         if rc != 0 {
             return Err(last_os_error("openpty"));
         }
@@ -83,9 +82,7 @@ impl Simulator {
         let unplug = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let (st, un, sp) = (state.clone(), unplug.clone(), stop.clone());
-        let thread = std::thread::Builder::new()
-            .name("vc0706-sim".into())
-            .spawn(move || serve(master, st, un, sp))?;
+        let thread = std::thread::Builder::new().name("vc0706-sim".into()).spawn(move || serve(master, st, un, sp))?;
         Ok(Simulator { path, state, unplug, stop, slave: Some(slave), thread: Some(thread) })
     }
 
