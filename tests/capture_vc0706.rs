@@ -35,6 +35,9 @@ fn takes_a_picture_and_sets_the_image_size() {
     let chunks = jpeg.len().div_ceil(256) as u64;
     assert_eq!(s.count(vc0706::READ_FBUF), chunks);
     assert_eq!(s.count(vc0706::FBUF_CTRL), 2, "stop + resume");
+    let lens = s.read_lengths();
+    assert!(lens.iter().all(|l| l % 8 == 0 && *l <= 256), "{lens:?}");
+    assert_eq!(lens.iter().map(|l| *l as usize).sum::<usize>(), jpeg.len().next_multiple_of(8));
     // The next picture sees a new scene, on the same connection (no new reset).
     let other = test_jpeg(7);
     s.set_jpeg(other.clone());

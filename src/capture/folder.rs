@@ -25,6 +25,7 @@ pub struct FolderSource {
     pending: HashMap<PathBuf, (Stamp, Instant)>,
     /// Files read whose move failed.
     consumed: HashSet<(PathBuf, Stamp)>,
+    last_scan: Option<Instant>,
 }
 
 fn is_picture(p: &Path) -> bool {
@@ -45,6 +46,7 @@ impl FolderSource {
             max_bytes,
             pending: HashMap::new(),
             consumed: HashSet::new(),
+            last_scan: None,
         }
     }
 
@@ -140,14 +142,23 @@ impl Source for FolderSource {
     fn next_frame(&mut self, timeout: Duration) -> Result<Option<Frame>> {
         let deadline = Instant::now() + timeout;
         loop {
+            // List the directory at most once per poll interval, however often we are called.
+            let now = Instant::now();
+            let due = self.last_scan.map_or(now, |t| t + self.poll);
+            if due > now {
+                if due > deadline {
+                    std::thread::sleep(deadline.saturating_duration_since(now));
+                    return Ok(None);
+                }
+                std::thread::sleep(due - now);
+            }
+            self.last_scan = Some(Instant::now());
             if let Some((path, stamp)) = self.scan()? {
                 return self.take(path, stamp).map(Some);
             }
-            let now = Instant::now();
-            if now >= deadline {
+            if Instant::now() >= deadline {
                 return Ok(None);
             }
-            std::thread::sleep(self.poll.min(deadline - now));
         }
     }
 }

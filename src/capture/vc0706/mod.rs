@@ -314,8 +314,10 @@ impl Vc0706 {
         let mut addr = 0u32;
         while addr < len {
             let n = chunk.min(len - addr);
-            let data = self.retry("READ_FBUF", |c| c.read_chunk(addr, n))?;
-            jpeg.extend_from_slice(&data);
+            // Requests are whole multiples of 8 bytes (the camera's transfer unit); bytes past the
+            // declared length are dropped.
+            let data = self.retry("READ_FBUF", |c| c.read_chunk(addr, n.next_multiple_of(8)))?;
+            jpeg.extend_from_slice(&data[..n as usize]);
             addr += n;
         }
         if !jpeg.starts_with(&[0xFF, 0xD8]) {

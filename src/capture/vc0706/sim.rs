@@ -30,6 +30,8 @@ struct State {
     image_size: u8,
     /// Commands received, by command byte.
     counts: std::collections::BTreeMap<u8, u64>,
+    /// Length of every READ_FBUF request, in order.
+    read_lens: Vec<u32>,
 }
 
 pub struct Simulator {
@@ -108,6 +110,11 @@ impl Simulator {
     /// How many commands with this command byte were received.
     pub fn count(&self, cmd: u8) -> u64 {
         self.state.lock().map(|s| s.counts.get(&cmd).copied().unwrap_or(0)).unwrap_or(0)
+    }
+
+    /// The length of every READ_FBUF request so far.
+    pub fn read_lengths(&self) -> Vec<u32> {
+        self.state.lock().map(|s| s.read_lens.clone()).unwrap_or_default()
     }
 
     /// The image size register value.
@@ -219,6 +226,7 @@ fn next_reply(inbuf: &mut Vec<u8>, state: &Mutex<State>) -> Option<Vec<u8>> {
         READ_FBUF if args.len() == 12 => {
             let addr = u32::from_be_bytes([args[2], args[3], args[4], args[5]]) as usize;
             let len = u32::from_be_bytes([args[6], args[7], args[8], args[9]]) as usize;
+            st.read_lens.push(len as u32);
             let mut data: Vec<u8> = st.jpeg.iter().copied().skip(addr).take(len).collect();
             data.resize(len, 0); // past the end the buffer reads as zeros
             if st.faults.drop_chunk_bytes > 0 && !data.is_empty() {
