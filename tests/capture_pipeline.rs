@@ -192,11 +192,11 @@ fn folder_source_waits_for_files_to_settle_and_ignores_others() {
     let dir = tmp.path().join("in");
     std::fs::create_dir_all(&dir).unwrap();
     let bytes = shelf_bytes();
-    let mut src = FolderSource::new("c", &dir, Path::new("done"), 400, 10, 1 << 24);
+    let mut src = FolderSource::new("c", &dir, Path::new("done"), 1000, 10, 1 << 24);
     std::fs::write(dir.join("notes.txt"), b"x").unwrap();
     std::fs::write(dir.join(".upload.jpg"), b"partial").unwrap();
     assert!(src.next_frame(Duration::from_millis(100)).unwrap().is_none(), "no picture yet");
-    // A half-written upload: the first part now, the rest 150 ms later.
+    // A half-written upload: the first part now, the rest 150 ms later (settle time 1 s).
     std::fs::write(dir.join("a.jpg"), &bytes[..1000]).unwrap();
     assert!(src.next_frame(Duration::from_millis(150)).unwrap().is_none(), "not settled yet");
     std::fs::write(dir.join("a.jpg"), &bytes).unwrap();
