@@ -220,4 +220,16 @@ mod tests {
             assert!(keys.contains(&k), "{k} missing in {keys:?}");
         }
     }
+
+    #[test]
+    fn a_config_with_cameras_serialises_and_parses_back() {
+        let src = "[capture]\ncrop_format = \"jpeg\"\n[[capture.cameras]]\nid = \"a\"\n\
+                   source = { kind = \"folder\", dir = \"/in\" }\n\
+                   [[capture.cameras]]\nid = \"b\"\n\
+                   source = { kind = \"serial\", port = \"/dev/ttyS1\", resolution = \"160x120\" }\n\
+                   slots = [ { sku = \"x\", rect = [0.5, 0.5, 0.5, 0.5] } ]\n";
+        let cfg = validate_str(src).unwrap();
+        let text = toml::to_string(&cfg).unwrap();
+        assert_eq!(validate_str(&text).unwrap(), cfg, "{text}");
+    }
 }
