@@ -5,8 +5,13 @@ use std::process::ExitCode;
 pub enum BenchCmd {
     /// Not built yet.
     Serve,
+    /// Capture: crops per second and end-to-end time from a shelf picture in a folder to stored crops.
+    Capture(crate::bench::capture::CaptureBenchArgs),
 }
 
-pub fn run(_c: BenchCmd) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("bench: not built yet")
+pub fn run(c: BenchCmd) -> anyhow::Result<ExitCode> {
+    match c {
+        BenchCmd::Capture(a) => super::capture::bench(a),
+        _ => anyhow::bail!("bench: not built yet"),
+    }
 }
