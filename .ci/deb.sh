@@ -140,7 +140,8 @@ check_installed() { # check_installed LABEL
     done
     check "$l: user sgbd-edge exists with a nologin shell" grep -q ':/usr/sbin/nologin$' <<<"$(getent passwd "$PKG")"
     check "$l: user home is $STATE" test "$(getent passwd "$PKG" | cut -d: -f6)" = "$STATE"
-    check "$l: group sgbd-edge exists" getent group "$PKG"
+    has_group() { getent group "$1" >/dev/null; }
+    check "$l: group sgbd-edge exists" has_group "$PKG"
     for g in dialout video; do
         if getent group "$g" >/dev/null; then
             check "$l: sgbd-edge is in group $g" grep -qw "$g" <<<"$(id -nG "$PKG")"
