@@ -16,6 +16,7 @@ if [ -n "${SGBD_SKIP_AARCH64:-}" ]; then
 fi
 
 TARGET=aarch64-unknown-linux-gnu
+export RUST_LOG_STYLE=never NO_COLOR=1
 T0=$(date +%s)
 TS=$T0
 step() { local now; now=$(date +%s); echo "[aarch64] ($((now - TS)) s) done; [$((now - T0)) s total] ==> $*"; TS=$now; }
@@ -118,8 +119,15 @@ if [ -z "$reply" ]; then
     fail "no kiosk reply within $READY_S s"
 fi
 echo "[aarch64] first reply after $(($(date +%s) - t)) s: $(head -c 400 <<<"$reply")"
-is_json() { python3 -c 'import json,sys; json.load(sys.stdin)' 2>/dev/null || jq -e . >/dev/null; }
-check "kiosk reply is JSON" is_json <<<"$reply"
+# The reply contract (docs/mqtt.md): JSON with items, model_version, generated_at.
+reply_ok() {
+    if command -v python3 >/dev/null; then
+        python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if all(k in d for k in ("items","model_version","generated_at")) else 1)'
+    else
+        jq -e 'has("items") and has("model_version") and has("generated_at")' >/dev/null
+    fi
+}
+check "kiosk reply is JSON with items, model_version, generated_at" reply_ok <<<"$reply"
 kill -TERM "$DAEMON_PID"
 set +e; wait "$DAEMON_PID"; rc=$?; set -e
 DAEMON_PID=""
