@@ -191,8 +191,12 @@ MARK="# local edit (deb.sh $$)"
 "${DPKG[@]}" -i "$DEB_AMD64" </dev/null >/dev/null
 check "reinstall of the same version keeps the edited $CONF" grep -qxF "$MARK" "$CONF"
 TMPDEB=$(mktemp -d)
-cargo deb --no-build --deb-revision 99 --output "$TMPDEB/" >/dev/null 2>&1
-DEB_NEXT=$(ls "$TMPDEB"/*.deb)
+# cargo-deb deletes other versions of the package from target/debian: keep ours aside.
+cp -p "$DEB_AMD64" "$TMPDEB/keep.deb"
+mkdir "$TMPDEB/next"
+cargo deb --no-build --deb-revision 99 --output "$TMPDEB/next/" >/dev/null 2>&1
+mv "$TMPDEB/keep.deb" "$DEB_AMD64"
+DEB_NEXT=$(ls "$TMPDEB"/next/*.deb)
 "${DPKG[@]}" -i "$DEB_NEXT" </dev/null >/dev/null
 check "upgrade to $(dpkg-query -W -f='${Version}' "$PKG") keeps the edited $CONF" grep -qxF "$MARK" "$CONF"
 check "upgraded config still validates" /usr/bin/sgbd-edge validate --config "$CONF"
@@ -213,4 +217,5 @@ check "purge: $STATE removed" test ! -e "$STATE"
 reset_machine
 
 step "finished"
+ls -l "$DEB_AMD64" ${DEB_ARM64:+"$DEB_ARM64"} | sed 's/^/[deb]   /'
 echo "[deb] $PASS passed, 0 failed in $(($(date +%s) - T0)) s"
