@@ -106,6 +106,7 @@ check_deb() { # check_deb FILE ARCH ELF-MACHINE
     done
     dpkg-deb -x "$deb" "$tmp/root"
     check "$arch: binary is an ELF for $machine" grep -q "$machine" <<<"$(file -b "$tmp/root/usr/bin/sgbd-edge")"
+    check "$arch: binary is stripped" grep -q ', stripped' <<<"$(file -b "$tmp/root/usr/bin/sgbd-edge")"
     check "$arch: shipped config is the jetson-orin one" cmp -s "$tmp/root/etc/sgbd-edge/config.toml" firmware-config/jetson-orin.toml
     rm -rf "$tmp"
 }
