@@ -27,6 +27,17 @@ check() { # check "description" command...
     if "$@"; then PASS=$((PASS + 1)); echo "[aarch64]   ok: $what"; else fail "$what"; fi
 }
 
+step "tools: qemu-user-static, file"
+need=()
+command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
+command -v file >/dev/null || need+=(file)
+if [ ${#need[@]} -gt 0 ]; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 update -q
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${need[@]}"
+fi
+
 step "cross build: cross/build-aarch64.sh --release"
 cross/build-aarch64.sh --release
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
@@ -48,14 +59,6 @@ done
 PASS=$((PASS + 1)); echo "[aarch64]   ok: only libc6/libgcc-s1 libraries needed"
 echo "[aarch64] size: $(du -h "$BIN" | cut -f1) ($(stat -c %s "$BIN") bytes)"
 
-step "qemu-user-static"
-if ! command -v qemu-aarch64-static >/dev/null; then
-    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get -o DPkg::Lock::Timeout=600 update -q
-    $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends qemu-user-static
-fi
-qemu-aarch64-static --version | head -1
 # Runs the binary directly under qemu (no binfmt needed); -L finds the aarch64 ld.so and libc.
 Q=(qemu-aarch64-static -L /usr/aarch64-linux-gnu "$BIN")
 WORK=$(mktemp -d)
@@ -66,6 +69,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
+qemu-aarch64-static --version | head -1
 step "smoke: --version, validate, print-default-config (under qemu)"
 t=$(date +%s)
 check "sgbd-edge --version" "${Q[@]}" --version

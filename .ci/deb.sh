@@ -48,6 +48,12 @@ if ! cargo deb --version >/dev/null 2>&1; then
 fi
 cargo deb --version
 command -v dpkg-deb >/dev/null || fail "dpkg-deb not found (not a Debian-based machine?)"
+if ! command -v file >/dev/null; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 update -q
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends file
+fi
 
 step "amd64: cargo build --release (no-op when .ci/run already built it)"
 nice -n 10 cargo build --release --locked --bin sgbd-edge
