@@ -1,1 +1,3 @@
 //! Benchmarks behind `sgbd-edge bench ...`: each prints a table and can write JSON.
+
+pub mod serve;

@@ -3,10 +3,16 @@ use std::process::ExitCode;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum BenchCmd {
-    /// Not built yet.
-    Serve,
+    /// Serving over the embedded broker: request latency from N simulated kiosks, and durable
+    /// event ingest rate.
+    Serve(crate::bench::serve::ServeBenchArgs),
 }
 
-pub fn run(_c: BenchCmd) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("bench: not built yet")
+pub fn run(c: BenchCmd) -> anyhow::Result<ExitCode> {
+    match c {
+        BenchCmd::Serve(a) => {
+            crate::bench::serve::run(&a)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

@@ -32,7 +32,7 @@ fn prepare_catalogue(cfg: &crate::config::Config, path: &PathBuf) -> Result<Hash
 }
 
 /// Runs the demo kiosk until shutdown.
-pub async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
     let cfg = ctx.cfg.read().map(|c| c.clone()).unwrap_or_default();
     let path = ctx.opts.demo_catalog.clone().unwrap_or_else(|| PathBuf::from(DEMO_CATALOG));
     let c2 = cfg.clone();

@@ -25,7 +25,7 @@ use crate::config::{BrokerMode, Config};
 use crate::mqtt::contract::{self, Birth, ModelInfo, Topics, STATUS_STOPPED};
 use crate::mqtt::{Link, LinkOptions};
 use crate::serve::{PopularityRanker, Ranker, RankerSlot};
-use crate::store::{EventKind, Store};
+use crate::store::EventKind;
 use crate::telemetry::Metrics;
 use health::{Health, Heartbeats, Notifier};
 use std::path::PathBuf;

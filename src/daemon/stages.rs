@@ -8,7 +8,7 @@ use crate::mqtt::contract::{
     self, decode, now_ms, Command, DecodeError, ErrorBody, ErrorCode, ErrorReply, EventAck, EventMsg, FleetEvent,
     FleetEvents, Inbound, RecommendReply, RecommendRequest, Stats,
 };
-use crate::serve::{ReplyCache, RequestCtx};
+use crate::serve::{Ranker, ReplyCache, RequestCtx};
 use crate::store::{Event, NewItem, Store};
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
@@ -568,7 +568,7 @@ fn stats(ctx: &Ctx) -> Stats {
         broker_connected: ctx.link.is_connected(),
         model_version: ctx.ranker.get().model_version(),
         counters: m.counters(),
-        latencies: m.latency_summaries(),
+        latencies: m.latency_summaries().into_iter().map(|(k, v)| (k, v.into())).collect(),
         outbox_backlog: m.get("outbox.backlog"),
         disk_free_bytes: health::disk_free(&data_dir),
         gpu_load_pct: health::gpu_load_pct(),

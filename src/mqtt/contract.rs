@@ -332,13 +332,29 @@ pub struct Stats {
     /// Named counters (`serve.requests`, `mqtt.malformed`, `ingest.events`, ...).
     pub counters: std::collections::BTreeMap<String, u64>,
     /// Latency summaries by name (`serve.request_ms`, `ingest.commit_ms`).
-    pub latencies: std::collections::BTreeMap<String, crate::telemetry::LatencySummary>,
+    pub latencies: std::collections::BTreeMap<String, Latency>,
     pub outbox_backlog: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_free_bytes: Option<u64>,
     /// Jetson GPU load in percent (`/sys/devices/gpu.0/load` / 10), when present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_load_pct: Option<f64>,
+}
+
+/// A latency summary in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl From<crate::telemetry::LatencySummary> for Latency {
+    fn from(s: crate::telemetry::LatencySummary) -> Self {
+        Self { count: s.count, p50_ms: s.p50_ms, p90_ms: s.p90_ms, p99_ms: s.p99_ms, max_ms: s.max_ms }
+    }
 }
 
 /// An event as forwarded to the fleet.
