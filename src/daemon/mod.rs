@@ -240,9 +240,16 @@ pub async fn run(cfg: Config, opts: DaemonOptions, mut shutdown: watch::Receiver
     // Wait for the broker (shutdown-aware) before READY=1.
     let notifier = Notifier::from_env();
     notifier.status("connecting to the broker");
+    let waiting = Instant::now();
     loop {
         if link.is_connected() {
             break;
+        }
+        if cfg.mqtt.broker == BrokerMode::Embedded && waiting.elapsed() > Duration::from_secs(10) {
+            return Err(DaemonError::Unsupported("cannot connect to the embedded broker".into()));
+        }
+        if waiting.elapsed().as_secs() % 10 == 9 {
+            notifier.status(&format!("waiting for the broker {}:{}", cfg.mqtt.host, cfg.mqtt.port));
         }
         if *shutdown.borrow() {
             link.shutdown(STATUS_STOPPED, Duration::from_millis(100)).await;

@@ -3,9 +3,10 @@
 //! Items are ranked by the store's weighted interaction count ([`crate::store::Store::popularity`]:
 //! view 1, scan 2, cart 4, purchase 8), then the rest of the catalogue (score 0, newest first) so a
 //! new store still gets suggestions. A user's items of the configured `serve.exclude_kinds` are
-//! never suggested to that user. Popularity is re-read from the store periodically by the daemon
-//! ([`PopularityRanker::refresh`]); exclusions are updated incrementally from ingested events
-//! ([`Ranker::observe`]).
+//! never suggested to that user. Scores and exclusions are updated incrementally from ingested
+//! events ([`Ranker::observe`]) and re-read from the store periodically by the daemon
+//! ([`PopularityRanker::refresh`]), which also corrects any drift (e.g. a duplicate event counted
+//! by `observe`).
 
 use super::{Ranker, Recommendation, RequestCtx, ServeError};
 use crate::mqtt::contract::RecItem;
@@ -42,7 +43,7 @@ impl PopularityRanker {
         };
         r.refresh(store)?;
         let evs = store.interactions()?;
-        r.observe(&evs);
+        r.add_exclusions(&evs);
         Ok(r)
     }
 
@@ -67,6 +68,40 @@ impl PopularityRanker {
             *g = Arc::new(ranked);
         }
         Ok(())
+    }
+
+    /// Adds the events' weights to the scores and re-sorts (a stable sort: ties keep their order).
+    fn add_scores(&self, events: &[Event]) {
+        if events.is_empty() {
+            return;
+        }
+        let Ok(mut g) = self.ranked.write() else { return };
+        let mut add: HashMap<&str, f64> = HashMap::new();
+        for e in events {
+            *add.entry(e.sku.as_str()).or_default() += e.kind.weight();
+        }
+        let mut next: Vec<Ranked> = g
+            .iter()
+            .map(|r| match add.remove(r.sku.as_str()) {
+                Some(w) => Ranked { sku: r.sku.clone(), score: r.score + w, popular: true },
+                None => Ranked { sku: r.sku.clone(), score: r.score, popular: r.popular },
+            })
+            .collect();
+        // Items not in the catalogue yet still rank (the kiosk knows them).
+        next.extend(add.into_iter().map(|(sku, w)| Ranked { sku: sku.to_string(), score: w, popular: true }));
+        next.sort_by(|a, b| b.score.total_cmp(&a.score));
+        *g = Arc::new(next);
+    }
+
+    fn add_exclusions(&self, events: &[Event]) {
+        if self.exclude_kinds.is_empty() {
+            return;
+        }
+        if let Ok(mut ex) = self.exclusions.write() {
+            for e in events.iter().filter(|e| self.exclude_kinds.contains(&e.kind)) {
+                ex.entry(e.user.clone()).or_default().insert(e.sku.clone());
+            }
+        }
     }
 
     /// Items ranked right now (for status and tests).
@@ -106,14 +141,8 @@ impl Ranker for PopularityRanker {
     }
 
     fn observe(&self, events: &[Event]) {
-        if self.exclude_kinds.is_empty() {
-            return;
-        }
-        if let Ok(mut ex) = self.exclusions.write() {
-            for e in events.iter().filter(|e| self.exclude_kinds.contains(&e.kind)) {
-                ex.entry(e.user.clone()).or_default().insert(e.sku.clone());
-            }
-        }
+        self.add_scores(events);
+        self.add_exclusions(events);
     }
 }
 
@@ -147,6 +176,7 @@ mod tests {
         ])
         .unwrap();
         let r = PopularityRanker::load(&s, &[EventKind::Purchase]).unwrap();
+        assert_eq!(r.len(), 4);
         let ctx = RequestCtx { now_ms: 5, ..Default::default() };
         let rec = r.recommend("u9", 3, &ctx);
         let skus: Vec<_> = rec.items.iter().map(|i| i.sku.as_str()).collect();
@@ -159,9 +189,18 @@ mod tests {
         let rec = r.recommend("u1", 10, &ctx);
         assert!(rec.items.iter().all(|i| i.sku != "a"));
         assert_eq!(rec.items.len(), 3);
-        // incremental: u2 buys b now.
-        r.observe(&[ev("5", "u2", "b", EventKind::Purchase)]);
+        // incremental: u2 buys b now (b: 5 + 8 = 13 > a: 9), and c is viewed once.
+        r.observe(&[ev("5", "u2", "b", EventKind::Purchase), ev("6", "u4", "c", EventKind::View)]);
         assert!(r.recommend("u2", 10, &ctx).items.iter().all(|i| i.sku != "b"));
+        let rec = r.recommend("u9", 4, &ctx);
+        let skus: Vec<_> = rec.items.iter().map(|i| i.sku.as_str()).collect();
+        assert_eq!(skus, ["b", "a", "c", "d"]);
+        assert_eq!(rec.items[2].reason, "popular_in_store");
+        // a refresh from the store agrees once the events are stored.
+        s.insert_events(&[ev("5", "u2", "b", EventKind::Purchase), ev("6", "u4", "c", EventKind::View)]).unwrap();
+        r.refresh(&s).unwrap();
+        let again: Vec<_> = r.recommend("u9", 4, &ctx).items.iter().map(|i| (i.sku.clone(), i.score)).collect();
+        assert_eq!(again, rec.items.iter().map(|i| (i.sku.clone(), i.score)).collect::<Vec<_>>());
         // request-level exclusion.
         let ctx2 = RequestCtx { exclude: vec!["b".into()], ..ctx };
         assert!(r.recommend("u9", 10, &ctx2).items.iter().all(|i| i.sku != "b"));
