@@ -476,7 +476,11 @@ pub(crate) async fn command_loop(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<(String, 
         };
         tracing::info!(command = %name, "fleet command");
         match name.as_str() {
-            "rebirth" => ctx.link.rebirth(),
+            "rebirth" => {
+                let cfg = ctx.cfg.read().map(|c| c.clone()).unwrap_or_default();
+                let birth = super::birth(&cfg, &ctx.ranker.get().model_version());
+                ctx.link.set_birth(Bytes::from(serde_json::to_vec(&birth).unwrap_or_default()));
+            }
             "config-reload" => config_reload(&ctx),
             "catalog-update" => {
                 let items: Vec<NewItem> = cmd

@@ -262,6 +262,14 @@ impl Mosquitto {
         }
     }
 
+    /// Deletes its persistence (retained messages, sessions); call while stopped.
+    pub fn wipe(&self) {
+        if let Some(dir) = self.conf.parent() {
+            let _ = std::fs::remove_dir_all(dir.join("mosq-data"));
+            std::fs::create_dir_all(dir.join("mosq-data")).unwrap();
+        }
+    }
+
     /// Stops it with SIGTERM (it saves its persistence file) and waits.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
