@@ -35,6 +35,7 @@ async fn events_idempotent_replies_correlated_and_clean_stop() {
     assert_eq!(birth["schema_version"], "1.0");
     assert!(birth["config_hash"].as_str().is_some_and(|h| !h.is_empty()));
 
+    let mut pushes = Observer::connect(port, "obs-push", &[topics().kiosk_push("k1")], true, 0).await;
     // The same event twice: acknowledged twice, stored once, forwarded to the fleet.
     for _ in 0..2 {
         let ack = k5.event("ev-dup-1", "alice", "SKU1", "purchase", Some(T)).await.unwrap().unwrap();
@@ -44,6 +45,12 @@ async fn events_idempotent_replies_correlated_and_clean_stop() {
     k5.event("ev-2", "bob", "SKU2", "view", Some(T)).await.unwrap().unwrap();
     let fwd = obs.next_on(&format!("{base}/events"), T).await.expect("fleet events forwarded").json();
     assert_eq!(fwd["events"][0]["event_id"], "ev-dup-1");
+    // A purchase pushes fresh suggestions to the kiosk, without what was just bought.
+    let push = pushes.next_on(&topics().kiosk_push("k1"), T).await.expect("suggestions pushed after a purchase");
+    assert!(!push.retain);
+    let push = push.json();
+    assert_eq!(push["user"], "alice");
+    assert!(push["items"].as_array().unwrap().iter().all(|i| i["sku"] != "SKU1"), "{push}");
 
     // MQTT 5 request: the reply carries our correlation data, is not retained, and (after the
     // incremental popularity update) excludes what alice bought.

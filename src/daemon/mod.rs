@@ -83,6 +83,7 @@ pub struct LiveSettings {
     pub max_payload_bytes: usize,
     pub stats_interval_s: u64,
     pub forward_events: bool,
+    pub push_kinds: Vec<EventKind>,
 }
 
 impl LiveSettings {
@@ -94,6 +95,7 @@ impl LiveSettings {
             max_payload_bytes: cfg.mqtt.max_payload_bytes,
             stats_interval_s: cfg.mqtt.stats_interval_s,
             forward_events: cfg.mqtt.forward_events,
+            push_kinds: cfg.serve.push_kinds.iter().filter_map(|k| k.parse().ok()).collect(),
         }
     }
 }

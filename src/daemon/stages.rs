@@ -357,9 +357,11 @@ fn commit_events(ctx: &Ctx, store: &mut Store, events: Vec<Event>, replies: Vec<
             current.observe(&events);
         }
         ctx.dirty.store(true, Ordering::Relaxed);
-        if ctx.live().forward_events {
+        let live = ctx.live();
+        if live.forward_events {
             forward(ctx, store, &events);
         }
+        push_suggestions(ctx, &live, &events);
     }
     for (event_id, target) in replies {
         let payload = if stored {
@@ -376,6 +378,38 @@ fn commit_events(ctx: &Ctx, store: &mut Store, events: Vec<Event>, replies: Vec<
             error_payload(ctx, target.request_id.clone(), ErrorCode::Internal, "event not stored; send it again".into())
         };
         send_reply(ctx, &target, payload);
+    }
+}
+
+/// After a `serve.push_kinds` interaction at a kiosk, push fresh suggestions for that shopper to
+/// the kiosk (`kiosk/<id>/push`, QoS 1, not retained). One push per (kiosk, user) per batch.
+fn push_suggestions(ctx: &Ctx, live: &LiveSettings, events: &[Event]) {
+    if live.push_kinds.is_empty() {
+        return;
+    }
+    let mut done = std::collections::HashSet::new();
+    for e in events.iter().filter(|e| live.push_kinds.contains(&e.kind)) {
+        let Some(kiosk) = e.kiosk.as_deref() else { continue };
+        if !done.insert((kiosk, e.user.as_str())) {
+            continue;
+        }
+        let now = now_ms();
+        let rctx = RequestCtx { kiosk: Some(kiosk.to_string()), exclude: vec![], now_ms: now };
+        let rec = ctx.ranker.get().recommend(&e.user, live.default_k, &rctx);
+        let push = contract::Push {
+            schema_version: contract::SCHEMA_VERSION.into(),
+            ts: now,
+            node_id: node_id(ctx),
+            user: e.user.clone(),
+            model_version: rec.model_version,
+            fallback: rec.fallback,
+            items: rec.items,
+        };
+        let payload = Bytes::from(serde_json::to_vec(&push).unwrap_or_default());
+        match ctx.link.publish(&ctx.topics.kiosk_push(kiosk), QoS::AtLeastOnce, false, payload, None) {
+            Ok(()) => ctx.metrics().incr("serve.pushes"),
+            Err(e) => tracing::debug!(error = %e, "push dropped"),
+        }
     }
 }
 
