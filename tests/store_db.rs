@@ -13,8 +13,9 @@ fn ev(id: String, user: &str, sku: &str, kind: EventKind, ts: i64) -> Event {
 /// A database file with a few hundred rows (several pages), closed (WAL checkpointed).
 fn populated_db(path: &Path) {
     let mut s = Store::open(path, 1000).unwrap();
-    let evs: Vec<Event> =
-        (0..2000).map(|i| ev(format!("e{i}"), &format!("user-{}", i % 97), &format!("sku-{}", i % 31), EventKind::View, i)).collect();
+    let evs: Vec<Event> = (0..2000)
+        .map(|i| ev(format!("e{i}"), &format!("user-{}", i % 97), &format!("sku-{}", i % 31), EventKind::View, i))
+        .collect();
     assert_eq!(s.insert_events(&evs).unwrap(), 2000);
     drop(s);
     assert!(!Path::new(&format!("{}-wal", path.display())).exists(), "WAL removed on close");
@@ -101,6 +102,16 @@ fn non_sqlite_files_are_refused_untouched() {
 }
 
 #[test]
+fn another_applications_database_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.db");
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch("CREATE TABLE items (name TEXT); INSERT INTO items VALUES ('x');").unwrap();
+    drop(c);
+    assert_refused_untouched(&path);
+}
+
+#[test]
 fn truncated_database_is_refused_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.db");
@@ -181,7 +192,8 @@ fn model_activation_is_exclusive_across_connections() {
     a.set_model_status("v3", ModelStatus::Rejected).unwrap();
     for s in [&a, &b] {
         let all = s.model_versions().unwrap();
-        let active: Vec<_> = all.iter().filter(|m| m.status == ModelStatus::Active).map(|m| m.version.as_str()).collect();
+        let active: Vec<_> =
+            all.iter().filter(|m| m.status == ModelStatus::Active).map(|m| m.version.as_str()).collect();
         assert_eq!(active, ["v2"]);
         assert_eq!(all[0].status, ModelStatus::Retired);
         assert_eq!(all[2].status, ModelStatus::Rejected);
@@ -210,7 +222,15 @@ fn one_writer_and_readers_see_whole_batches_without_busy_errors() {
             for b in 0..BATCHES {
                 std::thread::sleep(std::time::Duration::from_millis(1));
                 let evs: Vec<Event> = (0..PER)
-                    .map(|i| ev(format!("b{b}-{i}"), &format!("u{}", i % 7), &format!("s{}", (b + i) % 13), EventKind::Scan, (b * PER + i) as i64))
+                    .map(|i| {
+                        ev(
+                            format!("b{b}-{i}"),
+                            &format!("u{}", i % 7),
+                            &format!("s{}", (b + i) % 13),
+                            EventKind::Scan,
+                            (b * PER + i) as i64,
+                        )
+                    })
                     .collect();
                 assert_eq!(s.insert_events(&evs).unwrap(), PER);
                 s.outbox_push("t", &[b as u8], 1, false).unwrap();
@@ -272,7 +292,8 @@ fn two_writers_wait_for_each_other_instead_of_failing() {
             std::thread::spawn(move || {
                 let mut s = Store::open(&path, 5000).unwrap();
                 for b in 0..60 {
-                    let evs: Vec<Event> = (0..10).map(|i| ev(format!("w{w}-{b}-{i}"), "u", "s", EventKind::View, i)).collect();
+                    let evs: Vec<Event> =
+                        (0..10).map(|i| ev(format!("w{w}-{b}-{i}"), "u", "s", EventKind::View, i)).collect();
                     s.insert_events(&evs).unwrap();
                     s.insert_event(&ev(format!("w{w}-{b}-single"), "u", "s", EventKind::View, 0)).unwrap();
                 }
@@ -283,4 +304,35 @@ fn two_writers_wait_for_each_other_instead_of_failing() {
         h.join().unwrap();
     }
     assert_eq!(Store::open(&path, 5000).unwrap().counts().unwrap().interactions, 2 * 60 * 11);
+}
+
+/// Not a timed test: prints durable ingest rates on this machine's disk (`--ignored --nocapture`)
+/// and checks that every event landed. The daemon's `bench serve` measures end-to-end ingest.
+#[test]
+#[ignore]
+fn ingest_rate_probe() {
+    let dir = tempfile::tempdir_in(std::env::var_os("SGBD_BENCH_DIR").unwrap_or_else(|| ".".into())).unwrap();
+    let path = dir.path().join("sgbd.db");
+    let mut s = Store::open(&path, 5000).unwrap();
+    let mk = |tag: &str, i: usize| {
+        ev(format!("{tag}-{i}"), &format!("u{}", i % 500), &format!("s{}", i % 3000), EventKind::View, i as i64)
+    };
+    let n_single = 500;
+    let t = std::time::Instant::now();
+    for i in 0..n_single {
+        assert!(s.insert_event(&mk("single", i)).unwrap());
+    }
+    let single = n_single as f64 / t.elapsed().as_secs_f64();
+    let mut report = vec![format!("insert_event (1 fsync each): {single:.0} events/s")];
+    for batch in [10usize, 100, 1000] {
+        let n = 20_000;
+        let t = std::time::Instant::now();
+        for b in 0..n / batch {
+            let evs: Vec<Event> = (0..batch).map(|i| mk(&format!("b{batch}"), b * batch + i)).collect();
+            assert_eq!(s.insert_events(&evs).unwrap(), batch);
+        }
+        report.push(format!("insert_events batch {batch}: {:.0} events/s", n as f64 / t.elapsed().as_secs_f64()));
+    }
+    assert_eq!(s.counts().unwrap().interactions, (n_single + 3 * 20_000) as u64);
+    println!("{}", report.join("\n"));
 }

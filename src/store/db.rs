@@ -97,12 +97,22 @@ impl Store {
         let conn = Connection::open_with_flags(path, flags)?;
         conn.busy_timeout(Duration::from_millis(busy_timeout_ms))?;
         // Read-only probes first: nothing is written to a file that fails them.
-        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
+        let objects = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
             .map_err(|e| corrupt_to_not_sqlite(path, e))?;
-        migrations::check_not_newer(&conn).map_err(|e| match e {
+        let version = migrations::check_not_newer(&conn).map_err(|e| match e {
             StoreError::Sqlite(e) => corrupt_to_not_sqlite(path, e),
             other => other,
         })?;
+        if version == 0 && objects > 0 {
+            // Schema objects but no version of ours: another application's database.
+            return Err(StoreError::NotSqlite {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "an SQLite database of another application ({objects} schema objects, no sgbd-edge schema version)"
+                ),
+            });
+        }
         let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(path = %path.display(), mode, "store: WAL mode unavailable");
@@ -165,7 +175,8 @@ impl Store {
     /// Rows per table, all from one snapshot.
     pub fn counts(&self) -> Result<TableCounts> {
         self.read(|c| {
-            let n = |sql: &str| -> Result<u64> { Ok(c.prepare_cached(sql)?.query_row([], |r| r.get::<_, i64>(0))? as u64) };
+            let n =
+                |sql: &str| -> Result<u64> { Ok(c.prepare_cached(sql)?.query_row([], |r| r.get::<_, i64>(0))? as u64) };
             Ok(TableCounts {
                 items: n("SELECT count(*) FROM items")?,
                 images: n("SELECT count(*) FROM images")?,

@@ -144,7 +144,11 @@ mod tests {
         let mut s = Store::open_in_memory().unwrap();
         assert!(s.insert_event(&ev("e1", "u", "a", EventKind::View, 5)).unwrap());
         assert!(!s.insert_event(&ev("e1", "u", "b", EventKind::Purchase, 6)).unwrap());
-        let batch = vec![ev("e1", "u", "c", EventKind::Cart, 1), ev("e2", "u", "a", EventKind::Cart, 2), ev("e2", "u", "a", EventKind::Cart, 2)];
+        let batch = vec![
+            ev("e1", "u", "c", EventKind::Cart, 1),
+            ev("e2", "u", "a", EventKind::Cart, 2),
+            ev("e2", "u", "a", EventKind::Cart, 2),
+        ];
         assert_eq!(s.insert_events(&batch).unwrap(), 1);
         let all = s.interactions().unwrap();
         assert_eq!(all.len(), 2);

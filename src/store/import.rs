@@ -129,13 +129,31 @@ struct CatalogLayout {
 fn catalog_layout(h: &[String]) -> Result<CatalogLayout> {
     if let (Some(sku), Some(title)) = (col(h, "sku"), col(h, "title")) {
         let image = col(h, "image_path").or_else(|| col(h, "image")).map_or(ImageRule::None, ImageRule::Column);
-        return Ok(CatalogLayout { name: "generic catalogue csv", sku, title, description: col(h, "description"), image });
+        return Ok(CatalogLayout {
+            name: "generic catalogue csv",
+            sku,
+            title,
+            description: col(h, "description"),
+            image,
+        });
     }
     if let (Some(sku), Some(title)) = (col(h, "article_id"), col(h, "prod_name")) {
-        return Ok(CatalogLayout { name: "h&m articles csv", sku, title, description: col(h, "detail_desc"), image: ImageRule::Hm });
+        return Ok(CatalogLayout {
+            name: "h&m articles csv",
+            sku,
+            title,
+            description: col(h, "detail_desc"),
+            image: ImageRule::Hm,
+        });
     }
     if let (Some(sku), Some(title)) = (col(h, "id"), col(h, "productDisplayName")) {
-        return Ok(CatalogLayout { name: "myntra styles.csv", sku, title, description: None, image: ImageRule::Myntra });
+        return Ok(CatalogLayout {
+            name: "myntra styles.csv",
+            sku,
+            title,
+            description: None,
+            image: ImageRule::Myntra,
+        });
     }
     Err(StoreError::Import {
         line: 1,
@@ -206,7 +224,12 @@ pub fn import_catalog_csv(store: &mut Store, path: &Path) -> Result<ImportSummar
             summary.errors.push((line, format!("empty title for sku {sku}")));
             return Ok(());
         }
-        let used = |i: usize| i == layout.sku || i == layout.title || Some(i) == layout.description || matches!(layout.image, ImageRule::Column(c) if c == i);
+        let used = |i: usize| {
+            i == layout.sku
+                || i == layout.title
+                || Some(i) == layout.description
+                || matches!(layout.image, ImageRule::Column(c) if c == i)
+        };
         let attributes: serde_json::Map<String, serde_json::Value> = h
             .iter()
             .enumerate()
@@ -262,20 +285,69 @@ fn parse_split(v: &str) -> std::result::Result<Option<u8>, String> {
     }
 }
 
+/// Options of [`import_interactions_with`].
+#[derive(Clone, Debug, Default)]
+pub struct InterImportOptions {
+    /// MMRec `i_id_mapping.csv` (`<original id>\titemID`): `.inter` item ids become the original
+    /// ids (e.g. H&M `article_id`), so the interactions join the imported catalogue.
+    pub item_map: Option<PathBuf>,
+    /// MMRec `u_id_mapping.csv` (`<original id>\tuserID`): `.inter` user ids become the original ids.
+    pub user_map: Option<PathBuf>,
+}
+
+/// Reads an MMRec id mapping (header with `key_col` and one other column, tab- or comma-separated)
+/// into `contiguous id -> original id`.
+pub fn read_id_map(path: &Path, key_col: &str) -> Result<std::collections::HashMap<String, String>> {
+    let first = first_line(path)?;
+    let mut rdr = reader(path, if first.contains('\t') { b'\t' } else { b',' })?;
+    let h = headers(&mut rdr)?;
+    let (Some(key), Some(val)) = (col(&h, key_col), (0..h.len()).find(|&i| !h[i].eq_ignore_ascii_case(key_col))) else {
+        return Err(StoreError::Import {
+            line: 1,
+            msg: format!(
+                "{}: id map header needs {key_col} and an original-id column, found [{}]",
+                path.display(),
+                h.join(",")
+            ),
+        });
+    };
+    let mut map = std::collections::HashMap::new();
+    for rec in rdr.records() {
+        let rec = rec.map_err(|e| StoreError::Import {
+            line: e.position().map(|p| p.line() as usize).unwrap_or(0),
+            msg: format!("{}: {e}", path.display()),
+        })?;
+        if let (Some(k), Some(v)) = (rec.get(key), rec.get(val)) {
+            map.insert(k.trim().to_string(), v.trim().to_string());
+        }
+    }
+    Ok(map)
+}
+
+fn first_line(path: &Path) -> Result<String> {
+    let f = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
+    let mut line = String::new();
+    std::io::BufReader::new(f)
+        .read_line(&mut line)
+        .map_err(|e| StoreError::Import { line: 1, msg: format!("cannot read the header: {e}") })?;
+    Ok(line)
+}
+
 /// Imports interactions from an events CSV (`event_id,user,sku,kind,ts_ms[,kiosk][,split]`,
 /// comma-separated, columns found by name) or an MMRec `.inter` file (tab-separated, header
 /// `userID itemID [timestamp price sales_channel_id] x_label`; see the module docs for the
 /// mapping). The format is told by the header line: a tab means `.inter`.
 pub fn import_interactions(store: &mut Store, path: &Path) -> Result<ImportSummary> {
-    let first = {
-        let f = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
-        let mut line = String::new();
-        std::io::BufReader::new(f)
-            .read_line(&mut line)
-            .map_err(|e| StoreError::Import { line: 1, msg: format!("cannot read the header: {e}") })?;
-        line
-    };
-    let inter = first.contains('\t');
+    import_interactions_with(store, path, &InterImportOptions::default())
+}
+
+/// [`import_interactions`] with id maps for `.inter` files. A row whose id is missing from a
+/// given map is reported as a row error. The event id keeps the file's contiguous ids, so a file
+/// imported with and without maps is still one set of events (the first import wins).
+pub fn import_interactions_with(store: &mut Store, path: &Path, opts: &InterImportOptions) -> Result<ImportSummary> {
+    let item_map = opts.item_map.as_deref().map(|p| read_id_map(p, "itemID")).transpose()?;
+    let user_map = opts.user_map.as_deref().map(|p| read_id_map(p, "userID")).transpose()?;
+    let inter = first_line(path)?.contains('\t');
     let mut rdr = reader(path, if inter { b'\t' } else { b',' })?;
     let h = headers(&mut rdr)?;
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
@@ -310,7 +382,10 @@ pub fn import_interactions(store: &mut Store, path: &Path) -> Result<ImportSumma
     };
     if inter {
         let (Some(user), Some(item)) = (col(&h, "userID"), col(&h, "itemID")) else {
-            return Err(StoreError::Import { line: 1, msg: format!("MMRec .inter header needs userID and itemID, found [{}]", h.join(" ")) });
+            return Err(StoreError::Import {
+                line: 1,
+                msg: format!("MMRec .inter header needs userID and itemID, found [{}]", h.join(" ")),
+            });
         };
         let l = InterLayout { user, item, ts: col(&h, "timestamp"), split: col(&h, "x_label") };
         summary.format = format!("mmrec .inter ({} columns)", h.len());
@@ -321,7 +396,11 @@ pub fn import_interactions(store: &mut Store, path: &Path) -> Result<ImportSumma
             let (user, item) = (rec[l.user].trim(), rec[l.item].trim());
             let ts_ms = match l.ts.map(|i| rec[i].trim()) {
                 None => order,
-                Some(v) => match v.parse::<i64>().ok().or_else(|| v.parse::<f64>().ok().filter(|x| x.is_finite()).map(|x| x as i64)) {
+                Some(v) => match v
+                    .parse::<i64>()
+                    .ok()
+                    .or_else(|| v.parse::<f64>().ok().filter(|x| x.is_finite()).map(|x| x as i64))
+                {
                     Some(s) => s.saturating_mul(1000),
                     None => {
                         summary.errors.push((line, format!("timestamp {v:?} is not a number")));
@@ -336,10 +415,21 @@ pub fn import_interactions(store: &mut Store, path: &Path) -> Result<ImportSumma
                     return Ok(());
                 }
             };
+            let mapped = |map: &Option<std::collections::HashMap<String, String>>, id: &str, what: &str| match map {
+                None => Ok(id.to_string()),
+                Some(m) => m.get(id).cloned().ok_or_else(|| format!("{what} {id} is not in the {what} map")),
+            };
+            let (sku, user_id) = match (mapped(&item_map, item, "itemID"), mapped(&user_map, user, "userID")) {
+                (Ok(s), Ok(u)) => (s, u),
+                (Err(msg), _) | (_, Err(msg)) => {
+                    summary.errors.push((line, msg));
+                    return Ok(());
+                }
+            };
             let ev = Event {
                 event_id: format!("inter:{stem}:{user}:{item}"),
-                user: user.to_string(),
-                sku: item.to_string(),
+                user: user_id,
+                sku,
                 kind: EventKind::Purchase,
                 ts_ms,
                 kiosk: None,

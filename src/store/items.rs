@@ -66,7 +66,14 @@ impl Store {
                          WHERE id = ?1 AND (title IS NOT ?2 OR description IS NOT ?3 OR attributes IS NOT ?4
                                             OR image_path IS NOT ?5)",
                     )?
-                    .execute(params![id, item.title, item.description, attrs, item.image_path, now])?;
+                    .execute(params![
+                        id,
+                        item.title,
+                        item.description,
+                        attrs,
+                        item.image_path,
+                        now
+                    ])?;
                     Ok((id, false))
                 }
                 None => {
@@ -74,7 +81,14 @@ impl Store {
                         "INSERT INTO items (sku, title, description, attributes, image_path, created_ms, updated_ms)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
                     )?
-                    .execute(params![sku, item.title, item.description, attrs, item.image_path, now])?;
+                    .execute(params![
+                        sku,
+                        item.title,
+                        item.description,
+                        attrs,
+                        item.image_path,
+                        now
+                    ])?;
                     Ok((c.last_insert_rowid(), true))
                 }
             }

@@ -17,7 +17,9 @@ mod models;
 mod outbox;
 
 pub use db::{Store, TableCounts};
-pub use import::{import_catalog_csv, import_interactions, ImportSummary};
+pub use import::{
+    import_catalog_csv, import_interactions, import_interactions_with, ImportSummary, InterImportOptions,
+};
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -286,10 +288,7 @@ pub fn open_config(cfg: &crate::config::Config) -> Result<Store> {
 
 /// Milliseconds since the Unix epoch, now.
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 pub(crate) fn io_err(path: &Path, source: std::io::Error) -> StoreError {

@@ -52,7 +52,15 @@ impl Store {
                 "INSERT INTO model_versions (version, path, sha256, metrics, parent, status, created_ms, updated_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
             )?
-            .execute(params![mv.version, mv.path, mv.sha256, metrics, mv.parent, mv.status.as_str(), now])?;
+            .execute(params![
+                mv.version,
+                mv.path,
+                mv.sha256,
+                metrics,
+                mv.parent,
+                mv.status.as_str(),
+                now
+            ])?;
             Ok(c.last_insert_rowid())
         })
     }
@@ -73,8 +81,10 @@ impl Store {
             if status == ModelStatus::Active {
                 retire_active(c, Some(version), now)?;
             }
-            c.prepare_cached("UPDATE model_versions SET status = ?2, updated_ms = ?3 WHERE version = ?1 AND status IS NOT ?2")?
-                .execute(params![version, status.as_str(), now])?;
+            c.prepare_cached(
+                "UPDATE model_versions SET status = ?2, updated_ms = ?3 WHERE version = ?1 AND status IS NOT ?2",
+            )?
+            .execute(params![version, status.as_str(), now])?;
             Ok(())
         })
     }
@@ -134,7 +144,8 @@ mod tests {
         assert_eq!(s.model_version("v2").unwrap().unwrap().status, ModelStatus::Retired);
         // Inserting a new active retires the old one.
         s.insert_model_version(&mv("v3", ModelStatus::Active)).unwrap();
-        let active: Vec<_> = s.model_versions().unwrap().into_iter().filter(|m| m.status == ModelStatus::Active).collect();
+        let active: Vec<_> =
+            s.model_versions().unwrap().into_iter().filter(|m| m.status == ModelStatus::Active).collect();
         assert_eq!(active.len(), 1);
         assert_eq!(active[0].version, "v3");
         assert_eq!(active[0].metrics, json!({"recall@20": 0.07}));

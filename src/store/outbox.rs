@@ -65,7 +65,10 @@ mod tests {
         assert!(b > a);
         let rows = s.outbox_peek(10).unwrap();
         assert_eq!(rows.len(), 2);
-        assert_eq!((rows[0].id, rows[0].topic.as_str(), rows[0].payload.as_slice(), rows[0].qos, rows[0].retain), (a, "t/a", &b"one"[..], 1, true));
+        assert_eq!(
+            (rows[0].id, rows[0].topic.as_str(), rows[0].payload.as_slice(), rows[0].qos, rows[0].retain),
+            (a, "t/a", &b"one"[..], 1, true)
+        );
         assert_eq!(rows[1].payload, vec![0, 255, 7]);
         assert_eq!(s.outbox_peek(1).unwrap().len(), 1);
         s.outbox_ack(b).unwrap();
