@@ -20,7 +20,14 @@ pub struct ServeConfig {
 
 impl Default for ServeConfig {
     fn default() -> Self {
-        Self { default_k: 10, max_k: 100, exclude_kinds: vec!["purchase".into()], reply_cache_s: 60, refresh_s: 5, push_kinds: vec!["cart".into(), "purchase".into()] }
+        Self {
+            default_k: 10,
+            max_k: 100,
+            exclude_kinds: vec!["purchase".into()],
+            reply_cache_s: 60,
+            refresh_s: 5,
+            push_kinds: vec!["cart".into(), "purchase".into()],
+        }
     }
 }
 
@@ -28,8 +35,15 @@ impl Validate for ServeConfig {
     fn validate(&self, issues: &mut Issues) {
         issues.check(self.default_k >= 1, "serve.default_k", "at least 1");
         issues.check(self.refresh_s >= 1, "serve.refresh_s", "at least 1");
-        issues.check(self.max_k >= self.default_k, "serve.max_k", "must be >= serve.default_k");
-        for (key, kinds) in [("serve.exclude_kinds", &self.exclude_kinds), ("serve.push_kinds", &self.push_kinds)] {
+        issues.check(
+            self.max_k >= self.default_k,
+            "serve.max_k",
+            "must be >= serve.default_k",
+        );
+        for (key, kinds) in [
+            ("serve.exclude_kinds", &self.exclude_kinds),
+            ("serve.push_kinds", &self.push_kinds),
+        ] {
             for k in kinds {
                 issues.check(
                     ["view", "scan", "cart", "purchase"].contains(&k.as_str()),

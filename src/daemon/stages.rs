@@ -31,8 +31,14 @@ pub(crate) struct ReplyTarget {
 
 /// Work for the ingest thread (the store's single writer).
 pub(crate) enum WriterMsg {
-    Event { ev: Event, reply: Option<ReplyTarget> },
-    Catalog { items: Vec<NewItem>, reply: Option<ReplyTarget> },
+    Event {
+        ev: Event,
+        reply: Option<ReplyTarget>,
+    },
+    Catalog {
+        items: Vec<NewItem>,
+        reply: Option<ReplyTarget>,
+    },
 }
 
 fn props_of(m: &InMsg) -> Option<&PublishProperties> {
@@ -52,16 +58,20 @@ fn reply_target(
 ) -> Result<Option<ReplyTarget>, ReplyTarget> {
     let props = props_of(m);
     let correlation = props.and_then(|p| p.correlation_data.clone());
-    let named = props.and_then(|p| p.response_topic.clone()).or_else(|| reply_to.map(str::to_string));
+    let named = props
+        .and_then(|p| p.response_topic.clone())
+        .or_else(|| reply_to.map(str::to_string));
     let fallback = ReplyTarget {
         topic: ctx.topics.kiosk_reply(kiosk),
         correlation: correlation.clone(),
         request_id: request_id.map(str::to_string),
     };
     match named {
-        Some(t) if ctx.topics.reply_topic_allowed(kiosk, &t) => {
-            Ok(Some(ReplyTarget { topic: t, correlation, request_id: request_id.map(str::to_string) }))
-        }
+        Some(t) if ctx.topics.reply_topic_allowed(kiosk, &t) => Ok(Some(ReplyTarget {
+            topic: t,
+            correlation,
+            request_id: request_id.map(str::to_string),
+        })),
         Some(_) => Err(fallback),
         None if default || request_id.is_some() => Ok(Some(fallback)),
         None => Ok(None),
@@ -69,10 +79,10 @@ fn reply_target(
 }
 
 fn send_reply(ctx: &Ctx, target: &ReplyTarget, payload: Bytes) -> bool {
-    let props = target
-        .correlation
-        .as_ref()
-        .map(|c| PublishProperties { correlation_data: Some(c.clone()), ..Default::default() });
+    let props = target.correlation.as_ref().map(|c| PublishProperties {
+        correlation_data: Some(c.clone()),
+        ..Default::default()
+    });
     match ctx.link.publish(&target.topic, QoS::AtLeastOnce, false, payload, props) {
         Ok(()) => true,
         Err(e) => {
@@ -197,12 +207,24 @@ fn decode_event(ctx: &Ctx, kiosk: &str, m: &InMsg) -> Option<WriterMsg> {
         Ok(t) => t,
         Err(t) => {
             ctx.metrics().incr("mqtt.forbidden_reply_topic");
-            let p = error_payload(ctx, t.request_id.clone(), ErrorCode::ForbiddenReplyTopic, "reply_to outside the kiosk's topics".into());
+            let p = error_payload(
+                ctx,
+                t.request_id.clone(),
+                ErrorCode::ForbiddenReplyTopic,
+                "reply_to outside the kiosk's topics".into(),
+            );
             send_reply(ctx, &t, p);
             return None;
         }
     };
-    let ev = Event { event_id: msg.event_id, user: msg.user, sku: msg.sku, kind, ts_ms: msg.ts, kiosk: Some(kiosk.to_string()) };
+    let ev = Event {
+        event_id: msg.event_id,
+        user: msg.user,
+        sku: msg.sku,
+        kind,
+        ts_ms: msg.ts,
+        kiosk: Some(kiosk.to_string()),
+    };
     Some(WriterMsg::Event { ev, reply })
 }
 
@@ -252,7 +274,12 @@ fn handle_request(ctx: &Ctx, live: &LiveSettings, cache: &mut ReplyCache, kiosk:
         Ok(None) => return,
         Err(t) => {
             metrics.incr("mqtt.forbidden_reply_topic");
-            let p = error_payload(ctx, t.request_id.clone(), ErrorCode::ForbiddenReplyTopic, "reply topic outside the kiosk's topics".into());
+            let p = error_payload(
+                ctx,
+                t.request_id.clone(),
+                ErrorCode::ForbiddenReplyTopic,
+                "reply topic outside the kiosk's topics".into(),
+            );
             send_reply(ctx, &t, p);
             return;
         }
@@ -269,7 +296,11 @@ fn handle_request(ctx: &Ctx, live: &LiveSettings, cache: &mut ReplyCache, kiosk:
         return;
     }
     let k = req.k.unwrap_or(live.default_k).clamp(1, live.max_k);
-    let rctx = RequestCtx { kiosk: Some(kiosk.to_string()), exclude: req.exclude.clone(), now_ms: now };
+    let rctx = RequestCtx {
+        kiosk: Some(kiosk.to_string()),
+        exclude: req.exclude.clone(),
+        now_ms: now,
+    };
     let ranker = ctx.ranker.get();
     let rec = ranker.recommend(&req.user, k, &rctx);
     let reply = RecommendReply {
@@ -295,7 +326,12 @@ fn handle_request(ctx: &Ctx, live: &LiveSettings, cache: &mut ReplyCache, kiosk:
 
 /// The ingest thread: batches events into one transaction, acks after commit, feeds the ranker,
 /// forwards to the fleet through the outbox; applies catalogue updates.
-pub(crate) fn ingest_loop(ctx: Arc<Ctx>, mut store: Store, mut rx: mpsc::Receiver<WriterMsg>, rt: tokio::runtime::Handle) {
+pub(crate) fn ingest_loop(
+    ctx: Arc<Ctx>,
+    mut store: Store,
+    mut rx: mpsc::Receiver<WriterMsg>,
+    rt: tokio::runtime::Handle,
+) {
     loop {
         ctx.health.beats.beat("ingest");
         let first = rt.block_on(async { tokio::time::timeout(Duration::from_secs(1), rx.recv()).await });
@@ -375,7 +411,12 @@ fn commit_events(ctx: &Ctx, store: &mut Store, events: Vec<Event>, replies: Vec<
             };
             Bytes::from(serde_json::to_vec(&ack).unwrap_or_default())
         } else {
-            error_payload(ctx, target.request_id.clone(), ErrorCode::Internal, "event not stored; send it again".into())
+            error_payload(
+                ctx,
+                target.request_id.clone(),
+                ErrorCode::Internal,
+                "event not stored; send it again".into(),
+            )
         };
         send_reply(ctx, &target, payload);
     }
@@ -394,7 +435,11 @@ fn push_suggestions(ctx: &Ctx, live: &LiveSettings, events: &[Event]) {
             continue;
         }
         let now = now_ms();
-        let rctx = RequestCtx { kiosk: Some(kiosk.to_string()), exclude: vec![], now_ms: now };
+        let rctx = RequestCtx {
+            kiosk: Some(kiosk.to_string()),
+            exclude: vec![],
+            now_ms: now,
+        };
         let rec = ctx.ranker.get().recommend(&e.user, live.default_k, &rctx);
         let push = contract::Push {
             schema_version: contract::SCHEMA_VERSION.into(),
@@ -406,7 +451,10 @@ fn push_suggestions(ctx: &Ctx, live: &LiveSettings, events: &[Event]) {
             items: rec.items,
         };
         let payload = Bytes::from(serde_json::to_vec(&push).unwrap_or_default());
-        match ctx.link.publish(&ctx.topics.kiosk_push(kiosk), QoS::AtLeastOnce, false, payload, None) {
+        match ctx
+            .link
+            .publish(&ctx.topics.kiosk_push(kiosk), QoS::AtLeastOnce, false, payload, None)
+        {
             Ok(()) => ctx.metrics().incr("serve.pushes"),
             Err(e) => tracing::debug!(error = %e, "push dropped"),
         }
@@ -482,13 +530,18 @@ pub(crate) fn refresh_loop(ctx: Arc<Ctx>, store: Store, stopping: Arc<AtomicBool
             if let Err(e) = ctx.popularity.refresh(&store) {
                 tracing::error!(error = %e, "popularity refresh failed");
             }
-            ctx.metrics().observe_ms("serve.refresh_ms", t0.elapsed().as_secs_f64() * 1e3);
+            ctx.metrics()
+                .observe_ms("serve.refresh_ms", t0.elapsed().as_secs_f64() * 1e3);
         }
     }
 }
 
 /// Fleet commands.
-pub(crate) async fn command_loop(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<(String, InMsg)>, ev_tx: mpsc::Sender<WriterMsg>) {
+pub(crate) async fn command_loop(
+    ctx: Arc<Ctx>,
+    mut rx: mpsc::Receiver<(String, InMsg)>,
+    ev_tx: mpsc::Sender<WriterMsg>,
+) {
     loop {
         ctx.health.beats.beat("commands");
         let (name, m) = match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
@@ -513,7 +566,8 @@ pub(crate) async fn command_loop(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<(String, 
             "rebirth" => {
                 let cfg = ctx.cfg.read().map(|c| c.clone()).unwrap_or_default();
                 let birth = super::birth(&cfg, &ctx.ranker.get().model_version());
-                ctx.link.set_birth(Bytes::from(serde_json::to_vec(&birth).unwrap_or_default()));
+                ctx.link
+                    .set_birth(Bytes::from(serde_json::to_vec(&birth).unwrap_or_default()));
             }
             "config-reload" => config_reload(&ctx),
             "catalog-update" => {
@@ -571,7 +625,10 @@ fn config_reload(ctx: &Ctx) {
             b.forward_events = false;
             a != b
         }),
-        ("serve.exclude_kinds / serve.refresh_s", old.serve.exclude_kinds != new.serve.exclude_kinds || old.serve.refresh_s != new.serve.refresh_s),
+        (
+            "serve.exclude_kinds / serve.refresh_s",
+            old.serve.exclude_kinds != new.serve.exclude_kinds || old.serve.refresh_s != new.serve.refresh_s,
+        ),
         ("learn", old.learn != new.learn),
         ("denoise", old.denoise != new.denoise),
         ("capture", old.capture != new.capture),
@@ -592,7 +649,8 @@ fn config_reload(ctx: &Ctx) {
     }
     tracing::info!(hash = %new.hash(), "config reloaded (serve limits, reply cache, stats interval, payload limit applied)");
     let birth = super::birth(&new, &ctx.ranker.get().model_version());
-    ctx.link.set_birth(Bytes::from(serde_json::to_vec(&birth).unwrap_or_default()));
+    ctx.link
+        .set_birth(Bytes::from(serde_json::to_vec(&birth).unwrap_or_default()));
 }
 
 fn stats(ctx: &Ctx) -> Stats {
@@ -623,7 +681,10 @@ pub(crate) async fn stats_loop(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool
         }
         let s = stats(&ctx);
         let payload = serde_json::to_vec(&s).unwrap_or_default();
-        if let Err(e) = ctx.link.publish(&ctx.topics.stats(), QoS::AtMostOnce, false, payload, None) {
+        if let Err(e) = ctx
+            .link
+            .publish(&ctx.topics.stats(), QoS::AtMostOnce, false, payload, None)
+        {
             tracing::debug!(error = %e, "stats not published");
         }
     }
@@ -638,7 +699,15 @@ pub(crate) fn write_status_file(ctx: &Ctx, running: bool) {
         .beats
         .ages(now)
         .into_iter()
-        .map(|(k, a)| (k.to_string(), StageState { last_beat_ms_ago: a, ok: a <= stall.as_millis() as i64 }))
+        .map(|(k, a)| {
+            (
+                k.to_string(),
+                StageState {
+                    last_beat_ms_ago: a,
+                    ok: a <= stall.as_millis() as i64,
+                },
+            )
+        })
         .collect();
     let s = StatusFile {
         running,
@@ -665,7 +734,10 @@ pub(crate) fn write_status_file(ctx: &Ctx, running: bool) {
 /// Every 2 s: status.json and `STATUS=`; `WATCHDOG=1` at half of `WATCHDOG_USEC` while no stage
 /// is stuck (the MQTT stage counts as alive while its poll task handles events or reconnects).
 pub(crate) async fn status_loop(ctx: Arc<Ctx>, notifier: health::Notifier, mut shutdown: watch::Receiver<bool>) {
-    let tick = notifier.watchdog_every.map(|w| w.min(Duration::from_secs(2))).unwrap_or(Duration::from_secs(2));
+    let tick = notifier
+        .watchdog_every
+        .map(|w| w.min(Duration::from_secs(2)))
+        .unwrap_or(Duration::from_secs(2));
     let mut last_mqtt = ctx.link.heartbeat();
     let mut last_file = Instant::now() - Duration::from_secs(10);
     let keepalive = ctx.cfg.read().map(|c| c.mqtt.keep_alive_s).unwrap_or(30);
@@ -686,7 +758,12 @@ pub(crate) async fn status_loop(ctx: Arc<Ctx>, notifier: health::Notifier, mut s
         if last_file.elapsed() >= Duration::from_secs(2) {
             last_file = Instant::now();
             write_status_file(&ctx, true);
-            let line = health::status_line(ctx.metrics(), ctx.link.is_connected(), &ctx.ranker.get().model_version(), &stuck);
+            let line = health::status_line(
+                ctx.metrics(),
+                ctx.link.is_connected(),
+                &ctx.ranker.get().model_version(),
+                &stuck,
+            );
             notifier.status(&line);
         }
         tokio::select! {
