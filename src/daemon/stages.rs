@@ -18,6 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
+/// A stage that has not beaten for this long is stuck (they beat at least once a second).
+const STAGE_STALL: Duration = Duration::from_secs(30);
+
 /// Largest batch committed in one transaction.
 const MAX_BATCH: usize = 1024;
 
@@ -693,7 +696,7 @@ pub(crate) async fn stats_loop(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool
 pub(crate) fn write_status_file(ctx: &Ctx, running: bool) {
     let cfg = ctx.cfg.read().map(|c| c.clone()).unwrap_or_default();
     let now = now_ms();
-    let stall = Duration::from_secs(30);
+    let stall = STAGE_STALL;
     let stages = ctx
         .health
         .beats
@@ -748,8 +751,16 @@ pub(crate) async fn status_loop(ctx: Arc<Ctx>, notifier: health::Notifier, mut s
             ctx.health.beats.beat("mqtt");
         }
         let now = now_ms();
-        let stall = Duration::from_secs(30.max(keepalive * 3));
-        let stuck = ctx.health.beats.stuck(now, stall);
+        // Internal stages beat every second; the MQTT poll task only sees traffic or a keep-alive
+        // ping, so it gets three keep-alive periods.
+        let mqtt_stall = Duration::from_secs(30.max(keepalive * 3));
+        let stuck: Vec<&str> = ctx
+            .health
+            .beats
+            .stuck(now, STAGE_STALL)
+            .into_iter()
+            .filter(|s| *s != "mqtt" || ctx.health.beats.stuck(now, mqtt_stall).contains(&"mqtt"))
+            .collect();
         if stuck.is_empty() {
             notifier.watchdog();
         } else {
