@@ -268,6 +268,8 @@ async fn bad_payloads_get_error_replies_and_daemon_keeps_serving() {
         "{stats}"
     );
     assert!(stats["counters"]["serve.expired"].as_u64().unwrap_or(0) >= 2, "{stats}");
+    assert!(stats["db_rows"]["items"].is_u64(), "{stats}");
+    assert!(stats["disk_free_bytes"].as_u64().unwrap_or(0) > 0, "{stats}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -158,6 +158,26 @@ pub fn gpu_load_pct() -> Option<f64> {
         .map(|v| v / 10.0)
 }
 
+/// Thermal zone temperatures in degrees Celsius, keyed by zone type (e.g. `CPU-therm`).
+pub fn temperatures_c() -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir("/sys/class/thermal") else { return out };
+    for e in dir.flatten() {
+        let p = e.path();
+        if !e.file_name().to_string_lossy().starts_with("thermal_zone") {
+            continue;
+        }
+        let milli = std::fs::read_to_string(p.join("temp")).ok().and_then(|t| t.trim().parse::<f64>().ok());
+        let name = std::fs::read_to_string(p.join("type"))
+            .map(|t| t.trim().to_string())
+            .unwrap_or_else(|_| e.file_name().to_string_lossy().into_owned());
+        if let Some(m) = milli {
+            out.insert(name, m / 1000.0);
+        }
+    }
+    out
+}
+
 /// Shared by the status task: metrics and heartbeats.
 pub struct Health {
     pub metrics: Arc<Metrics>,

@@ -656,7 +656,7 @@ fn config_reload(ctx: &Ctx) {
         .set_birth(Bytes::from(serde_json::to_vec(&birth).unwrap_or_default()));
 }
 
-fn stats(ctx: &Ctx) -> Stats {
+fn stats(ctx: &Ctx, db_rows: Option<crate::store::TableCounts>) -> Stats {
     let m = ctx.metrics();
     let data_dir = ctx.cfg.read().map(|c| c.node.data_dir.clone()).unwrap_or_default();
     Stats {
@@ -671,6 +671,8 @@ fn stats(ctx: &Ctx) -> Stats {
         outbox_backlog: m.get("outbox.backlog"),
         disk_free_bytes: health::disk_free(&data_dir),
         gpu_load_pct: health::gpu_load_pct(),
+        db_rows,
+        temperatures_c: health::temperatures_c(),
     }
 }
 
@@ -682,7 +684,12 @@ pub(crate) async fn stats_loop(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => return,
         }
-        let s = stats(&ctx);
+        let cfg = ctx.cfg.read().map(|c| c.clone()).unwrap_or_default();
+        let db_rows = tokio::task::spawn_blocking(move || crate::store::open_config(&cfg).and_then(|s| s.counts()).ok())
+            .await
+            .ok()
+            .flatten();
+        let s = stats(&ctx, db_rows);
         let payload = serde_json::to_vec(&s).unwrap_or_default();
         if let Err(e) = ctx
             .link

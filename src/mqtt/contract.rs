@@ -343,6 +343,12 @@ pub struct Stats {
     /// Jetson GPU load in percent (`/sys/devices/gpu.0/load` / 10), when present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_load_pct: Option<f64>,
+    /// Rows per store table, when the store could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_rows: Option<crate::store::TableCounts>,
+    /// Thermal zones in degrees Celsius (`/sys/class/thermal/thermal_zone*/temp`), by zone type.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub temperatures_c: std::collections::BTreeMap<String, f64>,
 }
 
 /// A latency summary in milliseconds.
