@@ -68,6 +68,16 @@ pub fn profile_parts(
         opt.step(&mut || model.batch_loss(&b), k)
     })?;
     out.push((format!("optimiser step ({})", opt.kind().label()), w, c));
+    let (u, i) = model.embeddings()?;
+    let it = i.t()?.contiguous()?;
+    let (w, c) = time(reps.div_ceil(4), || {
+        for s in (0..data.n_users).step_by(1024) {
+            let n = 1024.min(data.n_users - s);
+            u.narrow(0, s, n)?.matmul(&it)?;
+        }
+        Ok(())
+    })?;
+    out.push(("evaluation: score matmuls only".into(), w, c));
     let (w, c) = time(reps.div_ceil(4), || {
         let (u, i) = model.embeddings()?;
         crate::learn::eval::evaluate(&u, &i, &train_ui, &valid_ui, &[5, 10, 20], 1024)

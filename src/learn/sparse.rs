@@ -150,15 +150,23 @@ pub fn normalized_bipartite(n_users: usize, n_items: usize, edges: &[(u32, u32)]
 
 /// Kernel types: how to multiply-accumulate one row (`o += w * x`).
 trait Elem: Copy + Default + Send + Sync + std::ops::AddAssign + std::ops::Mul<Output = Self> + From<f32> {
+    fn from_f64(v: f64) -> Self;
     /// `out = A x` over all rows (parallel); picks a CPU-specific kernel when available.
     fn csr_mul(a: &Csr, x: &[Self], d: usize, out: &mut [Self]) {
         csr_mul_generic(a, x, d, out)
     }
 }
 
-impl Elem for f64 {}
+impl Elem for f64 {
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+}
 
 impl Elem for f32 {
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
     fn csr_mul(a: &Csr, x: &[f32], d: usize, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         {
@@ -210,7 +218,7 @@ fn csr_mul<T: Elem>(a: &Csr, x: &[T], d: usize, out: &mut [T]) {
 
 /// `mean_{l=0..layers} A^l x`, with two scratch buffers.
 fn poly_mean<T: Elem>(a: &Csr, x: &[T], d: usize, layers: usize) -> Vec<T> {
-    let scale = T::from(1.0 / (layers as f32 + 1.0));
+    let scale = T::from_f64(1.0 / (layers as f64 + 1.0));
     let mut acc: Vec<T> = x.to_vec();
     let mut cur: Vec<T> = x.to_vec();
     let mut next = vec![T::default(); a.n_rows * d];
