@@ -321,3 +321,21 @@ pub fn run(cfg: &LearnConfig, data: &Interactions, features: &Features, checkpoi
     let mut opt = super::optim::build(kind, &params, model.named_vars())?;
     fit(model.as_mut(), &mut opt, data, &options_from_config(cfg, checkpoint), hooks)
 }
+
+/// Which held-out split to score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    Valid,
+    Test,
+}
+
+/// MMRec's rule for one split: train items are masked, the split's items are the targets (valid
+/// items are *not* masked when testing).
+pub fn evaluate_model(model: &dyn Recommender, data: &Interactions, split: Split, ks: &[usize], block: usize) -> Result<RankMetrics> {
+    let (u, i) = model.embeddings()?;
+    let target = match split {
+        Split::Valid => data.valid_by_user(),
+        Split::Test => data.test_by_user(),
+    };
+    evaluate(&u, &i, &data.train_by_user(), &target, ks, block)
+}
