@@ -1,2 +1,4 @@
 //! Benchmarks behind `sgbd-edge bench ...`: each prints a table and can write JSON.
+
+pub mod serve;
 pub mod train;

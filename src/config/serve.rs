@@ -12,17 +12,20 @@ pub struct ServeConfig {
     pub exclude_kinds: Vec<String>,
     /// How long replies are remembered to answer QoS 1 redeliveries, in seconds.
     pub reply_cache_s: u64,
+    /// Seconds between re-reads of store popularity while events arrive.
+    pub refresh_s: u64,
 }
 
 impl Default for ServeConfig {
     fn default() -> Self {
-        Self { default_k: 10, max_k: 100, exclude_kinds: vec!["purchase".into()], reply_cache_s: 60 }
+        Self { default_k: 10, max_k: 100, exclude_kinds: vec!["purchase".into()], reply_cache_s: 60, refresh_s: 5 }
     }
 }
 
 impl Validate for ServeConfig {
     fn validate(&self, issues: &mut Issues) {
         issues.check(self.default_k >= 1, "serve.default_k", "at least 1");
+        issues.check(self.refresh_s >= 1, "serve.refresh_s", "at least 1");
         issues.check(self.max_k >= self.default_k, "serve.max_k", "must be >= serve.default_k");
         for k in &self.exclude_kinds {
             issues.check(
