@@ -188,6 +188,7 @@ async fn bench(a: &ServeBenchArgs, cfg: Config, port: u16) -> Result<ServeBenchR
         use rumqttc::v5::{AsyncClient, Event, MqttOptions};
         let mut o = MqttOptions::new("bench-echo", "127.0.0.1", port);
         o.set_keep_alive(Duration::from_secs(30));
+        o.set_network_options(crate::mqtt::network_options());
         let (echo, mut el) = AsyncClient::new(o, 4096);
         let filter = format!("{}/kiosk/+/echo", topics.base);
         let e2 = echo.clone();

@@ -84,6 +84,10 @@ pub fn start_embedded(host: &str, port: u16, max_payload_bytes: usize) -> Result
             }
         })
         .map_err(|e| MqttError::Broker(format!("cannot start broker thread: {e}")))?;
+    std::thread::Builder::new()
+        .name("broker-nodelay".into())
+        .spawn(nodelay_sweeper)
+        .map_err(|e| MqttError::Broker(format!("cannot start nodelay thread: {e}")))?;
     // No readiness probe here: a bare TCP probe makes rumqttd log an error. The node's client
     // retries with backoff, and the daemon gives up if it cannot connect in time.
     tracing::info!(v5 = %v5, v4 = %v4, "embedded broker listening (loopback only, no ACLs)");
@@ -100,4 +104,47 @@ pub fn free_port_pair() -> Option<u16> {
         }
     }
     None
+}
+
+/// rumqttd 0.20 leaves Nagle's algorithm on for its sockets. For request/reply traffic that costs
+/// a delayed-ACK wait (about 40 ms on Linux) per forwarded reply. The broker runs in this process,
+/// so its sockets are ours: set `TCP_NODELAY` on every socket of the process (its listeners pass it
+/// on to accepted connections on Linux; later sweeps catch anything accepted before). Non-TCP
+/// sockets refuse the option, which is ignored. Sweeps often at first, then every few seconds.
+fn nodelay_sweeper() {
+    let mut done = std::collections::HashSet::new();
+    let mut n = 0u64;
+    loop {
+        sweep_nodelay(&mut done);
+        n += 1;
+        let pause = if n < 50 { 100 } else { 2000 };
+        std::thread::sleep(std::time::Duration::from_millis(pause));
+    }
+}
+
+fn sweep_nodelay(done: &mut std::collections::HashSet<(i32, String)>) {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return };
+    for entry in dir.flatten() {
+        let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Ok(target) = std::fs::read_link(entry.path()) else { continue };
+        let target = target.to_string_lossy().into_owned();
+        if !target.starts_with("socket:") || !done.insert((fd, target)) {
+            continue;
+        }
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt on a descriptor of this process with a properly sized int option; a
+        // descriptor that is not a TCP socket (or was closed meanwhile) just returns an error.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                &one as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    if done.len() > 100_000 {
+        done.clear();
+    }
 }

@@ -271,6 +271,7 @@ fn options(opts: &LinkOptions) -> MqttOptions {
     o.set_clean_start(true);
     o.set_max_packet_size(Some(opts.max_packet_bytes as u32));
     o.set_connection_timeout(5);
+    o.set_network_options(super::network_options());
     if let Some((u, p)) = &opts.credentials {
         o.set_credentials(u.clone(), p.clone());
     }

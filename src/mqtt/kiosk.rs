@@ -98,6 +98,7 @@ impl KioskClient {
                 let mut o = MqttOptions::new(client_id, host, port);
                 o.set_keep_alive(Duration::from_secs(30));
                 o.set_max_packet_size(Some(16 << 20));
+                o.set_network_options(super::network_options());
                 if let Some((u, pw)) = credentials {
                     o.set_credentials(u, pw);
                 }
@@ -139,6 +140,7 @@ impl KioskClient {
                     o.set_credentials(u, pw);
                 }
                 let (client, mut el) = AsyncClient::new(o, 1024);
+                el.set_network_options(super::network_options());
                 let c = client.clone();
                 let rt = reply_topic.clone();
                 let task = tokio::spawn(async move {

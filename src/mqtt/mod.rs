@@ -42,3 +42,12 @@ pub fn credentials(cfg: &crate::config::MqttConfig) -> Result<Option<(String, St
     };
     Ok(Some((user.clone(), pass)))
 }
+
+/// TCP options for every client here: `TCP_NODELAY`, because request/reply traffic is many small
+/// packets and Nagle's algorithm with delayed ACKs adds tens of milliseconds per round trip.
+pub fn network_options() -> rumqttc::NetworkOptions {
+    let mut n = rumqttc::NetworkOptions::new();
+    n.set_tcp_nodelay(true);
+    n.set_connection_timeout(5);
+    n
+}
