@@ -159,7 +159,7 @@ async fn fleet_commands_catalog_update_and_rebirth() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port_pair();
     let cfg = write_config(dir.path(), port, false, "");
-    let _d = Daemon::spawn(&cfg);
+    let d = Daemon::spawn(&cfg);
     let k5 = kiosk_when_ready(port, "k1", Protocol::V5).await;
     let mut obs = Observer::connect(port, "fleet", &[topics().birth()], true, 0).await;
     let first = obs.next_on(&topics().birth(), T).await.expect("retained birth").json();
@@ -185,4 +185,18 @@ async fn fleet_commands_catalog_update_and_rebirth() {
         .unwrap();
     let again = obs.next_on(&topics().birth(), T).await.expect("birth republished on rebirth").json();
     assert!(again["ts"].as_i64().unwrap() > first["ts"].as_i64().unwrap(), "birth not regenerated");
+
+    // config-reload: a bad file is refused (the running config stays), a good one applies live.
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("{good}\n[serve]\ndefault_k = 0\n")).unwrap();
+    obs.client.publish(topics().cmd("config-reload"), QoS::AtLeastOnce, false, Bytes::new()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(parse_reply(&k5.recommend("zed", None, T).await.unwrap()).unwrap().items.len() >= 2);
+    std::fs::write(&cfg, format!("{good}\n[serve]\ndefault_k = 1\n")).unwrap();
+    obs.client.publish(topics().cmd("config-reload"), QoS::AtLeastOnce, false, Bytes::new()).await.unwrap();
+    let reloaded = obs.next_on(&topics().birth(), T).await.expect("birth after config-reload").json();
+    assert_ne!(reloaded["config_hash"], first["config_hash"]);
+    let rep = parse_reply(&k5.recommend("zed", None, T).await.unwrap()).unwrap();
+    assert_eq!(rep.items.len(), 1, "default_k not applied live");
+    assert!(d.log_text().contains("config-reload refused"), "{}", d.log_text());
 }

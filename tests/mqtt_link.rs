@@ -107,7 +107,7 @@ async fn outbox_survives_broker_restart_nothing_lost() {
     let topics = Topics::new("sgbd", "s1", "n-ob");
     let topic = topics.fleet_events();
     // A fleet subscriber with a persistent session: mosquitto keeps its queue across the restart.
-    let mut obs = Observer::connect(port, "fleet-ob", &[topic.clone()], false, 3600).await;
+    let mut obs = Observer::connect(port, "fleet-ob", std::slice::from_ref(&topic), false, 3600).await;
 
     let db = dir.path().join("ob.db");
     let producer = Store::open(&db, 5000).unwrap();
@@ -143,7 +143,7 @@ async fn outbox_survives_broker_restart_nothing_lost() {
 
     // Broker back: everything is delivered (at least once), and the outbox drains.
     mosq.resume();
-    let mut obs = Observer::connect(port, "fleet-ob", &[topic.clone()], false, 3600).await;
+    let mut obs = Observer::connect(port, "fleet-ob", std::slice::from_ref(&topic), false, 3600).await;
     let want: std::collections::BTreeSet<String> = (5..25).map(|i| format!("m{i}")).collect();
     let mut got = std::collections::BTreeSet::new();
     // At least once: earlier messages may come again; wait for all of the queued ones.

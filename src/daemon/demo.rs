@@ -18,7 +18,7 @@ use tokio::sync::watch;
 pub const DEMO_CATALOG: &str = "assets/demo/catalog.csv";
 
 /// Imports the demo catalogue when the store has no items; returns sku -> title.
-fn prepare_catalogue(cfg: &crate::config::Config, path: &PathBuf) -> Result<HashMap<String, String>, String> {
+fn prepare_catalogue(cfg: &crate::config::Config, path: &std::path::Path) -> Result<HashMap<String, String>, String> {
     let mut store = crate::store::open_config(cfg).map_err(|e| e.to_string())?;
     let items = store.items().map_err(|e| e.to_string())?;
     if items.is_empty() {

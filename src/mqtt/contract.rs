@@ -6,7 +6,8 @@
 //!
 //! Payloads are JSON objects carrying `schema_version` (`"<major>.<minor>"`), `ts` (ms since the
 //! Unix epoch, UTC) and, for what the node sends, `node_id`. A payload whose major version is not
-//! [`SCHEMA_MAJOR`] is refused with an error reply (`unsupported_schema`).
+//! [`SCHEMA_MAJOR`] is refused with an error reply (`unsupported_schema`); unknown fields are
+//! ignored, so minor versions may add fields.
 
 use serde::{Deserialize, Serialize};
 
@@ -155,8 +156,6 @@ pub enum ErrorCode {
     UnsupportedSchema,
     /// The named `reply_to` is outside the kiosk's own topics.
     ForbiddenReplyTopic,
-    /// The node is overloaded (queue full); retry later.
-    Busy,
     /// The store failed to write; retry later.
     Internal,
 }
@@ -185,7 +184,6 @@ pub fn schema_major(v: &str) -> Option<u32> {
 
 /// A kiosk interaction (`kiosk/<id>/events`, QoS 1). Idempotent by `event_id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct EventMsg {
     pub schema_version: String,
     pub ts: i64,
@@ -221,7 +219,6 @@ pub struct EventAck {
 
 /// A recommendation request (`kiosk/<id>/recommend`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RecommendRequest {
     pub schema_version: String,
     pub ts: i64,
@@ -381,7 +378,6 @@ pub struct FleetEvents {
 
 /// A catalogue item in a `catalog-update` command.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CatalogItem {
     pub sku: String,
     pub title: String,
@@ -400,7 +396,6 @@ fn empty_object() -> serde_json::Value {
 /// Payload of a command (`cmd/rebirth`, `cmd/config-reload`, `cmd/catalog-update`). An empty
 /// payload is accepted for commands without arguments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Command {
     pub schema_version: String,
     pub ts: i64,

@@ -206,3 +206,59 @@ mod tests {
         assert!(r.recommend("u9", 10, &ctx2).items.iter().all(|i| i.sku != "b"));
     }
 }
+
+#[cfg(test)]
+mod concurrency {
+    use super::*;
+    use crate::store::NewItem;
+
+    /// Observers, refreshes and requests at once: a request always gets min(k, catalogue minus
+    /// exclusions) items, whatever interleaving happens.
+    #[test]
+    fn concurrent_observe_refresh_and_recommend_keep_the_list_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("p.db");
+        let mut w = Store::open(&db, 5000).unwrap();
+        for i in 0..40 {
+            w.upsert_item(&NewItem {
+                sku: format!("s{i:02}"),
+                title: String::new(),
+                description: String::new(),
+                attributes: serde_json::json!({}),
+                image_path: None,
+            })
+            .unwrap();
+        }
+        let r = Arc::new(PopularityRanker::load(&w, &[EventKind::Purchase]).unwrap());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let refresher = {
+            let (r, stop) = (r.clone(), stop.clone());
+            let s = Store::open(&db, 5000).unwrap();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    r.refresh(&s).unwrap();
+                }
+            })
+        };
+        let kinds = EventKind::ALL;
+        for n in 0..300usize {
+            let e = Event {
+                event_id: format!("e{n}"),
+                user: format!("u{}", n % 3),
+                sku: format!("s{:02}", (n * 7) % 40),
+                kind: kinds[n % 4],
+                ts_ms: n as i64,
+                kiosk: None,
+            };
+            w.insert_events(std::slice::from_ref(&e)).unwrap();
+            r.observe(std::slice::from_ref(&e));
+            for u in 0..3 {
+                let excluded = w.user_skus(&format!("u{u}"), &[EventKind::Purchase]).unwrap().len();
+                let rec = r.recommend(&format!("u{u}"), 10, &RequestCtx::default());
+                assert_eq!(rec.items.len(), 10.min(40 - excluded), "after {n} events, user u{u}");
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        refresher.join().unwrap();
+    }
+}
