@@ -20,6 +20,10 @@ pub struct DataArgs {
     /// Item feature files (.npy), comma separated, for vbpr / freedom.
     #[arg(long, value_delimiter = ',')]
     pub features: Vec<PathBuf>,
+    /// Train on the store's interactions table (the configured database) with a per-user time
+    /// split (`learn.valid_per_user` / `learn.test_per_user`) instead of a `.inter` file.
+    #[arg(long, conflicts_with_all = ["data", "dataset"])]
+    pub from_store: bool,
 }
 
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -104,7 +108,16 @@ pub fn resolve_data(a: &DataArgs) -> anyhow::Result<PathBuf> {
 }
 
 /// Loads the interactions and the feature files the model needs.
-pub fn load_data(a: &DataArgs, _cfg: &LearnConfig) -> anyhow::Result<(PathBuf, data::Interactions, trainer::Features)> {
+pub fn load_data(a: &DataArgs, cfg_all: &crate::config::Config) -> anyhow::Result<(PathBuf, data::Interactions, trainer::Features)> {
+    if a.from_store {
+        let path = crate::store::db_path(cfg_all);
+        let store = crate::store::Store::open(&path, cfg_all.store.busy_timeout_ms)
+            .with_context(|| format!("opening the store {}", path.display()))?;
+        let events = store.interactions()?;
+        let (inter, _maps) = data::Interactions::from_events(&events, cfg_all.learn.valid_per_user, cfg_all.learn.test_per_user);
+        inter.validate().with_context(|| format!("interactions in {}", path.display()))?;
+        return Ok((path, inter, Vec::new()));
+    }
     let path = resolve_data(a)?;
     let inter = data::load_inter(&path).with_context(|| format!("loading {}", path.display()))?;
     Ok((path, inter, Vec::new()))
@@ -126,7 +139,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         let msgs: Vec<String> = issues.0.iter().map(|i| i.to_string()).collect();
         anyhow::bail!("bad training settings: {}", msgs.join("; "));
     }
-    let (path, inter, feats) = load_data(&a.data, &cfg)?;
+    let (path, inter, feats) = load_data(&a.data, &cfg_all)?;
     println!(
         "data {}: {} users, {} items, train {} / valid {} / test {}",
         path.display(), inter.n_users, inter.n_items, inter.train.len(), inter.valid.len(), inter.test.len()
@@ -225,7 +238,7 @@ pub fn bench(a: BenchTrainArgs) -> anyhow::Result<ExitCode> {
     let cfg_all = super::load_config(&a.config)?;
     let mut base = cfg_all.learn.clone();
     a.hyper.apply(&mut base);
-    let (path, inter, feats) = load_data(&a.data, &base)?;
+    let (path, inter, feats) = load_data(&a.data, &cfg_all)?;
     let dataset = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
     println!("data {}: {} users, {} items, {} train pairs", path.display(), inter.n_users, inter.n_items, inter.train.len());
     if a.profile {
