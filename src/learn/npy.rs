@@ -71,6 +71,43 @@ pub fn read_features(path: &Path) -> Result<(usize, usize, Vec<f32>)> {
     Ok((r, c, arr.data))
 }
 
+/// One item-feature modality: a row-major [n_items, dim] matrix (row i = item i).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Modality {
+    pub name: String,
+    pub n_items: usize,
+    pub dim: usize,
+    pub data: Vec<f32>,
+}
+
+impl Modality {
+    /// Builds a modality from a row-major matrix, checking its size.
+    pub fn new(name: impl Into<String>, n_items: usize, dim: usize, data: Vec<f32>) -> Result<Self> {
+        let name = name.into();
+        if data.len() != n_items * dim || dim == 0 {
+            return Err(LearnError::Invalid(format!(
+                "modality {name}: {} values for {n_items} items x {dim} dims",
+                data.len()
+            )));
+        }
+        if data.iter().any(|x| !x.is_finite()) {
+            return Err(LearnError::Invalid(format!("modality {name}: features contain NaN or infinity")));
+        }
+        Ok(Self { name, n_items, dim, data })
+    }
+
+    /// Loads a feature file whose row count must equal `n_items` (row i = item i); the modality
+    /// is named after the file stem.
+    pub fn load(path: &Path, n_items: usize) -> Result<Self> {
+        let (rows, dim, data) = read_features(path)?;
+        if rows != n_items {
+            return Err(bad(path, format!("{rows} feature rows but the interactions have {n_items} items")));
+        }
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        Self::new(name, rows, dim, data).map_err(|e| bad(path, e.to_string()))
+    }
+}
+
 /// Parses the bytes of a `.npy` file. Errors are plain messages (the caller adds the path).
 pub fn parse_npy(bytes: &[u8]) -> std::result::Result<NpyArray, String> {
     let mut r = bytes;
