@@ -1,0 +1,370 @@
+//! CapFilt-style cleaning of merchant descriptions.
+//!
+//! The description is split into phrases (sentences, bullet items). A phrase is dropped when it is
+//! noise by rule: keyword stuffing (a word repeated), generic promotional terms, all-caps
+//! shouting, runs of `!?*$`; or a duplicate (of the title or of an earlier kept phrase; with the
+//! encoder also a near-duplicate, cosine >= 0.95). When a caption of the photo exists, a phrase whose
+//! MiniLM cosine to "caption. title. attribute values" is below `min_phrase_similarity` is dropped as
+//! not matching the product (BLIP's filter idea). Without a caption the rules still run and the
+//! result says `degraded`. The item text is title + cleaned description + caption.
+use super::embed::{cosine, TextEncoder};
+use super::Result;
+use crate::config::DenoiseConfig;
+use std::collections::HashMap;
+
+/// Why a phrase was kept or dropped.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PhraseDecision {
+    pub text: String,
+    pub kept: bool,
+    /// `kept`, `duplicate`, `near-duplicate`, `repeated word "x"`, `promotional "x"`, `shouting`,
+    /// `punctuation`, `off-topic`.
+    pub reason: String,
+    /// Cosine to caption + title, when a caption and the encoder were available.
+    pub similarity: Option<f32>,
+}
+
+/// The result of cleaning one item.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Denoised {
+    pub clean_description: String,
+    pub caption: Option<String>,
+    pub phrases: Vec<PhraseDecision>,
+    /// title + clean description + caption: what the text encoder embeds.
+    pub item_text: String,
+    /// True when no caption was available (no BLIP): only rule-based cleaning ran.
+    pub degraded: bool,
+}
+
+/// Near-duplicate threshold (cosine between two phrases of the same description).
+pub const NEAR_DUPLICATE_COSINE: f32 = 0.95;
+
+/// Splits a description into phrases at sentence ends (`.`, `!`, `?`, `;` followed by a space or the
+/// end, with any run of terminators kept on the phrase), line breaks, bullets `•` and ` | `.
+/// A dot between digits (`3.5`) does not split.
+pub fn split_phrases(desc: &str) -> Vec<String> {
+    let chars: Vec<char> = desc.chars().collect();
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut i = 0;
+    let push = |cur: &mut String, out: &mut Vec<String>| {
+        let t = cur.trim();
+        if t.chars().any(|c| c.is_alphanumeric()) {
+            out.push(t.to_string());
+        }
+        cur.clear();
+    };
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\n' || c == '\r' || c == '•' {
+            push(&mut cur, &mut out);
+            i += 1;
+            continue;
+        }
+        if c == '|' && i > 0 && chars[i - 1] == ' ' {
+            push(&mut cur, &mut out);
+            i += 1;
+            continue;
+        }
+        if matches!(c, '.' | '!' | '?' | ';') {
+            let mut j = i;
+            while j < chars.len() && matches!(chars[j], '.' | '!' | '?' | ';' | '*' | '$') {
+                j += 1;
+            }
+            let next = chars.get(j).copied();
+            let decimal = c == '.' && j == i + 1 && i > 0 && chars[i - 1].is_ascii_digit() && next.is_some_and(|n| n.is_ascii_digit());
+            if !decimal && next.is_none_or(|n| n.is_whitespace()) {
+                cur.extend(&chars[i..j]);
+                push(&mut cur, &mut out);
+                i = j;
+                continue;
+            }
+        }
+        cur.push(c);
+        i += 1;
+    }
+    push(&mut cur, &mut out);
+    out
+}
+
+/// Lower-case alphanumeric words.
+fn words(s: &str) -> Vec<String> {
+    s.split(|c: char| !c.is_alphanumeric() && c != '\'' && c != '%')
+        .filter(|w| w.chars().any(|c| c.is_alphanumeric()))
+        .map(|w| w.to_lowercase())
+        .collect()
+}
+
+/// Comparison key for duplicates: lower-case words joined by one space.
+pub fn normalize(s: &str) -> String {
+    words(s).join(" ")
+}
+
+const STOPWORDS: &[&str] = &[
+    "the", "and", "with", "for", "in", "of", "a", "an", "to", "on", "at", "or", "is", "are", "that", "this", "its",
+    "it", "by", "from", "as", "has", "have", "be", "can", "your", "you", "our",
+];
+
+/// The rule that drops `phrase`, if any.
+pub fn rule_reason(phrase: &str, cfg: &DenoiseConfig) -> Option<String> {
+    // Runs of ! ? * $.
+    let mut run = 0usize;
+    for c in phrase.chars() {
+        if matches!(c, '!' | '?' | '*' | '$') {
+            run += 1;
+            if run > cfg.max_punct_run {
+                return Some("punctuation".into());
+            }
+        } else {
+            run = 0;
+        }
+    }
+    // Shouting.
+    let ws = words(phrase);
+    let letters: Vec<char> = phrase.chars().filter(|c| c.is_alphabetic()).collect();
+    if ws.len() >= 3 && letters.len() >= 8 {
+        let caps = letters.iter().filter(|c| c.is_uppercase()).count();
+        if caps as f32 / letters.len() as f32 >= cfg.max_caps_ratio {
+            return Some("shouting".into());
+        }
+    }
+    // Promotional terms (whole words / phrases; terms with symbols as substrings).
+    let padded = format!(" {} ", ws.join(" "));
+    let lower = phrase.to_lowercase();
+    let mut hits = Vec::new();
+    for term in &cfg.promo_terms {
+        let n = if term.chars().all(|c| c.is_alphanumeric() || c == ' ' || c == '\'') {
+            padded.matches(&format!(" {} ", normalize(term))).count()
+        } else {
+            lower.matches(term.as_str()).count()
+        };
+        for _ in 0..n {
+            hits.push(term.clone());
+        }
+    }
+    if hits.len() >= cfg.max_promo_terms {
+        return Some(format!("promotional \"{}\"", hits[0]));
+    }
+    // Keyword stuffing: one content word repeated.
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for w in &ws {
+        if w.chars().count() >= 3 && !STOPWORDS.contains(&w.as_str()) {
+            *counts.entry(w.as_str()).or_default() += 1;
+        }
+    }
+    let mut worst: Vec<(&str, usize)> = counts.into_iter().filter(|(_, n)| *n > cfg.max_word_repeats).collect();
+    worst.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    if let Some((w, _)) = worst.first() {
+        return Some(format!("repeated word \"{w}\""));
+    }
+    None
+}
+
+/// Ends a kept phrase with one terminator.
+fn tidy(phrase: &str) -> String {
+    let t = phrase.trim_end_matches(['.', '!', '?', ';', '*', '$', ' ']);
+    format!("{t}.")
+}
+
+/// Cleans one description. `caption` comes from BLIP (None = degraded). `encoder` enables the
+/// similarity filter (with a caption) and near-duplicate detection.
+pub fn clean_description(
+    title: &str,
+    description: &str,
+    caption: Option<&str>,
+    attributes: &[(String, String)],
+    cfg: &DenoiseConfig,
+    encoder: Option<&TextEncoder>,
+) -> Result<Denoised> {
+    let phrases = split_phrases(description);
+    let mut decisions: Vec<PhraseDecision> = phrases
+        .iter()
+        .map(|p| PhraseDecision { text: p.clone(), kept: true, reason: "kept".into(), similarity: None })
+        .collect();
+    let mut seen = vec![normalize(title)];
+    for d in decisions.iter_mut() {
+        if let Some(r) = rule_reason(&d.text, cfg) {
+            d.kept = false;
+            d.reason = r;
+            continue;
+        }
+        let key = normalize(&d.text);
+        if seen.contains(&key) {
+            d.kept = false;
+            d.reason = "duplicate".into();
+            continue;
+        }
+        seen.push(key);
+    }
+    if let Some(enc) = encoder {
+        let live: Vec<usize> = (0..decisions.len()).filter(|&i| decisions[i].kept).collect();
+        if !live.is_empty() {
+            let mut texts: Vec<String> = live.iter().map(|&i| decisions[i].text.clone()).collect();
+            let reference = caption.map(|c| {
+                let attrs: Vec<&str> = attributes.iter().map(|(_, v)| v.as_str()).filter(|v| !v.is_empty()).collect();
+                format!("{c}. {title}. {}", attrs.join(", "))
+            });
+            if let Some(r) = &reference {
+                texts.push(r.clone());
+            }
+            let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
+            let emb = enc.embed(&refs)?;
+            let mut kept_emb: Vec<usize> = Vec::new();
+            for (k, &i) in live.iter().enumerate() {
+                if kept_emb.iter().any(|&j| cosine(&emb[j], &emb[k]) >= NEAR_DUPLICATE_COSINE) {
+                    decisions[i].kept = false;
+                    decisions[i].reason = "near-duplicate".into();
+                    continue;
+                }
+                if reference.is_some() {
+                    let s = cosine(&emb[k], &emb[live.len()]);
+                    decisions[i].similarity = Some(s);
+                    if s < cfg.min_phrase_similarity {
+                        decisions[i].kept = false;
+                        decisions[i].reason = "off-topic".into();
+                        continue;
+                    }
+                }
+                kept_emb.push(k);
+            }
+        }
+    }
+    let clean_description =
+        decisions.iter().filter(|d| d.kept).map(|d| tidy(&d.text)).collect::<Vec<_>>().join(" ");
+    let mut parts = vec![tidy(title.trim())];
+    if !clean_description.is_empty() {
+        parts.push(clean_description.clone());
+    }
+    if let Some(c) = caption.filter(|c| !c.trim().is_empty()) {
+        parts.push(tidy(c.trim()));
+    }
+    let item_text = parts.into_iter().filter(|p| p != ".").collect::<Vec<_>>().join(" ");
+    Ok(Denoised {
+        clean_description,
+        caption: caption.map(|c| c.to_string()),
+        phrases: decisions,
+        item_text,
+        degraded: caption.is_none(),
+    })
+}
+
+/// Holds what cleaning needs: configuration, and the models that could be loaded.
+pub struct Denoiser {
+    pub cfg: DenoiseConfig,
+    pub captioner: Option<super::Captioner>,
+    pub encoder: Option<TextEncoder>,
+}
+
+impl Denoiser {
+    /// Loads the configured models; a model whose files are missing or wrong is left out with an
+    /// error log line naming the file (captioning disabled / degraded cleaning), never a failure.
+    pub fn from_config(cfg: &DenoiseConfig) -> Self {
+        let captioner = if cfg.caption_enabled {
+            match super::Captioner::from_config(cfg) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::error!(error = %e, "captioning disabled");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let encoder = match TextEncoder::from_config(cfg) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                tracing::error!(error = %e, "sentence encoder unavailable: no similarity filter, no text features");
+                None
+            }
+        };
+        Self { cfg: cfg.clone(), captioner, encoder }
+    }
+}
+
+/// Cleans one item: captions the photo when a captioner is loaded, then [`clean_description`].
+/// Also returns the BLIP image feature when one was computed.
+pub fn denoise(
+    d: &mut Denoiser,
+    photo: Option<&image::DynamicImage>,
+    title: &str,
+    description: &str,
+    attributes: &[(String, String)],
+) -> Result<(Denoised, Option<Vec<f32>>)> {
+    let cap = match (&mut d.captioner, photo) {
+        (Some(c), Some(img)) => c.caption(std::slice::from_ref(img))?.pop(),
+        _ => None,
+    };
+    let out = clean_description(
+        title,
+        description,
+        cap.as_ref().map(|c| c.text.as_str()),
+        attributes,
+        &d.cfg,
+        d.encoder.as_ref(),
+    )?;
+    Ok((out, cap.map(|c| c.feature)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> DenoiseConfig {
+        DenoiseConfig::default()
+    }
+
+    #[test]
+    fn splits_sentences_keeps_decimals_and_bullets() {
+        let p = split_phrases("Jacket in 3.5 oz cotton. Regular fit!!! BUY NOW • Zip pocket\nMachine wash");
+        assert_eq!(p, vec!["Jacket in 3.5 oz cotton.", "Regular fit!!!", "BUY NOW", "Zip pocket", "Machine wash"]);
+        assert!(split_phrases("  ...  ").is_empty());
+    }
+
+    #[test]
+    fn rules_catch_each_kind_of_noise() {
+        let c = cfg();
+        assert_eq!(rule_reason("Regular fit!!!", &c).as_deref(), Some("punctuation"));
+        assert_eq!(rule_reason("BEST QUALITY EVER GUARANTEED FOR YOU", &c).as_deref(), Some("shouting"));
+        assert!(rule_reason("Free shipping on all orders", &c).unwrap().starts_with("promotional"));
+        assert!(rule_reason("Get 20% off today", &c).unwrap().starts_with("promotional"));
+        assert_eq!(
+            rule_reason("dress summer dress beach dress party dress", &c).as_deref(),
+            Some("repeated word \"dress\"")
+        );
+        // Genuine product text passes; "offer" inside "offering" is not a promo term.
+        assert_eq!(rule_reason("Jacket in woven fabric with a collar, zip and press-studs.", &c), None);
+        assert_eq!(rule_reason("Soft jersey offering good stretch.", &c), None);
+        assert_eq!(rule_reason("Made in the USA.", &c), None);
+    }
+
+    #[test]
+    fn degraded_cleaning_drops_noise_and_duplicates_and_builds_item_text() {
+        let d = clean_description(
+            "Denim jacket",
+            "Jacket in washed denim with a collar. Free shipping!!! Jacket in washed denim with a collar. \
+             denim denim denim jacket. Chest pockets with a flap.",
+            None,
+            &[],
+            &cfg(),
+            None,
+        )
+        .unwrap();
+        assert!(d.degraded);
+        assert_eq!(d.clean_description, "Jacket in washed denim with a collar. Chest pockets with a flap.");
+        let reasons: Vec<&str> = d.phrases.iter().map(|p| p.reason.as_str()).collect();
+        assert_eq!(reasons[0], "kept");
+        assert_eq!(reasons[1], "punctuation");
+        assert_eq!(reasons[2], "duplicate");
+        assert!(reasons[3].starts_with("repeated word"));
+        assert_eq!(d.item_text, "Denim jacket. Jacket in washed denim with a collar. Chest pockets with a flap.");
+    }
+
+    #[test]
+    fn title_repeated_as_phrase_is_a_duplicate_and_caption_joins_item_text() {
+        let d = clean_description("Denim jacket", "Denim jacket. Long sleeves.", Some("a blue jacket"), &[], &cfg(), None)
+            .unwrap();
+        assert!(!d.degraded);
+        assert_eq!(d.phrases[0].reason, "duplicate");
+        assert_eq!(d.item_text, "Denim jacket. Long sleeves. a blue jacket.");
+    }
+}
