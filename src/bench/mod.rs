@@ -1,1 +1,2 @@
 //! Benchmarks behind `sgbd-edge bench ...`: each prints a table and can write JSON.
+pub mod train;

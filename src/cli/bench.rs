@@ -5,8 +5,14 @@ use std::process::ExitCode;
 pub enum BenchCmd {
     /// Not built yet.
     Serve,
+    /// Recommender training: optimisers x seeds, test metrics and time per epoch / evaluation.
+    Train(super::train::BenchTrainArgs),
 }
 
-pub fn run(_c: BenchCmd) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("bench: not built yet")
+pub fn run(c: BenchCmd) -> anyhow::Result<ExitCode> {
+    match c {
+        BenchCmd::Train(a) => super::train::bench(a),
+        #[allow(unreachable_patterns)]
+        _ => anyhow::bail!("bench: not built yet"),
+    }
 }

@@ -5,6 +5,17 @@ use super::Result;
 use candle_core::{Tensor, Var};
 use rand::rngs::StdRng;
 
+/// Which recommender (configuration and command line names).
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    Mf,
+    #[default]
+    Lightgcn,
+    Vbpr,
+    Freedom,
+}
+
 /// One training batch: B triples (user, positive item, negative item), u32 index tensors of shape [B].
 pub struct Batch {
     pub users: Tensor,

@@ -22,12 +22,35 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 /// Which SAM-inside-MG variant (see the module doc).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Variant {
+    #[default]
     S1,
     S2,
     M2,
+}
+
+/// Optimiser names as the configuration and command line spell them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimName {
+    Adam,
+    Sam,
+    Mg,
+    #[default]
+    Sgbd,
+}
+
+impl OptimName {
+    pub fn with_variant(self, v: Variant) -> OptimKind {
+        match self {
+            OptimName::Adam => OptimKind::Adam,
+            OptimName::Sam => OptimKind::Sam,
+            OptimName::Mg => OptimKind::Mg,
+            OptimName::Sgbd => OptimKind::Sgbd(v),
+        }
+    }
 }
 
 /// The training strategy.
