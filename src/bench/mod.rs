@@ -1,1 +1,4 @@
 //! Benchmarks behind `sgbd-edge bench ...`: each prints a table and can write JSON.
+
+pub mod caption;
+pub mod embed;

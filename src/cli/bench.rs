@@ -5,8 +5,45 @@ use std::process::ExitCode;
 pub enum BenchCmd {
     /// Not built yet.
     Serve,
+    /// BLIP-large captioning (random weights): vision encoder, ms/token before/after the decoding
+    /// cache, images/s batched, peak RSS.
+    Caption(crate::bench::caption::CaptionBenchArgs),
+    /// MiniLM sentence embedding: sentences/s batched vs one at a time.
+    Embed(EmbedArgs),
 }
 
-pub fn run(_c: BenchCmd) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("bench: not built yet")
+#[derive(clap::Args, Debug)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub bench: crate::bench::embed::EmbedBenchArgs,
+    #[command(flatten)]
+    pub config: super::ConfigArg,
+}
+
+fn write_json<T: serde::Serialize>(path: &Option<std::path::PathBuf>, v: &T) -> anyhow::Result<()> {
+    if let Some(p) = path {
+        std::fs::write(p, serde_json::to_string_pretty(v)?)?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+pub fn run(c: BenchCmd) -> anyhow::Result<ExitCode> {
+    match c {
+        BenchCmd::Serve => anyhow::bail!("bench serve: not built yet"),
+        BenchCmd::Caption(a) => {
+            if let Some(b) = crate::bench::caption::run(&a)? {
+                crate::bench::caption::print(&b);
+                write_json(&a.json, &b)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCmd::Embed(a) => {
+            let cfg = super::load_config(&a.config)?;
+            let b = crate::bench::embed::run(&a.bench, &cfg.denoise)?;
+            crate::bench::embed::print(&b);
+            write_json(&a.bench.json, &b)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
