@@ -20,6 +20,10 @@ pub struct DataArgs {
     /// Item feature files (.npy), comma separated, for vbpr / freedom.
     #[arg(long, value_delimiter = ',')]
     pub features: Vec<PathBuf>,
+    /// Train on the store's interactions table (the configured database) with a per-user time
+    /// split (`learn.valid_per_user` / `learn.test_per_user`) instead of a `.inter` file.
+    #[arg(long, conflicts_with_all = ["data", "dataset"])]
+    pub from_store: bool,
 }
 
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -52,6 +56,12 @@ pub struct HyperArgs {
     pub beta: Option<usize>,
     #[arg(long)]
     pub eval_block: Option<usize>,
+    /// FREEDOM edge dropout.
+    #[arg(long)]
+    pub dropout: Option<f64>,
+    /// FREEDOM modality-loss weight.
+    #[arg(long)]
+    pub mm_lambda: Option<f64>,
 }
 
 impl HyperArgs {
@@ -59,7 +69,7 @@ impl HyperArgs {
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
         }
-        set!(model, variant, epochs, patience, batch, lr, dim, layers, reg, rho, alpha1, alpha2, beta, eval_block);
+        set!(model, variant, epochs, patience, batch, lr, dim, layers, reg, rho, alpha1, alpha2, beta, eval_block, dropout, mm_lambda);
     }
 }
 
@@ -104,10 +114,41 @@ pub fn resolve_data(a: &DataArgs) -> anyhow::Result<PathBuf> {
 }
 
 /// Loads the interactions and the feature files the model needs.
-pub fn load_data(a: &DataArgs, _cfg: &LearnConfig) -> anyhow::Result<(PathBuf, data::Interactions, trainer::Features)> {
+pub fn load_data(a: &DataArgs, cfg_all: &crate::config::Config, learn: &LearnConfig) -> anyhow::Result<(PathBuf, data::Interactions, trainer::Features)> {
+    if a.from_store {
+        let path = crate::store::db_path(cfg_all);
+        let store = crate::store::Store::open(&path, cfg_all.store.busy_timeout_ms)
+            .with_context(|| format!("opening the store {}", path.display()))?;
+        let events = store.interactions()?;
+        let (inter, _maps) = data::Interactions::from_events(&events, learn.valid_per_user, learn.test_per_user);
+        inter.validate().with_context(|| format!("interactions in {}", path.display()))?;
+        return Ok((path, inter, Vec::new()));
+    }
     let path = resolve_data(a)?;
     let inter = data::load_inter(&path).with_context(|| format!("loading {}", path.display()))?;
-    Ok((path, inter, Vec::new()))
+    let mut feats = Vec::new();
+    let wants = matches!(learn.model, ModelKind::Vbpr | ModelKind::Freedom) || !a.features.is_empty();
+    if wants {
+        let files = if a.features.is_empty() { default_features(&path) } else { a.features.clone() };
+        if files.is_empty() {
+            anyhow::bail!("no feature files: pass --features a.npy,b.npy (none of {DEFAULT_FEATURES:?} beside the data)");
+        }
+        for f in files {
+            let m = crate::learn::npy::Modality::load(&f, inter.n_items).with_context(|| format!("loading features {}", f.display()))?;
+            println!("features {}: {} items x {}", f.display(), m.n_items, m.dim);
+            feats.push(m);
+        }
+    }
+    Ok((path, inter, feats))
+}
+
+/// Feature files looked for beside the `.inter` file, in this order (FREEDOM weighs the first
+/// 0.1 and the second 0.9, as MMRec's image / text).
+pub const DEFAULT_FEATURES: [&str; 3] = ["image_feat.npy", "text_feat.npy", "audio_feat.npy"];
+
+fn default_features(inter: &Path) -> Vec<PathBuf> {
+    let dir = inter.parent().unwrap_or(Path::new("."));
+    DEFAULT_FEATURES.iter().map(|f| dir.join(f)).filter(|p| p.exists()).take(2).collect()
 }
 
 pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
@@ -126,7 +167,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         let msgs: Vec<String> = issues.0.iter().map(|i| i.to_string()).collect();
         anyhow::bail!("bad training settings: {}", msgs.join("; "));
     }
-    let (path, inter, feats) = load_data(&a.data, &cfg)?;
+    let (path, inter, feats) = load_data(&a.data, &cfg_all, &cfg)?;
     println!(
         "data {}: {} users, {} items, train {} / valid {} / test {}",
         path.display(), inter.n_users, inter.n_items, inter.train.len(), inter.valid.len(), inter.test.len()
@@ -225,7 +266,7 @@ pub fn bench(a: BenchTrainArgs) -> anyhow::Result<ExitCode> {
     let cfg_all = super::load_config(&a.config)?;
     let mut base = cfg_all.learn.clone();
     a.hyper.apply(&mut base);
-    let (path, inter, feats) = load_data(&a.data, &base)?;
+    let (path, inter, feats) = load_data(&a.data, &cfg_all, &base)?;
     let dataset = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
     println!("data {}: {} users, {} items, {} train pairs", path.display(), inter.n_users, inter.n_items, inter.train.len());
     if a.profile {

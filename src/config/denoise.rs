@@ -28,6 +28,9 @@ pub struct DenoiseConfig {
     pub max_seq_len: usize,
     /// A phrase is dropped when its MiniLM cosine to caption + title is below this (only with a caption).
     pub min_phrase_similarity: f32,
+    /// ... and its cosine to the mean of the description's other phrases is below this
+    /// (1.0 = similarity alone decides).
+    pub min_phrase_coherence: f32,
     /// A phrase is keyword stuffing when one word occurs more than this many times in it.
     pub max_word_repeats: usize,
     /// A phrase is shouting when this fraction (or more) of its letters are capitals (phrases of 3+ words).
@@ -53,6 +56,7 @@ impl Default for DenoiseConfig {
             embed_batch: 32,
             max_seq_len: 256,
             min_phrase_similarity: 0.15,
+            min_phrase_coherence: 0.4,
             max_word_repeats: 2,
             max_caps_ratio: 0.7,
             max_punct_run: 2,
@@ -125,6 +129,11 @@ impl Validate for DenoiseConfig {
         issues.check(
             (-1.0..=1.0).contains(&self.min_phrase_similarity),
             "denoise.min_phrase_similarity",
+            "a cosine, between -1 and 1",
+        );
+        issues.check(
+            (-1.0..=1.0).contains(&self.min_phrase_coherence),
+            "denoise.min_phrase_coherence",
             "a cosine, between -1 and 1",
         );
         issues.check(self.max_word_repeats >= 1, "denoise.max_word_repeats", "at least 1");

@@ -37,6 +37,9 @@ pub struct ModeReport {
     pub removed_all: f64,
     /// Fraction of genuine phrases kept.
     pub genuine_kept: f64,
+    /// With a caption: (similarity threshold, coherence threshold, foreign phrases removed,
+    /// genuine phrases kept) for phrases that passed the rules.
+    pub sweep: Vec<(f32, f32, f64, f64)>,
 }
 
 /// The robustness check's result.
@@ -106,6 +109,7 @@ pub fn check(items: &[CatalogItem], cfg: &DenoiseConfig, enc: Option<&TextEncode
     let run = |with_caption: bool| -> Result<ModeReport> {
         let mut removed: BTreeMap<String, (usize, usize)> = BTreeMap::new();
         let (mut gen_kept, mut gen_all) = (0usize, 0usize);
+        let mut sims: Vec<(f32, Option<f32>, bool)> = Vec::new();
         for (it, desc, labels) in &cases {
             let cap = with_caption.then(|| proxy_caption(it));
             let d = clean_description(&it.title, desc, cap.as_deref(), &it.attributes, cfg, enc)?;
@@ -115,6 +119,11 @@ pub fn check(items: &[CatalogItem], cfg: &DenoiseConfig, enc: Option<&TextEncode
                 continue;
             }
             for (p, l) in d.phrases.iter().zip(labels) {
+                if let Some(s) = p.similarity {
+                    if l.is_none() || *l == Some("foreign") {
+                        sims.push((s, p.coherence, l.is_some()));
+                    }
+                }
                 match l {
                     None => {
                         gen_all += 1;
@@ -128,11 +137,28 @@ pub fn check(items: &[CatalogItem], cfg: &DenoiseConfig, enc: Option<&TextEncode
                 }
             }
         }
+        let sweep = if sims.is_empty() {
+            Vec::new()
+        } else {
+            let n_f = sims.iter().filter(|s| s.2).count().max(1) as f64;
+            let n_g = sims.iter().filter(|s| !s.2).count().max(1) as f64;
+            let mut v = Vec::new();
+            for ts in [0.1f32, 0.15, 0.2, 0.25, 0.3, 0.35] {
+                for tc in [0.2f32, 0.3, 0.4, 0.5, 1.0] {
+                    let drop = |s: &(f32, Option<f32>, bool)| s.0 < ts && s.1.is_none_or(|c| c < tc);
+                    let f = sims.iter().filter(|s| s.2 && drop(s)).count() as f64 / n_f;
+                    let g = sims.iter().filter(|s| !s.2 && !drop(s)).count() as f64 / n_g;
+                    v.push((ts, tc, f, g));
+                }
+            }
+            v
+        };
         let (r_all, n_all) = removed.values().fold((0, 0), |a, v| (a.0 + v.0, a.1 + v.1));
         Ok(ModeReport {
             removed: removed.into_iter().map(|(k, (r, n))| (k, r as f64 / n.max(1) as f64)).collect(),
             removed_all: r_all as f64 / n_all.max(1) as f64,
             genuine_kept: gen_kept as f64 / gen_all.max(1) as f64,
+            sweep,
         })
     };
     report.rules = run(false)?;

@@ -137,6 +137,12 @@ impl Interactions {
         Ok(())
     }
 
+    /// Builds interactions from the store's events (see [`Interactions::from_timed`]).
+    pub fn from_events(events: &[crate::store::Event], valid_per_user: usize, test_per_user: usize) -> (Self, IdMaps) {
+        let triples: Vec<(&str, &str, i64)> = events.iter().map(|e| (e.user.as_str(), e.sku.as_str(), e.ts_ms)).collect();
+        Self::from_timed(&triples, valid_per_user, test_per_user)
+    }
+
     /// Builds interactions from (user, sku, time) triples (any order): pairs are
     /// de-duplicated per (user, sku) keeping the earliest; per user in time order the last
     /// `test_per_user` pairs are test, the `valid_per_user` before them valid, the rest train.
@@ -290,6 +296,26 @@ mod tests {
         assert!(parse_inter("user\titem\n0\t0\n").is_err());
         assert!(parse_inter("").is_err());
         assert!(parse_inter("userID\titemID\tx_label\n0\t0\n").is_err());
+    }
+
+    #[test]
+    fn per_user_time_split() {
+        // user a: 4 distinct items (one repeated later), user b: 2 items (too few: all train)
+        let ev = [
+            ("a", "x", 30), ("a", "w", 10), ("b", "x", 5), ("a", "y", 20), ("a", "z", 40),
+            ("a", "w", 50), ("b", "v", 6),
+        ];
+        let (d, maps) = Interactions::from_timed(&ev, 1, 1);
+        let name = |(u, i): (u32, u32)| (maps.users[u as usize].clone(), maps.items[i as usize].clone());
+        let s = |v: &[(u32, u32)]| v.iter().map(|&p| name(p)).collect::<Vec<_>>();
+        let p = |u: &str, i: &str| (u.to_string(), i.to_string());
+        assert_eq!(s(&d.test), vec![p("a", "z")]);
+        assert_eq!(s(&d.valid), vec![p("a", "x")]);
+        let mut tr = s(&d.train);
+        tr.sort();
+        assert_eq!(tr, vec![p("a", "w"), p("a", "y"), p("b", "v"), p("b", "x")]);
+        assert_eq!((d.n_users, d.n_items), (2, 5));
+        d.validate().unwrap();
     }
 
     #[test]

@@ -172,21 +172,6 @@ mod tests {
     use super::*;
 
     #[test]
-    #[ignore = "timing probe"]
-    fn top_k_speed_probe() {
-        let n = 7050;
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-        let scores: Vec<f32> = (0..n * 2000).map(|_| rng.random::<f32>()).collect();
-        let t = std::time::Instant::now();
-        let mut acc = 0usize;
-        for row in scores.chunks(n) {
-            acc += top_k(row, &[3, 70, 900], 20)[0] as usize;
-        }
-        eprintln!("top_k: {:.2} ns/element ({acc})", t.elapsed().as_secs_f64() * 1e9 / scores.len() as f64);
-    }
-
-    #[test]
     fn top_k_skips_masked_and_orders() {
         let s = [0.1, 0.9, 0.5, 0.9, f32::NAN, 0.7];
         assert_eq!(top_k(&s, &[], 3), vec![1, 3, 5]);

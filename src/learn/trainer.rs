@@ -296,10 +296,10 @@ pub fn options_from_config(cfg: &LearnConfig, checkpoint: Option<PathBuf>) -> Tr
 }
 
 /// Item feature matrices for the multimodal models (one per modality, rows = items).
-pub type Features = Vec<(String, Vec<f32>, usize)>;
+pub type Features = Vec<super::npy::Modality>;
 
 /// Builds the model of `cfg` for `data` (f32), initialised from `cfg.seed`.
-pub fn build_model(cfg: &LearnConfig, data: &Interactions, _features: &Features) -> Result<Box<dyn Recommender>> {
+pub fn build_model(cfg: &LearnConfig, data: &Interactions, features: &Features) -> Result<Box<dyn Recommender>> {
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let dt = candle_core::DType::F32;
     Ok(match cfg.model {
@@ -307,8 +307,22 @@ pub fn build_model(cfg: &LearnConfig, data: &Interactions, _features: &Features)
         ModelKind::Lightgcn => Box::new(super::lightgcn::LightGcn::new(
             data.n_users, data.n_items, &data.train, cfg.dim, cfg.layers, cfg.reg, dt, &mut rng,
         )?),
-        ModelKind::Vbpr | ModelKind::Freedom => {
-            return Err(LearnError::Invalid(format!("model {:?} is not available in this build", cfg.model)))
+        ModelKind::Vbpr | ModelKind::Freedom if features.is_empty() => {
+            return Err(LearnError::Invalid(format!("model {:?} needs item feature files (--features)", cfg.model)))
+        }
+        ModelKind::Vbpr => {
+            let p = super::vbpr::VbprParams { dim: cfg.dim, reg: cfg.reg };
+            Box::new(super::vbpr::Vbpr::new(data.n_users, data.n_items, features, &p, dt, &mut rng)?)
+        }
+        ModelKind::Freedom => {
+            let p = super::freedom::FreedomParams {
+                dim: cfg.dim,
+                ui_layers: cfg.layers,
+                dropout: cfg.dropout,
+                lambda: cfg.mm_lambda,
+                ..super::freedom::FreedomParams::default()
+            };
+            Box::new(super::freedom::Freedom::new(data.n_users, data.n_items, &data.train, features, &p, dt, &mut rng)?)
         }
     })
 }
