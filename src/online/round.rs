@@ -263,7 +263,10 @@ pub fn run(cfg: &Config, store: &Store, reg: &Registry, stop: &AtomicBool, hooks
         trainer::train_epoch(model.as_mut(), &mut opt, &sampler, &data.train, lc.batch, &mut rng, &mut None)?;
         epochs += 1;
         let valid = evaluate_model(model.as_ref(), &data, Split::Valid, &KS, block)?;
-        let better = best.as_ref().is_none_or(|(b, _, _)| valid.recall_at(20) > b.recall_at(20));
+        // Recall@20 first; NDCG@20 breaks ties (recall saturates on small catalogues).
+        let better = best.as_ref().is_none_or(|(b, _, _)| {
+            (valid.recall_at(20), valid.ndcg_at(20)).partial_cmp(&(b.recall_at(20), b.ndcg_at(20))) == Some(std::cmp::Ordering::Greater)
+        });
         if better {
             let snap = model.named_vars().iter().map(|(_, v)| v.as_tensor().copy()).collect::<candle_core::Result<Vec<_>>>()?;
             best = Some((valid, epoch, snap));

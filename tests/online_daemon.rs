@@ -1,0 +1,134 @@
+//! End to end over the embedded broker: the real daemon binary with a small trigger threshold.
+//! Simulated kiosks send events -> a fine-tune round runs -> the candidate is promoted -> replies
+//! change and carry the new model version; pushes and the fleet announcement go out; the fleet
+//! pins and unpins over `cmd/model-pin`.
+
+mod common_mqtt;
+mod common_online;
+
+use common_mqtt::*;
+use common_online::{catalog, sku, user, Planted};
+use rumqttc::v5::mqttbytes::QoS;
+use sgbd_edge::mqtt::kiosk::{parse_reply, Protocol};
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(3);
+const P: Planted = Planted { groups: 2, items_per_group: 15, users_per_group: 20, per_user: 6, feature_dim: 8 };
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kiosk_events_trigger_training_promotion_and_new_replies() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port_pair();
+    let extra = "\n[learn]\nmodel = \"mf\"\ndim = 16\nlr = 0.05\nbatch = 64\nreg = 0.0\nseed = 7\n\n\
+                 [online]\nmin_new_events = 240\nmin_interval_s = 0\npoll_s = 1\nepochs = 40\npatience = 10\npush_window_s = 600\n";
+    let cfg_path = write_config(dir.path(), port, false, extra);
+    let cfg = sgbd_edge::config::Config::load(&cfg_path).unwrap();
+    catalog(&sgbd_edge::store::open_config(&cfg).unwrap(), &P, true, 1);
+
+    let mut d = Daemon::spawn(&cfg_path);
+    let kiosks = [kiosk_when_ready(port, "k0", Protocol::V5).await, kiosk_when_ready(port, "k1", Protocol::V5).await];
+    let base = topics().base;
+    let mut obs = Observer::connect(port, "obs-online", &[format!("{base}/model"), format!("{base}/kiosk/+/push")], true, 0).await;
+
+    let before = parse_reply(&kiosks[0].recommend(&user(0, 1), Some(5), T).await.unwrap()).unwrap();
+    assert_eq!(before.model_version, "popularity");
+    assert!(before.fallback);
+
+    // Planted purchases: group-g users at kiosk k<g> buy 6 of their group's 15 items.
+    let evs = common_online::events(&P, 2, 0, "e");
+    assert_eq!(evs.len(), 240);
+    for e in &evs {
+        let g: usize = e.user[1..2].parse().unwrap();
+        kiosks[g].event(&e.event_id, &e.user, &e.sku, "purchase", None).await.unwrap();
+    }
+
+    // The round runs and the promoted model is served.
+    let until = Instant::now() + Duration::from_secs(90);
+    let after = loop {
+        let r = parse_reply(&kiosks[0].recommend(&user(0, 1), Some(5), T).await.unwrap()).unwrap();
+        if r.model_version != "popularity" {
+            break r;
+        }
+        assert!(Instant::now() < until, "no model promoted in time\n{}", d.log_text());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(!after.fallback, "{after:?}");
+    assert!(after.items.iter().all(|i| i.sku.starts_with("g0-")), "a group-0 user gets group-0 items: {:?}", after.items);
+    let store = sgbd_edge::store::open_config(&cfg).unwrap();
+    let active = store.active_model().unwrap().expect("an active version");
+    assert_eq!(active.version, after.model_version);
+    assert_eq!(active.metrics["baseline"], "popularity");
+    assert!(store.user_skus(&user(0, 1), &[sgbd_edge::store::EventKind::Purchase]).unwrap().iter().all(|s| after.items.iter().all(|i| &i.sku != s)));
+
+    // Fleet announcement (through the outbox) and pushes to the recently active kiosks.
+    let ann = obs.next_on(&format!("{base}/model"), Duration::from_secs(10)).await.expect("model announcement").json();
+    assert_eq!(ann["event"], "promoted");
+    assert_eq!(ann["version"], active.version.as_str());
+    assert!(ann["metrics"]["recall@20"].as_f64().is_some());
+    let push = obs.next_on(&format!("{base}/kiosk/k0/push"), Duration::from_secs(10)).await.expect("push to k0").json();
+    assert_eq!(push["model_version"], active.version.as_str());
+    assert!(push["items"].as_array().is_some_and(|a| !a.is_empty()));
+
+    // The fleet pins the version, then unpins it.
+    let pin = |v: serde_json::Value| {
+        serde_json::json!({"schema_version": "1.0", "ts": sgbd_edge::mqtt::contract::now_ms(), "version": v}).to_string()
+    };
+    let pinned = cfg.node.data_dir.join("registry/PINNED");
+    obs.client.publish(format!("{base}/cmd/model-pin"), QoS::AtLeastOnce, false, pin(active.version.clone().into())).await.unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&pinned).ok().as_deref() != Some(active.version.as_str()) {
+        assert!(Instant::now() < until, "pin not applied\n{}", d.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    obs.client.publish(format!("{base}/cmd/model-pin"), QoS::AtLeastOnce, false, pin(serde_json::Value::Null)).await.unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    while pinned.exists() {
+        assert!(Instant::now() < until, "unpin not applied\n{}", d.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    d.signal(libc::SIGTERM);
+    let status = d.wait(Duration::from_secs(20)).expect("daemon exits on SIGTERM");
+    assert!(status.success(), "exit {status:?}\n{}", d.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_serves_the_registry_active_model_on_startup_and_popularity_when_it_is_damaged() {
+    use common_online::{config, events, open};
+    use sgbd_edge::online::RoundHooks;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port_pair();
+    // Train a version with the library first (same data dir as the daemon's config).
+    let cfg_path = write_config(dir.path(), port, false, "\n[online]\nenabled = false\n");
+    let mut lib_cfg = config(dir.path());
+    lib_cfg.node = sgbd_edge::config::Config::load(&cfg_path).unwrap().node;
+    {
+        let mut s = open(&lib_cfg);
+        catalog(&s, &P, false, 1);
+        s.insert_events(&events(&P, 2, 0, "a")).unwrap();
+    }
+    let reg = sgbd_edge::registry::Registry::from_config(&lib_cfg);
+    let r = sgbd_edge::online::round::run(&lib_cfg, &open(&lib_cfg), &reg, &Default::default(), &RoundHooks::default()).unwrap();
+    assert_eq!(r.decision, sgbd_edge::online::Decision::Promoted);
+
+    let mut d = Daemon::spawn(&cfg_path);
+    let k = kiosk_when_ready(port, "k0", Protocol::V5).await;
+    let rep = parse_reply(&k.recommend(&user(1, 2), Some(5), T).await.unwrap()).unwrap();
+    assert_eq!(rep.model_version, r.version, "{}", d.log_text());
+    d.signal(libc::SIGTERM);
+    assert!(d.wait(Duration::from_secs(20)).expect("exit").success());
+
+    // Damage the active version: the daemon logs it and serves popularity.
+    let f = reg.dir(&r.version).join("ids.json");
+    let mut text = std::fs::read_to_string(&f).unwrap();
+    text.push(' ');
+    std::fs::write(&f, text).unwrap();
+    let mut d = Daemon::spawn(&cfg_path);
+    let k = kiosk_when_ready(port, "k0", Protocol::V5).await;
+    let rep = parse_reply(&k.recommend(&user(1, 2), Some(5), T).await.unwrap()).unwrap();
+    assert_eq!(rep.model_version, "popularity");
+    assert!(rep.fallback);
+    d.signal(libc::SIGTERM);
+    assert!(d.wait(Duration::from_secs(20)).expect("exit").success());
+    assert!(d.log_text().contains("checksum"), "{}", d.log_text());
+}
