@@ -2,5 +2,6 @@
 
 pub mod caption;
 pub mod embed;
+pub mod online;
 pub mod serve;
 pub mod train;

@@ -13,6 +13,9 @@ pub enum BenchCmd {
     Caption(crate::bench::caption::CaptionBenchArgs),
     /// MiniLM sentence embedding: sentences/s batched vs one at a time.
     Embed(EmbedArgs),
+    /// The learning loop: replay timestamped interactions as kiosk events; online hit rate for
+    /// SGBD vs Adam fine-tuning vs popularity, round wall time and RSS, latency while training.
+    Loop(crate::bench::online::LoopBenchArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -38,6 +41,10 @@ pub fn run(c: BenchCmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         BenchCmd::Train(a) => super::train::bench(a),
+        BenchCmd::Loop(a) => {
+            crate::bench::online::run(&a)?;
+            Ok(ExitCode::SUCCESS)
+        }
         BenchCmd::Caption(a) => {
             if let Some(b) = crate::bench::caption::run(&a)? {
                 crate::bench::caption::print(&b);
