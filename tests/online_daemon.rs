@@ -7,7 +7,7 @@ mod common_mqtt;
 mod common_online;
 
 use common_mqtt::*;
-use common_online::{catalog, sku, user, Planted};
+use common_online::{catalog, user, Planted};
 use rumqttc::v5::mqttbytes::QoS;
 use sgbd_edge::mqtt::kiosk::{parse_reply, Protocol};
 use std::time::{Duration, Instant};
@@ -131,4 +131,76 @@ async fn daemon_serves_the_registry_active_model_on_startup_and_popularity_when_
     d.signal(libc::SIGTERM);
     assert!(d.wait(Duration::from_secs(20)).expect("exit").success());
     assert!(d.log_text().contains("checksum"), "{}", d.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_daemon_follows_cli_rollback_and_serves_new_items_from_features() {
+    use common_online::{config, events, feature, open};
+    use sgbd_edge::online::{Decision, RoundHooks};
+    let p = Planted { groups: 2, items_per_group: 15, users_per_group: 40, per_user: 6, feature_dim: 8 };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port_pair();
+    let cfg_path = write_config(dir.path(), port, false, "\n[online]\nenabled = false\npoll_s = 1\n");
+    let mut lib_cfg = config(dir.path());
+    lib_cfg.node = sgbd_edge::config::Config::load(&cfg_path).unwrap().node;
+    lib_cfg.online.tolerance = 0.2;
+    {
+        let mut s = open(&lib_cfg);
+        catalog(&s, &p, true, 1);
+        s.insert_events(&events(&p, 2, 0, "a")).unwrap();
+    }
+    let reg = sgbd_edge::registry::Registry::from_config(&lib_cfg);
+    let run = || sgbd_edge::online::round::run(&lib_cfg, &open(&lib_cfg), &reg, &Default::default(), &RoundHooks::default()).unwrap();
+    let v1 = run();
+    assert_eq!(v1.decision, Decision::Promoted);
+    std::thread::sleep(Duration::from_millis(5));
+    let v2 = run();
+    assert_eq!(v2.decision, Decision::Promoted, "{}", v2.metrics);
+
+    let mut d = Daemon::spawn(&cfg_path);
+    let k = kiosk_when_ready(port, "k0", Protocol::V5).await;
+    assert_eq!(parse_reply(&k.recommend(&user(0, 1), Some(10), T).await.unwrap()).unwrap().model_version, v2.version);
+
+    // `models rollback` from the command line; the daemon swaps within online.poll_s.
+    let out = std::process::Command::new(BIN).args(["models", "rollback", "--config"]).arg(&cfg_path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let list = std::process::Command::new(BIN).args(["models", "list", "--config"]).arg(&cfg_path).output().unwrap();
+    let list = String::from_utf8_lossy(&list.stdout).to_string();
+    assert!(list.contains(&v1.version) && list.contains("retired"), "{list}");
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        if parse_reply(&k.recommend(&user(0, 1), Some(10), T).await.unwrap()).unwrap().model_version == v1.version {
+            break;
+        }
+        assert!(Instant::now() < until, "rollback not served\n{}", d.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A new group-0 item with features only: served to group-0 users within a few polls.
+    {
+        let s = open(&lib_cfg);
+        s.upsert_item(&sgbd_edge::store::NewItem {
+            sku: "fresh".into(),
+            title: "fresh".into(),
+            description: String::new(),
+            attributes: serde_json::json!({}),
+            image_path: None,
+        })
+        .unwrap();
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(5);
+        s.set_item_feature("fresh", sgbd_edge::store::FeatureKind::Text, "test-encoder", &feature(&p, 0, &mut rng)).unwrap();
+    }
+    let until = Instant::now() + Duration::from_secs(10);
+    'wait: loop {
+        for u in 0..5 {
+            let r = parse_reply(&k.recommend(&user(0, u), Some(10), T).await.unwrap()).unwrap();
+            if r.items.iter().any(|i| i.sku == "fresh" && i.reason == "new_in_catalogue") {
+                break 'wait;
+            }
+        }
+        assert!(Instant::now() < until, "new item never served\n{}", d.log_text());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    d.signal(libc::SIGTERM);
+    assert!(d.wait(Duration::from_secs(20)).expect("exit").success());
 }
