@@ -13,7 +13,13 @@ use sgbd_edge::mqtt::kiosk::{parse_reply, Protocol};
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(3);
-const P: Planted = Planted { groups: 2, items_per_group: 15, users_per_group: 20, per_user: 6, feature_dim: 8 };
+const P: Planted = Planted {
+    groups: 2,
+    items_per_group: 15,
+    users_per_group: 20,
+    per_user: 6,
+    feature_dim: 8,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kiosk_events_trigger_training_promotion_and_new_replies() {
@@ -26,9 +32,19 @@ async fn kiosk_events_trigger_training_promotion_and_new_replies() {
     catalog(&sgbd_edge::store::open_config(&cfg).unwrap(), &P, true, 1);
 
     let mut d = Daemon::spawn(&cfg_path);
-    let kiosks = [kiosk_when_ready(port, "k0", Protocol::V5).await, kiosk_when_ready(port, "k1", Protocol::V5).await];
+    let kiosks = [
+        kiosk_when_ready(port, "k0", Protocol::V5).await,
+        kiosk_when_ready(port, "k1", Protocol::V5).await,
+    ];
     let base = topics().base;
-    let mut obs = Observer::connect(port, "obs-online", &[format!("{base}/model"), format!("{base}/kiosk/+/push")], true, 0).await;
+    let mut obs = Observer::connect(
+        port,
+        "obs-online",
+        &[format!("{base}/model"), format!("{base}/kiosk/+/push")],
+        true,
+        0,
+    )
+    .await;
 
     let before = parse_reply(&kiosks[0].recommend(&user(0, 1), Some(5), T).await.unwrap()).unwrap();
     assert_eq!(before.model_version, "popularity");
@@ -39,7 +55,10 @@ async fn kiosk_events_trigger_training_promotion_and_new_replies() {
     assert_eq!(evs.len(), 240);
     for e in &evs {
         let g: usize = e.user[1..2].parse().unwrap();
-        kiosks[g].event(&e.event_id, &e.user, &e.sku, "purchase", None).await.unwrap();
+        kiosks[g]
+            .event(&e.event_id, &e.user, &e.sku, "purchase", None)
+            .await
+            .unwrap();
     }
 
     // The round runs and the promoted model is served.
@@ -53,34 +72,67 @@ async fn kiosk_events_trigger_training_promotion_and_new_replies() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     assert!(!after.fallback, "{after:?}");
-    assert!(after.items.iter().all(|i| i.sku.starts_with("g0-")), "a group-0 user gets group-0 items: {:?}", after.items);
+    assert!(
+        after.items.iter().all(|i| i.sku.starts_with("g0-")),
+        "a group-0 user gets group-0 items: {:?}",
+        after.items
+    );
     let store = sgbd_edge::store::open_config(&cfg).unwrap();
     let active = store.active_model().unwrap().expect("an active version");
     assert_eq!(active.version, after.model_version);
     assert_eq!(active.metrics["baseline"], "popularity");
-    assert!(store.user_skus(&user(0, 1), &[sgbd_edge::store::EventKind::Purchase]).unwrap().iter().all(|s| after.items.iter().all(|i| &i.sku != s)));
+    assert!(store
+        .user_skus(&user(0, 1), &[sgbd_edge::store::EventKind::Purchase])
+        .unwrap()
+        .iter()
+        .all(|s| after.items.iter().all(|i| &i.sku != s)));
 
     // Fleet announcement (through the outbox) and pushes to the recently active kiosks.
-    let ann = obs.next_on(&format!("{base}/model"), Duration::from_secs(10)).await.expect("model announcement").json();
+    let ann = obs
+        .next_on(&format!("{base}/model"), Duration::from_secs(10))
+        .await
+        .expect("model announcement")
+        .json();
     assert_eq!(ann["event"], "promoted");
     assert_eq!(ann["version"], active.version.as_str());
     assert!(ann["metrics"]["recall@20"].as_f64().is_some());
-    let push = obs.next_on(&format!("{base}/kiosk/k0/push"), Duration::from_secs(10)).await.expect("push to k0").json();
+    let push = obs
+        .next_on(&format!("{base}/kiosk/k0/push"), Duration::from_secs(10))
+        .await
+        .expect("push to k0")
+        .json();
     assert_eq!(push["model_version"], active.version.as_str());
     assert!(push["items"].as_array().is_some_and(|a| !a.is_empty()));
 
     // The fleet pins the version, then unpins it.
     let pin = |v: serde_json::Value| {
-        serde_json::json!({"schema_version": "1.0", "ts": sgbd_edge::mqtt::contract::now_ms(), "version": v}).to_string()
+        serde_json::json!({"schema_version": "1.0", "ts": sgbd_edge::mqtt::contract::now_ms(), "version": v})
+            .to_string()
     };
     let pinned = cfg.node.data_dir.join("registry/PINNED");
-    obs.client.publish(format!("{base}/cmd/model-pin"), QoS::AtLeastOnce, false, pin(active.version.clone().into())).await.unwrap();
+    obs.client
+        .publish(
+            format!("{base}/cmd/model-pin"),
+            QoS::AtLeastOnce,
+            false,
+            pin(active.version.clone().into()),
+        )
+        .await
+        .unwrap();
     let until = Instant::now() + Duration::from_secs(10);
     while std::fs::read_to_string(&pinned).ok().as_deref() != Some(active.version.as_str()) {
         assert!(Instant::now() < until, "pin not applied\n{}", d.log_text());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    obs.client.publish(format!("{base}/cmd/model-pin"), QoS::AtLeastOnce, false, pin(serde_json::Value::Null)).await.unwrap();
+    obs.client
+        .publish(
+            format!("{base}/cmd/model-pin"),
+            QoS::AtLeastOnce,
+            false,
+            pin(serde_json::Value::Null),
+        )
+        .await
+        .unwrap();
     let until = Instant::now() + Duration::from_secs(10);
     while pinned.exists() {
         assert!(Instant::now() < until, "unpin not applied\n{}", d.log_text());
@@ -108,7 +160,14 @@ async fn daemon_serves_the_registry_active_model_on_startup_and_popularity_when_
         s.insert_events(&events(&P, 2, 0, "a")).unwrap();
     }
     let reg = sgbd_edge::registry::Registry::from_config(&lib_cfg);
-    let r = sgbd_edge::online::round::run(&lib_cfg, &open(&lib_cfg), &reg, &Default::default(), &RoundHooks::default()).unwrap();
+    let r = sgbd_edge::online::round::run(
+        &lib_cfg,
+        &open(&lib_cfg),
+        &reg,
+        &Default::default(),
+        &RoundHooks::default(),
+    )
+    .unwrap();
     assert_eq!(r.decision, sgbd_edge::online::Decision::Promoted);
 
     let mut d = Daemon::spawn(&cfg_path);
@@ -137,7 +196,13 @@ async fn daemon_serves_the_registry_active_model_on_startup_and_popularity_when_
 async fn running_daemon_follows_cli_rollback_and_serves_new_items_from_features() {
     use common_online::{config, events, feature, open};
     use sgbd_edge::online::{Decision, RoundHooks};
-    let p = Planted { groups: 2, items_per_group: 15, users_per_group: 40, per_user: 6, feature_dim: 8 };
+    let p = Planted {
+        groups: 2,
+        items_per_group: 15,
+        users_per_group: 40,
+        per_user: 6,
+        feature_dim: 8,
+    };
     let dir = tempfile::tempdir().unwrap();
     let port = free_port_pair();
     let cfg_path = write_config(dir.path(), port, false, "\n[online]\nenabled = false\npoll_s = 1\n");
@@ -150,7 +215,16 @@ async fn running_daemon_follows_cli_rollback_and_serves_new_items_from_features(
         s.insert_events(&events(&p, 2, 0, "a")).unwrap();
     }
     let reg = sgbd_edge::registry::Registry::from_config(&lib_cfg);
-    let run = || sgbd_edge::online::round::run(&lib_cfg, &open(&lib_cfg), &reg, &Default::default(), &RoundHooks::default()).unwrap();
+    let run = || {
+        sgbd_edge::online::round::run(
+            &lib_cfg,
+            &open(&lib_cfg),
+            &reg,
+            &Default::default(),
+            &RoundHooks::default(),
+        )
+        .unwrap()
+    };
     let v1 = run();
     assert_eq!(v1.decision, Decision::Promoted);
     std::thread::sleep(Duration::from_millis(5));
@@ -159,17 +233,34 @@ async fn running_daemon_follows_cli_rollback_and_serves_new_items_from_features(
 
     let mut d = Daemon::spawn(&cfg_path);
     let k = kiosk_when_ready(port, "k0", Protocol::V5).await;
-    assert_eq!(parse_reply(&k.recommend(&user(0, 1), Some(10), T).await.unwrap()).unwrap().model_version, v2.version);
+    assert_eq!(
+        parse_reply(&k.recommend(&user(0, 1), Some(10), T).await.unwrap())
+            .unwrap()
+            .model_version,
+        v2.version
+    );
 
     // `models rollback` from the command line; the daemon swaps within online.poll_s.
-    let out = std::process::Command::new(BIN).args(["models", "rollback", "--config"]).arg(&cfg_path).output().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["models", "rollback", "--config"])
+        .arg(&cfg_path)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let list = std::process::Command::new(BIN).args(["models", "list", "--config"]).arg(&cfg_path).output().unwrap();
+    let list = std::process::Command::new(BIN)
+        .args(["models", "list", "--config"])
+        .arg(&cfg_path)
+        .output()
+        .unwrap();
     let list = String::from_utf8_lossy(&list.stdout).to_string();
     assert!(list.contains(&v1.version) && list.contains("retired"), "{list}");
     let until = Instant::now() + Duration::from_secs(10);
     loop {
-        if parse_reply(&k.recommend(&user(0, 1), Some(10), T).await.unwrap()).unwrap().model_version == v1.version {
+        if parse_reply(&k.recommend(&user(0, 1), Some(10), T).await.unwrap())
+            .unwrap()
+            .model_version
+            == v1.version
+        {
             break;
         }
         assert!(Instant::now() < until, "rollback not served\n{}", d.log_text());
@@ -188,13 +279,22 @@ async fn running_daemon_follows_cli_rollback_and_serves_new_items_from_features(
         })
         .unwrap();
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(5);
-        s.set_item_feature("fresh", sgbd_edge::store::FeatureKind::Text, "test-encoder", &feature(&p, 0, &mut rng)).unwrap();
+        s.set_item_feature(
+            "fresh",
+            sgbd_edge::store::FeatureKind::Text,
+            "test-encoder",
+            &feature(&p, 0, &mut rng),
+        )
+        .unwrap();
     }
     let until = Instant::now() + Duration::from_secs(10);
     'wait: loop {
         for u in 0..5 {
             let r = parse_reply(&k.recommend(&user(0, u), Some(10), T).await.unwrap()).unwrap();
-            if r.items.iter().any(|i| i.sku == "fresh" && i.reason == "new_in_catalogue") {
+            if r.items
+                .iter()
+                .any(|i| i.sku == "fresh" && i.reason == "new_in_catalogue")
+            {
                 break 'wait;
             }
         }

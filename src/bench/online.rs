@@ -95,7 +95,10 @@ pub fn load_timed_inter(path: &Path) -> Result<Vec<Event>> {
     let header: Vec<&str> = lines.next().unwrap_or_default().split('\t').map(str::trim).collect();
     let col = |n: &str| header.iter().position(|c| c.eq_ignore_ascii_case(n));
     let (Some(cu), Some(ci), Some(ct)) = (col("userID"), col("itemID"), col("timestamp")) else {
-        return Err(OnlineError::Invalid(format!("{}: header must name userID, itemID and timestamp", path.display())));
+        return Err(OnlineError::Invalid(format!(
+            "{}: header must name userID, itemID and timestamp",
+            path.display()
+        )));
     };
     let mut out = Vec::new();
     for (n, line) in lines.enumerate() {
@@ -103,7 +106,10 @@ pub fn load_timed_inter(path: &Path) -> Result<Vec<Event>> {
         if f.len() <= cu.max(ci).max(ct) {
             continue;
         }
-        let ts: i64 = f[ct].trim().parse().map_err(|_| OnlineError::Invalid(format!("{}: line {}: bad timestamp", path.display(), n + 2)))?;
+        let ts: i64 = f[ct]
+            .trim()
+            .parse()
+            .map_err(|_| OnlineError::Invalid(format!("{}: line {}: bad timestamp", path.display(), n + 2)))?;
         out.push(Event {
             event_id: format!("inter:{}", n + 2),
             user: format!("u{}", f[cu].trim()),
@@ -117,7 +123,12 @@ pub fn load_timed_inter(path: &Path) -> Result<Vec<Event>> {
     Ok(out)
 }
 
-fn latency_probe(ranker: Arc<dyn Ranker>, users: Arc<Vec<String>>, k: usize, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Metrics> {
+fn latency_probe(
+    ranker: Arc<dyn Ranker>,
+    users: Arc<Vec<String>>,
+    k: usize,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Metrics> {
     std::thread::spawn(move || {
         let m = Metrics::default();
         let mut i = 0usize;
@@ -135,7 +146,9 @@ fn latency_probe(ranker: Arc<dyn Ranker>, users: Arc<Vec<String>>, k: usize, sto
 }
 
 fn p50_p99(m: &Metrics) -> (u64, f64, f64) {
-    m.latency_summaries().get("ms").map_or((0, f64::NAN, f64::NAN), |s| (s.count, s.p50_ms, s.p99_ms))
+    m.latency_summaries()
+        .get("ms")
+        .map_or((0, f64::NAN, f64::NAN), |s| (s.count, s.p50_ms, s.p99_ms))
 }
 
 fn serving_ranker(cfg: &Config, store: &Store, trained: bool) -> Result<Arc<dyn Ranker>> {
@@ -144,7 +157,8 @@ fn serving_ranker(cfg: &Config, store: &Store, trained: bool) -> Result<Arc<dyn 
             return Ok(Arc::new(r) as Arc<dyn Ranker>);
         }
     }
-    let pop = PopularityRanker::load(store, &crate::daemon::exclude_kinds(cfg)).map_err(|e| OnlineError::Invalid(e.to_string()))?;
+    let pop = PopularityRanker::load(store, &crate::daemon::exclude_kinds(cfg))
+        .map_err(|e| OnlineError::Invalid(e.to_string()))?;
     Ok(Arc::new(pop))
 }
 
@@ -168,7 +182,11 @@ fn run_arm(arm: &str, base: &Config, events: &[Event], warm: usize, rounds: usiz
         Arc::new(u)
     };
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(if cfg.online.train_threads > 0 { cfg.online.train_threads } else { 0 })
+        .num_threads(if cfg.online.train_threads > 0 {
+            cfg.online.train_threads
+        } else {
+            0
+        })
         .start_handler({
             let nice = cfg.online.nice;
             move |_| {
@@ -179,7 +197,15 @@ fn run_arm(arm: &str, base: &Config, events: &[Event], warm: usize, rounds: usiz
         })
         .build()
         .map_err(|e| OnlineError::Invalid(format!("training pool: {e}")))?;
-    let mut res = ArmResult { arm: arm.into(), hit_rate: vec![], hits: 0, served_users: 0, rounds: vec![], idle_p50_ms: 0.0, idle_p99_ms: 0.0 };
+    let mut res = ArmResult {
+        arm: arm.into(),
+        hit_rate: vec![],
+        hits: 0,
+        served_users: 0,
+        rounds: vec![],
+        idle_p50_ms: 0.0,
+        idle_p99_ms: 0.0,
+    };
     let do_round = |ranker: &Arc<dyn Ranker>, after: usize| -> Result<RoundStat> {
         let stop = Arc::new(AtomicBool::new(false));
         let probe = latency_probe(ranker.clone(), users.clone(), k, stop.clone());
@@ -192,7 +218,9 @@ fn run_arm(arm: &str, base: &Config, events: &[Event], warm: usize, rounds: usiz
         });
         let wall_s = t.elapsed().as_secs_f64();
         stop.store(true, Ordering::Relaxed);
-        let m = probe.join().map_err(|_| OnlineError::Invalid("latency probe panicked".into()))?;
+        let m = probe
+            .join()
+            .map_err(|_| OnlineError::Invalid("latency probe panicked".into()))?;
         let (requests, p50_ms, p99_ms) = p50_p99(&m);
         let peak = crate::learn::trainer::peak_rss_bytes().map(|b| b >> 20);
         Ok(match out {
@@ -231,7 +259,11 @@ fn run_arm(arm: &str, base: &Config, events: &[Event], warm: usize, rounds: usiz
         let probe = latency_probe(ranker.clone(), users.clone(), k, stop.clone());
         std::thread::sleep(std::time::Duration::from_millis(500));
         stop.store(true, Ordering::Relaxed);
-        let (_, p50, p99) = p50_p99(&probe.join().map_err(|_| OnlineError::Invalid("latency probe panicked".into()))?);
+        let (_, p50, p99) = p50_p99(
+            &probe
+                .join()
+                .map_err(|_| OnlineError::Invalid("latency probe panicked".into()))?,
+        );
         (res.idle_p50_ms, res.idle_p99_ms) = (p50, p99);
     }
     if trained {
@@ -255,7 +287,14 @@ fn run_arm(arm: &str, base: &Config, events: &[Event], warm: usize, rounds: usiz
                 }
                 None => {
                     ranker.observe(std::slice::from_ref(e));
-                    let rec = ranker.recommend(&e.user, k, &RequestCtx { now_ms: e.ts_ms, ..Default::default() });
+                    let rec = ranker.recommend(
+                        &e.user,
+                        k,
+                        &RequestCtx {
+                            now_ms: e.ts_ms,
+                            ..Default::default()
+                        },
+                    );
                     served.insert(e.user.as_str(), (rec.items.into_iter().map(|i| i.sku).collect(), false));
                 }
             }
@@ -354,7 +393,11 @@ pub fn print(b: &LoopBench) {
             rss.map_or("-".into(), |r| r.to_string()),
             a.idle_p50_ms,
             a.idle_p99_ms,
-            if n == 0 { "-".to_string() } else { format!("{p50:.3} / {p99:.3} (worst round)") }
+            if n == 0 {
+                "-".to_string()
+            } else {
+                format!("{p50:.3} / {p99:.3} (worst round)")
+            }
         );
     }
     for a in b.arms.iter().filter(|a| !a.rounds.is_empty()) {

@@ -72,14 +72,26 @@ impl Validate for OnlineConfig {
         issues.check(self.time_budget_s >= 1, "online.time_budget_s", "at least 1");
         issues.check(self.memory_budget_mb >= 16, "online.memory_budget_mb", "at least 16");
         issues.check(self.epochs >= 1, "online.epochs", "at least 1");
-        issues.check(self.holdout_per_user >= 1, "online.holdout_per_user", "at least 1 (the gate needs a held-out slice)");
-        issues.check(self.tolerance >= 0.0 && self.tolerance < 1.0, "online.tolerance", "must be in [0, 1)");
+        issues.check(
+            self.holdout_per_user >= 1,
+            "online.holdout_per_user",
+            "at least 1 (the gate needs a held-out slice)",
+        );
+        issues.check(
+            self.tolerance >= 0.0 && self.tolerance < 1.0,
+            "online.tolerance",
+            "must be in [0, 1)",
+        );
         issues.check((0..=19).contains(&self.nice), "online.nice", "must be in 0..=19");
         issues.check(
             (0.0..=1.0).contains(&self.cold_popularity_weight),
             "online.cold_popularity_weight",
             "must be in [0, 1]",
         );
-        issues.check(self.projection_ridge > 0.0 && self.projection_ridge.is_finite(), "online.projection_ridge", "must be > 0");
+        issues.check(
+            self.projection_ridge > 0.0 && self.projection_ridge.is_finite(),
+            "online.projection_ridge",
+            "must be > 0",
+        );
     }
 }

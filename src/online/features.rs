@@ -61,7 +61,8 @@ impl ItemFeatures {
     pub fn load_with_layout(store: &Store, layout: &[(String, usize)]) -> Result<Self> {
         let mut per_kind = Vec::new();
         for (name, _) in layout {
-            let kind = kind_of(name).ok_or_else(|| OnlineError::Invalid(format!("unknown feature modality {name:?}")))?;
+            let kind =
+                kind_of(name).ok_or_else(|| OnlineError::Invalid(format!("unknown feature modality {name:?}")))?;
             per_kind.push(store.item_features(kind)?);
         }
         Ok(Self::assemble(layout.to_vec(), per_kind))
@@ -69,7 +70,11 @@ impl ItemFeatures {
 
     fn assemble(layout: Vec<(String, usize)>, per_kind: Vec<Vec<(String, String, Vec<f32>)>>) -> Self {
         let dim: usize = layout.iter().map(|(_, d)| d).sum();
-        let mut out = Self { layout: layout.clone(), dim, ..Default::default() };
+        let mut out = Self {
+            layout: layout.clone(),
+            dim,
+            ..Default::default()
+        };
         let mut offset = 0;
         for ((_, d), v) in layout.iter().zip(per_kind) {
             for (sku, _, mut x) in v {
@@ -107,7 +112,9 @@ impl ItemFeatures {
 
     /// The unit feature row of `sku`.
     pub fn row(&self, sku: &str) -> Option<&[f32]> {
-        self.index.get(sku).map(|&r| &self.rows[r * self.dim..(r + 1) * self.dim])
+        self.index
+            .get(sku)
+            .map(|&r| &self.rows[r * self.dim..(r + 1) * self.dim])
     }
 }
 
@@ -155,7 +162,11 @@ pub fn fit_projection<'a>(
         xtx[a * f + a] += ridge;
     }
     let w = cholesky_solve(&mut xtx, f, &xty, d)?;
-    Ok(Some(Projection { layout: feats.layout.clone(), feature_dim: f, weights: w.into_iter().map(|x| x as f32).collect() }))
+    Ok(Some(Projection {
+        layout: feats.layout.clone(),
+        feature_dim: f,
+        weights: w.into_iter().map(|x| x as f32).collect(),
+    }))
 }
 
 /// Solves `A X = B` for symmetric positive definite `A` (`n x n`, overwritten by its Cholesky
@@ -167,7 +178,9 @@ fn cholesky_solve(a: &mut [f64], n: usize, b: &[f64], m: usize) -> Result<Vec<f6
             s -= a[j * n + k] * a[j * n + k];
         }
         if s <= 0.0 || !s.is_finite() {
-            return Err(OnlineError::Invalid("projection system is not positive definite".into()));
+            return Err(OnlineError::Invalid(
+                "projection system is not positive definite".into(),
+            ));
         }
         let l = s.sqrt();
         a[j * n + j] = l;
@@ -231,7 +244,11 @@ mod tests {
         // y = x M for a known M; with a tiny ridge the fit maps held-out x close to x M.
         let (f, d) = (4, 3);
         let m: Vec<f32> = (0..f * d).map(|i| ((i * 7 % 5) as f32 - 2.0) / 3.0).collect();
-        let mut feats = ItemFeatures { layout: vec![("text".into(), f)], dim: f, ..Default::default() };
+        let mut feats = ItemFeatures {
+            layout: vec![("text".into(), f)],
+            dim: f,
+            ..Default::default()
+        };
         let mut embs = HashMap::new();
         for k in 0..12 {
             let mut x: Vec<f32> = (0..f).map(|j| (((k * 3 + j * 5) % 11) as f32 - 5.0) / 5.0).collect();
@@ -243,7 +260,9 @@ mod tests {
             feats.rows.extend(&x);
             embs.insert(sku, y);
         }
-        let p = fit_projection(&feats, d, 1e-6, |s| embs.get(s).map(|v| v.as_slice())).unwrap().unwrap();
+        let p = fit_projection(&feats, d, 1e-6, |s| embs.get(s).map(|v| v.as_slice()))
+            .unwrap()
+            .unwrap();
         let x = feats.row("s3").unwrap();
         let got = project(&p, x, d);
         for (g, w) in got.iter().zip(&embs["s3"]) {

@@ -53,7 +53,9 @@ pub type Result<T> = std::result::Result<T, OnlineError>;
 /// Loads the registry's active version as a ranker. `Ok(None)` when there is none; an error when
 /// it fails its checksums or cannot be read (the caller serves popularity and logs it).
 pub fn load_active(cfg: &Config, store: &Store) -> Result<Option<(OnlineRanker, Arc<crate::registry::ServingModel>)>> {
-    let Some(row) = store.active_model()? else { return Ok(None) };
+    let Some(row) = store.active_model()? else {
+        return Ok(None);
+    };
     let (_, sm) = Registry::from_config(cfg).load_serving(&row)?;
     let r = OnlineRanker::build(&row.version, &sm, store, cfg)?;
     Ok(Some((r, Arc::new(sm))))
@@ -62,7 +64,9 @@ pub fn load_active(cfg: &Config, store: &Store) -> Result<Option<(OnlineRanker, 
 /// A training thread pool at `online.nice`, so serving threads win the CPU while a round runs.
 fn training_pool(cfg: &Config) -> Option<rayon::ThreadPool> {
     let nice = cfg.online.nice;
-    let mut b = rayon::ThreadPoolBuilder::new().thread_name(|i| format!("train-{i}")).start_handler(move |_| set_nice(nice));
+    let mut b = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("train-{i}"))
+        .start_handler(move |_| set_nice(nice));
     if cfg.online.train_threads > 0 {
         b = b.num_threads(cfg.online.train_threads);
     }
@@ -128,7 +132,11 @@ pub fn spawn_trainer(
             return std::thread::Builder::new().name("trainer".into()).spawn(|| {});
         }
     };
-    let mut served = Served { version: None, serving: None, features_seen: store.counts().map(|c| c.item_features).unwrap_or(0) };
+    let mut served = Served {
+        version: None,
+        serving: None,
+        features_seen: store.counts().map(|c| c.item_features).unwrap_or(0),
+    };
     match load_active(&cfg, &store) {
         Ok(Some((r, sm))) => {
             served.version = Some(r.model_version());
@@ -142,7 +150,18 @@ pub fn spawn_trainer(
         }
     }
     std::thread::Builder::new().name("trainer".into()).spawn(move || {
-        let mut t = Trainer { cfg, store, slot, fallback, publisher, metrics, stopping, served, last_round: None, pool: None };
+        let mut t = Trainer {
+            cfg,
+            store,
+            slot,
+            fallback,
+            publisher,
+            metrics,
+            stopping,
+            served,
+            last_round: None,
+            pool: None,
+        };
         t.pool = training_pool(&t.cfg);
         t.run();
     })
@@ -204,7 +223,11 @@ impl Trainer {
             None => {
                 tracing::info!("no active model any more; serving store popularity");
                 self.slot.swap(self.fallback.clone());
-                self.served = Served { version: None, serving: None, features_seen: self.served.features_seen };
+                self.served = Served {
+                    version: None,
+                    serving: None,
+                    features_seen: self.served.features_seen,
+                };
             }
             Some(v) => match load_active(&self.cfg, &self.store) {
                 Ok(Some((r, sm))) => {
@@ -213,7 +236,12 @@ impl Trainer {
                     swap_in(&self.slot, r, &self.metrics);
                     self.publisher.model_changed(v);
                     let row = active.as_ref();
-                    self.publisher.announce(&self.announcement("activated", v, row.and_then(|r| r.parent.clone()), row.map(|r| r.metrics.clone())));
+                    self.publisher.announce(&self.announcement(
+                        "activated",
+                        v,
+                        row.and_then(|r| r.parent.clone()),
+                        row.map(|r| r.metrics.clone()),
+                    ));
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -235,7 +263,9 @@ impl Trainer {
             return;
         }
         self.served.features_seen = n;
-        let (Some(v), Some(sm)) = (self.served.version.clone(), self.served.serving.clone()) else { return };
+        let (Some(v), Some(sm)) = (self.served.version.clone(), self.served.serving.clone()) else {
+            return;
+        };
         if self.slot.get().model_version() != v {
             return;
         }
@@ -259,7 +289,13 @@ impl Trainer {
         }
     }
 
-    fn announcement(&self, event: &str, version: &str, parent: Option<String>, metrics: Option<serde_json::Value>) -> ModelAnnouncement {
+    fn announcement(
+        &self,
+        event: &str,
+        version: &str,
+        parent: Option<String>,
+        metrics: Option<serde_json::Value>,
+    ) -> ModelAnnouncement {
         ModelAnnouncement {
             schema_version: crate::mqtt::contract::SCHEMA_VERSION.into(),
             ts: crate::mqtt::contract::now_ms(),
@@ -278,14 +314,19 @@ impl Trainer {
         let (cfg, stop) = (&self.cfg, &*self.stopping);
         let hooks = RoundHooks::default();
         // The round opens its own connection (a `Store` is not shared across threads).
-        let work = || crate::store::open_config(cfg).map_err(OnlineError::from).and_then(|s| round::run(cfg, &s, &reg, stop, &hooks));
+        let work = || {
+            crate::store::open_config(cfg)
+                .map_err(OnlineError::from)
+                .and_then(|s| round::run(cfg, &s, &reg, stop, &hooks))
+        };
         let res = match &self.pool {
             Some(p) => p.install(work),
             None => work(),
         };
         let used = self.store.counts().map(|c| c.interactions).unwrap_or(0);
         self.metrics.incr("online.rounds");
-        self.metrics.observe_ms("online.round_ms", t0.elapsed().as_secs_f64() * 1e3);
+        self.metrics
+            .observe_ms("online.round_ms", t0.elapsed().as_secs_f64() * 1e3);
         if let Some(rss) = crate::learn::trainer::peak_rss_bytes() {
             self.metrics.set("online.peak_rss_mb", rss >> 20);
         }
@@ -306,7 +347,8 @@ impl Trainer {
             Decision::Pinned => "pinned",
         };
         self.metrics.incr(&format!("online.{event}"));
-        self.publisher.announce(&self.announcement(event, &out.version, out.parent.clone(), Some(out.metrics.clone())));
+        self.publisher
+            .announce(&self.announcement(event, &out.version, out.parent.clone(), Some(out.metrics.clone())));
         if out.decision != Decision::Promoted {
             return;
         }
@@ -348,7 +390,11 @@ impl Trainer {
         let ranker = self.slot.get();
         let k = self.cfg.serve.default_k;
         for (kiosk, (_, user)) in latest {
-            let ctx = RequestCtx { kiosk: Some(kiosk.clone()), exclude: vec![], now_ms: crate::mqtt::contract::now_ms() };
+            let ctx = RequestCtx {
+                kiosk: Some(kiosk.clone()),
+                exclude: vec![],
+                now_ms: crate::mqtt::contract::now_ms(),
+            };
             let rec = ranker.recommend(&user, k, &ctx);
             self.publisher.push(&kiosk, &user, &rec);
             self.metrics.incr("online.pushes");

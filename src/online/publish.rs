@@ -60,7 +60,12 @@ pub struct LinkPublisher {
 
 impl LinkPublisher {
     pub fn new(cfg: &Config, link: Link) -> Result<Self> {
-        Ok(Self { link, topics: Topics::from_config(cfg), cfg: cfg.clone(), store: Mutex::new(crate::store::open_config(cfg)?) })
+        Ok(Self {
+            link,
+            topics: Topics::from_config(cfg),
+            cfg: cfg.clone(),
+            store: Mutex::new(crate::store::open_config(cfg)?),
+        })
     }
 
     /// Topic of model announcements.
@@ -81,14 +86,20 @@ impl Publisher for LinkPublisher {
             items: rec.items.clone(),
         };
         let payload = serde_json::to_vec(&p).unwrap_or_default();
-        if let Err(e) = self.link.publish(&self.topics.kiosk_push(kiosk), QoS::AtLeastOnce, false, payload, None) {
+        if let Err(e) = self
+            .link
+            .publish(&self.topics.kiosk_push(kiosk), QoS::AtLeastOnce, false, payload, None)
+        {
             tracing::debug!(kiosk, error = %e, "push not sent");
         }
     }
 
     fn announce(&self, a: &ModelAnnouncement) {
         let payload = serde_json::to_vec(a).unwrap_or_default();
-        let queued = self.store.lock().map(|s| s.outbox_push(&Self::model_topic(&self.topics), &payload, 1, false));
+        let queued = self
+            .store
+            .lock()
+            .map(|s| s.outbox_push(&Self::model_topic(&self.topics), &payload, 1, false));
         match queued {
             Ok(Ok(_)) => self.link.kick_outbox(),
             Ok(Err(e)) => tracing::error!(error = %e, "model announcement not queued"),
@@ -98,7 +109,8 @@ impl Publisher for LinkPublisher {
 
     fn model_changed(&self, version: &str) {
         let birth = crate::daemon::birth(&self.cfg, version);
-        self.link.set_birth(Bytes::from(serde_json::to_vec(&birth).unwrap_or_default()));
+        self.link
+            .set_birth(Bytes::from(serde_json::to_vec(&birth).unwrap_or_default()));
     }
 }
 

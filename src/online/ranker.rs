@@ -88,7 +88,8 @@ impl OnlineRanker {
         let d = sm.dim;
         let mut items = sm.items.clone();
         let mut item_emb = sm.item_emb.clone();
-        let mut item_index: HashMap<String, u32> = items.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)).collect();
+        let mut item_index: HashMap<String, u32> =
+            items.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)).collect();
         let n_trained = items.len();
         let feat = match &sm.projection {
             Some(p) => ItemFeatures::load_with_layout(store, &p.layout)?,
@@ -120,9 +121,17 @@ impl OnlineRanker {
         let r = Self {
             version: version.to_string(),
             dim: d,
-            user_index: sm.users.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)).collect(),
+            user_index: sm
+                .users
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.clone(), i as u32))
+                .collect(),
             user_emb: sm.user_emb.clone(),
-            live: RwLock::new(Live { pop: vec![0.0; items.len()], ..Default::default() }),
+            live: RwLock::new(Live {
+                pop: vec![0.0; items.len()],
+                ..Default::default()
+            }),
             items,
             item_index,
             item_emb,
@@ -149,9 +158,13 @@ impl OnlineRanker {
     }
 
     fn apply(&self, events: &[Event]) {
-        let Ok(mut live) = self.live.write() else { return };
+        let Ok(mut live) = self.live.write() else {
+            return;
+        };
         for e in events {
-            let Some(&i) = self.item_index.get(&e.sku) else { continue };
+            let Some(&i) = self.item_index.get(&e.sku) else {
+                continue;
+            };
             live.pop[i as usize] += e.kind.weight() as f32;
             if self.exclude_kinds.contains(&e.kind) {
                 live.exclusions.entry(e.user.clone()).or_default().insert(i);
@@ -176,7 +189,8 @@ impl OnlineRanker {
     }
 
     fn feat_row(&self, i: u32) -> Option<&[f32]> {
-        self.item_feat[i as usize].map(|r| &self.feat.rows[r as usize * self.feat.dim..(r as usize + 1) * self.feat.dim])
+        self.item_feat[i as usize]
+            .map(|r| &self.feat.rows[r as usize * self.feat.dim..(r as usize + 1) * self.feat.dim])
     }
 
     fn cos_emb(&self, a: u32, b: u32) -> f32 {
@@ -198,15 +212,25 @@ impl OnlineRanker {
         let n = self.items.len();
         let empty = HashSet::new();
         let excl = live.exclusions.get(user).unwrap_or(&empty);
-        let ctx_ex: HashSet<u32> = ctx.exclude.iter().filter_map(|s| self.item_index.get(s).copied()).collect();
+        let ctx_ex: HashSet<u32> = ctx
+            .exclude
+            .iter()
+            .filter_map(|s| self.item_index.get(s).copied())
+            .collect();
         let want_cat = filter.category.as_ref().map(|c| c.to_ascii_lowercase());
         let allowed = |i: u32| {
             !excl.contains(&i)
                 && !ctx_ex.contains(&i)
                 && !self.out_of_stock.contains(&i)
-                && want_cat.as_ref().is_none_or(|c| self.category[i as usize].as_ref() == Some(c))
+                && want_cat
+                    .as_ref()
+                    .is_none_or(|c| self.category[i as usize].as_ref() == Some(c))
         };
-        let recent: Vec<u32> = live.recent.get(user).map(|q| q.iter().copied().collect()).unwrap_or_default();
+        let recent: Vec<u32> = live
+            .recent
+            .get(user)
+            .map(|q| q.iter().copied().collect())
+            .unwrap_or_default();
         let known = self.user_index.get(user).copied();
         let mut scored: Vec<(f32, u32)> = Vec::with_capacity(n);
         match known {
@@ -243,7 +267,11 @@ impl OnlineRanker {
                         (Some(p), Some(r)) => dot(p, r).max(0.0),
                         _ => 0.0,
                     };
-                    let s = if profile.is_some() { w * pop + (1.0 - w) * sim } else { pop };
+                    let s = if profile.is_some() {
+                        w * pop + (1.0 - w) * sim
+                    } else {
+                        pop
+                    };
                     scored.push((s, i));
                 }
             }
@@ -257,9 +285,18 @@ impl OnlineRanker {
         scored.truncate(k);
         let items = scored
             .into_iter()
-            .map(|(s, i)| RecItem { sku: self.items[i as usize].clone(), score: s as f64, reason: self.reason(i, &recent, &live, known.is_some()) })
+            .map(|(s, i)| RecItem {
+                sku: self.items[i as usize].clone(),
+                score: s as f64,
+                reason: self.reason(i, &recent, &live, known.is_some()),
+            })
             .collect();
-        Recommendation { model_version: self.version.clone(), generated_at: ctx.now_ms, fallback: known.is_none(), items }
+        Recommendation {
+            model_version: self.version.clone(),
+            generated_at: ctx.now_ms,
+            fallback: known.is_none(),
+            items,
+        }
     }
 
     fn reason(&self, i: u32, recent: &[u32], live: &Live, known: bool) -> String {
@@ -276,7 +313,11 @@ impl OnlineRanker {
                 }
             }
         };
-        let best = recent.iter().filter(|&&j| j != i).map(|&j| (sim(j), j)).max_by(|a, b| a.0.total_cmp(&b.0));
+        let best = recent
+            .iter()
+            .filter(|&&j| j != i)
+            .map(|&j| (sim(j), j))
+            .max_by(|a, b| a.0.total_cmp(&b.0));
         match best {
             Some((s, j)) if s > 0.5 => format!("similar_to:{}", self.items[j as usize]),
             _ if live.pop[i as usize] >= live.pop_p90 => "popular_in_store".into(),

@@ -78,7 +78,9 @@ const KS: [usize; 2] = [10, 20];
 fn load_checkpoint_vars(dir: &std::path::Path) -> Result<HashMap<String, Tensor>> {
     let p = dir.join(crate::learn::checkpoint::TENSORS);
     let t = candle_core::safetensors::load(&p, &Device::Cpu)?;
-    Ok(t.into_iter().filter_map(|(k, v)| k.strip_prefix("model.").map(|s| (s.to_string(), v))).collect())
+    Ok(t.into_iter()
+        .filter_map(|(k, v)| k.strip_prefix("model.").map(|s| (s.to_string(), v)))
+        .collect())
 }
 
 /// External keys of a variable's rows, for the layouts the warm start knows.
@@ -94,12 +96,19 @@ fn row_keys(var: &str, users: &[String], items: &[String]) -> Option<Vec<String>
 }
 
 /// Copies the rows of known users and items from the active checkpoint; returns rows copied.
-fn warm_start(model: &dyn Recommender, old: &HashMap<String, Tensor>, old_sm: &ServingModel, maps: &IdMaps) -> Result<usize> {
+fn warm_start(
+    model: &dyn Recommender,
+    old: &HashMap<String, Tensor>,
+    old_sm: &ServingModel,
+    maps: &IdMaps,
+) -> Result<usize> {
     let mut copied = 0;
     for (name, var) in model.named_vars() {
-        let (Some(old_t), Some(new_keys), Some(old_keys)) =
-            (old.get(&name), row_keys(&name, &maps.users, &maps.items), row_keys(&name, &old_sm.users, &old_sm.items))
-        else {
+        let (Some(old_t), Some(new_keys), Some(old_keys)) = (
+            old.get(&name),
+            row_keys(&name, &maps.users, &maps.items),
+            row_keys(&name, &old_sm.users, &old_sm.items),
+        ) else {
             continue;
         };
         let (rows, d) = var.as_tensor().dims2()?;
@@ -109,7 +118,11 @@ fn warm_start(model: &dyn Recommender, old: &HashMap<String, Tensor>, old_sm: &S
             continue;
         }
         let old_v: Vec<f32> = old_t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
-        let mut new_v: Vec<f32> = var.as_tensor().to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
+        let mut new_v: Vec<f32> = var
+            .as_tensor()
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1()?;
         let index: HashMap<&str, usize> = old_keys.iter().enumerate().map(|(r, k)| (k.as_str(), r)).collect();
         for (r, k) in new_keys.iter().enumerate() {
             if let Some(&o) = index.get(k.as_str()) {
@@ -123,7 +136,12 @@ fn warm_start(model: &dyn Recommender, old: &HashMap<String, Tensor>, old_sm: &S
 }
 
 /// Scores the active model (or popularity) on `data`'s valid slice, as it would serve.
-fn baseline_metrics(data: &Interactions, maps: &IdMaps, active: Option<&ServingModel>, block: usize) -> Result<RankMetrics> {
+fn baseline_metrics(
+    data: &Interactions,
+    maps: &IdMaps,
+    active: Option<&ServingModel>,
+    block: usize,
+) -> Result<RankMetrics> {
     let mut pop = vec![0f32; data.n_items];
     for &(_, i) in &data.train {
         pop[i as usize] += 1.0;
@@ -133,8 +151,16 @@ fn baseline_metrics(data: &Interactions, maps: &IdMaps, active: Option<&ServingM
     let (d, uidx, iidx) = match active {
         Some(sm) => (
             sm.dim,
-            sm.users.iter().enumerate().map(|(r, s)| (s.as_str(), r)).collect::<HashMap<_, _>>(),
-            sm.items.iter().enumerate().map(|(r, s)| (s.as_str(), r)).collect::<HashMap<_, _>>(),
+            sm.users
+                .iter()
+                .enumerate()
+                .map(|(r, s)| (s.as_str(), r))
+                .collect::<HashMap<_, _>>(),
+            sm.items
+                .iter()
+                .enumerate()
+                .map(|(r, s)| (s.as_str(), r))
+                .collect::<HashMap<_, _>>(),
         ),
         None => (0, HashMap::new(), HashMap::new()),
     };
@@ -165,7 +191,14 @@ fn baseline_metrics(data: &Interactions, maps: &IdMaps, active: Option<&ServingM
     let dev = Device::Cpu;
     let ut = Tensor::from_vec(u, (data.n_users, w), &dev)?;
     let itt = Tensor::from_vec(it, (data.n_items, w), &dev)?;
-    Ok(evaluate(&ut, &itt, &data.train_by_user(), &data.valid_by_user(), &KS, block)?)
+    Ok(evaluate(
+        &ut,
+        &itt,
+        &data.train_by_user(),
+        &data.valid_by_user(),
+        &KS,
+        block,
+    )?)
 }
 
 /// Rough bytes a round needs: parameters with gradients, Adam moments, SAM backups and
@@ -178,7 +211,8 @@ pub fn estimate_bytes(n_users: usize, n_items: usize, n_train: usize, dim: usize
 /// Loads the active version for a warm start; `None` (with a log line) when it is unusable.
 fn load_active(reg: &Registry, row: &ModelVersionRow) -> Option<(ServingModel, HashMap<String, Tensor>, String)> {
     let loaded = reg.load_serving(row).and_then(|(m, sm)| {
-        let vars = load_checkpoint_vars(&reg.dir(&row.version)).map_err(|e| crate::registry::RegistryError::Invalid(e.to_string()))?;
+        let vars = load_checkpoint_vars(&reg.dir(&row.version))
+            .map_err(|e| crate::registry::RegistryError::Invalid(e.to_string()))?;
         Ok((sm, vars, m.model))
     });
     match loaded {
@@ -195,7 +229,10 @@ pub fn run(cfg: &Config, store: &Store, reg: &Registry, stop: &AtomicBool, hooks
     let t_round = Instant::now();
     let events: Vec<Event> = store.interactions()?;
     let events_used = events.len() as u64;
-    let triples: Vec<(&str, &str, i64)> = events.iter().map(|e| (e.user.as_str(), e.sku.as_str(), e.ts_ms)).collect();
+    let triples: Vec<(&str, &str, i64)> = events
+        .iter()
+        .map(|e| (e.user.as_str(), e.sku.as_str(), e.ts_ms))
+        .collect();
     let (mut data, maps) = Interactions::from_timed(&triples, cfg.online.holdout_per_user, 0);
     drop(triples);
     if data.train.is_empty() || data.valid.is_empty() {
@@ -241,7 +278,9 @@ pub fn run(cfg: &Config, store: &Store, reg: &Registry, stop: &AtomicBool, hooks
     };
     let block = lc.eval_block.max(1);
     let baseline = baseline_metrics(&data, &maps, active.as_ref().map(|a| &a.0), block)?;
-    let baseline_name = parent.as_ref().map_or("popularity".to_string(), |v| format!("active:{v}"));
+    let baseline_name = parent
+        .as_ref()
+        .map_or("popularity".to_string(), |v| format!("active:{v}"));
 
     // Train, keeping the best-valid parameters.
     let (_, params) = trainer::optim_from_config(lc);
@@ -260,15 +299,28 @@ pub fn run(cfg: &Config, store: &Store, reg: &Registry, stop: &AtomicBool, hooks
             return Err(OnlineError::Aborted);
         }
         let mut rng = epoch_rng(lc.seed.wrapping_add(events_used), epoch);
-        trainer::train_epoch(model.as_mut(), &mut opt, &sampler, &data.train, lc.batch, &mut rng, &mut None)?;
+        trainer::train_epoch(
+            model.as_mut(),
+            &mut opt,
+            &sampler,
+            &data.train,
+            lc.batch,
+            &mut rng,
+            &mut None,
+        )?;
         epochs += 1;
         let valid = evaluate_model(model.as_ref(), &data, Split::Valid, &KS, block)?;
         // Recall@20 first; NDCG@20 breaks ties (recall saturates on small catalogues).
         let better = best.as_ref().is_none_or(|(b, _, _)| {
-            (valid.recall_at(20), valid.ndcg_at(20)).partial_cmp(&(b.recall_at(20), b.ndcg_at(20))) == Some(std::cmp::Ordering::Greater)
+            (valid.recall_at(20), valid.ndcg_at(20)).partial_cmp(&(b.recall_at(20), b.ndcg_at(20)))
+                == Some(std::cmp::Ordering::Greater)
         });
         if better {
-            let snap = model.named_vars().iter().map(|(_, v)| v.as_tensor().copy()).collect::<candle_core::Result<Vec<_>>>()?;
+            let snap = model
+                .named_vars()
+                .iter()
+                .map(|(_, v)| v.as_tensor().copy())
+                .collect::<candle_core::Result<Vec<_>>>()?;
             best = Some((valid, epoch, snap));
             bad = 0;
         } else {
@@ -295,7 +347,8 @@ pub fn run(cfg: &Config, store: &Store, reg: &Registry, stop: &AtomicBool, hooks
 
     // The gate.
     let tol = cfg.online.tolerance;
-    let passes = candidate.recall_at(20) >= baseline.recall_at(20) - tol && candidate.ndcg_at(20) >= baseline.ndcg_at(20) - tol;
+    let passes =
+        candidate.recall_at(20) >= baseline.recall_at(20) - tol && candidate.ndcg_at(20) >= baseline.ndcg_at(20) - tol;
     let pinned = reg.pinned()?;
     let decision = match (passes, &pinned) {
         (false, _) => Decision::Rejected,
@@ -310,9 +363,18 @@ pub fn run(cfg: &Config, store: &Store, reg: &Registry, stop: &AtomicBool, hooks
     let item_emb: Vec<f32> = ie.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
     let feats = ItemFeatures::load(store)?;
     let projection = fit_projection(&feats, dim, cfg.online.projection_ridge, |sku| {
-        maps.item_index.get(sku).map(|&i| &item_emb[i as usize * dim..(i as usize + 1) * dim])
+        maps.item_index
+            .get(sku)
+            .map(|&i| &item_emb[i as usize * dim..(i as usize + 1) * dim])
     })?;
-    let serving = ServingModel { users: maps.users.clone(), items: maps.items.clone(), dim, user_emb, item_emb, projection };
+    let serving = ServingModel {
+        users: maps.users.clone(),
+        items: maps.items.clone(),
+        dim,
+        user_emb,
+        item_emb,
+        projection,
+    };
 
     let version = Registry::new_version(&model_name);
     let metrics = serde_json::json!({

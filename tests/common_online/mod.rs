@@ -48,7 +48,9 @@ pub fn catalog(store: &Store, p: &Planted, features: bool, seed: u64) {
                 })
                 .unwrap();
             if features {
-                store.set_item_feature(&sku(g, i), FeatureKind::Text, "test-encoder", &feature(p, g, &mut rng)).unwrap();
+                store
+                    .set_item_feature(&sku(g, i), FeatureKind::Text, "test-encoder", &feature(p, g, &mut rng))
+                    .unwrap();
             }
         }
     }
