@@ -29,14 +29,27 @@ fn notify_ready_status_watchdog_and_stopping() {
     let mut buf = [0u8; 4096];
     let until = Instant::now() + Duration::from_secs(20);
     let has = |msgs: &[String], s: &str| msgs.iter().any(|m| m.lines().any(|l| l.starts_with(s)));
-    while Instant::now() < until && !(has(&msgs, "READY=1") && msgs.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2 && has(&msgs, "STATUS=serving")) {
+    while Instant::now() < until
+        && !(has(&msgs, "READY=1")
+            && msgs.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2
+            && has(&msgs, "STATUS=serving"))
+    {
         if let Ok(n) = sock.recv(&mut buf) {
             msgs.push(String::from_utf8_lossy(&buf[..n]).into_owned());
         }
     }
     assert!(has(&msgs, "READY=1"), "{msgs:?}");
-    assert!(has(&msgs, "STATUS=serving: 0 requests, 0 events, broker connected, model popularity"), "{msgs:?}");
-    assert!(msgs.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2, "{msgs:?}");
+    assert!(
+        has(
+            &msgs,
+            "STATUS=serving: 0 requests, 0 events, broker connected, model popularity"
+        ),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2,
+        "{msgs:?}"
+    );
     // READY comes after "connecting to the broker".
     let ready_at = msgs.iter().position(|m| m.contains("READY=1")).unwrap();
     let connecting = msgs.iter().position(|m| m.contains("STATUS=connecting")).unwrap();

@@ -49,27 +49,57 @@ async fn embedded_broker_lwt_offline_on_unclean_death_and_stopped_on_clean_stop(
 
     // A link on its own runtime: dropping the runtime closes the socket without DISCONNECT,
     // as a crash or kill -9 would.
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     let t2 = topics.clone();
     let link = rt
         .spawn(async move {
-            let (l, _rx) = Link::start(opts(port, t2, "n-lwt"), vec![], "{}".into(), None, Arc::new(Metrics::default()), 16).unwrap();
+            let (l, _rx) = Link::start(
+                opts(port, t2, "n-lwt"),
+                vec![],
+                "{}".into(),
+                None,
+                Arc::new(Metrics::default()),
+                16,
+            )
+            .unwrap();
             l
         })
         .await
         .unwrap();
-    assert!(obs.wait_text(&topics.status(), "online", T).await, "online not published");
+    assert!(
+        obs.wait_text(&topics.status(), "online", T).await,
+        "online not published"
+    );
     assert!(link.is_connected());
     tokio::task::spawn_blocking(move || drop(rt)).await.unwrap();
-    assert!(obs.wait_text(&topics.status(), "offline", T).await, "Last Will not published");
+    assert!(
+        obs.wait_text(&topics.status(), "offline", T).await,
+        "Last Will not published"
+    );
 
     // Clean stop: `stopped` (acknowledged), and no `offline` after it.
-    let (l, _rx) = Link::start(opts(port, topics.clone(), "n-lwt"), vec![], "{}".into(), None, Arc::new(Metrics::default()), 16).unwrap();
+    let (l, _rx) = Link::start(
+        opts(port, topics.clone(), "n-lwt"),
+        vec![],
+        "{}".into(),
+        None,
+        Arc::new(Metrics::default()),
+        16,
+    )
+    .unwrap();
     assert!(obs.wait_text(&topics.status(), "online", T).await);
     assert!(l.shutdown("stopped", T).await, "stopped not acknowledged");
     assert!(obs.wait_text(&topics.status(), "stopped", T).await);
     let after = obs.next_on(&topics.status(), Duration::from_millis(1500)).await;
-    assert!(after.is_none(), "unexpected status after a clean stop: {:?}", after.map(|m| m.text()));
+    assert!(
+        after.is_none(),
+        "unexpected status after a clean stop: {:?}",
+        after.map(|m| m.text())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,17 +114,26 @@ async fn embedded_broker_forwards_v5_response_topic_correlation_and_retains() {
         message_expiry_interval: Some(30),
         ..Default::default()
     };
-    pubr.client.publish_with_properties("t/req", QoS::AtLeastOnce, false, "x", props).await.unwrap();
+    pubr.client
+        .publish_with_properties("t/req", QoS::AtLeastOnce, false, "x", props)
+        .await
+        .unwrap();
     let m = sub.next_on("t/req", T).await.expect("forwarded");
     let p = m.props.expect("v5 properties forwarded");
     assert_eq!(p.response_topic.as_deref(), Some("t/resp"));
     assert_eq!(p.correlation_data.as_deref(), Some(&b"corr-42"[..]));
     assert!(p.message_expiry_interval.is_some_and(|e| e <= 30));
 
-    pubr.client.publish("t/ret", QoS::AtLeastOnce, true, "kept").await.unwrap();
+    pubr.client
+        .publish("t/ret", QoS::AtLeastOnce, true, "kept")
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut late = Observer::connect(port, "late", &["t/ret".to_string()], true, 0).await;
-    let r = late.next_on("t/ret", T).await.expect("retained delivered to a late subscriber");
+    let r = late
+        .next_on("t/ret", T)
+        .await
+        .expect("retained delivered to a late subscriber");
     assert!(r.retain);
     assert_eq!(r.text(), "kept");
 }
@@ -102,7 +141,9 @@ async fn embedded_broker_forwards_v5_response_topic_correlation_and_retains() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbox_survives_broker_restart_nothing_lost() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(mut mosq) = Mosquitto::start(dir.path()) else { return };
+    let Some(mut mosq) = Mosquitto::start(dir.path()) else {
+        return;
+    };
     let port = mosq.port;
     let topics = Topics::new("sgbd", "s1", "n-ob");
     let topic = topics.fleet_events();
@@ -112,16 +153,27 @@ async fn outbox_survives_broker_restart_nothing_lost() {
     let db = dir.path().join("ob.db");
     let producer = Store::open(&db, 5000).unwrap();
     let metrics = Arc::new(Metrics::default());
-    let (link, _rx) =
-        Link::start(opts(port, topics.clone(), "n-ob"), vec![], "{}".into(), Some(Store::open(&db, 5000).unwrap()), metrics.clone(), 16)
-            .unwrap();
+    let (link, _rx) = Link::start(
+        opts(port, topics.clone(), "n-ob"),
+        vec![],
+        "{}".into(),
+        Some(Store::open(&db, 5000).unwrap()),
+        metrics.clone(),
+        16,
+    )
+    .unwrap();
     wait_connected(&link).await;
     for i in 0..5 {
-        producer.outbox_push(&topic, format!("m{i}").as_bytes(), 1, false).unwrap();
+        producer
+            .outbox_push(&topic, format!("m{i}").as_bytes(), 1, false)
+            .unwrap();
     }
     link.kick_outbox();
     for i in 0..5 {
-        assert_eq!(obs.next_on(&topic, T).await.expect("delivered while up").text(), format!("m{i}"));
+        assert_eq!(
+            obs.next_on(&topic, T).await.expect("delivered while up").text(),
+            format!("m{i}")
+        );
     }
 
     // Broker away: queue more; they stay in the outbox.
@@ -135,11 +187,16 @@ async fn outbox_survives_broker_restart_nothing_lost() {
     }
     assert!(!link.is_connected());
     for i in 5..25 {
-        producer.outbox_push(&topic, format!("m{i}").as_bytes(), 1, false).unwrap();
+        producer
+            .outbox_push(&topic, format!("m{i}").as_bytes(), 1, false)
+            .unwrap();
     }
     link.kick_outbox();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(producer.outbox_len().unwrap() >= 20, "rows were dropped while the broker was away");
+    assert!(
+        producer.outbox_len().unwrap() >= 20,
+        "rows were dropped while the broker was away"
+    );
 
     // Broker back: everything is delivered (at least once), and the outbox drains.
     mosq.resume();
@@ -155,7 +212,11 @@ async fn outbox_survives_broker_restart_nothing_lost() {
             None => break,
         }
     }
-    assert!(want.is_subset(&got), "missing: {:?}", want.difference(&got).collect::<Vec<_>>());
+    assert!(
+        want.is_subset(&got),
+        "missing: {:?}",
+        want.difference(&got).collect::<Vec<_>>()
+    );
     for _ in 0..100 {
         if producer.outbox_len().unwrap() == 0 {
             break;

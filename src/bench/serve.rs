@@ -147,7 +147,14 @@ async fn bench(a: &ServeBenchArgs, cfg: Config, port: u16) -> Result<ServeBenchR
         let t0 = Instant::now();
         for i in 0..20_000 {
             let t = Instant::now();
-            let rec = r.recommend(&format!("u{}", i % 600), 10, &RequestCtx { now_ms: 0, ..Default::default() });
+            let rec = r.recommend(
+                &format!("u{}", i % 600),
+                10,
+                &RequestCtx {
+                    now_ms: 0,
+                    ..Default::default()
+                },
+            );
             std::hint::black_box(rec);
             h.record(t.elapsed().as_secs_f64() * 1e3);
         }
@@ -160,7 +167,16 @@ async fn bench(a: &ServeBenchArgs, cfg: Config, port: u16) -> Result<ServeBenchR
     let daemon = tokio::spawn(async move { daemon::run(dcfg, opts, rx).await });
     let topics = Topics::from_config(&cfg);
     // Wait until the daemon answers.
-    let probe = KioskClient::connect("127.0.0.1", port, topics.clone(), "probe", Protocol::V5, None, Duration::from_secs(10)).await?;
+    let probe = KioskClient::connect(
+        "127.0.0.1",
+        port,
+        topics.clone(),
+        "probe",
+        Protocol::V5,
+        None,
+        Duration::from_secs(10),
+    )
+    .await?;
     let mut ready = false;
     for _ in 0..100 {
         if probe.recommend("u1", Some(1), Duration::from_millis(300)).await.is_ok() {
@@ -176,8 +192,16 @@ async fn bench(a: &ServeBenchArgs, cfg: Config, port: u16) -> Result<ServeBenchR
     let mut clients = Vec::new();
     for i in 0..kiosks {
         clients.push(Arc::new(
-            KioskClient::connect("127.0.0.1", port, topics.clone(), &format!("bench{i}"), Protocol::V5, None, Duration::from_secs(10))
-                .await?,
+            KioskClient::connect(
+                "127.0.0.1",
+                port,
+                topics.clone(),
+                &format!("bench{i}"),
+                Protocol::V5,
+                None,
+                Duration::from_secs(10),
+            )
+            .await?,
         ));
     }
 
@@ -208,7 +232,10 @@ async fn bench(a: &ServeBenchArgs, cfg: Config, port: u16) -> Result<ServeBenchR
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         if let Some(props) = p.properties {
                             if let Some(rt) = props.response_topic {
-                                let pp = PublishProperties { correlation_data: props.correlation_data, ..Default::default() };
+                                let pp = PublishProperties {
+                                    correlation_data: props.correlation_data,
+                                    ..Default::default()
+                                };
                                 let _ = e2.try_publish_with_properties(rt, QoS::AtLeastOnce, false, p.payload, pp);
                             }
                         }
@@ -222,9 +249,15 @@ async fn bench(a: &ServeBenchArgs, cfg: Config, port: u16) -> Result<ServeBenchR
         let (h, el, failed) = open_loop(&clients, a.rate, seconds, |c: Arc<KioskClient>| async move {
             let id = c.next_id();
             let topic = format!("{}/echo", c.reply_topic().trim_end_matches("/reply"));
-            c.request_raw(&topic, br#"{"schema_version":"1.0","ts":0}"#.to_vec(), &id, Some(5), Duration::from_secs(2))
-                .await
-                .is_ok()
+            c.request_raw(
+                &topic,
+                br#"{"schema_version":"1.0","ts":0}"#.to_vec(),
+                &id,
+                Some(5),
+                Duration::from_secs(2),
+            )
+            .await
+            .is_ok()
         })
         .await;
         rows.push(row("mqtt echo baseline", &h, el, failed));
@@ -238,7 +271,10 @@ async fn bench(a: &ServeBenchArgs, cfg: Config, port: u16) -> Result<ServeBenchR
         let (h, el, failed) = open_loop(&clients, a.rate, seconds, move |c: Arc<KioskClient>| {
             let u = users.fetch_add(1, Ordering::Relaxed);
             async move {
-                match c.recommend(&format!("u{}", u % 600), Some(10), Duration::from_secs(2)).await {
+                match c
+                    .recommend(&format!("u{}", u % 600), Some(10), Duration::from_secs(2))
+                    .await
+                {
                     Ok(r) => parse_reply(&r).map(|r| !r.items.is_empty()).unwrap_or(false),
                     Err(_) => false,
                 }
@@ -266,7 +302,16 @@ async fn bench(a: &ServeBenchArgs, cfg: Config, port: u16) -> Result<ServeBenchR
                         let id = format!("bench-{ki}-{w}-{n}-{}", now_ms());
                         n += 1;
                         let t = Instant::now();
-                        match c.event(&id, &format!("u{}", n % 600), &format!("sku{:05}", n % 1000), "view", Some(Duration::from_secs(5))).await {
+                        match c
+                            .event(
+                                &id,
+                                &format!("u{}", n % 600),
+                                &format!("sku{:05}", n % 1000),
+                                "view",
+                                Some(Duration::from_secs(5)),
+                            )
+                            .await
+                        {
                             Ok(Some(r)) if r.json.get("stored").and_then(|s| s.as_bool()) == Some(true) => {
                                 if let Ok(mut h) = h.lock() {
                                     h.record(t.elapsed().as_secs_f64() * 1e3);
@@ -285,7 +330,12 @@ async fn bench(a: &ServeBenchArgs, cfg: Config, port: u16) -> Result<ServeBenchR
         }
         let el = t0.elapsed();
         let h = h.lock().map(|h| h.clone()).unwrap_or_default();
-        rows.push(row("daemon ingest (durable, ack after commit)", &h, el, failed.load(Ordering::Relaxed)));
+        rows.push(row(
+            "daemon ingest (durable, ack after commit)",
+            &h,
+            el,
+            failed.load(Ordering::Relaxed),
+        ));
     }
     drop(clients);
     drop(probe);
@@ -380,7 +430,10 @@ fn print_table(r: &ServeBenchReport) {
         "bench serve: {} kiosks, target {} requests/s, {} s per phase, {} CPUs",
         r.kiosks, r.target_rate, r.seconds, r.cpus
     );
-    println!("{:<44} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7}", "", "count", "per s", "p50 ms", "p99 ms", "max ms", "failed");
+    println!(
+        "{:<44} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7}",
+        "", "count", "per s", "p50 ms", "p99 ms", "max ms", "failed"
+    );
     for x in &r.rows {
         println!(
             "{:<44} {:>9} {:>10.0} {:>9.3} {:>9.3} {:>9.3} {:>7}",

@@ -56,7 +56,8 @@ pub fn run(a: KioskArgs) -> anyhow::Result<ExitCode> {
         let timeout = Duration::from_millis(a.timeout_ms);
         let creds = crate::mqtt::credentials(&cfg.mqtt)?;
         let topics = Topics::from_config(&cfg);
-        let client = match KioskClient::connect(&cfg.mqtt.host, port, topics, &a.kiosk, protocol, creds, timeout).await {
+        let client = match KioskClient::connect(&cfg.mqtt.host, port, topics, &a.kiosk, protocol, creds, timeout).await
+        {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("error: cannot connect to {}:{port}: {e}", cfg.mqtt.host);
@@ -64,15 +65,25 @@ pub fn run(a: KioskArgs) -> anyhow::Result<ExitCode> {
             }
         };
         let reply = if let (Some(kind), Some(item)) = (&a.event, &a.item) {
-            let id = a.event_id.clone().unwrap_or_else(|| format!("{}-{}", a.kiosk, crate::mqtt::contract::now_ms()));
-            client.event(&id, &a.user, item, kind, Some(timeout)).await.map(|r| r.map(|r| r.json))
+            let id = a
+                .event_id
+                .clone()
+                .unwrap_or_else(|| format!("{}-{}", a.kiosk, crate::mqtt::contract::now_ms()));
+            client
+                .event(&id, &a.user, item, kind, Some(timeout))
+                .await
+                .map(|r| r.map(|r| r.json))
         } else {
             client.recommend(&a.user, a.k, timeout).await.map(|r| Some(r.json))
         };
         match reply {
             Ok(Some(json)) => {
                 println!("{}", serde_json::to_string_pretty(&json)?);
-                Ok(if json.get("error").is_some() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+                Ok(if json.get("error").is_some() {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                })
             }
             Ok(None) => Ok(ExitCode::SUCCESS),
             Err(MqttError::Timeout(t)) => {

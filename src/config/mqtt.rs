@@ -81,8 +81,16 @@ impl Validate for MqttConfig {
         );
         issues.check(self.keep_alive_s >= 5, "mqtt.keep_alive_s", "at least 5");
         issues.check(self.reconnect_max_s >= 1, "mqtt.reconnect_max_s", "at least 1");
-        issues.check(self.port < u16::MAX || self.broker != BrokerMode::Embedded, "mqtt.port", "the embedded broker also listens on port + 1 (MQTT 3.1.1)");
-        issues.check(self.tls.is_none(), "mqtt.tls", "not supported by this build (rumqttc built without TLS): use a local bridge (see docs/mqtt.md)");
+        issues.check(
+            self.port < u16::MAX || self.broker != BrokerMode::Embedded,
+            "mqtt.port",
+            "the embedded broker also listens on port + 1 (MQTT 3.1.1)",
+        );
+        issues.check(
+            self.tls.is_none(),
+            "mqtt.tls",
+            "not supported by this build (rumqttc built without TLS): use a local bridge (see docs/mqtt.md)",
+        );
         issues.check(self.stats_interval_s >= 1, "mqtt.stats_interval_s", "at least 1");
         issues.check(
             (256..=16 * 1024 * 1024).contains(&self.max_payload_bytes),
@@ -90,7 +98,11 @@ impl Validate for MqttConfig {
             "between 256 and 16777216",
         );
         if self.broker == BrokerMode::Embedded {
-            let loopback = self.host.parse::<std::net::IpAddr>().map(|a| a.is_loopback()).unwrap_or(false);
+            let loopback = self
+                .host
+                .parse::<std::net::IpAddr>()
+                .map(|a| a.is_loopback())
+                .unwrap_or(false);
             issues.check(
                 loopback,
                 "mqtt.host",

@@ -23,18 +23,30 @@ fn prepare_catalogue(cfg: &crate::config::Config, path: &std::path::Path) -> Res
     let items = store.items().map_err(|e| e.to_string())?;
     if items.is_empty() {
         if !path.exists() {
-            return Err(format!("store is empty and {} is missing: skipping the catalogue import", path.display()));
+            return Err(format!(
+                "store is empty and {} is missing: skipping the catalogue import",
+                path.display()
+            ));
         }
         let s = crate::store::import_catalog_csv(&mut store, path).map_err(|e| e.to_string())?;
         tracing::info!(rows = s.rows, inserted = s.inserted, errors = s.errors.len(), path = %path.display(), "demo catalogue imported");
     }
-    Ok(store.items().map_err(|e| e.to_string())?.into_iter().map(|i| (i.sku, i.title)).collect())
+    Ok(store
+        .items()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|i| (i.sku, i.title))
+        .collect())
 }
 
 /// Runs the demo kiosk until shutdown.
 pub(crate) async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
     let cfg = ctx.cfg.read().map(|c| c.clone()).unwrap_or_default();
-    let path = ctx.opts.demo_catalog.clone().unwrap_or_else(|| PathBuf::from(DEMO_CATALOG));
+    let path = ctx
+        .opts
+        .demo_catalog
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEMO_CATALOG));
     let c2 = cfg.clone();
     let titles = match tokio::task::spawn_blocking(move || prepare_catalogue(&c2, &path)).await {
         Ok(Ok(t)) => t,
@@ -87,7 +99,10 @@ pub(crate) async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
         for (i, (sku, kind)) in events.iter().enumerate() {
             let id = format!("demo-{}-{round}-{i}", now_ms());
             match kiosk.event(&id, user, sku, kind, Some(Duration::from_secs(2))).await {
-                Ok(_) => println!("[demo] {user} {kind:<8} {sku} {}", titles.get(sku).map(String::as_str).unwrap_or("")),
+                Ok(_) => println!(
+                    "[demo] {user} {kind:<8} {sku} {}",
+                    titles.get(sku).map(String::as_str).unwrap_or("")
+                ),
                 Err(e) => println!("[demo] event not acknowledged: {e}"),
             }
         }

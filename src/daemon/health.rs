@@ -21,7 +21,9 @@ pub const STAGES: [&str; 5] = ["mqtt", "router", "requests", "ingest", "commands
 impl Default for Heartbeats {
     fn default() -> Self {
         let now = crate::mqtt::contract::now_ms();
-        Self { stages: STAGES.iter().map(|s| (*s, AtomicI64::new(now))).collect() }
+        Self {
+            stages: STAGES.iter().map(|s| (*s, AtomicI64::new(now))).collect(),
+        }
     }
 }
 
@@ -34,12 +36,19 @@ impl Heartbeats {
 
     /// `(stage, ms since its last beat)`.
     pub fn ages(&self, now_ms: i64) -> Vec<(&'static str, i64)> {
-        self.stages.iter().map(|(k, v)| (*k, now_ms - v.load(Ordering::Relaxed))).collect()
+        self.stages
+            .iter()
+            .map(|(k, v)| (*k, now_ms - v.load(Ordering::Relaxed)))
+            .collect()
     }
 
     /// The stages that have not beaten within `stall_after`.
     pub fn stuck(&self, now_ms: i64, stall_after: Duration) -> Vec<&'static str> {
-        self.ages(now_ms).into_iter().filter(|(_, a)| *a > stall_after.as_millis() as i64).map(|(k, _)| k).collect()
+        self.ages(now_ms)
+            .into_iter()
+            .filter(|(_, a)| *a > stall_after.as_millis() as i64)
+            .map(|(k, _)| k)
+            .collect()
     }
 }
 
@@ -107,7 +116,9 @@ impl Notifier {
     pub fn from_env() -> Self {
         let mut usec = 0u64;
         let enabled = sd_notify::watchdog_enabled(false, &mut usec);
-        Self { watchdog_every: enabled.then(|| Duration::from_micros(usec / 2)) }
+        Self {
+            watchdog_every: enabled.then(|| Duration::from_micros(usec / 2)),
+        }
     }
 
     pub fn ready(&self) {
@@ -139,7 +150,32 @@ pub fn disk_free(path: &Path) -> Option<u64> {
 
 /// Jetson GPU load in percent, when the file exists.
 pub fn gpu_load_pct() -> Option<f64> {
-    std::fs::read_to_string("/sys/devices/gpu.0/load").ok()?.trim().parse::<f64>().ok().map(|v| v / 10.0)
+    std::fs::read_to_string("/sys/devices/gpu.0/load")
+        .ok()?
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .map(|v| v / 10.0)
+}
+
+/// Thermal zone temperatures in degrees Celsius, keyed by zone type (e.g. `CPU-therm`).
+pub fn temperatures_c() -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir("/sys/class/thermal") else { return out };
+    for e in dir.flatten() {
+        let p = e.path();
+        if !e.file_name().to_string_lossy().starts_with("thermal_zone") {
+            continue;
+        }
+        let milli = std::fs::read_to_string(p.join("temp")).ok().and_then(|t| t.trim().parse::<f64>().ok());
+        let name = std::fs::read_to_string(p.join("type"))
+            .map(|t| t.trim().to_string())
+            .unwrap_or_else(|_| e.file_name().to_string_lossy().into_owned());
+        if let Some(m) = milli {
+            out.insert(name, m / 1000.0);
+        }
+    }
+    out
 }
 
 /// Shared by the status task: metrics and heartbeats.

@@ -83,6 +83,7 @@ pub struct LiveSettings {
     pub max_payload_bytes: usize,
     pub stats_interval_s: u64,
     pub forward_events: bool,
+    pub push_kinds: Vec<EventKind>,
 }
 
 impl LiveSettings {
@@ -94,6 +95,7 @@ impl LiveSettings {
             max_payload_bytes: cfg.mqtt.max_payload_bytes,
             stats_interval_s: cfg.mqtt.stats_interval_s,
             forward_events: cfg.mqtt.forward_events,
+            push_kinds: cfg.serve.push_kinds.iter().filter_map(|k| k.parse().ok()).collect(),
         }
     }
 }
@@ -116,7 +118,10 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     pub fn live(&self) -> LiveSettings {
-        self.live.read().map(|l| l.clone()).unwrap_or_else(|p| p.into_inner().clone())
+        self.live
+            .read()
+            .map(|l| l.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
     pub fn metrics(&self) -> &Metrics {
         &self.health.metrics
@@ -130,9 +135,17 @@ pub fn exclude_kinds(cfg: &Config) -> Vec<EventKind> {
 
 /// The retained birth document for this node.
 pub fn birth(cfg: &Config, model_version: &str) -> Birth {
-    let mut models = vec![ModelInfo { name: "recommender".into(), version: model_version.into(), sha256: None }];
+    let mut models = vec![ModelInfo {
+        name: "recommender".into(),
+        version: model_version.into(),
+        sha256: None,
+    }];
     if let Ok(Some(active)) = crate::store::open_config(cfg).and_then(|s| s.active_model()) {
-        models.push(ModelInfo { name: "registry-active".into(), version: active.version, sha256: Some(active.sha256) });
+        models.push(ModelInfo {
+            name: "registry-active".into(),
+            version: active.version,
+            sha256: Some(active.sha256),
+        });
     }
     Birth {
         schema_version: contract::SCHEMA_VERSION.into(),
@@ -157,7 +170,10 @@ pub fn birth(cfg: &Config, model_version: &str) -> Birth {
 
 /// Builds a runtime, installs SIGTERM/SIGINT handlers and runs the daemon until a signal.
 pub fn run_blocking(cfg: Config, opts: DaemonOptions) -> Result<(), DaemonError> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("sgbd-rt").build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sgbd-rt")
+        .build()?;
     rt.block_on(async move {
         let (handle, rx) = ShutdownHandle::new();
         let h = handle.clone();
@@ -206,7 +222,8 @@ pub async fn run(cfg: Config, opts: DaemonOptions, mut shutdown: watch::Receiver
     // Broker.
     if cfg.mqtt.tls.is_some() {
         return Err(DaemonError::Unsupported(
-            "mqtt.tls is not supported by this build (rumqttc without TLS); terminate TLS in a local broker bridge".into(),
+            "mqtt.tls is not supported by this build (rumqttc without TLS); terminate TLS in a local broker bridge"
+                .into(),
         ));
     }
     let credentials = crate::mqtt::credentials(&cfg.mqtt)?;
@@ -231,7 +248,10 @@ pub async fn run(cfg: Config, opts: DaemonOptions, mut shutdown: watch::Receiver
         link: link.clone(),
         ranker,
         popularity,
-        health: Health { metrics: metrics.clone(), beats: Heartbeats::default() },
+        health: Health {
+            metrics: metrics.clone(),
+            beats: Heartbeats::default(),
+        },
         started: Instant::now(),
         started_ms: contract::now_ms(),
         opts: opts.clone(),
@@ -282,13 +302,29 @@ pub async fn run(cfg: Config, opts: DaemonOptions, mut shutdown: watch::Receiver
             .spawn(move || stages::refresh_loop(ctx, refresh_store, stopping))?
     };
     let publisher = crate::online::daemon_publisher(&cfg, &link);
-    let trainer = crate::online::spawn_trainer(cfg.clone(), ctx.ranker.clone(), ctx.popularity.clone(), publisher, metrics.clone(), stopping.clone())?;
-    let router = tokio::spawn(stages::router(ctx.clone(), incoming, ev_tx.clone(), req_tx, cmd_tx, shutdown.clone()));
+    let trainer = crate::online::spawn_trainer(
+        cfg.clone(),
+        ctx.ranker.clone(),
+        ctx.popularity.clone(),
+        publisher,
+        metrics.clone(),
+        stopping.clone(),
+    )?;
+    let router = tokio::spawn(stages::router(
+        ctx.clone(),
+        incoming,
+        ev_tx.clone(),
+        req_tx,
+        cmd_tx,
+        shutdown.clone(),
+    ));
     let requests = tokio::spawn(stages::request_loop(ctx.clone(), req_rx));
     let commands = tokio::spawn(stages::command_loop(ctx.clone(), cmd_rx, ev_tx));
     let stats = tokio::spawn(stages::stats_loop(ctx.clone(), shutdown.clone()));
     let status = tokio::spawn(stages::status_loop(ctx.clone(), notifier, shutdown.clone()));
-    let demo = opts.demo.then(|| tokio::spawn(demo::run(ctx.clone(), shutdown.clone())));
+    let demo = opts
+        .demo
+        .then(|| tokio::spawn(demo::run(ctx.clone(), shutdown.clone())));
 
     Notifier::from_env().ready();
     tracing::info!(model = %ctx.ranker.get().model_version(), "ready");

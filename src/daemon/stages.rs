@@ -18,6 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
+/// A stage that has not beaten for this long is stuck (they beat at least once a second).
+const STAGE_STALL: Duration = Duration::from_secs(30);
+
 /// Largest batch committed in one transaction.
 const MAX_BATCH: usize = 1024;
 
@@ -31,8 +34,14 @@ pub(crate) struct ReplyTarget {
 
 /// Work for the ingest thread (the store's single writer).
 pub(crate) enum WriterMsg {
-    Event { ev: Event, reply: Option<ReplyTarget> },
-    Catalog { items: Vec<NewItem>, reply: Option<ReplyTarget> },
+    Event {
+        ev: Event,
+        reply: Option<ReplyTarget>,
+    },
+    Catalog {
+        items: Vec<NewItem>,
+        reply: Option<ReplyTarget>,
+    },
 }
 
 fn props_of(m: &InMsg) -> Option<&PublishProperties> {
@@ -52,16 +61,20 @@ fn reply_target(
 ) -> Result<Option<ReplyTarget>, ReplyTarget> {
     let props = props_of(m);
     let correlation = props.and_then(|p| p.correlation_data.clone());
-    let named = props.and_then(|p| p.response_topic.clone()).or_else(|| reply_to.map(str::to_string));
+    let named = props
+        .and_then(|p| p.response_topic.clone())
+        .or_else(|| reply_to.map(str::to_string));
     let fallback = ReplyTarget {
         topic: ctx.topics.kiosk_reply(kiosk),
         correlation: correlation.clone(),
         request_id: request_id.map(str::to_string),
     };
     match named {
-        Some(t) if ctx.topics.reply_topic_allowed(kiosk, &t) => {
-            Ok(Some(ReplyTarget { topic: t, correlation, request_id: request_id.map(str::to_string) }))
-        }
+        Some(t) if ctx.topics.reply_topic_allowed(kiosk, &t) => Ok(Some(ReplyTarget {
+            topic: t,
+            correlation,
+            request_id: request_id.map(str::to_string),
+        })),
         Some(_) => Err(fallback),
         None if default || request_id.is_some() => Ok(Some(fallback)),
         None => Ok(None),
@@ -69,10 +82,10 @@ fn reply_target(
 }
 
 fn send_reply(ctx: &Ctx, target: &ReplyTarget, payload: Bytes) -> bool {
-    let props = target
-        .correlation
-        .as_ref()
-        .map(|c| PublishProperties { correlation_data: Some(c.clone()), ..Default::default() });
+    let props = target.correlation.as_ref().map(|c| PublishProperties {
+        correlation_data: Some(c.clone()),
+        ..Default::default()
+    });
     match ctx.link.publish(&target.topic, QoS::AtLeastOnce, false, payload, props) {
         Ok(()) => true,
         Err(e) => {
@@ -197,12 +210,24 @@ fn decode_event(ctx: &Ctx, kiosk: &str, m: &InMsg) -> Option<WriterMsg> {
         Ok(t) => t,
         Err(t) => {
             ctx.metrics().incr("mqtt.forbidden_reply_topic");
-            let p = error_payload(ctx, t.request_id.clone(), ErrorCode::ForbiddenReplyTopic, "reply_to outside the kiosk's topics".into());
+            let p = error_payload(
+                ctx,
+                t.request_id.clone(),
+                ErrorCode::ForbiddenReplyTopic,
+                "reply_to outside the kiosk's topics".into(),
+            );
             send_reply(ctx, &t, p);
             return None;
         }
     };
-    let ev = Event { event_id: msg.event_id, user: msg.user, sku: msg.sku, kind, ts_ms: msg.ts, kiosk: Some(kiosk.to_string()) };
+    let ev = Event {
+        event_id: msg.event_id,
+        user: msg.user,
+        sku: msg.sku,
+        kind,
+        ts_ms: msg.ts,
+        kiosk: Some(kiosk.to_string()),
+    };
     Some(WriterMsg::Event { ev, reply })
 }
 
@@ -252,7 +277,12 @@ fn handle_request(ctx: &Ctx, live: &LiveSettings, cache: &mut ReplyCache, kiosk:
         Ok(None) => return,
         Err(t) => {
             metrics.incr("mqtt.forbidden_reply_topic");
-            let p = error_payload(ctx, t.request_id.clone(), ErrorCode::ForbiddenReplyTopic, "reply topic outside the kiosk's topics".into());
+            let p = error_payload(
+                ctx,
+                t.request_id.clone(),
+                ErrorCode::ForbiddenReplyTopic,
+                "reply topic outside the kiosk's topics".into(),
+            );
             send_reply(ctx, &t, p);
             return;
         }
@@ -269,7 +299,11 @@ fn handle_request(ctx: &Ctx, live: &LiveSettings, cache: &mut ReplyCache, kiosk:
         return;
     }
     let k = req.k.unwrap_or(live.default_k).clamp(1, live.max_k);
-    let rctx = RequestCtx { kiosk: Some(kiosk.to_string()), exclude: req.exclude.clone(), now_ms: now };
+    let rctx = RequestCtx {
+        kiosk: Some(kiosk.to_string()),
+        exclude: req.exclude.clone(),
+        now_ms: now,
+    };
     let ranker = ctx.ranker.get();
     let rec = ranker.recommend(&req.user, k, &rctx);
     let reply = RecommendReply {
@@ -295,7 +329,12 @@ fn handle_request(ctx: &Ctx, live: &LiveSettings, cache: &mut ReplyCache, kiosk:
 
 /// The ingest thread: batches events into one transaction, acks after commit, feeds the ranker,
 /// forwards to the fleet through the outbox; applies catalogue updates.
-pub(crate) fn ingest_loop(ctx: Arc<Ctx>, mut store: Store, mut rx: mpsc::Receiver<WriterMsg>, rt: tokio::runtime::Handle) {
+pub(crate) fn ingest_loop(
+    ctx: Arc<Ctx>,
+    mut store: Store,
+    mut rx: mpsc::Receiver<WriterMsg>,
+    rt: tokio::runtime::Handle,
+) {
     loop {
         ctx.health.beats.beat("ingest");
         let first = rt.block_on(async { tokio::time::timeout(Duration::from_secs(1), rx.recv()).await });
@@ -357,9 +396,11 @@ fn commit_events(ctx: &Ctx, store: &mut Store, events: Vec<Event>, replies: Vec<
             current.observe(&events);
         }
         ctx.dirty.store(true, Ordering::Relaxed);
-        if ctx.live().forward_events {
+        let live = ctx.live();
+        if live.forward_events {
             forward(ctx, store, &events);
         }
+        push_suggestions(ctx, &live, &events);
     }
     for (event_id, target) in replies {
         let payload = if stored {
@@ -373,9 +414,53 @@ fn commit_events(ctx: &Ctx, store: &mut Store, events: Vec<Event>, replies: Vec<
             };
             Bytes::from(serde_json::to_vec(&ack).unwrap_or_default())
         } else {
-            error_payload(ctx, target.request_id.clone(), ErrorCode::Internal, "event not stored; send it again".into())
+            error_payload(
+                ctx,
+                target.request_id.clone(),
+                ErrorCode::Internal,
+                "event not stored; send it again".into(),
+            )
         };
         send_reply(ctx, &target, payload);
+    }
+}
+
+/// After a `serve.push_kinds` interaction at a kiosk, push fresh suggestions for that shopper to
+/// the kiosk (`kiosk/<id>/push`, QoS 1, not retained). One push per (kiosk, user) per batch.
+fn push_suggestions(ctx: &Ctx, live: &LiveSettings, events: &[Event]) {
+    if live.push_kinds.is_empty() {
+        return;
+    }
+    let mut done = std::collections::HashSet::new();
+    for e in events.iter().filter(|e| live.push_kinds.contains(&e.kind)) {
+        let Some(kiosk) = e.kiosk.as_deref() else { continue };
+        if !done.insert((kiosk, e.user.as_str())) {
+            continue;
+        }
+        let now = now_ms();
+        let rctx = RequestCtx {
+            kiosk: Some(kiosk.to_string()),
+            exclude: vec![],
+            now_ms: now,
+        };
+        let rec = ctx.ranker.get().recommend(&e.user, live.default_k, &rctx);
+        let push = contract::Push {
+            schema_version: contract::SCHEMA_VERSION.into(),
+            ts: now,
+            node_id: node_id(ctx),
+            user: e.user.clone(),
+            model_version: rec.model_version,
+            fallback: rec.fallback,
+            items: rec.items,
+        };
+        let payload = Bytes::from(serde_json::to_vec(&push).unwrap_or_default());
+        match ctx
+            .link
+            .publish(&ctx.topics.kiosk_push(kiosk), QoS::AtLeastOnce, false, payload, None)
+        {
+            Ok(()) => ctx.metrics().incr("serve.pushes"),
+            Err(e) => tracing::debug!(error = %e, "push dropped"),
+        }
     }
 }
 
@@ -448,13 +533,18 @@ pub(crate) fn refresh_loop(ctx: Arc<Ctx>, store: Store, stopping: Arc<AtomicBool
             if let Err(e) = ctx.popularity.refresh(&store) {
                 tracing::error!(error = %e, "popularity refresh failed");
             }
-            ctx.metrics().observe_ms("serve.refresh_ms", t0.elapsed().as_secs_f64() * 1e3);
+            ctx.metrics()
+                .observe_ms("serve.refresh_ms", t0.elapsed().as_secs_f64() * 1e3);
         }
     }
 }
 
 /// Fleet commands.
-pub(crate) async fn command_loop(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<(String, InMsg)>, ev_tx: mpsc::Sender<WriterMsg>) {
+pub(crate) async fn command_loop(
+    ctx: Arc<Ctx>,
+    mut rx: mpsc::Receiver<(String, InMsg)>,
+    ev_tx: mpsc::Sender<WriterMsg>,
+) {
     loop {
         ctx.health.beats.beat("commands");
         let (name, m) = match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
@@ -484,7 +574,8 @@ pub(crate) async fn command_loop(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<(String, 
             "rebirth" => {
                 let cfg = ctx.cfg.read().map(|c| c.clone()).unwrap_or_default();
                 let birth = super::birth(&cfg, &ctx.ranker.get().model_version());
-                ctx.link.set_birth(Bytes::from(serde_json::to_vec(&birth).unwrap_or_default()));
+                ctx.link
+                    .set_birth(Bytes::from(serde_json::to_vec(&birth).unwrap_or_default()));
             }
             "config-reload" => config_reload(&ctx),
             "catalog-update" => {
@@ -542,7 +633,10 @@ fn config_reload(ctx: &Ctx) {
             b.forward_events = false;
             a != b
         }),
-        ("serve.exclude_kinds / serve.refresh_s", old.serve.exclude_kinds != new.serve.exclude_kinds || old.serve.refresh_s != new.serve.refresh_s),
+        (
+            "serve.exclude_kinds / serve.refresh_s",
+            old.serve.exclude_kinds != new.serve.exclude_kinds || old.serve.refresh_s != new.serve.refresh_s,
+        ),
         ("learn", old.learn != new.learn),
         ("denoise", old.denoise != new.denoise),
         ("capture", old.capture != new.capture),
@@ -563,10 +657,11 @@ fn config_reload(ctx: &Ctx) {
     }
     tracing::info!(hash = %new.hash(), "config reloaded (serve limits, reply cache, stats interval, payload limit applied)");
     let birth = super::birth(&new, &ctx.ranker.get().model_version());
-    ctx.link.set_birth(Bytes::from(serde_json::to_vec(&birth).unwrap_or_default()));
+    ctx.link
+        .set_birth(Bytes::from(serde_json::to_vec(&birth).unwrap_or_default()));
 }
 
-fn stats(ctx: &Ctx) -> Stats {
+fn stats(ctx: &Ctx, db_rows: Option<crate::store::TableCounts>) -> Stats {
     let m = ctx.metrics();
     let data_dir = ctx.cfg.read().map(|c| c.node.data_dir.clone()).unwrap_or_default();
     Stats {
@@ -581,6 +676,8 @@ fn stats(ctx: &Ctx) -> Stats {
         outbox_backlog: m.get("outbox.backlog"),
         disk_free_bytes: health::disk_free(&data_dir),
         gpu_load_pct: health::gpu_load_pct(),
+        db_rows,
+        temperatures_c: health::temperatures_c(),
     }
 }
 
@@ -592,9 +689,17 @@ pub(crate) async fn stats_loop(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => return,
         }
-        let s = stats(&ctx);
+        let cfg = ctx.cfg.read().map(|c| c.clone()).unwrap_or_default();
+        let db_rows = tokio::task::spawn_blocking(move || crate::store::open_config(&cfg).and_then(|s| s.counts()).ok())
+            .await
+            .ok()
+            .flatten();
+        let s = stats(&ctx, db_rows);
         let payload = serde_json::to_vec(&s).unwrap_or_default();
-        if let Err(e) = ctx.link.publish(&ctx.topics.stats(), QoS::AtMostOnce, false, payload, None) {
+        if let Err(e) = ctx
+            .link
+            .publish(&ctx.topics.stats(), QoS::AtMostOnce, false, payload, None)
+        {
             tracing::debug!(error = %e, "stats not published");
         }
     }
@@ -603,13 +708,21 @@ pub(crate) async fn stats_loop(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool
 pub(crate) fn write_status_file(ctx: &Ctx, running: bool) {
     let cfg = ctx.cfg.read().map(|c| c.clone()).unwrap_or_default();
     let now = now_ms();
-    let stall = Duration::from_secs(30);
+    let stall = STAGE_STALL;
     let stages = ctx
         .health
         .beats
         .ages(now)
         .into_iter()
-        .map(|(k, a)| (k.to_string(), StageState { last_beat_ms_ago: a, ok: a <= stall.as_millis() as i64 }))
+        .map(|(k, a)| {
+            (
+                k.to_string(),
+                StageState {
+                    last_beat_ms_ago: a,
+                    ok: a <= stall.as_millis() as i64,
+                },
+            )
+        })
         .collect();
     let s = StatusFile {
         running,
@@ -636,7 +749,10 @@ pub(crate) fn write_status_file(ctx: &Ctx, running: bool) {
 /// Every 2 s: status.json and `STATUS=`; `WATCHDOG=1` at half of `WATCHDOG_USEC` while no stage
 /// is stuck (the MQTT stage counts as alive while its poll task handles events or reconnects).
 pub(crate) async fn status_loop(ctx: Arc<Ctx>, notifier: health::Notifier, mut shutdown: watch::Receiver<bool>) {
-    let tick = notifier.watchdog_every.map(|w| w.min(Duration::from_secs(2))).unwrap_or(Duration::from_secs(2));
+    let tick = notifier
+        .watchdog_every
+        .map(|w| w.min(Duration::from_secs(2)))
+        .unwrap_or(Duration::from_secs(2));
     let mut last_mqtt = ctx.link.heartbeat();
     let mut last_file = Instant::now() - Duration::from_secs(10);
     let keepalive = ctx.cfg.read().map(|c| c.mqtt.keep_alive_s).unwrap_or(30);
@@ -647,8 +763,16 @@ pub(crate) async fn status_loop(ctx: Arc<Ctx>, notifier: health::Notifier, mut s
             ctx.health.beats.beat("mqtt");
         }
         let now = now_ms();
-        let stall = Duration::from_secs(30.max(keepalive * 3));
-        let stuck = ctx.health.beats.stuck(now, stall);
+        // Internal stages beat every second; the MQTT poll task only sees traffic or a keep-alive
+        // ping, so it gets three keep-alive periods.
+        let mqtt_stall = Duration::from_secs(30.max(keepalive * 3));
+        let stuck: Vec<&str> = ctx
+            .health
+            .beats
+            .stuck(now, STAGE_STALL)
+            .into_iter()
+            .filter(|s| *s != "mqtt" || ctx.health.beats.stuck(now, mqtt_stall).contains(&"mqtt"))
+            .collect();
         if stuck.is_empty() {
             notifier.watchdog();
         } else {
@@ -657,7 +781,12 @@ pub(crate) async fn status_loop(ctx: Arc<Ctx>, notifier: health::Notifier, mut s
         if last_file.elapsed() >= Duration::from_secs(2) {
             last_file = Instant::now();
             write_status_file(&ctx, true);
-            let line = health::status_line(ctx.metrics(), ctx.link.is_connected(), &ctx.ranker.get().model_version(), &stuck);
+            let line = health::status_line(
+                ctx.metrics(),
+                ctx.link.is_connected(),
+                &ctx.ranker.get().model_version(),
+                &stuck,
+            );
             notifier.status(&line);
         }
         tokio::select! {

@@ -41,11 +41,17 @@ pub fn broker_max_payload(max_payload_bytes: usize) -> usize {
 /// Starts rumqttd on `host:port` (v5) and `host:port+1` (v4) on its own threads, after checking
 /// that both ports are free. `host` must be a loopback address.
 pub fn start_embedded(host: &str, port: u16, max_payload_bytes: usize) -> Result<EmbeddedBroker, MqttError> {
-    let ip: IpAddr = host.parse().map_err(|_| MqttError::Broker(format!("{host:?} is not an IP address")))?;
+    let ip: IpAddr = host
+        .parse()
+        .map_err(|_| MqttError::Broker(format!("{host:?} is not an IP address")))?;
     if !ip.is_loopback() {
-        return Err(MqttError::Broker(format!("embedded broker binds loopback only, not {ip}")));
+        return Err(MqttError::Broker(format!(
+            "embedded broker binds loopback only, not {ip}"
+        )));
     }
-    let v4_port = port.checked_add(1).ok_or_else(|| MqttError::Broker("port + 1 overflows".into()))?;
+    let v4_port = port
+        .checked_add(1)
+        .ok_or_else(|| MqttError::Broker("port + 1 overflows".into()))?;
     let v5 = SocketAddr::new(ip, port);
     let v4 = SocketAddr::new(ip, v4_port);
     for addr in [v5, v4] {
@@ -123,10 +129,16 @@ fn nodelay_sweeper() {
 }
 
 fn sweep_nodelay(done: &mut std::collections::HashSet<(i32, String)>) {
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return };
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
     for entry in dir.flatten() {
-        let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        let Ok(target) = std::fs::read_link(entry.path()) else { continue };
+        let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
         let target = target.to_string_lossy().into_owned();
         if !target.starts_with("socket:") || !done.insert((fd, target)) {
             continue;

@@ -49,7 +49,12 @@ pub struct LinkOptions {
 }
 
 impl LinkOptions {
-    pub fn from_config(cfg: &crate::config::Config, host: &str, port: u16, credentials: Option<(String, String)>) -> Self {
+    pub fn from_config(
+        cfg: &crate::config::Config,
+        host: &str,
+        port: u16,
+        credentials: Option<(String, String)>,
+    ) -> Self {
         Self {
             client_id: format!("{}-{}", cfg.node.store_id, cfg.node.node_id),
             host: host.to_string(),
@@ -187,11 +192,19 @@ impl Link {
         payload: Bytes,
         properties: Option<PublishProperties>,
     ) -> Result<(), MqttError> {
-        let session = self.shared.session.read().ok().and_then(|s| s.clone()).ok_or(MqttError::NotConnected)?;
+        let session = self
+            .shared
+            .session
+            .read()
+            .ok()
+            .and_then(|s| s.clone())
+            .ok_or(MqttError::NotConnected)?;
         let mut tags = session.tags.lock().map_err(|_| MqttError::NotConnected)?;
         tags.push_back(tag);
         let r = match properties {
-            Some(p) => session.client.try_publish_with_properties(topic, qos, retain, payload, p),
+            Some(p) => session
+                .client
+                .try_publish_with_properties(topic, qos, retain, payload, p),
             None => session.client.try_publish(topic, qos, retain, payload),
         };
         if let Err(e) = r {
@@ -249,7 +262,14 @@ impl Link {
         }
         let topic = self.shared.opts.topics.status();
         let sent = self
-            .publish_tagged(Tag::Final, &topic, QoS::AtLeastOnce, true, Bytes::from(status.to_string()), None)
+            .publish_tagged(
+                Tag::Final,
+                &topic,
+                QoS::AtLeastOnce,
+                true,
+                Bytes::from(status.to_string()),
+                None,
+            )
             .is_ok();
         let acked = sent && tokio::time::timeout(wait, rx).await.map(|r| r.is_ok()).unwrap_or(false);
         let session = self.shared.session.read().ok().and_then(|s| s.clone());
@@ -275,7 +295,13 @@ fn options(opts: &LinkOptions) -> MqttOptions {
     if let Some((u, p)) = &opts.credentials {
         o.set_credentials(u.clone(), p.clone());
     }
-    o.set_last_will(LastWill::new(opts.topics.status(), STATUS_OFFLINE, QoS::AtLeastOnce, true, None));
+    o.set_last_will(LastWill::new(
+        opts.topics.status(),
+        STATUS_OFFLINE,
+        QoS::AtLeastOnce,
+        true,
+        None,
+    ));
     o
 }
 
@@ -290,7 +316,10 @@ async fn poll_loop(shared: Arc<Shared>, subscriptions: Vec<String>, in_tx: mpsc:
             return;
         }
         let (client, mut eventloop) = AsyncClient::new(options(&shared.opts), shared.opts.queue_capacity);
-        let session = Arc::new(Session { client, tags: Mutex::new(VecDeque::new()) });
+        let session = Arc::new(Session {
+            client,
+            tags: Mutex::new(VecDeque::new()),
+        });
         let mut inflight: HashMap<u16, Tag> = HashMap::new();
         loop {
             let ev = eventloop.poll().await;
@@ -320,13 +349,23 @@ async fn poll_loop(shared: Arc<Shared>, subscriptions: Vec<String>, in_tx: mpsc:
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let topic = String::from_utf8_lossy(&p.topic).into_owned();
-                    let msg = InMsg { topic, payload: p.payload, properties: p.properties, received: Instant::now() };
+                    let msg = InMsg {
+                        topic,
+                        payload: p.payload,
+                        properties: p.properties,
+                        received: Instant::now(),
+                    };
                     if in_tx.send(msg).await.is_err() {
                         tracing::debug!("incoming receiver gone");
                     }
                 }
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                    let tag = session.tags.lock().ok().and_then(|mut t| t.pop_front()).unwrap_or(Tag::Plain);
+                    let tag = session
+                        .tags
+                        .lock()
+                        .ok()
+                        .and_then(|mut t| t.pop_front())
+                        .unwrap_or(Tag::Plain);
                     shared.metrics.incr("mqtt.published");
                     if pkid != 0 && tag != Tag::Plain {
                         inflight.insert(pkid, tag);
@@ -426,7 +465,11 @@ fn outbox_loop(link: Link, store: Store, rx: std_mpsc::Receiver<OutboxMsg>) {
             if inflight.contains(&row.id) {
                 continue;
             }
-            let qos = if row.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+            let qos = if row.qos == 0 {
+                QoS::AtMostOnce
+            } else {
+                QoS::AtLeastOnce
+            };
             let payload = Bytes::from(row.payload.clone());
             match link.publish_tagged(Tag::Outbox(row.id), &row.topic, qos, row.retain, payload, None) {
                 Ok(()) if qos == QoS::AtMostOnce => {

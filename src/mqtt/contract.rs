@@ -53,7 +53,10 @@ pub enum Inbound {
 
 impl Topics {
     pub fn new(prefix: &str, store_id: &str, node_id: &str) -> Self {
-        Self { base: format!("{prefix}/{store_id}/{node_id}"), fleet: format!("{prefix}/fleet") }
+        Self {
+            base: format!("{prefix}/{store_id}/{node_id}"),
+            fleet: format!("{prefix}/fleet"),
+        }
     }
 
     pub fn from_config(cfg: &crate::config::Config) -> Self {
@@ -137,7 +140,9 @@ impl Topics {
     /// fleet's (the node's broker account can write everywhere; the kiosk's cannot).
     pub fn reply_topic_allowed(&self, kiosk: &str, topic: &str) -> bool {
         let own = self.kiosk(kiosk);
-        topic.strip_prefix(&own).is_some_and(|r| r.starts_with('/') && r.len() > 1)
+        topic
+            .strip_prefix(&own)
+            .is_some_and(|r| r.starts_with('/') && r.len() > 1)
             && !topic.contains(['#', '+'])
             && !topic.ends_with("/events")
             && !topic.ends_with("/recommend")
@@ -247,7 +252,9 @@ pub struct RecommendRequest {
 impl RecommendRequest {
     /// The instant (ms UTC) after which the request must not be answered, if it names one.
     pub fn deadline_ms(&self) -> Option<i64> {
-        let by_ttl = self.ttl_ms.map(|t| self.ts.saturating_add(t.min(i64::MAX as u64) as i64));
+        let by_ttl = self
+            .ttl_ms
+            .map(|t| self.ts.saturating_add(t.min(i64::MAX as u64) as i64));
         match (self.expires_at, by_ttl) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -336,6 +343,12 @@ pub struct Stats {
     /// Jetson GPU load in percent (`/sys/devices/gpu.0/load` / 10), when present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_load_pct: Option<f64>,
+    /// Rows per store table, when the store could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_rows: Option<crate::store::TableCounts>,
+    /// Thermal zones in degrees Celsius (`/sys/class/thermal/thermal_zone*/temp`), by zone type.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub temperatures_c: std::collections::BTreeMap<String, f64>,
 }
 
 /// A latency summary in milliseconds.
@@ -350,7 +363,13 @@ pub struct Latency {
 
 impl From<crate::telemetry::LatencySummary> for Latency {
     fn from(s: crate::telemetry::LatencySummary) -> Self {
-        Self { count: s.count, p50_ms: s.p50_ms, p90_ms: s.p90_ms, p99_ms: s.p99_ms, max_ms: s.max_ms }
+        Self {
+            count: s.count,
+            p50_ms: s.p50_ms,
+            p90_ms: s.p90_ms,
+            p99_ms: s.p99_ms,
+            max_ms: s.max_ms,
+        }
     }
 }
 
@@ -426,11 +445,21 @@ pub fn decode<T: serde::de::DeserializeOwned>(payload: &[u8], max_bytes: usize) 
     let err = |code, message: String, v: Option<&serde_json::Value>| DecodeError {
         code,
         message,
-        request_id: v.and_then(|v| v.get("request_id")).and_then(|x| x.as_str()).map(str::to_string),
-        reply_to: v.and_then(|v| v.get("reply_to")).and_then(|x| x.as_str()).map(str::to_string),
+        request_id: v
+            .and_then(|v| v.get("request_id"))
+            .and_then(|x| x.as_str())
+            .map(str::to_string),
+        reply_to: v
+            .and_then(|v| v.get("reply_to"))
+            .and_then(|x| x.as_str())
+            .map(str::to_string),
     };
     if payload.len() > max_bytes {
-        return Err(err(ErrorCode::TooLarge, format!("payload of {} bytes exceeds {max_bytes}", payload.len()), None));
+        return Err(err(
+            ErrorCode::TooLarge,
+            format!("payload of {} bytes exceeds {max_bytes}", payload.len()),
+            None,
+        ));
     }
     let v: serde_json::Value =
         serde_json::from_slice(payload).map_err(|e| err(ErrorCode::Malformed, format!("not JSON: {e}"), None))?;
@@ -438,7 +467,13 @@ pub fn decode<T: serde::de::DeserializeOwned>(payload: &[u8], max_bytes: usize) 
         return Err(err(ErrorCode::Malformed, "payload must be a JSON object".into(), None));
     }
     match v.get("schema_version").and_then(|s| s.as_str()) {
-        None => return Err(err(ErrorCode::Malformed, "missing string field schema_version".into(), Some(&v))),
+        None => {
+            return Err(err(
+                ErrorCode::Malformed,
+                "missing string field schema_version".into(),
+                Some(&v),
+            ))
+        }
         Some(s) => match schema_major(s) {
             Some(SCHEMA_MAJOR) => {}
             _ => {
@@ -464,10 +499,24 @@ mod tests {
     #[test]
     fn classify_topics() {
         let t = t();
-        assert_eq!(t.classify("sgbd/s1/edge-1/kiosk/k7/events"), Inbound::Event { kiosk: "k7".into() });
-        assert_eq!(t.classify("sgbd/s1/edge-1/kiosk/k7/recommend"), Inbound::Recommend { kiosk: "k7".into() });
-        assert_eq!(t.classify("sgbd/s1/edge-1/cmd/rebirth"), Inbound::Command { name: "rebirth".into() });
-        assert_eq!(t.classify("sgbd/fleet/cmd/catalog-update"), Inbound::Command { name: "catalog-update".into() });
+        assert_eq!(
+            t.classify("sgbd/s1/edge-1/kiosk/k7/events"),
+            Inbound::Event { kiosk: "k7".into() }
+        );
+        assert_eq!(
+            t.classify("sgbd/s1/edge-1/kiosk/k7/recommend"),
+            Inbound::Recommend { kiosk: "k7".into() }
+        );
+        assert_eq!(
+            t.classify("sgbd/s1/edge-1/cmd/rebirth"),
+            Inbound::Command { name: "rebirth".into() }
+        );
+        assert_eq!(
+            t.classify("sgbd/fleet/cmd/catalog-update"),
+            Inbound::Command {
+                name: "catalog-update".into()
+            }
+        );
         assert_eq!(t.classify("sgbd/s1/edge-2/kiosk/k7/events"), Inbound::Other);
         assert_eq!(t.classify("sgbd/s1/edge-1/kiosk//events"), Inbound::Other);
         assert_eq!(t.classify("sgbd/s1/edge-1/status"), Inbound::Other);
@@ -494,8 +543,11 @@ mod tests {
         assert_eq!(e.code, ErrorCode::TooLarge);
         let e = decode::<RecommendRequest>(b"{nope", 1024).unwrap_err();
         assert_eq!(e.code, ErrorCode::Malformed);
-        let e = decode::<RecommendRequest>(br#"{"schema_version":"2.0","ts":1,"user":"u","request_id":"x","reply_to":"t"}"#, 1024)
-            .unwrap_err();
+        let e = decode::<RecommendRequest>(
+            br#"{"schema_version":"2.0","ts":1,"user":"u","request_id":"x","reply_to":"t"}"#,
+            1024,
+        )
+        .unwrap_err();
         assert_eq!(e.code, ErrorCode::UnsupportedSchema);
         assert_eq!(e.request_id.as_deref(), Some("x"));
         assert_eq!(e.reply_to.as_deref(), Some("t"));

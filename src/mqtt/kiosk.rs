@@ -29,7 +29,10 @@ pub struct KioskReply {
 impl KioskReply {
     /// The error code, when the reply is an error reply.
     pub fn error_code(&self) -> Option<&str> {
-        self.json.get("error").and_then(|e| e.get("code")).and_then(|c| c.as_str())
+        self.json
+            .get("error")
+            .and_then(|e| e.get("code"))
+            .and_then(|c| c.as_str())
     }
 }
 
@@ -66,11 +69,19 @@ fn key_of(json: &serde_json::Value, corr: Option<&Bytes>) -> Option<String> {
 }
 
 fn deliver(pending: &Pending, topic: String, payload: &[u8], corr: Option<Bytes>) {
-    let Ok(json) = serde_json::from_slice::<serde_json::Value>(payload) else { return };
-    let Some(key) = key_of(&json, corr.as_ref()) else { return };
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(payload) else {
+        return;
+    };
+    let Some(key) = key_of(&json, corr.as_ref()) else {
+        return;
+    };
     let tx = pending.lock().ok().and_then(|mut p| p.remove(&key));
     if let Some(tx) = tx {
-        let _ = tx.send(KioskReply { json, correlation: corr, topic });
+        let _ = tx.send(KioskReply {
+            json,
+            correlation: corr,
+            topic,
+        });
     }
 }
 
@@ -208,9 +219,10 @@ impl KioskClient {
                 .publish(topic, rumqttc::v5::mqttbytes::QoS::AtLeastOnce, false, payload)
                 .await
                 .map_err(|_| MqttError::NotConnected),
-            Inner::V4(c) => {
-                c.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload).await.map_err(|_| MqttError::NotConnected)
-            }
+            Inner::V4(c) => c
+                .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+                .await
+                .map_err(|_| MqttError::NotConnected),
         }
     }
 
@@ -241,7 +253,10 @@ impl KioskClient {
                     .await
                     .is_ok()
             }
-            Inner::V4(c) => c.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload).await.is_ok(),
+            Inner::V4(c) => c
+                .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+                .await
+                .is_ok(),
         };
         let res = if !sent {
             Err(MqttError::NotConnected)
@@ -282,10 +297,19 @@ impl KioskClient {
             expires_at: None,
             ttl_ms: Some(timeout.as_millis() as u64),
         };
-        let v = self.with_reply_fields(serde_json::to_value(&req).map_err(|e| MqttError::BadReply(e.to_string()))?, &id);
+        let v = self.with_reply_fields(
+            serde_json::to_value(&req).map_err(|e| MqttError::BadReply(e.to_string()))?,
+            &id,
+        );
         let expiry = Some(timeout.as_secs().max(1) as u32);
-        self.request_raw(&self.topics.kiosk_recommend(&self.kiosk), v.to_string().into_bytes(), &id, expiry, timeout)
-            .await
+        self.request_raw(
+            &self.topics.kiosk_recommend(&self.kiosk),
+            v.to_string().into_bytes(),
+            &id,
+            expiry,
+            timeout,
+        )
+        .await
     }
 
     /// Sends an interaction and, when `ack_timeout` is given, waits for the node's acknowledgement
@@ -316,7 +340,9 @@ impl KioskClient {
             Some(t) => {
                 let id = self.next_id();
                 let v = self.with_reply_fields(v, &id);
-                self.request_raw(&topic, v.to_string().into_bytes(), &id, None, t).await.map(Some)
+                self.request_raw(&topic, v.to_string().into_bytes(), &id, None, t)
+                    .await
+                    .map(Some)
             }
         }
     }
@@ -325,7 +351,10 @@ impl KioskClient {
 /// Decodes a recommendation reply (or reports the error reply it is).
 pub fn parse_reply(r: &KioskReply) -> Result<contract::RecommendReply, MqttError> {
     if let Some(code) = r.error_code() {
-        return Err(MqttError::BadReply(format!("error reply: {code}: {}", r.json["error"]["message"])));
+        return Err(MqttError::BadReply(format!(
+            "error reply: {code}: {}",
+            r.json["error"]["message"]
+        )));
     }
     serde_json::from_value(r.json.clone()).map_err(|e| MqttError::BadReply(e.to_string()))
 }

@@ -94,7 +94,17 @@ impl Drop for Daemon {
 pub async fn kiosk_when_ready(port: u16, kiosk: &str, protocol: Protocol) -> KioskClient {
     let until = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(k) = KioskClient::connect("127.0.0.1", port, topics(), kiosk, protocol, None, Duration::from_secs(2)).await {
+        if let Ok(k) = KioskClient::connect(
+            "127.0.0.1",
+            port,
+            topics(),
+            kiosk,
+            protocol,
+            None,
+            Duration::from_secs(2),
+        )
+        .await
+        {
             if k.recommend("probe", Some(1), Duration::from_millis(500)).await.is_ok() {
                 return k;
             }
@@ -185,8 +195,16 @@ impl Observer {
                 }
             }
         });
-        tokio::time::timeout(Duration::from_secs(20), ready_rx).await.expect("observer subscribed").unwrap();
-        Observer { client, rx, backlog: Default::default(), task }
+        tokio::time::timeout(Duration::from_secs(20), ready_rx)
+            .await
+            .expect("observer subscribed")
+            .unwrap();
+        Observer {
+            client,
+            rx,
+            backlog: Default::default(),
+            task,
+        }
     }
 
     /// The next message on `topic` within `timeout`.
@@ -229,7 +247,12 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// `None` (with a visible message) when mosquitto is not installed.
     pub fn start(dir: &Path) -> Option<Mosquitto> {
-        let found = Command::new("mosquitto").arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
+        let found = Command::new("mosquitto")
+            .arg("-h")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
         if !found {
             eprintln!("skipping: mosquitto not on PATH (apt-get install -y mosquitto)");
             return None;
@@ -246,14 +269,24 @@ impl Mosquitto {
             ),
         )
         .unwrap();
-        let mut m = Mosquitto { port, conf, child: None };
+        let mut m = Mosquitto {
+            port,
+            conf,
+            child: None,
+        };
         m.resume();
         Some(m)
     }
 
     /// Starts (again) on the same port and persistence directory; waits until it listens.
     pub fn resume(&mut self) {
-        let child = Command::new("mosquitto").arg("-c").arg(&self.conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         self.child = Some(child);
         let until = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
