@@ -438,6 +438,8 @@ pub struct Composite {
     vars: Vec<Var>,
     base: Box<dyn BaseOptimizer>,
     grad_evals: u64,
+    /// Reused copies of the parameters for SAM's restore (allocated on first use).
+    backups: Vec<Var>,
 }
 
 /// Builds `kind` over Adam (the MMRec setting).
@@ -453,7 +455,7 @@ impl Composite {
             return Err(LearnError::Invalid("MG beta must be >= 1".into()));
         }
         let (names, vars) = named_vars.into_iter().unzip();
-        Ok(Self { kind, params: params.clone(), names, vars, base, grad_evals: 0 })
+        Ok(Self { kind, params: params.clone(), names, vars, base, grad_evals: 0, backups: vec![] })
     }
 
     pub fn vars(&self) -> &[Var] {
@@ -481,14 +483,20 @@ impl Composite {
     fn sam_grad(&mut self, loss_fn: &mut dyn FnMut() -> Result<Tensor>, g: &[Tensor]) -> Result<Vec<Tensor>> {
         let norm = global_norm(g)?;
         let a = self.params.rho / (norm + 1e-12);
-        let backups = self.vars.iter().map(|v| Ok(v.as_tensor().copy()?)).collect::<Result<Vec<_>>>()?;
+        if self.backups.len() != self.vars.len() {
+            self.backups = self.vars.iter().map(|v| Ok(Var::from_tensor(&v.as_tensor().copy()?)?)).collect::<Result<Vec<_>>>()?;
+        } else {
+            for (b, v) in self.backups.iter().zip(&self.vars) {
+                b.set(v.as_tensor())?;
+            }
+        }
         for (v, g) in self.vars.iter().zip(g) {
             axpy(v, g, a)?;
         }
         let res = loss_fn().and_then(|l| self.grads(&l));
-        // restore even when the perturbed evaluation failed
-        for (v, b) in self.vars.iter().zip(&backups) {
-            v.set(b)?;
+        // restore (an exact copy) even when the perturbed evaluation failed
+        for (v, b) in self.vars.iter().zip(&self.backups) {
+            v.set(b.as_tensor())?;
         }
         res
     }
@@ -498,9 +506,26 @@ impl Composite {
 pub fn global_norm(g: &[Tensor]) -> Result<f64> {
     let mut s = 0f64;
     for t in g {
-        s += t.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        s += sum_sq(t)?;
     }
     Ok(s.sqrt())
+}
+
+/// `sum(t^2)` in f64; one parallel pass over CPU storage, candle ops otherwise.
+fn sum_sq(t: &Tensor) -> Result<f64> {
+    {
+        let (st, l) = t.storage_and_layout();
+        if let (candle_core::Storage::Cpu(c), Some((a, b))) = (&*st, l.contiguous_offsets()) {
+            match c {
+                CpuStorage::F32(v) => {
+                    return Ok(v[a..b].par_chunks(MIN_LEN).map(|c| c.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>()).sum())
+                }
+                CpuStorage::F64(v) => return Ok(v[a..b].par_chunks(MIN_LEN).map(|c| c.iter().map(|&x| x * x).sum::<f64>()).sum()),
+                _ => {}
+            }
+        }
+    }
+    Ok(t.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?)
 }
 
 impl Optimizer for Composite {

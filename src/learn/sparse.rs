@@ -274,6 +274,14 @@ impl SparseOp {
         x.apply_op1(Spmm { a: self.a.clone(), at: Some(self.at.clone()) })
     }
 
+    /// LightGCN's batch rows in one op: for `idx` (u32 `[n]`) returns `[2n, d]` whose first `n`
+    /// rows are `(mean_l A^l x)[idx]` and last `n` rows `x[idx]` (the layer-0 rows for the
+    /// regulariser). The backward scatters into one buffer and propagates it once, instead of
+    /// autograd's several full-size gradient tensors.
+    pub fn propagate_gather(&self, x: &Tensor, idx: &Tensor, layers: usize) -> candle_core::Result<Tensor> {
+        x.apply_op2(idx, PropagateGather { a: self.a.clone(), at: self.at.clone(), layers })
+    }
+
     /// `mean_{l=0..layers} A^l x` (LightGCN propagation with layer averaging), differentiable in `x`.
     pub fn propagate_mean(&self, x: &Tensor, layers: usize) -> candle_core::Result<Tensor> {
         x.apply_op1(PropagateMean { a: self.a.clone(), at: self.at.clone(), layers })
@@ -352,6 +360,96 @@ impl CustomOp1 for PropagateMean {
         // d/dx mean_l A^l x  applied to g  =  mean_l (A^T)^l g: the same op with A^T.
         let op = PropagateMean { a: self.at.clone(), at: self.a.clone(), layers: self.layers };
         Ok(Some(grad_res.contiguous()?.apply_op1(op)?))
+    }
+}
+
+struct PropagateGather {
+    a: Arc<Csr>,
+    at: Arc<Csr>,
+    layers: usize,
+}
+
+fn gather_rows<T: Elem>(full: &[T], x: &[T], idx: &[u32], d: usize) -> Vec<T> {
+    let n = idx.len();
+    let mut out = vec![T::default(); 2 * n * d];
+    let (top, bottom) = out.split_at_mut(n * d);
+    for (k, &r) in idx.iter().enumerate() {
+        let r = r as usize;
+        top[k * d..(k + 1) * d].copy_from_slice(&full[r * d..(r + 1) * d]);
+        bottom[k * d..(k + 1) * d].copy_from_slice(&x[r * d..(r + 1) * d]);
+    }
+    out
+}
+
+/// Backward of [`PropagateGather`]: `mean_l (A^T)^l scatter(g_top) + scatter(g_bottom)`.
+fn gather_bwd<T: Elem>(at: &Csr, g: &[T], idx: &[u32], d: usize, layers: usize) -> Vec<T> {
+    let n = idx.len();
+    let mut h = vec![T::default(); at.n_rows * d];
+    for (k, &r) in idx.iter().enumerate() {
+        let r = r as usize;
+        for (hv, &gv) in h[r * d..(r + 1) * d].iter_mut().zip(&g[k * d..(k + 1) * d]) {
+            *hv += gv;
+        }
+    }
+    let mut out = poly_mean(at, &h, d, layers);
+    for (k, &r) in idx.iter().enumerate() {
+        let r = r as usize;
+        for (ov, &gv) in out[r * d..(r + 1) * d].iter_mut().zip(&g[(n + k) * d..(n + k + 1) * d]) {
+            *ov += gv;
+        }
+    }
+    out
+}
+
+impl candle_core::CustomOp2 for PropagateGather {
+    fn name(&self) -> &'static str {
+        "csr-propagate-gather"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let d = check_shape(&self.a, l1, self.name())?;
+        if self.a.n_rows != self.a.n_cols {
+            candle_core::bail!("csr-propagate-gather: matrix must be square");
+        }
+        let idx = match s2 {
+            CpuStorage::U32(v) => slice_of(v, l2)?,
+            _ => candle_core::bail!("csr-propagate-gather: indices must be u32"),
+        };
+        if let Some(&bad) = idx.iter().find(|&&r| r as usize >= self.a.n_rows) {
+            candle_core::bail!("csr-propagate-gather: index {bad} out of range {}", self.a.n_rows);
+        }
+        let shape = Shape::from((2 * idx.len(), d));
+        match s1 {
+            CpuStorage::F32(v) => {
+                let x = slice_of(v, l1)?;
+                let full = poly_mean(&self.a, x, d, self.layers);
+                Ok((CpuStorage::F32(gather_rows(&full, x, idx, d)), shape))
+            }
+            CpuStorage::F64(v) => {
+                let x = slice_of(v, l1)?;
+                let full = poly_mean(&self.a, x, d, self.layers);
+                Ok((CpuStorage::F64(gather_rows(&full, x, idx, d)), shape))
+            }
+            _ => candle_core::bail!("csr-propagate-gather: only f32 and f64 are supported"),
+        }
+    }
+
+    fn bwd(&self, arg1: &Tensor, arg2: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let idx: Vec<u32> = arg2.flatten_all()?.to_vec1()?;
+        let (_, d) = arg1.dims2()?;
+        let g = grad_res.contiguous()?;
+        let out = match g.dtype() {
+            candle_core::DType::F32 => {
+                let gv: Vec<f32> = g.flatten_all()?.to_vec1()?;
+                Tensor::from_vec(gather_bwd(&self.at, &gv, &idx, d, self.layers), (self.at.n_rows, d), arg1.device())?
+            }
+            candle_core::DType::F64 => {
+                let gv: Vec<f64> = g.flatten_all()?.to_vec1()?;
+                Tensor::from_vec(gather_bwd(&self.at, &gv, &idx, d, self.layers), (self.at.n_rows, d), arg1.device())?
+            }
+            dt => candle_core::bail!("csr-propagate-gather: gradient dtype {dt:?}"),
+        };
+        Ok((Some(out), None))
     }
 }
 
