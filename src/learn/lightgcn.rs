@@ -35,7 +35,14 @@ impl LightGcn {
         init.extend(xavier_uniform(n_items, dim, rng));
         let t = Tensor::from_vec(init, (n_users + n_items, dim), &Device::Cpu)?.to_dtype(dtype)?;
         let graph = SparseOp::symmetric(Arc::new(normalized_bipartite(n_users, n_items, edges)));
-        Ok(Self { ego: Var::from_tensor(&t)?, n_users, n_items, layers, reg, graph })
+        Ok(Self {
+            ego: Var::from_tensor(&t)?,
+            n_users,
+            n_items,
+            layers,
+            reg,
+            graph,
+        })
     }
 
     /// Row indices `[users; n_users + pos; n_users + neg]` into the node table.
@@ -71,6 +78,9 @@ impl Recommender for LightGcn {
 
     fn embeddings(&self) -> Result<(Tensor, Tensor)> {
         let all = self.graph.propagate_mean(&self.ego.as_detached_tensor(), self.layers)?;
-        Ok((all.narrow(0, 0, self.n_users)?, all.narrow(0, self.n_users, self.n_items)?))
+        Ok((
+            all.narrow(0, 0, self.n_users)?,
+            all.narrow(0, self.n_users, self.n_items)?,
+        ))
     }
 }
