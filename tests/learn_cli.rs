@@ -143,3 +143,36 @@ fn real_baby_split_loads() {
     assert_eq!((d.train.len(), d.valid.len(), d.test.len()), (119674, 20559, 20559));
     d.validate().unwrap();
 }
+
+#[test]
+fn multimodal_models_train_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    write_inter(dir.path());
+    // 24 items, two modalities (4 and 3 dims); default file names are picked up beside the data
+    let img: Vec<f32> = (0..24 * 4).map(|k| ((k * 7) % 11) as f32 / 11.0).collect();
+    let txt: Vec<f32> = (0..24 * 3).map(|k| ((k * 5) % 13) as f32 / 13.0).collect();
+    sgbd_edge::learn::npy::write_npy_f32(&dir.path().join("image_feat.npy"), &[24, 4], &img).unwrap();
+    sgbd_edge::learn::npy::write_npy_f32(&dir.path().join("text_feat.npy"), &[24, 3], &txt).unwrap();
+    for model in ["vbpr", "freedom"] {
+        let out = bin()
+            .args(["train", "--data"])
+            .arg(dir.path())
+            .args(["--model", model, "--optim", "mg", "--epochs", "2", "--batch", "64", "--dim", "8"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{model}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("features") && stdout.contains("test @20"), "{stdout}");
+    }
+    // a feature file with the wrong number of rows is refused, naming it
+    sgbd_edge::learn::npy::write_npy_f32(&dir.path().join("bad.npy"), &[5, 4], &img[..20]).unwrap();
+    let out = bin()
+        .args(["train", "--data"])
+        .arg(dir.path())
+        .args(["--model", "vbpr", "--features"])
+        .arg(dir.path().join("bad.npy"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.npy"));
+}
