@@ -6,10 +6,11 @@
 use super::checkpoint;
 use super::data::Interactions;
 use super::eval::{evaluate, RankMetrics};
-use super::model::{Batch, Recommender};
-use super::optim::Optimizer;
+use super::model::{Batch, ModelKind, Recommender};
+use super::optim::{OptimKind, OptimParams, Optimizer};
 use super::sampler::NegativeSampler;
 use super::{LearnError, Result};
+use crate::config::LearnConfig;
 use candle_core::Device;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -307,9 +308,6 @@ pub fn fit(
 // ---------------------------------------------------------------------------------------------
 // Building a run from the `[learn]` configuration (used by `train` and `bench train`).
 
-use super::model::ModelKind;
-use super::optim::{OptimKind, OptimParams};
-use crate::config::LearnConfig;
 
 /// The optimiser kind and hyper-parameters of a `[learn]` section.
 pub fn optim_from_config(cfg: &LearnConfig) -> (OptimKind, OptimParams) {
