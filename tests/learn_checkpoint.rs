@@ -9,20 +9,43 @@ use sgbd_edge::learn::model::Recommender;
 use sgbd_edge::learn::optim::{build, OptimKind, OptimParams, Variant};
 use sgbd_edge::learn::trainer::{fit, Hooks, TrainOptions, TrainReport};
 
-fn run(epochs: usize, init_seed: u64, ckpt: Option<std::path::PathBuf>, kind: OptimKind) -> sgbd_edge::learn::Result<TrainReport> {
+fn run(
+    epochs: usize,
+    init_seed: u64,
+    ckpt: Option<std::path::PathBuf>,
+    kind: OptimKind,
+) -> sgbd_edge::learn::Result<TrainReport> {
     let data = common_learn::planted(40, 30, 2, 5, 4);
     let mut rng = rand::rngs::StdRng::seed_from_u64(init_seed);
     let mut model = LightGcn::new(40, 30, &data.train, 8, 2, 1e-4, DType::F32, &mut rng).unwrap();
-    let params = OptimParams { lr: 0.02, beta: 2, ..OptimParams::default() };
+    let params = OptimParams {
+        lr: 0.02,
+        beta: 2,
+        ..OptimParams::default()
+    };
     let mut opt = build(kind, &params, model.named_vars()).unwrap();
-    let opts = TrainOptions { epochs, patience: 0, batch: 32, seed: 5, ks: vec![5, 20], checkpoint: ckpt, ..TrainOptions::default() };
+    let opts = TrainOptions {
+        epochs,
+        patience: 0,
+        batch: 32,
+        seed: 5,
+        ks: vec![5, 20],
+        checkpoint: ckpt,
+        ..TrainOptions::default()
+    };
     fit(&mut model, &mut opt, &data, &opts, Hooks::default())
 }
 
 /// Equal up to the JSON round trip of the stored curve (last bit of an f64).
 fn same(a: &sgbd_edge::learn::eval::RankMetrics, b: &sgbd_edge::learn::eval::RankMetrics) {
     assert_eq!(a.ks, b.ks);
-    for (x, y) in a.recall.iter().chain(&a.ndcg).chain(&a.precision).zip(b.recall.iter().chain(&b.ndcg).chain(&b.precision)) {
+    for (x, y) in a
+        .recall
+        .iter()
+        .chain(&a.ndcg)
+        .chain(&a.precision)
+        .zip(b.recall.iter().chain(&b.ndcg).chain(&b.precision))
+    {
         assert!((x - y).abs() < 1e-12, "{a:?} vs {b:?}");
     }
 }

@@ -32,12 +32,34 @@ fn train_writes_a_report() {
     let out = bin()
         .args(["train", "--data"])
         .arg(dir.path())
-        .args(["--model", "lightgcn", "--optim", "sgbd", "--variant", "s2", "--epochs", "3", "--batch", "64", "--dim", "8", "--lr", "0.01", "--seed", "3", "--report"])
+        .args([
+            "--model",
+            "lightgcn",
+            "--optim",
+            "sgbd",
+            "--variant",
+            "s2",
+            "--epochs",
+            "3",
+            "--batch",
+            "64",
+            "--dim",
+            "8",
+            "--lr",
+            "0.01",
+            "--seed",
+            "3",
+            "--report",
+        ])
         .arg(&report)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("epoch   2") && stdout.contains("test @20"), "{stdout}");
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(v["report"]["optim"], "sgbd-s2");
@@ -57,16 +79,26 @@ fn bench_train_prints_the_table() {
     let out = bin()
         .args(["bench", "train", "--data"])
         .arg(&inter)
-        .args(["--model", "mf", "--optims", "adam,mg", "--seeds", "2", "--epochs", "2", "--batch", "64", "--dim", "8", "--json"])
+        .args([
+            "--model", "mf", "--optims", "adam,mg", "--seeds", "2", "--epochs", "2", "--batch", "64", "--dim", "8",
+            "--json",
+        ])
         .arg(&js)
         .arg("--markdown")
         .arg(&md)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let table = std::fs::read_to_string(&md).unwrap();
-    assert!(table.contains("| adam |") && table.contains("| mg |") && table.contains("1.00x"), "{table}");
+    assert!(
+        table.contains("| adam |") && table.contains("| mg |") && table.contains("1.00x"),
+        "{table}"
+    );
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&js).unwrap()).unwrap();
     assert_eq!(v["runs"][1]["reports"].as_array().unwrap().len(), 2);
 }
@@ -80,9 +112,18 @@ fn bad_data_is_a_clear_error() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 3") && err.contains("bad.inter"), "{err}");
-    let out = bin().args(["train", "--data"]).arg(dir.path().join("missing")).output().unwrap();
+    let out = bin()
+        .args(["train", "--data"])
+        .arg(dir.path().join("missing"))
+        .output()
+        .unwrap();
     assert!(!out.status.success());
-    let out = bin().args(["train", "--data"]).arg(&p).args(["--alpha1", "0.1", "--alpha2", "0.2"]).output().unwrap();
+    let out = bin()
+        .args(["train", "--data"])
+        .arg(&p)
+        .args(["--alpha1", "0.1", "--alpha2", "0.2"])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("alpha"));
 }
 
@@ -101,4 +142,37 @@ fn real_baby_split_loads() {
     assert_eq!((d.n_users, d.n_items), (19445, 7050));
     assert_eq!((d.train.len(), d.valid.len(), d.test.len()), (119674, 20559, 20559));
     d.validate().unwrap();
+}
+
+#[test]
+fn multimodal_models_train_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    write_inter(dir.path());
+    // 24 items, two modalities (4 and 3 dims); default file names are picked up beside the data
+    let img: Vec<f32> = (0..24 * 4).map(|k| ((k * 7) % 11) as f32 / 11.0).collect();
+    let txt: Vec<f32> = (0..24 * 3).map(|k| ((k * 5) % 13) as f32 / 13.0).collect();
+    sgbd_edge::learn::npy::write_npy_f32(&dir.path().join("image_feat.npy"), &[24, 4], &img).unwrap();
+    sgbd_edge::learn::npy::write_npy_f32(&dir.path().join("text_feat.npy"), &[24, 3], &txt).unwrap();
+    for model in ["vbpr", "freedom"] {
+        let out = bin()
+            .args(["train", "--data"])
+            .arg(dir.path())
+            .args(["--model", model, "--optim", "mg", "--epochs", "2", "--batch", "64", "--dim", "8"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{model}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("features") && stdout.contains("test @20"), "{stdout}");
+    }
+    // a feature file with the wrong number of rows is refused, naming it
+    sgbd_edge::learn::npy::write_npy_f32(&dir.path().join("bad.npy"), &[5, 4], &img[..20]).unwrap();
+    let out = bin()
+        .args(["train", "--data"])
+        .arg(dir.path())
+        .args(["--model", "vbpr", "--features"])
+        .arg(dir.path().join("bad.npy"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.npy"));
 }
