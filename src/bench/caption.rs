@@ -58,6 +58,15 @@ pub struct CaptionBench {
     pub images_per_s_uncached_sequential: Option<f64>,
     pub images_per_s_cached_batched: f64,
     pub peak_rss_mb: f64,
+    /// VmHWM right after loading, and after the single-image vision pass.
+    pub rss_after_load_mb: f64,
+    pub rss_after_single_vision_mb: f64,
+    /// CPU seconds (all threads) of the same phases: robust to other load on the machine.
+    pub vision_cpu_s_per_image_batched: f64,
+    pub decode_cpu_ms_per_token_uncached: Option<f64>,
+    pub decode_cpu_ms_per_token_cached: f64,
+    pub decode_cpu_ms_per_token_per_image_cached_batched: f64,
+    pub loadavg: f64,
 }
 
 /// Peak resident set size of this process (VmHWM), in MiB.
@@ -71,6 +80,25 @@ pub fn peak_rss_mb() -> f64 {
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+/// User + system CPU seconds used by this process so far (robust to other load on the machine).
+pub fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return f64::NAN;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Load average over the last minute (other work on the machine skews wall-clock numbers).
+pub fn loadavg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
         .unwrap_or(f64::NAN)
 }
 
@@ -140,6 +168,7 @@ fn run_in(a: &CaptionBenchArgs, cfg: &blip::Config, dir: &Path) -> Result<Captio
     let t = Instant::now();
     let mut cap = Captioner::load_files(&gguf, &tok, cfg, &Device::Cpu, "random-blip-large", tokens, n)?;
     let load_s = secs(t);
+    let rss_load = peak_rss_mb();
     let imgs = bench_images(n);
     let px: Vec<Tensor> = imgs.iter().map(|i| cap.preprocess(i)).collect::<candle_core::Result<_>>()?;
     let px = Tensor::stack(&px, 0)?;
@@ -149,27 +178,35 @@ fn run_in(a: &CaptionBenchArgs, cfg: &blip::Config, dir: &Path) -> Result<Captio
     let t = Instant::now();
     let e1 = cap.encode(&one)?;
     let vision_single = secs(t);
-    let t = Instant::now();
+    let rss_single = peak_rss_mb();
+    let (t, c) = (Instant::now(), cpu_seconds());
     let eb = cap.encode(&px)?;
     let vision_batched = secs(t) / n as f64;
+    let vision_cpu = (cpu_seconds() - c) / n as f64;
 
     eprintln!("decoding {tokens} tokens ...");
-    let (uncached_ms, uncached_ips) = if a.skip_uncached {
-        (None, None)
+    let (uncached_ms, uncached_ips, uncached_cpu) = if a.skip_uncached {
+        (None, None, None)
     } else {
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), cpu_seconds());
         let out = cap.generate_fixed(&e1, tokens, DecodeMode::Uncached)?;
-        let ms = secs(t) * 1e3 / out[0].len().max(1) as f64;
+        let k = out[0].len().max(1) as f64;
+        let ms = secs(t) * 1e3 / k;
+        let cpu = (cpu_seconds() - c) * 1e3 / k;
         // Sequential images: vision one at a time + uncached decoding, from the measured parts.
         let per_image = vision_single + ms * tokens as f64 / 1e3;
-        (Some(ms), Some(1.0 / per_image))
+        (Some(ms), Some(1.0 / per_image), Some(cpu))
     };
-    let t = Instant::now();
+    let (t, c) = (Instant::now(), cpu_seconds());
     let out = cap.generate_fixed(&e1, tokens, DecodeMode::Cached)?;
-    let cached_ms = secs(t) * 1e3 / out[0].len().max(1) as f64;
-    let t = Instant::now();
+    let k = out[0].len().max(1) as f64;
+    let cached_ms = secs(t) * 1e3 / k;
+    let cached_cpu = (cpu_seconds() - c) * 1e3 / k;
+    let (t, c) = (Instant::now(), cpu_seconds());
     let out = cap.generate_fixed(&eb, tokens, DecodeMode::Cached)?;
-    let batched_ms = secs(t) * 1e3 / (out[0].len().max(1) * n) as f64;
+    let k = (out[0].len().max(1) * n) as f64;
+    let batched_ms = secs(t) * 1e3 / k;
+    let batched_cpu = (cpu_seconds() - c) * 1e3 / k;
     let per_image = vision_batched + batched_ms * tokens as f64 / 1e3;
     Ok(CaptionBench {
         quant: format!("{:?}", a.quant),
@@ -186,6 +223,13 @@ fn run_in(a: &CaptionBenchArgs, cfg: &blip::Config, dir: &Path) -> Result<Captio
         images_per_s_uncached_sequential: uncached_ips,
         images_per_s_cached_batched: 1.0 / per_image,
         peak_rss_mb: peak_rss_mb(),
+        rss_after_load_mb: rss_load,
+        rss_after_single_vision_mb: rss_single,
+        vision_cpu_s_per_image_batched: vision_cpu,
+        decode_cpu_ms_per_token_uncached: uncached_cpu,
+        decode_cpu_ms_per_token_cached: cached_cpu,
+        decode_cpu_ms_per_token_per_image_cached_batched: batched_cpu,
+        loadavg: loadavg(),
     })
 }
 
@@ -202,5 +246,12 @@ pub fn print(b: &CaptionBench) {
     println!("{:<46} {:>12.1}", "decode, cached, batched (ms/token/image)", b.decode_ms_per_token_per_image_cached_batched);
     println!("{:<46} {:>12}", "images/s, upstream, one at a time", opt(b.images_per_s_uncached_sequential, 3));
     println!("{:<46} {:>12.3}", "images/s, cached + batched", b.images_per_s_cached_batched);
-    println!("{:<46} {:>12.0}", "peak RSS (MiB, VmHWM)", b.peak_rss_mb);
+    println!("{:<46} {:>12.0}", "peak RSS after load (MiB)", b.rss_after_load_mb);
+    println!("{:<46} {:>12.0}", "peak RSS after 1-image vision pass (MiB)", b.rss_after_single_vision_mb);
+    println!("{:<46} {:>12.0}", "peak RSS, whole run (MiB, VmHWM)", b.peak_rss_mb);
+    println!("CPU time (all threads), robust to other load (load average {:.1}):", b.loadavg);
+    println!("{:<46} {:>12.2}", "vision encoder, batched (CPU s/image)", b.vision_cpu_s_per_image_batched);
+    println!("{:<46} {:>12}", "decode, upstream uncached (CPU ms/token)", opt(b.decode_cpu_ms_per_token_uncached, 1));
+    println!("{:<46} {:>12.1}", "decode, cached (CPU ms/token)", b.decode_cpu_ms_per_token_cached);
+    println!("{:<46} {:>12.1}", "decode, cached, batched (CPU ms/token/image)", b.decode_cpu_ms_per_token_per_image_cached_batched);
 }

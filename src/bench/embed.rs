@@ -1,6 +1,7 @@
 //! `bench embed`: all-MiniLM-L6-v2 sentences/s, batched vs one sentence at a time, same run.
 //! Needs the real model files (`sgbd-edge models fetch`). Sentences: H&M descriptions from
 //! `$SGBD_DATA/hm_sample/articles_sample.csv` when present, else generated product sentences.
+use super::caption::{cpu_seconds, loadavg};
 use crate::denoise::features::read_catalog;
 use crate::denoise::text::split_phrases;
 use crate::denoise::{Result, TextEncoder};
@@ -38,6 +39,11 @@ pub struct EmbedBench {
     pub batched_sentences: usize,
     pub batched_per_s: f64,
     pub speedup: f64,
+    /// CPU seconds per sentence (user + system, all threads): robust to other load.
+    pub single_cpu_ms_per_sentence: f64,
+    pub batched_cpu_ms_per_sentence: f64,
+    /// Machine load average when the run ended.
+    pub loadavg: f64,
 }
 
 fn sentences(a: &EmbedBenchArgs) -> (String, Vec<String>) {
@@ -70,14 +76,14 @@ pub fn run(a: &EmbedBenchArgs, cfg: &crate::config::DenoiseConfig) -> Result<Emb
     // Warm-up.
     enc.embed(&refs[..refs.len().min(8)])?;
     let single = refs.len().min(a.single.max(1));
-    let t = Instant::now();
+    let (t, c) = (Instant::now(), cpu_seconds());
     for r in &refs[..single] {
         enc.embed_batch(&[r])?;
     }
-    let single_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
+    let (single_s, single_cpu) = (t.elapsed().as_secs_f64(), cpu_seconds() - c);
+    let (t, c) = (Instant::now(), cpu_seconds());
     let out = enc.embed(&refs)?;
-    let batched_s = t.elapsed().as_secs_f64();
+    let (batched_s, batched_cpu) = (t.elapsed().as_secs_f64(), cpu_seconds() - c);
     let single_per_s = single as f64 / single_s;
     let batched_per_s = out.len() as f64 / batched_s;
     Ok(EmbedBench {
@@ -91,14 +97,23 @@ pub fn run(a: &EmbedBenchArgs, cfg: &crate::config::DenoiseConfig) -> Result<Emb
         batched_sentences: out.len(),
         batched_per_s,
         speedup: batched_per_s / single_per_s,
+        single_cpu_ms_per_sentence: single_cpu * 1e3 / single as f64,
+        batched_cpu_ms_per_sentence: batched_cpu * 1e3 / out.len().max(1) as f64,
+        loadavg: loadavg(),
     })
 }
 
 /// Prints the results as a table.
 pub fn print(b: &EmbedBench) {
     println!("all-MiniLM-L6-v2, {} threads, sentences from {} (mean {:.0} chars)", b.threads, b.source, b.mean_chars);
-    println!("{:<36} {:>10} {:>12}", "mode", "sentences", "sentences/s");
-    println!("{:<36} {:>10} {:>12.1}", "one at a time", b.single_sentences, b.single_per_s);
-    println!("{:<36} {:>10} {:>12.1}", format!("batched (batch {})", b.batch), b.batched_sentences, b.batched_per_s);
-    println!("speedup x{:.2}", b.speedup);
+    println!("{:<28} {:>10} {:>12} {:>16}", "mode", "sentences", "sentences/s", "CPU ms/sentence");
+    println!("{:<28} {:>10} {:>12.1} {:>16.2}", "one at a time", b.single_sentences, b.single_per_s, b.single_cpu_ms_per_sentence);
+    println!(
+        "{:<28} {:>10} {:>12.1} {:>16.2}",
+        format!("batched (batch {})", b.batch),
+        b.batched_sentences,
+        b.batched_per_s,
+        b.batched_cpu_ms_per_sentence
+    );
+    println!("speedup x{:.2} (wall); load average {:.1} on {} cores", b.speedup, b.loadavg, b.threads);
 }

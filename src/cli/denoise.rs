@@ -49,7 +49,7 @@ pub struct DenoiseArgs {
     /// Which text --write-npy embeds.
     #[arg(long, value_enum, default_value = "cleaned")]
     pub npy_text: NpyText,
-    /// MMRec i_id_mapping.csv: --write-npy rows in itemID order (row i = itemID i).
+    /// MMRec i_id_mapping.csv: only the mapped items, and --write-npy rows in itemID order (row i = itemID i).
     #[arg(long)]
     pub id_map: Option<PathBuf>,
     /// Robustness check instead of a run: inject noise into the descriptions and report how much
@@ -93,7 +93,15 @@ pub fn caption(a: CaptionArgs) -> anyhow::Result<ExitCode> {
 
 pub fn denoise(a: DenoiseArgs) -> anyhow::Result<ExitCode> {
     let cfg = super::load_config(&a.config)?;
-    let items = features::read_catalog(&a.catalog, a.images.as_deref(), a.limit)?;
+    let mut items = features::read_catalog(&a.catalog, a.images.as_deref(), if a.id_map.is_some() { None } else { a.limit })?;
+    if let Some(m) = &a.id_map {
+        // Only the mapped items (e.g. the 4,116 H&M articles of hm.inter), then --limit.
+        let keep: std::collections::HashSet<String> = features::mapping_skus(m)?.into_iter().collect();
+        items.retain(|it| keep.contains(&it.sku));
+        if let Some(l) = a.limit {
+            items.truncate(l);
+        }
+    }
     anyhow::ensure!(!items.is_empty(), "no items in {}", a.catalog.display());
     if a.robustness {
         let enc = denoise::TextEncoder::from_config(&cfg.denoise).ok();

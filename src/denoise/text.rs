@@ -124,7 +124,8 @@ pub fn rule_reason(phrase: &str, cfg: &DenoiseConfig) -> Option<String> {
     // Shouting.
     let ws = words(phrase);
     let letters: Vec<char> = phrase.chars().filter(|c| c.is_alphabetic()).collect();
-    if ws.len() >= 3 && letters.len() >= 8 {
+    let long_words = ws.iter().filter(|w| w.chars().filter(|c| c.is_alphabetic()).count() >= 2).count();
+    if long_words >= 3 && letters.len() >= 8 {
         let caps = letters.iter().filter(|c| c.is_uppercase()).count();
         if caps as f32 / letters.len() as f32 >= cfg.max_caps_ratio {
             return Some("shouting".into());
@@ -154,7 +155,13 @@ pub fn rule_reason(phrase: &str, cfg: &DenoiseConfig) -> Option<String> {
             *counts.entry(w.as_str()).or_default() += 1;
         }
     }
-    let mut worst: Vec<(&str, usize)> = counts.into_iter().filter(|(_, n)| *n > cfg.max_word_repeats).collect();
+    // Long detailed descriptions repeat words legitimately ("side pockets, flap leg pockets and
+    // fake back pockets"): stuffing also needs the word to be a large share of the phrase.
+    let n_words = ws.len().max(1) as f32;
+    let mut worst: Vec<(&str, usize)> = counts
+        .into_iter()
+        .filter(|(_, n)| *n > cfg.max_word_repeats && *n as f32 / n_words >= cfg.max_word_share)
+        .collect();
     worst.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     if let Some((w, _)) = worst.first() {
         return Some(format!("repeated word \"{w}\""));
@@ -359,6 +366,12 @@ mod tests {
         assert_eq!(rule_reason("Jacket in woven fabric with a collar, zip and press-studs.", &c), None);
         assert_eq!(rule_reason("Soft jersey offering good stretch.", &c), None);
         assert_eq!(rule_reason("Made in the USA.", &c), None);
+        // Real H&M text: a long phrase may repeat a word; a collab name in capitals is not shouting.
+        assert_eq!(
+            rule_reason("Side pockets, flap leg pockets with a hook and loop fastening and fake back pockets.", &c),
+            None
+        );
+        assert_eq!(rule_reason("ANNA GLOVER x H&M.", &c), None);
     }
 
     #[test]
