@@ -311,3 +311,72 @@ async fn running_daemon_follows_cli_rollback_and_serves_new_items_from_features(
     d.signal(libc::SIGTERM);
     assert!(d.wait(Duration::from_secs(20)).expect("exit").success());
 }
+
+/// A daemon killed (SIGKILL) in the middle of a fine-tune round: after a restart the previous
+/// active version is served, nothing half-written was registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_killed_mid_training_keeps_the_previous_active_model() {
+    use common_online::{config, events, open};
+    use sgbd_edge::online::{Decision, RoundHooks};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port_pair();
+    // Endless training (no early stop, long budget) so that the kill lands mid-round.
+    let extra = "\n[learn]\nmodel = \"mf\"\ndim = 16\nlr = 0.05\nbatch = 64\nreg = 0.0\n\n\
+                 [online]\nmin_new_events = 1\nmin_interval_s = 0\npoll_s = 1\nepochs = 1000000\npatience = 0\ntime_budget_s = 120\n";
+    let cfg_path = write_config(dir.path(), port, false, extra);
+    let mut lib_cfg = config(dir.path());
+    lib_cfg.node = sgbd_edge::config::Config::load(&cfg_path).unwrap().node;
+    {
+        let mut s = open(&lib_cfg);
+        catalog(&s, &P, false, 1);
+        s.insert_events(&events(&P, 2, 0, "a")).unwrap();
+    }
+    let reg = sgbd_edge::registry::Registry::from_config(&lib_cfg);
+    let v1 = sgbd_edge::online::round::run(
+        &lib_cfg,
+        &open(&lib_cfg),
+        &reg,
+        &Default::default(),
+        &RoundHooks::default(),
+    )
+    .unwrap();
+    assert_eq!(v1.decision, Decision::Promoted);
+    // New events so the daemon starts a round at once.
+    open(&lib_cfg).insert_events(&events(&P, 3, 1_000_000, "b")).unwrap();
+
+    let mut d = Daemon::spawn(&cfg_path);
+    let until = Instant::now() + Duration::from_secs(30);
+    while !d.log_text().contains("fine-tune round started") {
+        assert!(Instant::now() < until, "no round started\n{}", d.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    d.signal(libc::SIGKILL);
+    d.wait(Duration::from_secs(10)).expect("killed");
+    assert!(
+        !d.log_text().contains("fine-tune round done"),
+        "the round finished before the kill"
+    );
+
+    let store = open(&lib_cfg);
+    assert_eq!(
+        store.model_versions().unwrap().len(),
+        1,
+        "nothing registered by the killed round"
+    );
+    assert_eq!(store.active_model().unwrap().unwrap().version, v1.version);
+    // Restart without training: v1 is served.
+    std::fs::write(
+        &cfg_path,
+        std::fs::read_to_string(&cfg_path)
+            .unwrap()
+            .replace("min_new_events = 1\n", "enabled = false\n"),
+    )
+    .unwrap();
+    let mut d = Daemon::spawn(&cfg_path);
+    let k = kiosk_when_ready(port, "k0", Protocol::V5).await;
+    let rep = parse_reply(&k.recommend(&user(0, 3), Some(5), T).await.unwrap()).unwrap();
+    assert_eq!(rep.model_version, v1.version, "{}", d.log_text());
+    d.signal(libc::SIGTERM);
+    assert!(d.wait(Duration::from_secs(20)).expect("exit").success());
+}

@@ -311,6 +311,7 @@ impl Trainer {
     fn round(&mut self) {
         let reg = Registry::from_config(&self.cfg);
         let t0 = Instant::now();
+        tracing::info!(optim = %self.cfg.online.optim.with_variant(self.cfg.learn.variant).label(), "fine-tune round started");
         let (cfg, stop) = (&self.cfg, &*self.stopping);
         let hooks = RoundHooks::default();
         // The round opens its own connection (a `Store` is not shared across threads).
