@@ -19,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod denoise;
+pub mod device;
 pub mod doctor;
 pub mod learn;
 pub mod modelfiles;

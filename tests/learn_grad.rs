@@ -13,8 +13,15 @@ use std::sync::Arc;
 
 fn random_csr(rows: usize, cols: usize, nnz: usize, seed: u64) -> Csr {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let e: Vec<(u32, u32, f32)> =
-        (0..nnz).map(|_| (rng.random_range(0..rows as u32), rng.random_range(0..cols as u32), rng.random_range(-1.0..1.0))).collect();
+    let e: Vec<(u32, u32, f32)> = (0..nnz)
+        .map(|_| {
+            (
+                rng.random_range(0..rows as u32),
+                rng.random_range(0..cols as u32),
+                rng.random_range(-1.0..1.0),
+            )
+        })
+        .collect();
     Csr::from_coo(rows, cols, &e)
 }
 
@@ -35,25 +42,46 @@ fn dense_mul(a: &Csr, x: &[f64], d: usize) -> Vec<f64> {
 fn spmm_forward_matches_dense_and_gradient_checks() {
     let a = Arc::new(random_csr(7, 5, 18, 1));
     let x = Var::from_tensor(&Tensor::randn(0f64, 1.0, (5, 3), &Device::Cpu).unwrap()).unwrap();
-    let y: Vec<f64> = spmm(&a, x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let y: Vec<f64> = spmm(&a, x.as_tensor())
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     let want = dense_mul(&a, &x.flatten_all().unwrap().to_vec1().unwrap(), 3);
     for (p, q) in y.iter().zip(&want) {
         assert!((p - q).abs() < 1e-9, "{p} vs {q}");
     }
     // f32 path (the vectorised kernel) agrees too
-    let y32: Vec<f32> = spmm(&a, &x.to_dtype(DType::F32).unwrap()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let y32: Vec<f32> = spmm(&a, &x.to_dtype(DType::F32).unwrap())
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     for (p, q) in y32.iter().zip(&want) {
         assert!((*p as f64 - q).abs() < 1e-5);
     }
     let w = Tensor::randn(0f64, 1.0, (7, 3), &Device::Cpu).unwrap();
-    let err = grad_check(&[x.clone()], &|| spmm(&a, x.as_tensor()).unwrap().mul(&w).unwrap().sum_all().unwrap(), 100);
+    let err = grad_check(
+        &[x.clone()],
+        &|| spmm(&a, x.as_tensor()).unwrap().mul(&w).unwrap().sum_all().unwrap(),
+        100,
+    );
     assert!(err < 1e-6, "spmm gradient relative error {err}");
     // the precomputed-transpose form, nested twice (gradient through two products)
     let op = SparseOp::new(Arc::new(random_csr(5, 5, 12, 2)));
     let w5 = Tensor::randn(0f64, 1.0, (5, 3), &Device::Cpu).unwrap();
     let err = grad_check(
         &[x.clone()],
-        &|| op.apply(&op.apply(x.as_tensor()).unwrap().tanh().unwrap()).unwrap().mul(&w5).unwrap().sum_all().unwrap(),
+        &|| {
+            op.apply(&op.apply(x.as_tensor()).unwrap().tanh().unwrap())
+                .unwrap()
+                .mul(&w5)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+        },
         100,
     );
     assert!(err < 1e-6, "nested spmm gradient relative error {err}");
@@ -66,12 +94,35 @@ fn propagate_mean_matches_layers_and_gradient_checks() {
     let x = Var::from_tensor(&Tensor::randn(0f64, 1.0, (6, 4), &Device::Cpu).unwrap()).unwrap();
     let x1 = op.apply(x.as_tensor()).unwrap();
     let x2 = op.apply(&x1).unwrap();
-    let want = ((x.as_tensor() + &x1).unwrap() + &x2).unwrap().affine(1.0 / 3.0, 0.0).unwrap();
+    let want = ((x.as_tensor() + &x1).unwrap() + &x2)
+        .unwrap()
+        .affine(1.0 / 3.0, 0.0)
+        .unwrap();
     let got = op.propagate_mean(x.as_tensor(), 2).unwrap();
-    let diff = (want - &got).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+    let diff = (want - &got)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
     assert!(diff < 1e-12, "{diff}");
     let w = Tensor::randn(0f64, 1.0, (6, 4), &Device::Cpu).unwrap();
-    let err = grad_check(&[x.clone()], &|| op.propagate_mean(x.as_tensor(), 2).unwrap().sqr().unwrap().mul(&w).unwrap().sum_all().unwrap(), 100);
+    let err = grad_check(
+        &[x.clone()],
+        &|| {
+            op.propagate_mean(x.as_tensor(), 2)
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .mul(&w)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+        },
+        100,
+    );
     assert!(err < 1e-6, "propagate_mean gradient relative error {err}");
 }
 
@@ -96,7 +147,9 @@ fn mf_loss_gradient_checks() {
 #[test]
 fn lightgcn_loss_gradient_checks() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(8);
-    let edges: Vec<(u32, u32)> = (0..25).map(|_| (rng.random_range(0..7), rng.random_range(0..8))).collect();
+    let edges: Vec<(u32, u32)> = (0..25)
+        .map(|_| (rng.random_range(0..7), rng.random_range(0..8)))
+        .collect();
     for layers in [1, 2, 3] {
         let m = LightGcn::new(7, 8, &edges, 4, layers, 0.2, DType::F64, &mut rng).unwrap();
         let b = batch(7, 8, 12, 9);
@@ -114,7 +167,12 @@ fn lightgcn_loss_gradient_checks() {
     let x0: Vec<f64> = e0.flatten_all().unwrap().to_vec1().unwrap();
     let x1 = dense_mul(&g, &x0, 4);
     let x2 = dense_mul(&g, &x1, 4);
-    let all: Vec<f64> = Tensor::cat(&[&u, &i], 0).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let all: Vec<f64> = Tensor::cat(&[&u, &i], 0)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     for k in 0..all.len() {
         assert!((all[k] - (x0[k] + x1[k] + x2[k]) / 3.0).abs() < 1e-6);
     }

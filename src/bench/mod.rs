@@ -1,2 +1,5 @@
 //! Benchmarks behind `sgbd-edge bench ...`: each prints a table and can write JSON.
+
+pub mod capture;
+pub mod serve;
 pub mod train;

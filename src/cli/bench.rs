@@ -3,16 +3,22 @@ use std::process::ExitCode;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum BenchCmd {
-    /// Not built yet.
-    Serve,
+    /// Serving over the embedded broker: request latency from N simulated kiosks, and durable
+    /// event ingest rate.
+    Serve(crate::bench::serve::ServeBenchArgs),
+    /// Capture: crops per second and end-to-end time from a shelf picture in a folder to stored crops.
+    Capture(crate::bench::capture::CaptureBenchArgs),
     /// Recommender training: optimisers x seeds, test metrics and time per epoch / evaluation.
     Train(super::train::BenchTrainArgs),
 }
 
 pub fn run(c: BenchCmd) -> anyhow::Result<ExitCode> {
     match c {
+        BenchCmd::Serve(a) => {
+            crate::bench::serve::run(&a)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCmd::Capture(a) => super::capture::bench(a),
         BenchCmd::Train(a) => super::train::bench(a),
-        #[allow(unreachable_patterns)]
-        _ => anyhow::bail!("bench: not built yet"),
     }
 }

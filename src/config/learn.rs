@@ -40,6 +40,10 @@ pub struct LearnConfig {
     /// `valid_per_user` before them valid.
     pub valid_per_user: usize,
     pub test_per_user: usize,
+    /// FREEDOM: fraction of user-item edges dropped each epoch.
+    pub dropout: f64,
+    /// FREEDOM: weight of the per-modality BPR terms.
+    pub mm_lambda: f64,
 }
 
 impl Default for LearnConfig {
@@ -64,6 +68,8 @@ impl Default for LearnConfig {
             eval_block: 1024,
             valid_per_user: 1,
             test_per_user: 1,
+            dropout: 0.8,
+            mm_lambda: 1e-4,
         }
     }
 }
@@ -77,8 +83,18 @@ impl Validate for LearnConfig {
         issues.check(self.batch > 0, "learn.batch", "must be > 0");
         issues.check(self.epochs > 0, "learn.epochs", "must be > 0");
         issues.check(self.rho >= 0.0 && self.rho.is_finite(), "learn.rho", "must be >= 0");
-        issues.check(self.alpha2 >= 0.0 && self.alpha1 > self.alpha2, "learn.alpha2", "Mirror Gradient needs alpha1 > alpha2 >= 0");
+        issues.check(
+            self.alpha2 >= 0.0 && self.alpha1 > self.alpha2,
+            "learn.alpha2",
+            "Mirror Gradient needs alpha1 > alpha2 >= 0",
+        );
         issues.check(self.beta > 0, "learn.beta", "must be > 0");
         issues.check(self.eval_block > 0, "learn.eval_block", "must be > 0");
+        issues.check((0.0..1.0).contains(&self.dropout), "learn.dropout", "must be in [0, 1)");
+        issues.check(
+            self.mm_lambda >= 0.0 && self.mm_lambda.is_finite(),
+            "learn.mm_lambda",
+            "must be >= 0",
+        );
     }
 }

@@ -175,7 +175,9 @@ pub fn validate_str(src: &str) -> Result<Config, Vec<ConfigIssue>> {
     section!(learn);
     section!(denoise);
     section!(capture);
-    if issues.is_empty() {
+    // Sections that failed to parse kept their (valid) defaults, so semantic checks on the rest
+    // still run: one pass shows every problem.
+    {
         let mut sem = Issues::default();
         cfg.validate(&mut sem);
         for mut i in sem.0 {
@@ -207,18 +209,23 @@ fn parse_section<T: serde::de::DeserializeOwned>(
         Err(e) => e,
     };
     let mut found = false;
+    let mut good = toml::Table::new();
     if let toml::Value::Table(t) = value {
         for (k, v) in t {
             let mut one = toml::Table::new();
             one.insert(k.clone(), v.clone());
-            if let Err(e) = toml::Value::Table(one).try_into::<T>() {
-                found = true;
-                let msg = e.message().trim().to_string();
-                issues.push(ConfigIssue {
-                    key: format!("{section}.{k}"),
-                    line: find_key_line(src, Some(section), k),
-                    message: msg,
-                });
+            match toml::Value::Table(one).try_into::<T>() {
+                Ok(_) => {
+                    good.insert(k.clone(), v.clone());
+                }
+                Err(e) => {
+                    found = true;
+                    issues.push(ConfigIssue {
+                        key: format!("{section}.{k}"),
+                        line: find_key_line(src, Some(section), k),
+                        message: e.message().trim().to_string(),
+                    });
+                }
             }
         }
     }
@@ -229,8 +236,10 @@ fn parse_section<T: serde::de::DeserializeOwned>(
             line: find_key_line(src, None, section),
             message: err.message().trim().to_string(),
         });
+        return None;
     }
-    None
+    // The keys that are fine on their own, so that semantic checks still see them.
+    toml::Value::Table(good).try_into::<T>().ok()
 }
 
 fn line_of(src: &str, byte: usize) -> usize {

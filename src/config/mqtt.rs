@@ -46,6 +46,8 @@ pub struct MqttConfig {
     pub stats_interval_s: u64,
     /// Upper bound of the reconnect backoff.
     pub reconnect_max_s: u64,
+    /// Forward newly ingested kiosk events to the fleet on `<base>/events` (QoS 1, durable outbox).
+    pub forward_events: bool,
 }
 
 impl Default for MqttConfig {
@@ -63,6 +65,7 @@ impl Default for MqttConfig {
             max_payload_bytes: 64 * 1024,
             stats_interval_s: 60,
             reconnect_max_s: 30,
+            forward_events: true,
         }
     }
 }
@@ -77,6 +80,17 @@ impl Validate for MqttConfig {
             "must be non-empty and contain no wildcards",
         );
         issues.check(self.keep_alive_s >= 5, "mqtt.keep_alive_s", "at least 5");
+        issues.check(self.reconnect_max_s >= 1, "mqtt.reconnect_max_s", "at least 1");
+        issues.check(
+            self.port < u16::MAX || self.broker != BrokerMode::Embedded,
+            "mqtt.port",
+            "the embedded broker also listens on port + 1 (MQTT 3.1.1)",
+        );
+        issues.check(
+            self.tls.is_none(),
+            "mqtt.tls",
+            "not supported by this build (rumqttc built without TLS): use a local bridge (see docs/mqtt.md)",
+        );
         issues.check(self.stats_interval_s >= 1, "mqtt.stats_interval_s", "at least 1");
         issues.check(
             (256..=16 * 1024 * 1024).contains(&self.max_payload_bytes),
@@ -84,7 +98,11 @@ impl Validate for MqttConfig {
             "between 256 and 16777216",
         );
         if self.broker == BrokerMode::Embedded {
-            let loopback = self.host.parse::<std::net::IpAddr>().map(|a| a.is_loopback()).unwrap_or(false);
+            let loopback = self
+                .host
+                .parse::<std::net::IpAddr>()
+                .map(|a| a.is_loopback())
+                .unwrap_or(false);
             issues.check(
                 loopback,
                 "mqtt.host",

@@ -12,24 +12,45 @@ pub struct ServeConfig {
     pub exclude_kinds: Vec<String>,
     /// How long replies are remembered to answer QoS 1 redeliveries, in seconds.
     pub reply_cache_s: u64,
+    /// Seconds between re-reads of store popularity while events arrive.
+    pub refresh_s: u64,
+    /// Interaction kinds after which fresh suggestions are pushed to the kiosk (`kiosk/<id>/push`).
+    pub push_kinds: Vec<String>,
 }
 
 impl Default for ServeConfig {
     fn default() -> Self {
-        Self { default_k: 10, max_k: 100, exclude_kinds: vec!["purchase".into()], reply_cache_s: 60 }
+        Self {
+            default_k: 10,
+            max_k: 100,
+            exclude_kinds: vec!["purchase".into()],
+            reply_cache_s: 60,
+            refresh_s: 5,
+            push_kinds: vec!["cart".into(), "purchase".into()],
+        }
     }
 }
 
 impl Validate for ServeConfig {
     fn validate(&self, issues: &mut Issues) {
         issues.check(self.default_k >= 1, "serve.default_k", "at least 1");
-        issues.check(self.max_k >= self.default_k, "serve.max_k", "must be >= serve.default_k");
-        for k in &self.exclude_kinds {
-            issues.check(
-                ["view", "scan", "cart", "purchase"].contains(&k.as_str()),
-                "serve.exclude_kinds",
-                format!("unknown kind {k:?}; use view, scan, cart, purchase"),
-            );
+        issues.check(self.refresh_s >= 1, "serve.refresh_s", "at least 1");
+        issues.check(
+            self.max_k >= self.default_k,
+            "serve.max_k",
+            "must be >= serve.default_k",
+        );
+        for (key, kinds) in [
+            ("serve.exclude_kinds", &self.exclude_kinds),
+            ("serve.push_kinds", &self.push_kinds),
+        ] {
+            for k in kinds {
+                issues.check(
+                    ["view", "scan", "cart", "purchase"].contains(&k.as_str()),
+                    key,
+                    format!("unknown kind {k:?}; use view, scan, cart, purchase"),
+                );
+            }
         }
     }
 }

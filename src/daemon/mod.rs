@@ -1,2 +1,348 @@
 //! The running appliance: tokio stages with bounded channels, systemd notify and watchdog,
 //! signals, clean shutdown.
+//!
+//! Stages (each beats its heartbeat at least once a second, see [`health`]):
+//! - `mqtt`: the client's poll task ([`crate::mqtt::Link`]), reconnecting with backoff;
+//! - `router`: classifies incoming messages by topic and hands them to a stage (bounded channels;
+//!   when a stage's queue is full the router waits, which pushes back on the broker connection);
+//! - `ingest`: a dedicated thread that batches events into one SQLite transaction per batch (the
+//!   durable-ingest path), acknowledges after commit, feeds the ranker and forwards new events to
+//!   the fleet through the outbox; it also applies catalogue updates (the store's single writer);
+//! - `requests`: answers recommendation requests from memory ([`crate::serve`]);
+//! - `commands`: fleet commands (rebirth, config-reload, catalog-update);
+//! - a stats publisher, a popularity refresher thread, and the status task (status.json,
+//!   `STATUS=`, watchdog).
+//!
+//! Shutdown (SIGTERM/SIGINT or [`ShutdownHandle::trigger`]): stop taking messages, drain the
+//! ingest queue and commit it, publish `stopped` (retained, QoS 1, waiting for its PUBACK),
+//! disconnect cleanly (the broker drops the Last Will), exit 0.
+
+pub mod demo;
+pub mod health;
+mod stages;
+
+use crate::config::{BrokerMode, Config};
+use crate::mqtt::contract::{self, Birth, ModelInfo, Topics, STATUS_STOPPED};
+use crate::mqtt::{Link, LinkOptions};
+use crate::serve::{PopularityRanker, Ranker, RankerSlot};
+use crate::store::EventKind;
+use crate::telemetry::Metrics;
+use health::{Health, Heartbeats, Notifier};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Errors that stop the daemon from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Mqtt(#[from] crate::mqtt::MqttError),
+    #[error(transparent)]
+    Serve(#[from] crate::serve::ServeError),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("runtime: {0}")]
+    Runtime(#[from] std::io::Error),
+}
+
+/// How to run.
+#[derive(Debug, Clone, Default)]
+pub struct DaemonOptions {
+    /// The config file, for `cmd/config-reload`; without it reload only re-validates defaults.
+    pub config_path: Option<PathBuf>,
+    /// Start the simulated kiosk too.
+    pub demo: bool,
+    /// Catalogue the demo imports into an empty store (Myntra `styles.csv` layout).
+    pub demo_catalog: Option<PathBuf>,
+}
+
+/// Triggers a clean shutdown of [`run`] from elsewhere (tests, signal handlers).
+#[derive(Clone)]
+pub struct ShutdownHandle(Arc<watch::Sender<bool>>);
+
+impl ShutdownHandle {
+    pub fn new() -> (ShutdownHandle, watch::Receiver<bool>) {
+        let (tx, rx) = watch::channel(false);
+        (ShutdownHandle(Arc::new(tx)), rx)
+    }
+    pub fn trigger(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+/// Settings that `cmd/config-reload` can change without a restart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveSettings {
+    pub default_k: usize,
+    pub max_k: usize,
+    pub reply_cache_s: u64,
+    pub max_payload_bytes: usize,
+    pub stats_interval_s: u64,
+    pub forward_events: bool,
+    pub push_kinds: Vec<EventKind>,
+}
+
+impl LiveSettings {
+    fn from(cfg: &Config) -> Self {
+        Self {
+            default_k: cfg.serve.default_k,
+            max_k: cfg.serve.max_k,
+            reply_cache_s: cfg.serve.reply_cache_s,
+            max_payload_bytes: cfg.mqtt.max_payload_bytes,
+            stats_interval_s: cfg.mqtt.stats_interval_s,
+            forward_events: cfg.mqtt.forward_events,
+            push_kinds: cfg.serve.push_kinds.iter().filter_map(|k| k.parse().ok()).collect(),
+        }
+    }
+}
+
+/// Everything the stages share.
+pub(crate) struct Ctx {
+    pub cfg: RwLock<Config>,
+    pub live: RwLock<LiveSettings>,
+    pub topics: Topics,
+    pub link: Link,
+    pub ranker: Arc<RankerSlot>,
+    pub popularity: Arc<PopularityRanker>,
+    pub health: Health,
+    pub started: Instant,
+    pub started_ms: i64,
+    pub opts: DaemonOptions,
+    /// Set after a catalogue change or new events: the refresher re-reads popularity.
+    pub dirty: AtomicBool,
+}
+
+impl Ctx {
+    pub fn live(&self) -> LiveSettings {
+        self.live
+            .read()
+            .map(|l| l.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+    pub fn metrics(&self) -> &Metrics {
+        &self.health.metrics
+    }
+}
+
+/// The kinds named by `serve.exclude_kinds` (validated by the config).
+pub fn exclude_kinds(cfg: &Config) -> Vec<EventKind> {
+    cfg.serve.exclude_kinds.iter().filter_map(|k| k.parse().ok()).collect()
+}
+
+/// The retained birth document for this node.
+pub fn birth(cfg: &Config, model_version: &str) -> Birth {
+    let mut models = vec![ModelInfo {
+        name: "recommender".into(),
+        version: model_version.into(),
+        sha256: None,
+    }];
+    if let Ok(Some(active)) = crate::store::open_config(cfg).and_then(|s| s.active_model()) {
+        models.push(ModelInfo {
+            name: "registry-active".into(),
+            version: active.version,
+            sha256: Some(active.sha256),
+        });
+    }
+    Birth {
+        schema_version: contract::SCHEMA_VERSION.into(),
+        ts: contract::now_ms(),
+        node_id: cfg.node.node_id.clone(),
+        store_id: cfg.node.store_id.clone(),
+        software_version: crate::VERSION.into(),
+        models,
+        capabilities: vec![
+            "events".into(),
+            "recommend".into(),
+            "push".into(),
+            "cmd/rebirth".into(),
+            "cmd/config-reload".into(),
+            "cmd/catalog-update".into(),
+        ],
+        config_hash: cfg.hash(),
+        protocols: vec!["5".into(), "3.1.1".into()],
+    }
+}
+
+/// Builds a runtime, installs SIGTERM/SIGINT handlers and runs the daemon until a signal.
+pub fn run_blocking(cfg: Config, opts: DaemonOptions) -> Result<(), DaemonError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sgbd-rt")
+        .build()?;
+    rt.block_on(async move {
+        let (handle, rx) = ShutdownHandle::new();
+        let h = handle.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+                tracing::error!("cannot install signal handlers");
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => tracing::info!(signal = "SIGTERM", "stopping"),
+                _ = int.recv() => tracing::info!(signal = "SIGINT", "stopping"),
+            }
+            h.trigger();
+        });
+        run(cfg, opts, rx).await
+    })
+}
+
+/// Runs the daemon on the current tokio runtime until `shutdown` turns true.
+pub async fn run(cfg: Config, opts: DaemonOptions, mut shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
+    let metrics = Arc::new(Metrics::default());
+    let db = crate::store::db_path(&cfg);
+    tracing::info!(db = %db.display(), node = %cfg.node.node_id, store = %cfg.node.store_id, "starting");
+    if let Some(parent) = db.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::create_dir_all(&cfg.node.data_dir)?;
+
+    // Database first (READY=1 only once it is open and migrated), then the ranker from it.
+    let (writer_store, outbox_store, refresh_store, popularity) = {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || -> Result<_, DaemonError> {
+            let open = || crate::store::open_config(&cfg);
+            let w = open()?;
+            let pop = PopularityRanker::load(&w, &exclude_kinds(&cfg))?;
+            Ok((w, open()?, open()?, pop))
+        })
+        .await
+        .map_err(|e| DaemonError::Unsupported(format!("startup task failed: {e}")))??
+    };
+    let popularity = Arc::new(popularity);
+    tracing::info!(items = popularity.len(), "popularity ranker loaded");
+    let ranker = Arc::new(RankerSlot::new(popularity.clone() as Arc<dyn Ranker>));
+
+    // Broker.
+    if cfg.mqtt.tls.is_some() {
+        return Err(DaemonError::Unsupported(
+            "mqtt.tls is not supported by this build (rumqttc without TLS); terminate TLS in a local broker bridge"
+                .into(),
+        ));
+    }
+    let credentials = crate::mqtt::credentials(&cfg.mqtt)?;
+    if cfg.mqtt.broker == BrokerMode::Embedded {
+        crate::mqtt::broker::start_embedded(&cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.max_payload_bytes)?;
+    }
+    let topics = Topics::from_config(&cfg);
+    let birth_bytes = serde_json::to_vec(&birth(&cfg, &ranker.get().model_version())).unwrap_or_default();
+    let (link, incoming) = Link::start(
+        LinkOptions::from_config(&cfg, &cfg.mqtt.host, cfg.mqtt.port, credentials),
+        topics.subscriptions(),
+        birth_bytes.into(),
+        Some(outbox_store),
+        metrics.clone(),
+        4096,
+    )?;
+
+    let ctx = Arc::new(Ctx {
+        live: RwLock::new(LiveSettings::from(&cfg)),
+        cfg: RwLock::new(cfg.clone()),
+        topics,
+        link: link.clone(),
+        ranker,
+        popularity,
+        health: Health {
+            metrics: metrics.clone(),
+            beats: Heartbeats::default(),
+        },
+        started: Instant::now(),
+        started_ms: contract::now_ms(),
+        opts: opts.clone(),
+        dirty: AtomicBool::new(false),
+    });
+
+    // Wait for the broker (shutdown-aware) before READY=1.
+    let notifier = Notifier::from_env();
+    notifier.status("connecting to the broker");
+    let waiting = Instant::now();
+    loop {
+        if link.is_connected() {
+            break;
+        }
+        if cfg.mqtt.broker == BrokerMode::Embedded && waiting.elapsed() > Duration::from_secs(10) {
+            return Err(DaemonError::Unsupported("cannot connect to the embedded broker".into()));
+        }
+        if waiting.elapsed().as_secs() % 10 == 9 {
+            notifier.status(&format!("waiting for the broker {}:{}", cfg.mqtt.host, cfg.mqtt.port));
+        }
+        if *shutdown.borrow() {
+            link.shutdown(STATUS_STOPPED, Duration::from_millis(100)).await;
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+
+    let stopping = Arc::new(AtomicBool::new(false));
+    let rt = tokio::runtime::Handle::current();
+    let (ev_tx, ev_rx) = tokio::sync::mpsc::channel(8192);
+    let (req_tx, req_rx) = tokio::sync::mpsc::channel(2048);
+    let (cmd_tx, cmd_rx) = tokio::sync::mpsc::channel(64);
+    let writer = {
+        let ctx = ctx.clone();
+        let rt = rt.clone();
+        std::thread::Builder::new()
+            .name("ingest".into())
+            .spawn(move || stages::ingest_loop(ctx, writer_store, ev_rx, rt))?
+    };
+    let refresher = {
+        let ctx = ctx.clone();
+        let stopping = stopping.clone();
+        std::thread::Builder::new()
+            .name("ranker-refresh".into())
+            .spawn(move || stages::refresh_loop(ctx, refresh_store, stopping))?
+    };
+    let router = tokio::spawn(stages::router(
+        ctx.clone(),
+        incoming,
+        ev_tx.clone(),
+        req_tx,
+        cmd_tx,
+        shutdown.clone(),
+    ));
+    let requests = tokio::spawn(stages::request_loop(ctx.clone(), req_rx));
+    let commands = tokio::spawn(stages::command_loop(ctx.clone(), cmd_rx, ev_tx));
+    let stats = tokio::spawn(stages::stats_loop(ctx.clone(), shutdown.clone()));
+    let status = tokio::spawn(stages::status_loop(ctx.clone(), notifier, shutdown.clone()));
+    let demo = opts
+        .demo
+        .then(|| tokio::spawn(demo::run(ctx.clone(), shutdown.clone())));
+
+    Notifier::from_env().ready();
+    tracing::info!(model = %ctx.ranker.get().model_version(), "ready");
+
+    while !*shutdown.borrow() {
+        if shutdown.changed().await.is_err() {
+            break;
+        }
+    }
+
+    // Drain: the router stops on the signal and drops its senders; the request and command stages
+    // end when their queues are empty; the ingest thread commits what it holds and ends.
+    let notifier = Notifier::from_env();
+    notifier.stopping();
+    tracing::info!("draining");
+    if let Some(d) = demo {
+        let _ = tokio::time::timeout(Duration::from_secs(3), d).await;
+    }
+    let _ = router.await;
+    let _ = requests.await;
+    let _ = commands.await;
+    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    stopping.store(true, Ordering::SeqCst);
+    let _ = tokio::task::spawn_blocking(move || refresher.join()).await;
+    stats.abort();
+    let _ = status.await;
+    let acked = link.shutdown(STATUS_STOPPED, Duration::from_secs(3)).await;
+    stages::write_status_file(&ctx, false);
+    tracing::info!(stopped_acked = acked, "stopped");
+    Ok(())
+}

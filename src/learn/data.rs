@@ -137,6 +137,15 @@ impl Interactions {
         Ok(())
     }
 
+    /// Builds interactions from the store's events (see [`Interactions::from_timed`]).
+    pub fn from_events(events: &[crate::store::Event], valid_per_user: usize, test_per_user: usize) -> (Self, IdMaps) {
+        let triples: Vec<(&str, &str, i64)> = events
+            .iter()
+            .map(|e| (e.user.as_str(), e.sku.as_str(), e.ts_ms))
+            .collect();
+        Self::from_timed(&triples, valid_per_user, test_per_user)
+    }
+
     /// Builds interactions from (user, sku, time) triples (any order): pairs are
     /// de-duplicated per (user, sku) keeping the earliest; per user in time order the last
     /// `test_per_user` pairs are test, the `valid_per_user` before them valid, the rest train.
@@ -163,7 +172,11 @@ impl Interactions {
                 per_user[u as usize].push(i);
             }
         }
-        let mut out = Interactions { n_users: maps.users.len(), n_items: maps.items.len(), ..Default::default() };
+        let mut out = Interactions {
+            n_users: maps.users.len(),
+            n_items: maps.items.len(),
+            ..Default::default()
+        };
         let held = valid_per_user + test_per_user;
         for (u, items) in per_user.iter().enumerate() {
             let u = u as u32;
@@ -186,11 +199,16 @@ impl Interactions {
 /// `userID`, `itemID` and `x_label` (0 train, 1 valid, 2 test); extra columns are ignored.
 /// `n_users` / `n_items` are max id + 1 over all rows.
 pub fn load_inter(path: &Path) -> Result<Interactions> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| LearnError::Io { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| LearnError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     parse_inter(&text).map_err(|msg| {
         tracing::warn!(path = %path.display(), error = %msg, "bad .inter file");
-        LearnError::Data { path: path.to_path_buf(), msg }
+        LearnError::Data {
+            path: path.to_path_buf(),
+            msg,
+        }
     })
 }
 
@@ -210,10 +228,16 @@ pub fn parse_inter(text: &str) -> std::result::Result<Interactions, String> {
     for (lineno, line) in lines {
         let f = split_fields(line);
         if f.len() < need {
-            return Err(format!("line {}: expected {} columns, got {}", lineno + 1, cols.len(), f.len()));
+            return Err(format!(
+                "line {}: expected {} columns, got {}",
+                lineno + 1,
+                cols.len(),
+                f.len()
+            ));
         }
         let parse = |s: &str, what: &str| {
-            s.parse::<u32>().map_err(|_| format!("line {}: bad {what} {s:?}", lineno + 1))
+            s.parse::<u32>()
+                .map_err(|_| format!("line {}: bad {what} {s:?}", lineno + 1))
         };
         let u = parse(f[cu], "userID")?;
         let i = parse(f[ci], "itemID")?;
@@ -248,7 +272,10 @@ pub fn find_inter(path: &Path) -> Result<std::path::PathBuf> {
     if path.is_file() {
         return Ok(path.to_path_buf());
     }
-    let rd = std::fs::read_dir(path).map_err(|source| LearnError::Io { path: path.to_path_buf(), source })?;
+    let rd = std::fs::read_dir(path).map_err(|source| LearnError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut found: Vec<_> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "inter"))
@@ -256,8 +283,14 @@ pub fn find_inter(path: &Path) -> Result<std::path::PathBuf> {
     found.sort();
     match found.len() {
         1 => Ok(found.remove(0)),
-        0 => Err(LearnError::Data { path: path.to_path_buf(), msg: "no .inter file in this folder".into() }),
-        _ => Err(LearnError::Data { path: path.to_path_buf(), msg: format!("several .inter files: {found:?}") }),
+        0 => Err(LearnError::Data {
+            path: path.to_path_buf(),
+            msg: "no .inter file in this folder".into(),
+        }),
+        _ => Err(LearnError::Data {
+            path: path.to_path_buf(),
+            msg: format!("several .inter files: {found:?}"),
+        }),
     }
 }
 
@@ -290,6 +323,31 @@ mod tests {
         assert!(parse_inter("user\titem\n0\t0\n").is_err());
         assert!(parse_inter("").is_err());
         assert!(parse_inter("userID\titemID\tx_label\n0\t0\n").is_err());
+    }
+
+    #[test]
+    fn per_user_time_split() {
+        // user a: 4 distinct items (one repeated later), user b: 2 items (too few: all train)
+        let ev = [
+            ("a", "x", 30),
+            ("a", "w", 10),
+            ("b", "x", 5),
+            ("a", "y", 20),
+            ("a", "z", 40),
+            ("a", "w", 50),
+            ("b", "v", 6),
+        ];
+        let (d, maps) = Interactions::from_timed(&ev, 1, 1);
+        let name = |(u, i): (u32, u32)| (maps.users[u as usize].clone(), maps.items[i as usize].clone());
+        let s = |v: &[(u32, u32)]| v.iter().map(|&p| name(p)).collect::<Vec<_>>();
+        let p = |u: &str, i: &str| (u.to_string(), i.to_string());
+        assert_eq!(s(&d.test), vec![p("a", "z")]);
+        assert_eq!(s(&d.valid), vec![p("a", "x")]);
+        let mut tr = s(&d.train);
+        tr.sort();
+        assert_eq!(tr, vec![p("a", "w"), p("a", "y"), p("b", "v"), p("b", "x")]);
+        assert_eq!((d.n_users, d.n_items), (2, 5));
+        d.validate().unwrap();
     }
 
     #[test]

@@ -129,7 +129,10 @@ pub fn evaluate(
     let kmax = *ks.iter().max().unwrap_or(&1);
     let users = users.to_dtype(DType::F32)?;
     let items_t = items.to_dtype(DType::F32)?.t()?.contiguous()?;
-    let eval_users: Vec<u32> = (0..n_users.min(target.n_users())).filter(|&u| !target.get(u).is_empty()).map(|u| u as u32).collect();
+    let eval_users: Vec<u32> = (0..n_users.min(target.n_users()))
+        .filter(|&u| !target.get(u).is_empty())
+        .map(|u| u as u32)
+        .collect();
     let nk = ks.len();
     let mut sums = vec![0f64; 3 * nk];
     for chunk in eval_users.chunks(block.max(1)) {
@@ -151,10 +154,13 @@ pub fn evaluate(
                     acc
                 },
             )
-            .reduce(|| vec![0f64; 3 * nk], |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                a
-            });
+            .reduce(
+                || vec![0f64; 3 * nk],
+                |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                    a
+                },
+            );
         sums.iter_mut().zip(&part).for_each(|(x, y)| *x += y);
     }
     let n = eval_users.len().max(1) as f64;
@@ -170,21 +176,6 @@ pub fn evaluate(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    #[ignore = "timing probe"]
-    fn top_k_speed_probe() {
-        let n = 7050;
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-        let scores: Vec<f32> = (0..n * 2000).map(|_| rng.random::<f32>()).collect();
-        let t = std::time::Instant::now();
-        let mut acc = 0usize;
-        for row in scores.chunks(n) {
-            acc += top_k(row, &[3, 70, 900], 20)[0] as usize;
-        }
-        eprintln!("top_k: {:.2} ns/element ({acc})", t.elapsed().as_secs_f64() * 1e9 / scores.len() as f64);
-    }
 
     #[test]
     fn top_k_skips_masked_and_orders() {

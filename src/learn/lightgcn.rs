@@ -35,7 +35,14 @@ impl LightGcn {
         init.extend(xavier_uniform(n_items, dim, rng));
         let t = Tensor::from_vec(init, (n_users + n_items, dim), &Device::Cpu)?.to_dtype(dtype)?;
         let graph = SparseOp::symmetric(Arc::new(normalized_bipartite(n_users, n_items, edges)));
-        Ok(Self { ego: Var::from_tensor(&t)?, n_users, n_items, layers, reg, graph })
+        Ok(Self {
+            ego: Var::from_tensor(&t)?,
+            n_users,
+            n_items,
+            layers,
+            reg,
+            graph,
+        })
     }
 
     /// Row indices `[users; n_users + pos; n_users + neg]` into the node table.
@@ -59,20 +66,21 @@ impl Recommender for LightGcn {
     fn batch_loss(&self, b: &Batch) -> Result<Tensor> {
         let bs = b.len();
         let idx = self.node_index(b)?;
-        let all = self.graph.propagate_mean(self.ego.as_tensor(), self.layers)?;
-        let rows = all.index_select(&idx, 0)?;
-        let (u, p, n) = (rows.narrow(0, 0, bs)?, rows.narrow(0, bs, bs)?, rows.narrow(0, 2 * bs, bs)?);
-        let loss = bpr_loss(&u, &p, &n)?;
+        // [final rows; layer-0 rows] of users, positives, negatives, in one fused op
+        let rows = self.graph.propagate_gather(self.ego.as_tensor(), &idx, self.layers)?;
+        let part = |k: usize| rows.narrow(0, k * bs, bs);
+        let loss = bpr_loss(&part(0)?, &part(1)?, &part(2)?)?;
         if self.reg == 0.0 {
             return Ok(loss);
         }
-        let ego = self.ego.index_select(&idx, 0)?;
-        let (u0, p0, n0) = (ego.narrow(0, 0, bs)?, ego.narrow(0, bs, bs)?, ego.narrow(0, 2 * bs, bs)?);
-        Ok(loss.add(&emb_reg(&[&u0, &p0, &n0])?.affine(self.reg, 0.0)?)?)
+        Ok(loss.add(&emb_reg(&[&part(3)?, &part(4)?, &part(5)?])?.affine(self.reg, 0.0)?)?)
     }
 
     fn embeddings(&self) -> Result<(Tensor, Tensor)> {
         let all = self.graph.propagate_mean(&self.ego.as_detached_tensor(), self.layers)?;
-        Ok((all.narrow(0, 0, self.n_users)?, all.narrow(0, self.n_users, self.n_items)?))
+        Ok((
+            all.narrow(0, 0, self.n_users)?,
+            all.narrow(0, self.n_users, self.n_items)?,
+        ))
     }
 }

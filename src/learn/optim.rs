@@ -92,7 +92,9 @@ impl OptimKind {
             "sam" => Ok(OptimKind::Sam),
             "mg" => Ok(OptimKind::Mg),
             "sgbd" => Ok(OptimKind::Sgbd(variant)),
-            _ => Err(LearnError::Invalid(format!("unknown optimiser {name:?} (adam, sam, mg, sgbd)"))),
+            _ => Err(LearnError::Invalid(format!(
+                "unknown optimiser {name:?} (adam, sam, mg, sgbd)"
+            ))),
         }
     }
 
@@ -143,7 +145,16 @@ pub struct OptimParams {
 
 impl Default for OptimParams {
     fn default() -> Self {
-        Self { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, rho: 0.05, alpha1: 1.0, alpha2: 0.2, beta: 3 }
+        Self {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            rho: 0.05,
+            alpha1: 1.0,
+            alpha2: 0.2,
+            beta: 3,
+        }
     }
 }
 
@@ -183,7 +194,13 @@ pub trait BaseOptimizer: Send {
     /// Step counter (number of `apply` calls).
     fn steps(&self) -> u64;
     fn state(&self, names: &[String]) -> Result<OptimState>;
-    fn load_state(&mut self, names: &[String], vars: &[Var], tensors: &HashMap<String, Tensor>, step: u64) -> Result<()>;
+    fn load_state(
+        &mut self,
+        names: &[String],
+        vars: &[Var],
+        tensors: &HashMap<String, Tensor>,
+        step: u64,
+    ) -> Result<()>;
 }
 
 /// One training step per batch (see the module doc).
@@ -227,11 +244,17 @@ impl InplaceOp2 for Axpy {
         match (p, g) {
             (CpuStorage::F32(p), CpuStorage::F32(g)) => {
                 let (p, g, a) = (contiguous_mut(p, pl)?, contiguous(g, gl)?, self.0 as f32);
-                p.par_iter_mut().zip(g.par_iter()).with_min_len(MIN_LEN).for_each(|(p, &g)| *p += a * g);
+                p.par_iter_mut()
+                    .zip(g.par_iter())
+                    .with_min_len(MIN_LEN)
+                    .for_each(|(p, &g)| *p += a * g);
             }
             (CpuStorage::F64(p), CpuStorage::F64(g)) => {
                 let (p, g, a) = (contiguous_mut(p, pl)?, contiguous(g, gl)?, self.0);
-                p.par_iter_mut().zip(g.par_iter()).with_min_len(MIN_LEN).for_each(|(p, &g)| *p += a * g);
+                p.par_iter_mut()
+                    .zip(g.par_iter())
+                    .with_min_len(MIN_LEN)
+                    .for_each(|(p, &g)| *p += a * g);
             }
             _ => candle_core::bail!("axpy: f32 or f64 tensors of one dtype"),
         }
@@ -242,7 +265,11 @@ impl InplaceOp2 for Axpy {
 fn axpy(v: &Var, g: &Tensor, a: f64) -> Result<()> {
     let g = g.contiguous()?;
     if g.shape() != v.shape() {
-        return Err(LearnError::Invalid(format!("gradient shape {:?} != parameter {:?}", g.shape(), v.shape())));
+        return Err(LearnError::Invalid(format!(
+            "gradient shape {:?} != parameter {:?}",
+            g.shape(),
+            v.shape()
+        )));
     }
     v.as_tensor().inplace_op2(&g, &Axpy(a))?;
     Ok(())
@@ -322,7 +349,14 @@ pub struct Adam {
 impl Adam {
     pub fn new(vars: &[Var], lr: f64, b1: f64, b2: f64, eps: f64) -> Result<Self> {
         let moments = vars.iter().map(|v| zero_moments(v)).collect::<Result<Vec<_>>>()?;
-        Ok(Self { lr, b1, b2, eps, t: 0, moments })
+        Ok(Self {
+            lr,
+            b1,
+            b2,
+            eps,
+            t: 0,
+            moments,
+        })
     }
 }
 
@@ -365,8 +399,14 @@ impl BaseOptimizer for Adam {
         let mut tensors = Vec::with_capacity(2 * names.len());
         for (name, mom) in names.iter().zip(&self.moments) {
             let (m, v) = match mom {
-                Moments::F32(m, v) => (Tensor::new(m.as_slice(), &candle_core::Device::Cpu)?, Tensor::new(v.as_slice(), &candle_core::Device::Cpu)?),
-                Moments::F64(m, v) => (Tensor::new(m.as_slice(), &candle_core::Device::Cpu)?, Tensor::new(v.as_slice(), &candle_core::Device::Cpu)?),
+                Moments::F32(m, v) => (
+                    Tensor::new(m.as_slice(), &candle_core::Device::Cpu)?,
+                    Tensor::new(v.as_slice(), &candle_core::Device::Cpu)?,
+                ),
+                Moments::F64(m, v) => (
+                    Tensor::new(m.as_slice(), &candle_core::Device::Cpu)?,
+                    Tensor::new(v.as_slice(), &candle_core::Device::Cpu)?,
+                ),
             };
             tensors.push((format!("adam.m.{name}"), m));
             tensors.push((format!("adam.v.{name}"), v));
@@ -374,19 +414,35 @@ impl BaseOptimizer for Adam {
         Ok(OptimState { tensors, step: self.t })
     }
 
-    fn load_state(&mut self, names: &[String], vars: &[Var], tensors: &HashMap<String, Tensor>, step: u64) -> Result<()> {
+    fn load_state(
+        &mut self,
+        names: &[String],
+        vars: &[Var],
+        tensors: &HashMap<String, Tensor>,
+        step: u64,
+    ) -> Result<()> {
         let mut moments = Vec::with_capacity(names.len());
         for (name, var) in names.iter().zip(vars) {
             let get = |k: String| {
-                tensors.get(&k).ok_or_else(|| LearnError::Invalid(format!("checkpoint lacks {k}")))
+                tensors
+                    .get(&k)
+                    .ok_or_else(|| LearnError::Invalid(format!("checkpoint lacks {k}")))
             };
             let (m, v) = (get(format!("adam.m.{name}"))?, get(format!("adam.v.{name}"))?);
             if m.elem_count() != var.elem_count() || v.elem_count() != var.elem_count() {
-                return Err(LearnError::Invalid(format!("checkpoint moments of {name} have the wrong size")));
+                return Err(LearnError::Invalid(format!(
+                    "checkpoint moments of {name} have the wrong size"
+                )));
             }
             moments.push(match var.dtype() {
-                DType::F32 => Moments::F32(m.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?, v.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?),
-                DType::F64 => Moments::F64(m.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?, v.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?),
+                DType::F32 => Moments::F32(
+                    m.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
+                    v.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
+                ),
+                DType::F64 => Moments::F64(
+                    m.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?,
+                    v.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?,
+                ),
                 d => return Err(LearnError::Invalid(format!("parameters must be f32 or f64, got {d:?}"))),
             });
         }
@@ -420,7 +476,10 @@ impl BaseOptimizer for Sgd {
         self.t
     }
     fn state(&self, _names: &[String]) -> Result<OptimState> {
-        Ok(OptimState { tensors: vec![], step: self.t })
+        Ok(OptimState {
+            tensors: vec![],
+            step: self.t,
+        })
     }
     fn load_state(&mut self, _: &[String], _: &[Var], _: &HashMap<String, Tensor>, step: u64) -> Result<()> {
         self.t = step;
@@ -438,6 +497,8 @@ pub struct Composite {
     vars: Vec<Var>,
     base: Box<dyn BaseOptimizer>,
     grad_evals: u64,
+    /// Reused copies of the parameters for SAM's restore (allocated on first use).
+    backups: Vec<Var>,
 }
 
 /// Builds `kind` over Adam (the MMRec setting).
@@ -448,12 +509,25 @@ pub fn build(kind: OptimKind, params: &OptimParams, named_vars: Vec<(String, Var
 }
 
 impl Composite {
-    pub fn new(kind: OptimKind, params: &OptimParams, named_vars: Vec<(String, Var)>, base: Box<dyn BaseOptimizer>) -> Result<Self> {
+    pub fn new(
+        kind: OptimKind,
+        params: &OptimParams,
+        named_vars: Vec<(String, Var)>,
+        base: Box<dyn BaseOptimizer>,
+    ) -> Result<Self> {
         if params.beta == 0 {
             return Err(LearnError::Invalid("MG beta must be >= 1".into()));
         }
         let (names, vars) = named_vars.into_iter().unzip();
-        Ok(Self { kind, params: params.clone(), names, vars, base, grad_evals: 0 })
+        Ok(Self {
+            kind,
+            params: params.clone(),
+            names,
+            vars,
+            base,
+            grad_evals: 0,
+            backups: vec![],
+        })
     }
 
     pub fn vars(&self) -> &[Var] {
@@ -481,14 +555,24 @@ impl Composite {
     fn sam_grad(&mut self, loss_fn: &mut dyn FnMut() -> Result<Tensor>, g: &[Tensor]) -> Result<Vec<Tensor>> {
         let norm = global_norm(g)?;
         let a = self.params.rho / (norm + 1e-12);
-        let backups = self.vars.iter().map(|v| Ok(v.as_tensor().copy()?)).collect::<Result<Vec<_>>>()?;
+        if self.backups.len() != self.vars.len() {
+            self.backups = self
+                .vars
+                .iter()
+                .map(|v| Ok(Var::from_tensor(&v.as_tensor().copy()?)?))
+                .collect::<Result<Vec<_>>>()?;
+        } else {
+            for (b, v) in self.backups.iter().zip(&self.vars) {
+                b.set(v.as_tensor())?;
+            }
+        }
         for (v, g) in self.vars.iter().zip(g) {
             axpy(v, g, a)?;
         }
         let res = loss_fn().and_then(|l| self.grads(&l));
-        // restore even when the perturbed evaluation failed
-        for (v, b) in self.vars.iter().zip(&backups) {
-            v.set(b)?;
+        // restore (an exact copy) even when the perturbed evaluation failed
+        for (v, b) in self.vars.iter().zip(&self.backups) {
+            v.set(b.as_tensor())?;
         }
         res
     }
@@ -498,9 +582,34 @@ impl Composite {
 pub fn global_norm(g: &[Tensor]) -> Result<f64> {
     let mut s = 0f64;
     for t in g {
-        s += t.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        s += sum_sq(t)?;
     }
     Ok(s.sqrt())
+}
+
+/// `sum(t^2)` in f64; one parallel pass over CPU storage, candle ops otherwise.
+fn sum_sq(t: &Tensor) -> Result<f64> {
+    {
+        let (st, l) = t.storage_and_layout();
+        if let (candle_core::Storage::Cpu(c), Some((a, b))) = (&*st, l.contiguous_offsets()) {
+            match c {
+                CpuStorage::F32(v) => {
+                    return Ok(v[a..b]
+                        .par_chunks(MIN_LEN)
+                        .map(|c| c.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
+                        .sum())
+                }
+                CpuStorage::F64(v) => {
+                    return Ok(v[a..b]
+                        .par_chunks(MIN_LEN)
+                        .map(|c| c.iter().map(|&x| x * x).sum::<f64>())
+                        .sum())
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(t.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?)
 }
 
 impl Optimizer for Composite {
@@ -528,7 +637,11 @@ impl Optimizer for Composite {
         let l2 = loss_fn()?;
         let g2 = self.grads(&l2)?;
         drop(l2);
-        let g2 = if self.kind == OptimKind::Sgbd(Variant::M2) { self.sam_grad(loss_fn, &g2)? } else { g2 };
+        let g2 = if self.kind == OptimKind::Sgbd(Variant::M2) {
+            self.sam_grad(loss_fn, &g2)?
+        } else {
+            g2
+        };
         self.base.apply(&self.vars, &g2, -self.params.alpha2)?;
         Ok(value)
     }

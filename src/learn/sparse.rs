@@ -61,7 +61,13 @@ impl Csr {
             }
             indptr.push(indices.len());
         }
-        Csr { n_rows, n_cols, indptr, indices, values }
+        Csr {
+            n_rows,
+            n_cols,
+            indptr,
+            indices,
+            values,
+        }
     }
 
     pub fn nnz(&self) -> usize {
@@ -88,7 +94,13 @@ impl Csr {
                 fill[c] += 1;
             }
         }
-        Csr { n_rows: self.n_cols, n_cols: self.n_rows, indptr: counts, indices, values }
+        Csr {
+            n_rows: self.n_cols,
+            n_cols: self.n_rows,
+            indptr: counts,
+            indices,
+            values,
+        }
     }
 
     /// Dense row-major copy (tests and debugging only).
@@ -137,7 +149,10 @@ pub fn normalized_bipartite(n_users: usize, n_items: usize, edges: &[(u32, u32)]
         deg[u as usize] += 1.0;
         deg[n_users + i as usize] += 1.0;
     }
-    let inv: Vec<f32> = deg.iter().map(|&d| if d > 0.0 { 1.0 / d.sqrt() } else { 0.0 }).collect();
+    let inv: Vec<f32> = deg
+        .iter()
+        .map(|&d| if d > 0.0 { 1.0 / d.sqrt() } else { 0.0 })
+        .collect();
     let mut coo = Vec::with_capacity(2 * e.len());
     for &(u, i) in &e {
         let (a, b) = (u as usize, n_users + i as usize);
@@ -171,10 +186,13 @@ impl Elem for f32 {
         #[cfg(target_arch = "x86_64")]
         {
             if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                out.par_chunks_mut(d.max(1)).with_min_len(64).enumerate().for_each(|(r, o)| {
-                    // SAFETY: the CPU supports AVX2 and FMA (checked above).
-                    unsafe { row_f32_avx2(a, x, d, r, o) }
-                });
+                out.par_chunks_mut(d.max(1))
+                    .with_min_len(64)
+                    .enumerate()
+                    .for_each(|(r, o)| {
+                        // SAFETY: the CPU supports AVX2 and FMA (checked above).
+                        unsafe { row_f32_avx2(a, x, d, r, o) }
+                    });
                 return;
             }
         }
@@ -197,18 +215,21 @@ unsafe fn row_f32_avx2(a: &Csr, x: &[f32], d: usize, r: usize, o: &mut [f32]) {
 }
 
 fn csr_mul_generic<T: Elem>(a: &Csr, x: &[T], d: usize, out: &mut [T]) {
-    out.par_chunks_mut(d.max(1)).with_min_len(64).enumerate().for_each(|(r, o)| {
-        o.iter_mut().for_each(|v| *v = T::default());
-        let (s, e) = (a.indptr[r], a.indptr[r + 1]);
-        for (&c, &w) in a.indices[s..e].iter().zip(&a.values[s..e]) {
-            let c = c as usize;
-            let w = T::from(w);
-            let xr = &x[c * d..(c + 1) * d];
-            for (ov, &xv) in o.iter_mut().zip(xr) {
-                *ov += w * xv;
+    out.par_chunks_mut(d.max(1))
+        .with_min_len(64)
+        .enumerate()
+        .for_each(|(r, o)| {
+            o.iter_mut().for_each(|v| *v = T::default());
+            let (s, e) = (a.indptr[r], a.indptr[r + 1]);
+            for (&c, &w) in a.indices[s..e].iter().zip(&a.values[s..e]) {
+                let c = c as usize;
+                let w = T::from(w);
+                let xr = &x[c * d..(c + 1) * d];
+                for (ov, &xv) in o.iter_mut().zip(xr) {
+                    *ov += w * xv;
+                }
             }
-        }
-    });
+        });
 }
 
 /// `out = A x` (`x` row-major `[n_cols, d]`, `out` `[n_rows, d]`), parallel over rows.
@@ -224,7 +245,10 @@ fn poly_mean<T: Elem>(a: &Csr, x: &[T], d: usize, layers: usize) -> Vec<T> {
     let mut next = vec![T::default(); a.n_rows * d];
     for _ in 0..layers {
         csr_mul(a, &cur, d, &mut next);
-        acc.par_iter_mut().zip(next.par_iter()).with_min_len(4096).for_each(|(s, &v)| *s += v);
+        acc.par_iter_mut()
+            .zip(next.par_iter())
+            .with_min_len(4096)
+            .for_each(|(s, &v)| *s += v);
         std::mem::swap(&mut cur, &mut next);
     }
     acc.par_iter_mut().with_min_len(4096).for_each(|s| *s = *s * scale);
@@ -271,12 +295,34 @@ impl SparseOp {
 
     /// `A x`, differentiable in `x`.
     pub fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.apply_op1(Spmm { a: self.a.clone(), at: Some(self.at.clone()) })
+        x.apply_op1(Spmm {
+            a: self.a.clone(),
+            at: Some(self.at.clone()),
+        })
+    }
+
+    /// LightGCN's batch rows in one op: for `idx` (u32 `[n]`) returns `[2n, d]` whose first `n`
+    /// rows are `(mean_l A^l x)[idx]` and last `n` rows `x[idx]` (the layer-0 rows for the
+    /// regulariser). The backward scatters into one buffer and propagates it once, instead of
+    /// autograd's several full-size gradient tensors.
+    pub fn propagate_gather(&self, x: &Tensor, idx: &Tensor, layers: usize) -> candle_core::Result<Tensor> {
+        x.apply_op2(
+            idx,
+            PropagateGather {
+                a: self.a.clone(),
+                at: self.at.clone(),
+                layers,
+            },
+        )
     }
 
     /// `mean_{l=0..layers} A^l x` (LightGCN propagation with layer averaging), differentiable in `x`.
     pub fn propagate_mean(&self, x: &Tensor, layers: usize) -> candle_core::Result<Tensor> {
-        x.apply_op1(PropagateMean { a: self.a.clone(), at: self.at.clone(), layers })
+        x.apply_op1(PropagateMean {
+            a: self.a.clone(),
+            at: self.at.clone(),
+            layers,
+        })
     }
 }
 
@@ -319,7 +365,10 @@ impl CustomOp1 for Spmm {
             Some(at) => at.clone(),
             None => Arc::new(self.a.transpose()),
         };
-        let g = grad_res.contiguous()?.apply_op1(Spmm { a: at, at: Some(self.a.clone()) })?;
+        let g = grad_res.contiguous()?.apply_op1(Spmm {
+            a: at,
+            at: Some(self.a.clone()),
+        })?;
         Ok(Some(g))
     }
 }
@@ -342,16 +391,136 @@ impl CustomOp1 for PropagateMean {
         }
         let shape = Shape::from((self.a.n_rows, d));
         match s {
-            CpuStorage::F32(v) => Ok((CpuStorage::F32(poly_mean(&self.a, slice_of(v, l)?, d, self.layers)), shape)),
-            CpuStorage::F64(v) => Ok((CpuStorage::F64(poly_mean(&self.a, slice_of(v, l)?, d, self.layers)), shape)),
+            CpuStorage::F32(v) => Ok((
+                CpuStorage::F32(poly_mean(&self.a, slice_of(v, l)?, d, self.layers)),
+                shape,
+            )),
+            CpuStorage::F64(v) => Ok((
+                CpuStorage::F64(poly_mean(&self.a, slice_of(v, l)?, d, self.layers)),
+                shape,
+            )),
             _ => candle_core::bail!("csr-propagate-mean: only f32 and f64 are supported"),
         }
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
         // d/dx mean_l A^l x  applied to g  =  mean_l (A^T)^l g: the same op with A^T.
-        let op = PropagateMean { a: self.at.clone(), at: self.a.clone(), layers: self.layers };
+        let op = PropagateMean {
+            a: self.at.clone(),
+            at: self.a.clone(),
+            layers: self.layers,
+        };
         Ok(Some(grad_res.contiguous()?.apply_op1(op)?))
+    }
+}
+
+struct PropagateGather {
+    a: Arc<Csr>,
+    at: Arc<Csr>,
+    layers: usize,
+}
+
+fn gather_rows<T: Elem>(full: &[T], x: &[T], idx: &[u32], d: usize) -> Vec<T> {
+    let n = idx.len();
+    let mut out = vec![T::default(); 2 * n * d];
+    let (top, bottom) = out.split_at_mut(n * d);
+    for (k, &r) in idx.iter().enumerate() {
+        let r = r as usize;
+        top[k * d..(k + 1) * d].copy_from_slice(&full[r * d..(r + 1) * d]);
+        bottom[k * d..(k + 1) * d].copy_from_slice(&x[r * d..(r + 1) * d]);
+    }
+    out
+}
+
+/// Backward of [`PropagateGather`]: `mean_l (A^T)^l scatter(g_top) + scatter(g_bottom)`.
+fn gather_bwd<T: Elem>(at: &Csr, g: &[T], idx: &[u32], d: usize, layers: usize) -> Vec<T> {
+    let n = idx.len();
+    let mut h = vec![T::default(); at.n_rows * d];
+    for (k, &r) in idx.iter().enumerate() {
+        let r = r as usize;
+        for (hv, &gv) in h[r * d..(r + 1) * d].iter_mut().zip(&g[k * d..(k + 1) * d]) {
+            *hv += gv;
+        }
+    }
+    let mut out = poly_mean(at, &h, d, layers);
+    for (k, &r) in idx.iter().enumerate() {
+        let r = r as usize;
+        for (ov, &gv) in out[r * d..(r + 1) * d].iter_mut().zip(&g[(n + k) * d..(n + k + 1) * d]) {
+            *ov += gv;
+        }
+    }
+    out
+}
+
+impl candle_core::CustomOp2 for PropagateGather {
+    fn name(&self) -> &'static str {
+        "csr-propagate-gather"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let d = check_shape(&self.a, l1, self.name())?;
+        if self.a.n_rows != self.a.n_cols {
+            candle_core::bail!("csr-propagate-gather: matrix must be square");
+        }
+        let idx = match s2 {
+            CpuStorage::U32(v) => slice_of(v, l2)?,
+            _ => candle_core::bail!("csr-propagate-gather: indices must be u32"),
+        };
+        if let Some(&bad) = idx.iter().find(|&&r| r as usize >= self.a.n_rows) {
+            candle_core::bail!("csr-propagate-gather: index {bad} out of range {}", self.a.n_rows);
+        }
+        let shape = Shape::from((2 * idx.len(), d));
+        match s1 {
+            CpuStorage::F32(v) => {
+                let x = slice_of(v, l1)?;
+                let full = poly_mean(&self.a, x, d, self.layers);
+                Ok((CpuStorage::F32(gather_rows(&full, x, idx, d)), shape))
+            }
+            CpuStorage::F64(v) => {
+                let x = slice_of(v, l1)?;
+                let full = poly_mean(&self.a, x, d, self.layers);
+                Ok((CpuStorage::F64(gather_rows(&full, x, idx, d)), shape))
+            }
+            _ => candle_core::bail!("csr-propagate-gather: only f32 and f64 are supported"),
+        }
+    }
+
+    fn bwd(
+        &self,
+        arg1: &Tensor,
+        arg2: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let idx: Vec<u32> = arg2.flatten_all()?.to_vec1()?;
+        let (_, d) = arg1.dims2()?;
+        let g = grad_res.contiguous()?;
+        let out = match g.dtype() {
+            candle_core::DType::F32 => {
+                let gv: Vec<f32> = g.flatten_all()?.to_vec1()?;
+                Tensor::from_vec(
+                    gather_bwd(&self.at, &gv, &idx, d, self.layers),
+                    (self.at.n_rows, d),
+                    arg1.device(),
+                )?
+            }
+            candle_core::DType::F64 => {
+                let gv: Vec<f64> = g.flatten_all()?.to_vec1()?;
+                Tensor::from_vec(
+                    gather_bwd(&self.at, &gv, &idx, d, self.layers),
+                    (self.at.n_rows, d),
+                    arg1.device(),
+                )?
+            }
+            dt => candle_core::bail!("csr-propagate-gather: gradient dtype {dt:?}"),
+        };
+        Ok((Some(out), None))
     }
 }
 

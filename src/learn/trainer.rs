@@ -6,10 +6,11 @@
 use super::checkpoint;
 use super::data::Interactions;
 use super::eval::{evaluate, RankMetrics};
-use super::model::{Batch, Recommender};
-use super::optim::Optimizer;
+use super::model::{Batch, ModelKind, Recommender};
+use super::optim::{OptimKind, OptimParams, Optimizer};
 use super::sampler::NegativeSampler;
 use super::{LearnError, Result};
+use crate::config::LearnConfig;
 use candle_core::Device;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -35,7 +36,16 @@ pub struct TrainOptions {
 
 impl Default for TrainOptions {
     fn default() -> Self {
-        Self { epochs: 1000, patience: 20, batch: 2048, seed: 999, eval_block: 1024, ks: vec![5, 10, 20], valid_k: 20, checkpoint: None }
+        Self {
+            epochs: 1000,
+            patience: 20,
+            batch: 2048,
+            seed: 999,
+            eval_block: 1024,
+            ks: vec![5, 10, 20],
+            valid_k: 20,
+            checkpoint: None,
+        }
     }
 }
 
@@ -193,10 +203,18 @@ pub fn fit(
     let mut first_epoch = 0;
     if let Some(dir) = &opts.checkpoint {
         if let Some(state) = checkpoint::load(dir, model, opt)? {
-            let saved: Resume = serde_json::from_value(state.get("trainer").cloned().unwrap_or_default())
-                .map_err(|e| LearnError::Data { path: dir.join(checkpoint::STATE), msg: e.to_string() })?;
+            let saved: Resume =
+                serde_json::from_value(state.get("trainer").cloned().unwrap_or_default()).map_err(|e| {
+                    LearnError::Data {
+                        path: dir.join(checkpoint::STATE),
+                        msg: e.to_string(),
+                    }
+                })?;
             if saved.seed != opts.seed {
-                return Err(LearnError::Invalid(format!("checkpoint was trained with seed {}, not {}", saved.seed, opts.seed)));
+                return Err(LearnError::Invalid(format!(
+                    "checkpoint was trained with seed {}, not {}",
+                    saved.seed, opts.seed
+                )));
             }
             first_epoch = saved.epoch + 1;
             r = saved;
@@ -212,7 +230,15 @@ pub fn fit(
         }
         let mut rng = epoch_rng(opts.seed, epoch);
         let (t0, c0) = (Instant::now(), cpu_seconds());
-        let loss = train_epoch(model, opt, &sampler, &data.train, opts.batch, &mut rng, &mut hooks.on_batch)?;
+        let loss = train_epoch(
+            model,
+            opt,
+            &sampler,
+            &data.train,
+            opts.batch,
+            &mut rng,
+            &mut hooks.on_batch,
+        )?;
         let (train_s, c1) = (t0.elapsed().as_secs_f64(), cpu_seconds());
         let t1 = Instant::now();
         let (u, i) = model.embeddings()?;
@@ -233,7 +259,18 @@ pub fn fit(
         } else {
             r.bad_epochs += 1;
         }
-        let rec = EpochRecord { epoch, loss, valid, train_s, train_cpu_s, eval_s, eval_cpu_s, test_eval_s, improved, grad_evals: opt.grad_evals() };
+        let rec = EpochRecord {
+            epoch,
+            loss,
+            valid,
+            train_s,
+            train_cpu_s,
+            eval_s,
+            eval_cpu_s,
+            test_eval_s,
+            improved,
+            grad_evals: opt.grad_evals(),
+        };
         tracing::debug!(epoch, loss, valid_recall = cur, train_s, eval_s, "epoch done");
         if let Some(f) = hooks.on_epoch.as_mut() {
             f(&rec);
@@ -271,14 +308,18 @@ pub fn fit(
 // ---------------------------------------------------------------------------------------------
 // Building a run from the `[learn]` configuration (used by `train` and `bench train`).
 
-use crate::config::LearnConfig;
-use super::model::ModelKind;
-use super::optim::{OptimKind, OptimParams};
 
 /// The optimiser kind and hyper-parameters of a `[learn]` section.
 pub fn optim_from_config(cfg: &LearnConfig) -> (OptimKind, OptimParams) {
     let kind = cfg.optim.with_variant(cfg.variant);
-    let p = OptimParams { lr: cfg.lr, rho: cfg.rho, alpha1: cfg.alpha1, alpha2: cfg.alpha2, beta: cfg.beta, ..OptimParams::default() };
+    let p = OptimParams {
+        lr: cfg.lr,
+        rho: cfg.rho,
+        alpha1: cfg.alpha1,
+        alpha2: cfg.alpha2,
+        beta: cfg.beta,
+        ..OptimParams::default()
+    };
     (kind, p)
 }
 
@@ -296,30 +337,91 @@ pub fn options_from_config(cfg: &LearnConfig, checkpoint: Option<PathBuf>) -> Tr
 }
 
 /// Item feature matrices for the multimodal models (one per modality, rows = items).
-pub type Features = Vec<(String, Vec<f32>, usize)>;
+pub type Features = Vec<super::npy::Modality>;
 
 /// Builds the model of `cfg` for `data` (f32), initialised from `cfg.seed`.
-pub fn build_model(cfg: &LearnConfig, data: &Interactions, _features: &Features) -> Result<Box<dyn Recommender>> {
+pub fn build_model(cfg: &LearnConfig, data: &Interactions, features: &Features) -> Result<Box<dyn Recommender>> {
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let dt = candle_core::DType::F32;
     Ok(match cfg.model {
-        ModelKind::Mf => Box::new(super::mf::MfBpr::new(data.n_users, data.n_items, cfg.dim, cfg.reg, dt, &mut rng)?),
-        ModelKind::Lightgcn => Box::new(super::lightgcn::LightGcn::new(
-            data.n_users, data.n_items, &data.train, cfg.dim, cfg.layers, cfg.reg, dt, &mut rng,
+        ModelKind::Mf => Box::new(super::mf::MfBpr::new(
+            data.n_users,
+            data.n_items,
+            cfg.dim,
+            cfg.reg,
+            dt,
+            &mut rng,
         )?),
-        ModelKind::Vbpr | ModelKind::Freedom => {
-            return Err(LearnError::Invalid(format!("model {:?} is not available in this build", cfg.model)))
+        ModelKind::Lightgcn => Box::new(super::lightgcn::LightGcn::new(
+            data.n_users,
+            data.n_items,
+            &data.train,
+            cfg.dim,
+            cfg.layers,
+            cfg.reg,
+            dt,
+            &mut rng,
+        )?),
+        ModelKind::Vbpr | ModelKind::Freedom if features.is_empty() => {
+            return Err(LearnError::Invalid(format!(
+                "model {:?} needs item feature files (--features)",
+                cfg.model
+            )))
+        }
+        ModelKind::Vbpr => {
+            let p = super::vbpr::VbprParams {
+                dim: cfg.dim,
+                reg: cfg.reg,
+            };
+            Box::new(super::vbpr::Vbpr::new(
+                data.n_users,
+                data.n_items,
+                features,
+                &p,
+                dt,
+                &mut rng,
+            )?)
+        }
+        ModelKind::Freedom => {
+            let p = super::freedom::FreedomParams {
+                dim: cfg.dim,
+                ui_layers: cfg.layers,
+                dropout: cfg.dropout,
+                lambda: cfg.mm_lambda,
+                ..super::freedom::FreedomParams::default()
+            };
+            Box::new(super::freedom::Freedom::new(
+                data.n_users,
+                data.n_items,
+                &data.train,
+                features,
+                &p,
+                dt,
+                &mut rng,
+            )?)
         }
     })
 }
 
 /// Builds model and optimiser from `cfg` and trains on `data`.
-pub fn run(cfg: &LearnConfig, data: &Interactions, features: &Features, checkpoint: Option<PathBuf>, hooks: Hooks<'_>) -> Result<TrainReport> {
+pub fn run(
+    cfg: &LearnConfig,
+    data: &Interactions,
+    features: &Features,
+    checkpoint: Option<PathBuf>,
+    hooks: Hooks<'_>,
+) -> Result<TrainReport> {
     let (kind, params) = optim_from_config(cfg);
     params.validate()?;
     let mut model = build_model(cfg, data, features)?;
     let mut opt = super::optim::build(kind, &params, model.named_vars())?;
-    fit(model.as_mut(), &mut opt, data, &options_from_config(cfg, checkpoint), hooks)
+    fit(
+        model.as_mut(),
+        &mut opt,
+        data,
+        &options_from_config(cfg, checkpoint),
+        hooks,
+    )
 }
 
 /// Which held-out split to score.
@@ -331,7 +433,13 @@ pub enum Split {
 
 /// MMRec's rule for one split: train items are masked, the split's items are the targets (valid
 /// items are *not* masked when testing).
-pub fn evaluate_model(model: &dyn Recommender, data: &Interactions, split: Split, ks: &[usize], block: usize) -> Result<RankMetrics> {
+pub fn evaluate_model(
+    model: &dyn Recommender,
+    data: &Interactions,
+    split: Split,
+    ks: &[usize],
+    block: usize,
+) -> Result<RankMetrics> {
     let (u, i) = model.embeddings()?;
     let target = match split {
         Split::Valid => data.valid_by_user(),

@@ -22,13 +22,18 @@ pub fn grad_check(vars: &[Var], loss: &dyn Fn() -> Tensor, per_var: usize) -> f6
         };
         let base: Vec<f64> = v.flatten_all().unwrap().to_vec1().unwrap();
         let n = base.len();
-        let picks: Vec<usize> = if n <= per_var { (0..n).collect() } else { (0..per_var).map(|_| rng.random_range(0..n)).collect() };
+        let picks: Vec<usize> = if n <= per_var {
+            (0..n).collect()
+        } else {
+            (0..per_var).map(|_| rng.random_range(0..n)).collect()
+        };
         let mut num = vec![];
         let mut ana = vec![];
         for &i in &picks {
             let mut p = base.clone();
             p[i] += h;
-            v.set(&Tensor::from_vec(p.clone(), v.shape(), &Device::Cpu).unwrap()).unwrap();
+            v.set(&Tensor::from_vec(p.clone(), v.shape(), &Device::Cpu).unwrap())
+                .unwrap();
             let lp = loss().to_scalar::<f64>().unwrap();
             p[i] -= 2.0 * h;
             v.set(&Tensor::from_vec(p, v.shape(), &Device::Cpu).unwrap()).unwrap();
@@ -36,12 +41,21 @@ pub fn grad_check(vars: &[Var], loss: &dyn Fn() -> Tensor, per_var: usize) -> f6
             num.push((lp - lm) / (2.0 * h));
             ana.push(g[i]);
         }
-        v.set(&Tensor::from_vec(base, v.shape(), &Device::Cpu).unwrap()).unwrap();
+        v.set(&Tensor::from_vec(base, v.shape(), &Device::Cpu).unwrap())
+            .unwrap();
         // norm-wise relative error over the checked entries
         let diff: f64 = num.iter().zip(&ana).map(|(a, b)| (a - b).powi(2)).sum::<f64>().sqrt();
-        let scale: f64 = num.iter().map(|a| a * a).sum::<f64>().sqrt().max(ana.iter().map(|a| a * a).sum::<f64>().sqrt());
+        let scale: f64 = num
+            .iter()
+            .map(|a| a * a)
+            .sum::<f64>()
+            .sqrt()
+            .max(ana.iter().map(|a| a * a).sum::<f64>().sqrt());
         let nonzero = ana.iter().any(|&a| a != 0.0);
-        assert!(nonzero || scale < 1e-12, "all-zero analytic gradient where finite differences are not");
+        assert!(
+            nonzero || scale < 1e-12,
+            "all-zero analytic gradient where finite differences are not"
+        );
         if scale > 1e-12 {
             worst = worst.max(diff / scale);
         }
@@ -53,7 +67,11 @@ pub fn grad_check(vars: &[Var], loss: &dyn Fn() -> Tensor, per_var: usize) -> f6
 /// `per_user` random items of its own group (train), plus 1 valid and 1 test item of its group.
 pub fn planted(n_users: usize, n_items: usize, groups: usize, per_user: usize, seed: u64) -> Interactions {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut d = Interactions { n_users, n_items, ..Default::default() };
+    let mut d = Interactions {
+        n_users,
+        n_items,
+        ..Default::default()
+    };
     let items_of = |g: usize| (0..n_items).filter(move |i| i % groups == g).collect::<Vec<_>>();
     for u in 0..n_users {
         let mut own = items_of(u % groups);
