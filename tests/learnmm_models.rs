@@ -144,3 +144,16 @@ fn features_place_cold_items_for_their_group() {
         assert!(frac > 0.9, "{name}: own cold vs other warm {frac}");
     }
 }
+
+#[test]
+fn params_parse_from_toml_with_defaults_and_reject_unknown_keys() {
+    let f: FreedomParams = toml::from_str("dropout = 0.9\nmodality_weights = [0.2, 0.8]\n[knn]\nk = 5\n").unwrap();
+    assert_eq!((f.dropout, f.knn.k, f.dim), (0.9, 5, 64));
+    assert_eq!(f.modality_weights, vec![0.2, 0.8]);
+    assert!(toml::from_str::<FreedomParams>("dropuot = 0.9").is_err());
+    assert!(FreedomParams { dropout: 1.0, ..Default::default() }.validate().is_err());
+    let v: VbprParams = toml::from_str("reg = 0.01").unwrap();
+    assert_eq!((v.dim, v.reg), (64, 0.01));
+    assert!(toml::from_str::<VbprParams>("regg = 1").is_err());
+    assert!(VbprParams { dim: 0, ..Default::default() }.validate().is_err());
+}

@@ -29,6 +29,7 @@ pub fn profile_parts(
     opt: &mut dyn Optimizer,
     data: &Interactions,
     batch: usize,
+    eval_block: usize,
     reps: usize,
 ) -> Result<Vec<(String, f64, f64)>> {
     let train_ui = data.train_by_user();
@@ -84,8 +85,8 @@ pub fn profile_parts(
     let (u, i) = model.embeddings()?;
     let it = i.t()?.contiguous()?;
     let (w, c) = time(reps.div_ceil(4), || {
-        for s in (0..data.n_users).step_by(1024) {
-            let n = 1024.min(data.n_users - s);
+        for s in (0..data.n_users).step_by(eval_block.max(1)) {
+            let n = eval_block.max(1).min(data.n_users - s);
             u.narrow(0, s, n)?.matmul(&it)?;
         }
         Ok(())
@@ -93,7 +94,7 @@ pub fn profile_parts(
     out.push(("evaluation: score matmuls only".into(), w, c));
     let (w, c) = time(reps.div_ceil(4), || {
         let (u, i) = model.embeddings()?;
-        crate::learn::eval::evaluate(&u, &i, &train_ui, &valid_ui, &[5, 10, 20], 1024)
+        crate::learn::eval::evaluate(&u, &i, &train_ui, &valid_ui, &[5, 10, 20], eval_block)
     })?;
     out.push(("full evaluation (valid)".into(), w, c));
     Ok(out)

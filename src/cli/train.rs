@@ -331,7 +331,7 @@ pub fn bench(a: BenchTrainArgs) -> anyhow::Result<ExitCode> {
             let model = trainer::build_model(&cfg, &inter, &feats)?;
             let mut opt = crate::learn::optim::build(kind, &params, model.named_vars())?;
             println!("\n{:?} + {}: part | wall ms | CPU ms", cfg.model, kind.label());
-            for (name, w, c) in crate::bench::train::profile_parts(model.as_ref(), &mut opt, &inter, cfg.batch, 10)? {
+            for (name, w, c) in crate::bench::train::profile_parts(model.as_ref(), &mut opt, &inter, cfg.batch, cfg.eval_block, 10)? {
                 println!("  {name:<36} {w:>9.2} {c:>9.2}");
             }
         }
