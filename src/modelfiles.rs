@@ -278,6 +278,33 @@ pub fn verify_all(cfg: &Config) -> Vec<ModelFileStatus> {
     out
 }
 
+/// Whether captioning can run, for `doctor`, `status` and the daemon's stats.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CaptionStatus {
+    /// `denoise.caption_enabled`.
+    pub enabled: bool,
+    /// Enabled and every BLIP file present with the right (or not yet pinned) checksum.
+    pub available: bool,
+    /// `captioning enabled (blip-large-q4k)`, `captioning disabled: <first file problem>`, ...
+    pub detail: String,
+}
+
+/// Checks the configured captioner's files (without loading the model).
+pub fn caption_status(cfg: &Config) -> CaptionStatus {
+    let d = &cfg.denoise;
+    if !d.caption_enabled {
+        return CaptionStatus { enabled: false, available: false, detail: "captioning off (denoise.caption_enabled = false)".into() };
+    }
+    let problem = match Manifest::builtin().and_then(|m| m.get(&d.caption_model).cloned()) {
+        Err(e) => Some(e.to_string()),
+        Ok(model) => verify_model(&model, &d.models_dir).iter().find_map(|s| s.error().map(|e| e.to_string())),
+    };
+    match problem {
+        None => CaptionStatus { enabled: true, available: true, detail: format!("captioning enabled ({})", d.caption_model) },
+        Some(p) => CaptionStatus { enabled: true, available: false, detail: format!("captioning disabled: {p}") },
+    }
+}
+
 /// Verifies one model and returns its directory, or the first file error (naming file and hash).
 /// Logs a line per problem.
 pub fn require(model: &ManifestModel, models_dir: &Path) -> Result<PathBuf> {
@@ -421,6 +448,18 @@ mod tests {
         assert!(matches!(&verify_model(model, dir.path())[2].state, FileState::Ok { .. }));
         std::fs::write(d.join("c.bin"), b"tampered").unwrap();
         assert!(matches!(&verify_model(model, dir.path())[2].state, FileState::Mismatch { .. }));
+    }
+
+    #[test]
+    fn caption_status_says_why_captioning_is_disabled() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::default();
+        cfg.denoise.models_dir = dir.path().to_path_buf();
+        let st = caption_status(&cfg);
+        assert!(st.enabled && !st.available);
+        assert!(st.detail.contains("blip-image-captioning-large-q4k.gguf"), "{}", st.detail);
+        cfg.denoise.caption_enabled = false;
+        assert!(!caption_status(&cfg).enabled);
     }
 
     #[test]

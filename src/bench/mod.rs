@@ -1,4 +1,6 @@
 //! Benchmarks behind `sgbd-edge bench ...`: each prints a table and can write JSON.
 
+pub mod caption;
 pub mod capture;
+pub mod embed;
 pub mod serve;

@@ -8,6 +8,27 @@ pub enum BenchCmd {
     Serve(crate::bench::serve::ServeBenchArgs),
     /// Capture: crops per second and end-to-end time from a shelf picture in a folder to stored crops.
     Capture(crate::bench::capture::CaptureBenchArgs),
+    /// BLIP-large captioning (random weights): vision encoder, ms/token before/after the decoding
+    /// cache, images/s batched, peak RSS.
+    Caption(crate::bench::caption::CaptionBenchArgs),
+    /// MiniLM sentence embedding: sentences/s batched vs one at a time.
+    Embed(EmbedArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub bench: crate::bench::embed::EmbedBenchArgs,
+    #[command(flatten)]
+    pub config: super::ConfigArg,
+}
+
+fn write_json<T: serde::Serialize>(path: &Option<std::path::PathBuf>, v: &T) -> anyhow::Result<()> {
+    if let Some(p) = path {
+        std::fs::write(p, serde_json::to_string_pretty(v)?)?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
 }
 
 pub fn run(c: BenchCmd) -> anyhow::Result<ExitCode> {
@@ -17,5 +38,19 @@ pub fn run(c: BenchCmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         BenchCmd::Capture(a) => super::capture::bench(a),
+        BenchCmd::Caption(a) => {
+            if let Some(b) = crate::bench::caption::run(&a)? {
+                crate::bench::caption::print(&b);
+                write_json(&a.json, &b)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCmd::Embed(a) => {
+            let cfg = super::load_config(&a.config)?;
+            let b = crate::bench::embed::run(&a.bench, &cfg.denoise)?;
+            crate::bench::embed::print(&b);
+            write_json(&a.bench.json, &b)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

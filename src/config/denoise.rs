@@ -28,9 +28,14 @@ pub struct DenoiseConfig {
     pub max_seq_len: usize,
     /// A phrase is dropped when its MiniLM cosine to caption + title is below this (only with a caption).
     pub min_phrase_similarity: f32,
+    /// ... and its cosine to the mean of the description's other phrases is below this
+    /// (1.0 = similarity alone decides).
+    pub min_phrase_coherence: f32,
     /// A phrase is keyword stuffing when one word occurs more than this many times in it.
     pub max_word_repeats: usize,
-    /// A phrase is shouting when this fraction (or more) of its letters are capitals (phrases of 3+ words).
+    /// ... and that word is at least this share of the phrase's words.
+    pub max_word_share: f32,
+    /// A phrase is shouting when this fraction (or more) of its letters are capitals (3+ words of 2+ letters).
     pub max_caps_ratio: f32,
     /// A phrase with a run of more than this many `!`/`?`/`*`/`$` characters is dropped.
     pub max_punct_run: usize,
@@ -48,12 +53,14 @@ impl Default for DenoiseConfig {
             caption_model: "blip-large-q4k".into(),
             device: "cpu".into(),
             max_caption_tokens: 30,
-            caption_batch: 4,
+            caption_batch: 2,
             text_model: "all-minilm-l6-v2".into(),
             embed_batch: 32,
             max_seq_len: 256,
             min_phrase_similarity: 0.15,
+            min_phrase_coherence: 0.4,
             max_word_repeats: 2,
+            max_word_share: 0.35,
             max_caps_ratio: 0.7,
             max_punct_run: 2,
             max_promo_terms: 1,
@@ -127,7 +134,17 @@ impl Validate for DenoiseConfig {
             "denoise.min_phrase_similarity",
             "a cosine, between -1 and 1",
         );
+        issues.check(
+            (-1.0..=1.0).contains(&self.min_phrase_coherence),
+            "denoise.min_phrase_coherence",
+            "a cosine, between -1 and 1",
+        );
         issues.check(self.max_word_repeats >= 1, "denoise.max_word_repeats", "at least 1");
+        issues.check(
+            self.max_word_share > 0.0 && self.max_word_share <= 1.0,
+            "denoise.max_word_share",
+            "in (0, 1]",
+        );
         issues.check(
             self.max_caps_ratio > 0.0 && self.max_caps_ratio <= 1.0,
             "denoise.max_caps_ratio",

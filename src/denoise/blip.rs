@@ -221,6 +221,11 @@ impl CachedDecoder {
 
     /// Greedy decoding of a batch: one row of tokens per image (without [DEC] and [SEP]).
     pub fn generate(&self, image_embeds: &Tensor, max_tokens: usize) -> CResult<Vec<Vec<u32>>> {
+        self.generate_with(image_embeds, max_tokens, true)
+    }
+
+    /// Greedy decoding; `stop_at_sep = false` decodes exactly `max_tokens` (benchmarks).
+    pub fn generate_with(&self, image_embeds: &Tensor, max_tokens: usize, stop_at_sep: bool) -> CResult<Vec<Vec<u32>>> {
         let b = image_embeds.dim(0)?;
         let dev = image_embeds.device();
         let mut st = self.start(image_embeds)?;
@@ -233,7 +238,7 @@ impl CachedDecoder {
             let next = last.to_dtype(DType::F32)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
             for (i, &t) in next.iter().enumerate() {
                 if !done[i] {
-                    if t == SEP_TOKEN {
+                    if stop_at_sep && t == SEP_TOKEN {
                         done[i] = true;
                     } else {
                         out[i].push(t);
@@ -381,8 +386,17 @@ impl Captioner {
 
     /// Greedy decoding of a batch of encoded images.
     pub fn generate(&mut self, embeds: &Tensor, max_tokens: usize, mode: DecodeMode) -> CResult<Vec<Vec<u32>>> {
+        self.generate_inner(embeds, max_tokens, mode, true)
+    }
+
+    /// Decodes exactly `tokens` tokens per image, ignoring [SEP] (benchmarks).
+    pub fn generate_fixed(&mut self, embeds: &Tensor, tokens: usize, mode: DecodeMode) -> CResult<Vec<Vec<u32>>> {
+        self.generate_inner(embeds, tokens, mode, false)
+    }
+
+    fn generate_inner(&mut self, embeds: &Tensor, max_tokens: usize, mode: DecodeMode, stop: bool) -> CResult<Vec<Vec<u32>>> {
         match mode {
-            DecodeMode::Cached => self.decoder.generate(embeds, max_tokens),
+            DecodeMode::Cached => self.decoder.generate_with(embeds, max_tokens, stop),
             DecodeMode::Uncached => {
                 let b = embeds.dim(0)?;
                 let mut all = Vec::with_capacity(b);
@@ -396,7 +410,7 @@ impl Captioner {
                         let logits = self.upstream.decode_step(&ids, &e)?;
                         let last = logits.i((0, logits.dim(1)? - 1))?;
                         tok = last.to_dtype(DType::F32)?.argmax(D::Minus1)?.to_scalar::<u32>()?;
-                        if tok == SEP_TOKEN {
+                        if stop && tok == SEP_TOKEN {
                             break;
                         }
                         out.push(tok);

@@ -165,6 +165,12 @@ pub fn order_by_mapping(items: &[CatalogItem], rows: Vec<Vec<f32>>, mapping: &Pa
         .collect()
 }
 
+/// The item ids of an MMRec `i_id_mapping.csv` (first column), in file order.
+pub fn mapping_skus(mapping: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(mapping).map_err(|source| DenoiseError::Io { path: mapping.display().to_string(), source })?;
+    Ok(text.lines().skip(1).filter_map(|l| l.split('\t').next()).map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+}
+
 /// Writes rows as a float32 NumPy .npy (n x dim, C order).
 pub fn write_npy(rows: &[Vec<f32>], path: &Path) -> Result<()> {
     let dim = rows.first().map(|r| r.len()).unwrap_or(0);

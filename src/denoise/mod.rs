@@ -4,10 +4,14 @@
 //! - [`embed`]: all-MiniLM-L6-v2 sentence embeddings (mean pooling, L2 norm),
 //! - [`text`]: splitting a merchant description into phrases and dropping noise,
 //! - [`features`]: catalogue readers (H&M, Myntra) and item text feature builders,
+//! - [`robustness`]: injected-noise check of the cleaning on real descriptions,
+//! - [`pipeline`]: a whole catalogue through captioning, cleaning, embedding and the store,
 //! - [`testutil`]: random BLIP checkpoints in the real tensor layout, for tests and benchmarks.
 pub mod blip;
 pub mod embed;
 pub mod features;
+pub mod pipeline;
+pub mod robustness;
 pub mod testutil;
 pub mod text;
 pub mod weights;
@@ -31,6 +35,8 @@ pub enum DenoiseError {
     Catalog { path: String, msg: String },
     #[error("i/o error on {path}: {source}")]
     Io { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error("configuration: {0}")]
     Config(String),
 }
