@@ -27,7 +27,7 @@ use crate::telemetry::Metrics;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -205,10 +205,12 @@ impl Shelf {
             }
         }
         let metrics = handle.metrics.clone();
+        // Taken before any camera runs, so a crop of this run is not queued twice.
+        let backlog = crate::store::open_config(&cfg).map(|st| backlog(&cfg, &st)).unwrap_or_default();
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(QUEUE);
         {
-            let (tx, metrics) = (tx.clone(), metrics.clone());
+            let metrics = metrics.clone();
             capturer.set_sink(move |c: &CropOutcome| {
                 metrics.incr("denoise.queued");
                 if tx.send(Job::from(c)).is_err() {
@@ -220,7 +222,7 @@ impl Shelf {
             let (ctx, cfg, handle, stop) = (ctx.clone(), cfg.clone(), handle.clone(), stop.clone());
             std::thread::Builder::new()
                 .name("denoise".into())
-                .spawn(move || denoise_loop(ctx, cfg, handle, rx, tx, stop))?
+                .spawn(move || denoise_loop(ctx, cfg, handle, backlog, rx, stop))?
         };
         let cams = CameraThreads::spawn(&cfg.capture, capturer.status(), metrics.clone())?;
         for cam in &cfg.capture.cameras {
@@ -353,8 +355,8 @@ fn denoise_loop(
     ctx: Arc<Ctx>,
     cfg: Config,
     handle: ShelfHandle,
+    backlog: Vec<Job>,
     rx: Receiver<Job>,
-    tx: SyncSender<Job>,
     stop: Arc<AtomicBool>,
 ) {
     ctx.health.beats.beat("denoise");
@@ -376,12 +378,11 @@ fn denoise_loop(
             }
         }
     };
-    let mut pending: std::collections::VecDeque<Job> = backlog(&cfg, &store).into();
+    let mut pending: std::collections::VecDeque<Job> = backlog.into();
     if !pending.is_empty() {
         metrics.add("denoise.queued", pending.len() as u64);
         tracing::info!(items = pending.len(), "denoise: picking up crops not denoised before the last stop");
     }
-    drop(tx); // the capture thread's sink holds the only other sender
     let mut batch = (0usize, Instant::now());
     while !stop.load(Ordering::SeqCst) {
         ctx.health.beats.beat("denoise");
@@ -419,8 +420,8 @@ fn denoise_loop(
                 tracing::info!(
                     sku = %job.sku,
                     ms = ms.round() as u64,
-                    kept = line.kept,
-                    dropped = line.dropped,
+                    phrases_kept = line.kept,
+                    phrases_dropped = line.dropped,
                     caption = line.caption.as_deref().unwrap_or("-"),
                     text = %line.item_text,
                     "denoise: item stored"
