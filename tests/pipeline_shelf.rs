@@ -223,6 +223,39 @@ async fn corrupt_picture_degrades_the_camera_and_kiosks_are_still_served() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crops_left_undenoised_are_picked_up_at_the_next_start() {
+    let empty_models = tempfile::tempdir().unwrap();
+    let n = Node::new(empty_models.path());
+    n.import_noisy_catalogue();
+    // Crops stored by the capture stage of an earlier run that stopped before denoising them.
+    {
+        let st = n.store();
+        let mut cap = sgbd_edge::capture::pipeline::Capturer::new(&n.cfg, Default::default());
+        let frame = sgbd_edge::capture::Frame {
+            camera_id: "shelf-a".into(),
+            captured_ms: 1,
+            jpeg_bytes: shelf_jpeg(),
+            origin: "test".into(),
+        };
+        assert_eq!(cap.process_frame(&st, &frame).unwrap().changed().count(), 12);
+        assert_eq!(shelf_progress(&st), (12, vec![]));
+    }
+    let d = Daemon::spawn(&n.config);
+    let st = n.store();
+    let cleaned = until(60, "12 items denoised without a new picture", || {
+        let (_, cleaned) = shelf_progress(&st);
+        (cleaned.len() == 12).then_some(cleaned)
+    })
+    .await;
+    for (sku, c) in &cleaned {
+        assert_eq!(c, &clean(sku));
+    }
+    let log = stop(d).await;
+    assert!(log.contains("denoise: picking up crops not denoised before the last stop"), "{log}");
+    assert!(!log.contains("capture: frame processed"), "no picture was dropped:\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minilm_text_features_stored_with_the_model_id() {
     let models = std::env::var_os("SGBD_MODELS_DIR").map(PathBuf::from).unwrap_or_else(|| repo().join("models"));
     if !models.join("all-MiniLM-L6-v2/model.safetensors").is_file() {
@@ -252,8 +285,14 @@ async fn minilm_text_features_stored_with_the_model_id() {
     }
     // Items differ only by SKU in their text, so their features differ but stay close.
     assert_ne!(feats[0].2, feats[1].2);
-    let s = n.status();
+    // status.json is rewritten every 2 s.
+    let s = until(10, "status.json with 12 denoised items", || {
+        let s = n.status();
+        (s["counters"]["denoise.items"].as_u64() >= Some(12)).then_some(s)
+    })
+    .await;
     assert_eq!(s["shelf"]["denoise"]["text_model"], "all-minilm-l6-v2", "{s:#}");
+    assert_eq!(s["shelf"]["denoise"]["text_detail"], "text features with all-minilm-l6-v2", "{s:#}");
     let log = stop(d).await;
     assert!(log.contains("denoise: sentence encoder loaded"), "{log}");
 }

@@ -411,11 +411,11 @@ fn denoise_loop(
         match denoise_one(&mut denoiser, &store, &job) {
             Ok(line) => {
                 let ms = t.elapsed().as_secs_f64() * 1e3;
-                metrics.incr("denoise.items");
                 metrics.observe_ms("denoise.ms", ms);
                 if let Some(c) = job.captured_ms {
                     metrics.observe_ms("shelf.e2e_ms", (crate::capture::now_ms() - c).max(0) as f64);
                 }
+                metrics.incr("denoise.items");
                 batch.0 += 1;
                 tracing::info!(
                     sku = %job.sku,
