@@ -383,7 +383,8 @@ fn denoise_loop(
         metrics.add("denoise.queued", pending.len() as u64);
         tracing::info!(items = pending.len(), "denoise: picking up crops not denoised before the last stop");
     }
-    let mut batch = (0usize, Instant::now());
+    // Items since the queue was last empty: (count, first started, last finished).
+    let mut batch = (0usize, Instant::now(), Instant::now());
     while !stop.load(Ordering::SeqCst) {
         ctx.health.beats.beat("denoise");
         let job = match pending.pop_front() {
@@ -394,7 +395,7 @@ fn denoise_loop(
                     if batch.0 > 0 {
                         tracing::info!(
                             items = batch.0,
-                            ms = batch.1.elapsed().as_millis() as u64,
+                            ms = (batch.2 - batch.1).as_millis() as u64,
                             "denoise: all shelf crops denoised and stored"
                         );
                         batch.0 = 0;
@@ -417,6 +418,7 @@ fn denoise_loop(
                 }
                 metrics.incr("denoise.items");
                 batch.0 += 1;
+                batch.2 = Instant::now();
                 tracing::info!(
                     sku = %job.sku,
                     ms = ms.round() as u64,
