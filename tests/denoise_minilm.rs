@@ -66,3 +66,24 @@ fn batched_and_single_embeddings_agree_and_are_unit_length() {
     let long = "word ".repeat(600);
     assert_eq!(enc.embed(&[long.as_str()]).unwrap()[0].len(), 384);
 }
+
+#[test]
+fn caption_filter_drops_an_off_topic_phrase_and_near_duplicates() {
+    let Some(enc) = encoder() else { return };
+    let cfg = Config::default().denoise;
+    let d = sgbd_edge::denoise::clean_description(
+        "Denim jacket",
+        "Jacket in washed denim with a collar and chest pockets. \
+         The smartphone has a 6.1 inch OLED display and 128 GB of storage. \
+         Jacket in washed denim with a collar and chest pocket.",
+        Some("a man wearing a blue denim jacket"),
+        &[("colour".to_string(), "blue".to_string())],
+        &cfg,
+        Some(&enc),
+    )
+    .unwrap();
+    let reasons: Vec<&str> = d.phrases.iter().map(|p| p.reason.as_str()).collect();
+    assert_eq!(reasons, vec!["kept", "off-topic", "near-duplicate"], "{:?}", d.phrases);
+    assert!(d.phrases[1].similarity.unwrap() < d.phrases[0].similarity.unwrap());
+    assert_eq!(d.item_text, "Denim jacket. Jacket in washed denim with a collar and chest pockets. a man wearing a blue denim jacket.");
+}

@@ -49,6 +49,9 @@ pub struct DenoiseArgs {
     /// Which text --write-npy embeds.
     #[arg(long, value_enum, default_value = "cleaned")]
     pub npy_text: NpyText,
+    /// With --npy-text raw: only write the .npy (no cleaning run, nothing stored).
+    #[arg(long, requires = "write_npy")]
+    pub npy_only: bool,
     /// MMRec i_id_mapping.csv: only the mapped items, and --write-npy rows in itemID order (row i = itemID i).
     #[arg(long)]
     pub id_map: Option<PathBuf>,
@@ -110,6 +113,18 @@ pub fn denoise(a: DenoiseArgs) -> anyhow::Result<ExitCode> {
         }
         let r = denoise::robustness::check(&items, &cfg.denoise, enc.as_ref(), 42)?;
         println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if a.npy_only {
+        anyhow::ensure!(a.npy_text == NpyText::Raw, "--npy-only works with --npy-text raw (cleaned text needs the cleaning run)");
+        let enc = denoise::TextEncoder::from_config(&cfg.denoise).context("--write-npy needs the MiniLM files (`sgbd-edge models fetch`)")?;
+        let rows = features::embed_catalog(&enc, &items, TextMode::Raw, &HashMap::new(), &cfg.denoise)?;
+        let rows = match &a.id_map {
+            Some(m) => features::order_by_mapping(&items, rows, m)?,
+            None => rows,
+        };
+        features::write_npy(&rows, a.write_npy.as_deref().context("--write-npy")?)?;
+        println!("wrote {} ({} x {})", a.write_npy.as_deref().map(|p| p.display().to_string()).unwrap_or_default(), rows.len(), rows.first().map(|r| r.len()).unwrap_or(0));
         return Ok(ExitCode::SUCCESS);
     }
     let mut d = Denoiser::from_config(&cfg.denoise);

@@ -1,7 +1,7 @@
 //! Cleaning a whole catalogue: caption photos in batches (when BLIP is loaded), clean each
 //! description, embed the item texts, and store texts and features (when given a store).
 use super::features::CatalogItem;
-use super::text::{clean_description, Denoised, Denoiser};
+use super::text::{clean_batch, CleanInput, Denoised, Denoiser};
 use super::Result;
 use crate::store::{FeatureKind, NewItem, Store};
 use std::collections::BTreeMap;
@@ -29,7 +29,8 @@ pub struct Summary {
     pub stored: usize,
 }
 
-/// Runs the cleaning over `items`, `d.cfg.caption_batch` at a time. `on_item` sees every result.
+/// Runs the cleaning over `items`, `embed_batch` at a time (photos captioned `caption_batch` at a
+/// time). `on_item` sees every result.
 pub fn denoise_catalog(
     d: &mut Denoiser,
     items: &[CatalogItem],
@@ -37,7 +38,7 @@ pub fn denoise_catalog(
     mut on_item: impl FnMut(&CatalogItem, &ItemResult),
 ) -> Result<Summary> {
     let mut sum = Summary { degraded: d.captioner.is_none(), ..Default::default() };
-    let batch = d.cfg.caption_batch.max(1);
+    let batch = d.cfg.embed_batch.max(d.cfg.caption_batch).max(1);
     for chunk in items.chunks(batch) {
         // Captions for the photos that load.
         let mut captions: Vec<Option<super::Caption>> = vec![None; chunk.len()];
@@ -61,18 +62,21 @@ pub fn denoise_catalog(
                 }
             }
         }
-        let mut results = Vec::with_capacity(chunk.len());
-        for (it, cap) in chunk.iter().zip(&captions) {
-            let dn = clean_description(
-                &it.title,
-                &it.description,
-                cap.as_ref().map(|c| c.text.as_str()),
-                &it.attributes,
-                &d.cfg,
-                d.encoder.as_ref(),
-            )?;
-            results.push(ItemResult { denoised: dn, text_feature: None, image_feature: cap.as_ref().map(|c| c.feature.clone()) });
-        }
+        let inputs: Vec<CleanInput> = chunk
+            .iter()
+            .zip(&captions)
+            .map(|(it, cap)| CleanInput {
+                title: &it.title,
+                description: &it.description,
+                caption: cap.as_ref().map(|c| c.text.as_str()),
+                attributes: &it.attributes,
+            })
+            .collect();
+        let mut results: Vec<ItemResult> = clean_batch(&inputs, &d.cfg, d.encoder.as_ref())?
+            .into_iter()
+            .zip(&captions)
+            .map(|(dn, cap)| ItemResult { denoised: dn, text_feature: None, image_feature: cap.as_ref().map(|c| c.feature.clone()) })
+            .collect();
         if let Some(enc) = &d.encoder {
             let texts: Vec<&str> = results.iter().map(|r| r.denoised.item_text.as_str()).collect();
             let feats = enc.embed(&texts)?;

@@ -9,7 +9,7 @@
 //!   colour and product type (e.g. "Black Trousers"), since BLIP weights are not available here.
 use super::embed::TextEncoder;
 use super::features::CatalogItem;
-use super::text::{clean_description, split_phrases};
+use super::text::{clean_batch, split_phrases, CleanInput};
 use super::Result;
 use crate::config::DenoiseConfig;
 use rand::seq::{IndexedRandom, SliceRandom};
@@ -110,9 +110,19 @@ pub fn check(items: &[CatalogItem], cfg: &DenoiseConfig, enc: Option<&TextEncode
         let mut removed: BTreeMap<String, (usize, usize)> = BTreeMap::new();
         let (mut gen_kept, mut gen_all) = (0usize, 0usize);
         let mut sims: Vec<(f32, Option<f32>, bool)> = Vec::new();
-        for (it, desc, labels) in &cases {
-            let cap = with_caption.then(|| proxy_caption(it));
-            let d = clean_description(&it.title, desc, cap.as_deref(), &it.attributes, cfg, enc)?;
+        let caps: Vec<Option<String>> = cases.iter().map(|(it, _, _)| with_caption.then(|| proxy_caption(it))).collect();
+        let inputs: Vec<CleanInput> = cases
+            .iter()
+            .zip(&caps)
+            .map(|((it, desc, _), cap)| CleanInput {
+                title: &it.title,
+                description: desc,
+                caption: cap.as_deref(),
+                attributes: &it.attributes,
+            })
+            .collect();
+        let cleaned = clean_batch(&inputs, cfg, enc)?;
+        for ((it, _, labels), d) in cases.iter().zip(cleaned) {
             // Phrase splitting of the noisy text must give back the labelled phrases.
             if d.phrases.len() != labels.len() {
                 tracing::warn!(sku = %it.sku, "phrase split changed by injection; item skipped");

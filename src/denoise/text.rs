@@ -191,6 +191,16 @@ fn tidy(phrase: &str) -> String {
     format!("{t}.")
 }
 
+/// One item to clean.
+#[derive(Debug, Clone, Copy)]
+pub struct CleanInput<'a> {
+    pub title: &'a str,
+    pub description: &'a str,
+    /// From BLIP; None = degraded.
+    pub caption: Option<&'a str>,
+    pub attributes: &'a [(String, String)],
+}
+
 /// Cleans one description. `caption` comes from BLIP (None = degraded). `encoder` enables the
 /// similarity filter (with a caption) and near-duplicate detection.
 pub fn clean_description(
@@ -201,52 +211,71 @@ pub fn clean_description(
     cfg: &DenoiseConfig,
     encoder: Option<&TextEncoder>,
 ) -> Result<Denoised> {
-    let phrases = split_phrases(description);
-    let mut decisions: Vec<PhraseDecision> = phrases
-        .iter()
-        .map(|p| PhraseDecision { text: p.clone(), kept: true, reason: "kept".into(), similarity: None, coherence: None })
-        .collect();
-    let mut seen = vec![normalize(title)];
-    for d in decisions.iter_mut() {
-        if let Some(r) = rule_reason(&d.text, cfg) {
-            d.kept = false;
-            d.reason = r;
-            continue;
+    let input = CleanInput { title, description, caption, attributes };
+    clean_batch(&[input], cfg, encoder)?
+        .pop()
+        .ok_or_else(|| super::DenoiseError::Config("clean_batch returned nothing".into()))
+}
+
+/// Cleans several items; the encoder embeds all their phrases in one batched call.
+pub fn clean_batch(inputs: &[CleanInput], cfg: &DenoiseConfig, encoder: Option<&TextEncoder>) -> Result<Vec<Denoised>> {
+    // Rules and exact duplicates, per item.
+    let mut all: Vec<Vec<PhraseDecision>> = Vec::with_capacity(inputs.len());
+    for inp in inputs {
+        let mut decisions: Vec<PhraseDecision> = split_phrases(inp.description)
+            .into_iter()
+            .map(|p| PhraseDecision { text: p, kept: true, reason: "kept".into(), similarity: None, coherence: None })
+            .collect();
+        let mut seen = vec![normalize(inp.title)];
+        for d in decisions.iter_mut() {
+            if let Some(r) = rule_reason(&d.text, cfg) {
+                d.kept = false;
+                d.reason = r;
+                continue;
+            }
+            let key = normalize(&d.text);
+            if seen.contains(&key) {
+                d.kept = false;
+                d.reason = "duplicate".into();
+                continue;
+            }
+            seen.push(key);
         }
-        let key = normalize(&d.text);
-        if seen.contains(&key) {
-            d.kept = false;
-            d.reason = "duplicate".into();
-            continue;
-        }
-        seen.push(key);
+        all.push(decisions);
     }
     if let Some(enc) = encoder {
-        let live: Vec<usize> = (0..decisions.len()).filter(|&i| decisions[i].kept).collect();
-        if !live.is_empty() {
-            let mut texts: Vec<String> = live.iter().map(|&i| decisions[i].text.clone()).collect();
-            // Catalogue attribute values help: on H&M with injected foreign phrases, the reference
-            // with them removed more foreign phrases at the same share of genuine ones kept.
-            let reference = caption.map(|c| {
-                let attrs: Vec<&str> = attributes.iter().map(|(_, v)| v.as_str()).filter(|v| !v.is_empty()).collect();
-                format!("{c}. {title}. {}", attrs.join(", "))
-            });
-            if let Some(r) = &reference {
-                texts.push(r.clone());
+        // Per item: the live phrases, then the reference (with a caption). Catalogue attribute
+        // values help: on H&M with injected foreign phrases, the reference with them removed more
+        // foreign phrases at the same share of genuine ones kept.
+        let mut texts: Vec<String> = Vec::new();
+        let mut spans: Vec<(usize, Vec<usize>, bool)> = Vec::new(); // (start, live phrase idx, has reference)
+        for (inp, decisions) in inputs.iter().zip(&all) {
+            let live: Vec<usize> = (0..decisions.len()).filter(|&i| decisions[i].kept).collect();
+            let start = texts.len();
+            texts.extend(live.iter().map(|&i| decisions[i].text.clone()));
+            let has_ref = !live.is_empty() && inp.caption.is_some();
+            if let (true, Some(c)) = (has_ref, inp.caption) {
+                let attrs: Vec<&str> =
+                    inp.attributes.iter().map(|(_, v)| v.as_str()).filter(|v| !v.is_empty()).collect();
+                texts.push(format!("{c}. {}. {}", inp.title, attrs.join(", ")));
             }
-            let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
-            let emb = enc.embed(&refs)?;
+            spans.push((start, live, has_ref));
+        }
+        let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
+        let emb = if refs.is_empty() { Vec::new() } else { enc.embed(&refs)? };
+        for (decisions, (start, live, has_ref)) in all.iter_mut().zip(spans) {
+            let e = &emb[start..start + live.len()];
             let mut kept_emb: Vec<usize> = Vec::new();
             for (k, &i) in live.iter().enumerate() {
-                if kept_emb.iter().any(|&j| cosine(&emb[j], &emb[k]) >= NEAR_DUPLICATE_COSINE) {
+                if kept_emb.iter().any(|&j| cosine(&e[j], &e[k]) >= NEAR_DUPLICATE_COSINE) {
                     decisions[i].kept = false;
                     decisions[i].reason = "near-duplicate".into();
                     continue;
                 }
-                if reference.is_some() {
-                    let s = cosine(&emb[k], &emb[live.len()]);
+                if has_ref {
+                    let s = cosine(&e[k], &emb[start + live.len()]);
                     decisions[i].similarity = Some(s);
-                    let coh = leave_one_out(&emb[..live.len()], k);
+                    let coh = leave_one_out(e, k);
                     decisions[i].coherence = coh;
                     // Off-topic: far from the caption and title, and (when the description has
                     // other phrases) far from the rest of the description too.
@@ -260,23 +289,27 @@ pub fn clean_description(
             }
         }
     }
+    Ok(inputs.iter().zip(all).map(|(inp, decisions)| finish(inp, decisions)).collect())
+}
+
+fn finish(inp: &CleanInput, decisions: Vec<PhraseDecision>) -> Denoised {
     let clean_description =
         decisions.iter().filter(|d| d.kept).map(|d| tidy(&d.text)).collect::<Vec<_>>().join(" ");
-    let mut parts = vec![tidy(title.trim())];
+    let mut parts = vec![tidy(inp.title.trim())];
     if !clean_description.is_empty() {
         parts.push(clean_description.clone());
     }
-    if let Some(c) = caption.filter(|c| !c.trim().is_empty()) {
+    if let Some(c) = inp.caption.filter(|c| !c.trim().is_empty()) {
         parts.push(tidy(c.trim()));
     }
     let item_text = parts.into_iter().filter(|p| p != ".").collect::<Vec<_>>().join(" ");
-    Ok(Denoised {
+    Denoised {
         clean_description,
-        caption: caption.map(|c| c.to_string()),
+        caption: inp.caption.map(|c| c.to_string()),
         phrases: decisions,
         item_text,
-        degraded: caption.is_none(),
-    })
+        degraded: inp.caption.is_none(),
+    }
 }
 
 /// Holds what cleaning needs: configuration, and the models that could be loaded.
