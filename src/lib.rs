@@ -6,6 +6,7 @@
 //! - [`store`]: the SQLite store (catalogue, interactions, features, model versions, outbox),
 //! - [`learn`]: multimodal recommenders trained with SGBD (SAM inside Mirror Gradient),
 //! - [`registry`]: versioned recommender models, promotion and rollback,
+//! - [`online`]: the on-device learning loop: fine-tune rounds, promotion gate, serving a trained model,
 //! - [`serve`]: ranking for kiosk requests,
 //! - [`mqtt`]: the versioned MQTT contract, embedded broker, client with durable outbox, fleet sync,
 //! - [`daemon`]: the running appliance (tokio stages, systemd notify, signals),
@@ -24,6 +25,7 @@ pub mod doctor;
 pub mod learn;
 pub mod modelfiles;
 pub mod mqtt;
+pub mod online;
 pub mod registry;
 pub mod serve;
 pub mod store;

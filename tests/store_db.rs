@@ -305,34 +305,3 @@ fn two_writers_wait_for_each_other_instead_of_failing() {
     }
     assert_eq!(Store::open(&path, 5000).unwrap().counts().unwrap().interactions, 2 * 60 * 11);
 }
-
-/// Not a timed test: prints durable ingest rates on this machine's disk (`--ignored --nocapture`)
-/// and checks that every event landed. The daemon's `bench serve` measures end-to-end ingest.
-#[test]
-#[ignore]
-fn ingest_rate_probe() {
-    let dir = tempfile::tempdir_in(std::env::var_os("SGBD_BENCH_DIR").unwrap_or_else(|| ".".into())).unwrap();
-    let path = dir.path().join("sgbd.db");
-    let mut s = Store::open(&path, 5000).unwrap();
-    let mk = |tag: &str, i: usize| {
-        ev(format!("{tag}-{i}"), &format!("u{}", i % 500), &format!("s{}", i % 3000), EventKind::View, i as i64)
-    };
-    let n_single = 500;
-    let t = std::time::Instant::now();
-    for i in 0..n_single {
-        assert!(s.insert_event(&mk("single", i)).unwrap());
-    }
-    let single = n_single as f64 / t.elapsed().as_secs_f64();
-    let mut report = vec![format!("insert_event (1 fsync each): {single:.0} events/s")];
-    for batch in [10usize, 100, 1000] {
-        let n = 20_000;
-        let t = std::time::Instant::now();
-        for b in 0..n / batch {
-            let evs: Vec<Event> = (0..batch).map(|i| mk(&format!("b{batch}"), b * batch + i)).collect();
-            assert_eq!(s.insert_events(&evs).unwrap(), batch);
-        }
-        report.push(format!("insert_events batch {batch}: {:.0} events/s", n as f64 / t.elapsed().as_secs_f64()));
-    }
-    assert_eq!(s.counts().unwrap().interactions, (n_single + 3 * 20_000) as u64);
-    println!("{}", report.join("\n"));
-}

@@ -3,4 +3,6 @@
 pub mod caption;
 pub mod capture;
 pub mod embed;
+pub mod online;
 pub mod serve;
+pub mod train;

@@ -8,11 +8,16 @@ pub enum BenchCmd {
     Serve(crate::bench::serve::ServeBenchArgs),
     /// Capture: crops per second and end-to-end time from a shelf picture in a folder to stored crops.
     Capture(crate::bench::capture::CaptureBenchArgs),
+    /// Recommender training: optimisers x seeds, test metrics and time per epoch / evaluation.
+    Train(super::train::BenchTrainArgs),
     /// BLIP-large captioning (random weights): vision encoder, ms/token before/after the decoding
     /// cache, images/s batched, peak RSS.
     Caption(crate::bench::caption::CaptionBenchArgs),
     /// MiniLM sentence embedding: sentences/s batched vs one at a time.
     Embed(EmbedArgs),
+    /// The learning loop: replay timestamped interactions as kiosk events; online hit rate for
+    /// SGBD vs Adam fine-tuning vs popularity, round wall time and RSS, latency while training.
+    Loop(crate::bench::online::LoopBenchArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -38,6 +43,11 @@ pub fn run(c: BenchCmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         BenchCmd::Capture(a) => super::capture::bench(a),
+        BenchCmd::Train(a) => super::train::bench(a),
+        BenchCmd::Loop(a) => {
+            crate::bench::online::run(&a)?;
+            Ok(ExitCode::SUCCESS)
+        }
         BenchCmd::Caption(a) => {
             if let Some(b) = crate::bench::caption::run(&a)? {
                 crate::bench::caption::print(&b);

@@ -11,6 +11,7 @@ mod denoise;
 mod doctor;
 mod kiosk;
 mod models;
+mod registry;
 mod store;
 mod train;
 

@@ -12,6 +12,16 @@ pub enum ModelsCmd {
     Verify(VerifyArgs),
     /// Record the sha256 of files without an upstream checksum (BLIP), on first install.
     Pin(PinArgs),
+    /// Recommender registry: every model version with status, metrics, lineage and checksum state.
+    List(super::registry::ListArgs),
+    /// Recommender registry: serve this version (its files are verified first).
+    Activate(super::registry::VersionArgs),
+    /// Recommender registry: go back to the version that was active before the current one.
+    Rollback(super::registry::PlainArgs),
+    /// Recommender registry: pin (and activate) a version; the learning loop will not promote over it.
+    PinVersion(super::registry::VersionArgs),
+    /// Recommender registry: remove the pin.
+    Unpin(super::registry::PlainArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -78,6 +88,11 @@ pub fn run(c: ModelsCmd) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        ModelsCmd::List(a) => super::registry::list(a),
+        ModelsCmd::Activate(a) => super::registry::activate(a),
+        ModelsCmd::Rollback(a) => super::registry::rollback(a),
+        ModelsCmd::PinVersion(a) => super::registry::pin(a),
+        ModelsCmd::Unpin(a) => super::registry::unpin(a),
         ModelsCmd::Pin(a) => {
             let cfg = super::load_config(&a.config)?;
             let m = manifest.get(&a.model)?;

@@ -10,6 +10,7 @@ mod learn;
 mod log;
 mod mqtt;
 mod node;
+mod online;
 mod serve;
 mod store;
 
@@ -19,6 +20,7 @@ pub use learn::LearnConfig;
 pub use log::{LogConfig, LogFormat};
 pub use mqtt::{BrokerMode, MqttConfig, TlsConfig};
 pub use node::NodeConfig;
+pub use online::OnlineConfig;
 pub use serve::ServeConfig;
 pub use store::StoreConfig;
 
@@ -40,6 +42,7 @@ pub struct Config {
     pub mqtt: MqttConfig,
     pub serve: ServeConfig,
     pub learn: LearnConfig,
+    pub online: OnlineConfig,
     pub denoise: DenoiseConfig,
     pub capture: CaptureConfig,
 }
@@ -105,6 +108,7 @@ impl Validate for Config {
         self.mqtt.validate(issues);
         self.serve.validate(issues);
         self.learn.validate(issues);
+        self.online.validate(issues);
         self.denoise.validate(issues);
         self.capture.validate(issues);
     }
@@ -147,7 +151,7 @@ pub fn validate_str(src: &str) -> Result<Config, Vec<ConfigIssue>> {
         }
     };
     // Parse section by section so that a problem in one section does not hide another's.
-    let known = ["node", "log", "store", "mqtt", "serve", "learn", "denoise", "capture"];
+    let known = ["node", "log", "store", "mqtt", "serve", "learn", "online", "denoise", "capture"];
     for key in table.keys() {
         if !known.contains(&key.as_str()) {
             issues.push(ConfigIssue {
@@ -173,6 +177,7 @@ pub fn validate_str(src: &str) -> Result<Config, Vec<ConfigIssue>> {
     section!(mqtt);
     section!(serve);
     section!(learn);
+    section!(online);
     section!(denoise);
     section!(capture);
     // Sections that failed to parse kept their (valid) defaults, so semantic checks on the rest

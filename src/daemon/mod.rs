@@ -165,6 +165,7 @@ pub fn birth(cfg: &Config, model_version: &str) -> Birth {
             "cmd/rebirth".into(),
             "cmd/config-reload".into(),
             "cmd/catalog-update".into(),
+            "cmd/model-pin".into(),
         ],
         config_hash: cfg.hash(),
         protocols: vec!["5".into(), "3.1.1".into()],
@@ -306,6 +307,15 @@ pub async fn run(cfg: Config, opts: DaemonOptions, mut shutdown: watch::Receiver
             .name("ranker-refresh".into())
             .spawn(move || stages::refresh_loop(ctx, refresh_store, stopping))?
     };
+    let publisher = crate::online::daemon_publisher(&cfg, &link);
+    let trainer = crate::online::spawn_trainer(
+        cfg.clone(),
+        ctx.ranker.clone(),
+        ctx.popularity.clone(),
+        publisher,
+        metrics.clone(),
+        stopping.clone(),
+    )?;
     let router = tokio::spawn(stages::router(
         ctx.clone(),
         incoming,
@@ -349,6 +359,7 @@ pub async fn run(cfg: Config, opts: DaemonOptions, mut shutdown: watch::Receiver
     let _ = tokio::task::spawn_blocking(move || writer.join()).await;
     stopping.store(true, Ordering::SeqCst);
     let _ = tokio::task::spawn_blocking(move || refresher.join()).await;
+    let _ = tokio::task::spawn_blocking(move || trainer.join()).await;
     stats.abort();
     let _ = status.await;
     let acked = link.shutdown(STATUS_STOPPED, Duration::from_secs(3)).await;

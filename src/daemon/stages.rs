@@ -553,6 +553,11 @@ pub(crate) async fn command_loop(
             Err(_) => continue,
         };
         ctx.metrics().incr("fleet.commands");
+        if name == "model-pin" {
+            let (cfg, metrics) = (ctx.cfg.read().map(|c| c.clone()).unwrap_or_default(), ctx.health.metrics.clone());
+            tokio::task::spawn_blocking(move || crate::online::fleet_pin(&cfg, &m.payload, &metrics));
+            continue;
+        }
         let cmd: Option<Command> = if m.payload.is_empty() {
             None
         } else {

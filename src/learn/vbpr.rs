@@ -1,1 +1,174 @@
+//! VBPR in MMRec's form: users have a 2d-dimensional embedding; an item is
+//! `concat(id embedding [d], Linear(concat of its modality features) -> d)`; score = dot product;
+//! loss = BPR + reg * (||u||_F + ||i+||_F + ||i-||_F) / B on the batch rows (not squared).
+//!
+//! The raw features are fixed inputs (only the projection is trained), as in MMRec.
 
+use super::model::{bpr_loss, emb_reg, xavier_uniform, Batch, Recommender};
+use super::npy::Modality;
+use super::{LearnError, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use rand::rngs::StdRng;
+use rand_distr::{Distribution, Normal};
+
+/// VBPR hyper-parameters.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VbprParams {
+    /// Item id and projected-feature dimension d (users get 2d).
+    pub dim: usize,
+    /// Weight of the embedding norm regulariser (MMRec `reg_weight`).
+    pub reg: f64,
+}
+
+impl Default for VbprParams {
+    fn default() -> Self {
+        Self { dim: 64, reg: 1e-4 }
+    }
+}
+
+impl VbprParams {
+    pub fn validate(&self) -> Result<()> {
+        if self.dim == 0 {
+            return Err(LearnError::Invalid("vbpr dim must be > 0".into()));
+        }
+        if !(self.reg >= 0.0 && self.reg.is_finite()) {
+            return Err(LearnError::Invalid(format!("vbpr reg must be >= 0, got {}", self.reg)));
+        }
+        Ok(())
+    }
+}
+
+/// A trainable linear layer `y = x W^T + b` (W: [out, in], as in PyTorch).
+#[derive(Clone)]
+pub struct Linear {
+    pub weight: Var,
+    pub bias: Var,
+}
+
+impl Linear {
+    /// PyTorch's default `nn.Linear` init: W and b uniform in +-1/sqrt(in).
+    pub fn torch_default(inp: usize, out: usize, dtype: DType, rng: &mut StdRng) -> Result<Self> {
+        use rand::Rng;
+        let bound = 1.0 / (inp.max(1) as f32).sqrt();
+        let w: Vec<f32> = (0..out * inp).map(|_| rng.random_range(-bound..bound)).collect();
+        let b: Vec<f32> = (0..out).map(|_| rng.random_range(-bound..bound)).collect();
+        Self::from_values(w, b, inp, out, dtype)
+    }
+
+    /// MMRec's `xavier_normal_initialization`: W ~ N(0, 2 / (in + out)), b = 0.
+    pub fn xavier_normal(inp: usize, out: usize, dtype: DType, rng: &mut StdRng) -> Result<Self> {
+        let std = (2.0 / (inp + out) as f64).sqrt() as f32;
+        let normal = Normal::new(0.0f32, std).map_err(|e| LearnError::Invalid(format!("xavier normal: {e}")))?;
+        let w: Vec<f32> = (0..out * inp).map(|_| normal.sample(rng)).collect();
+        Self::from_values(w, vec![0.0; out], inp, out, dtype)
+    }
+
+    fn from_values(w: Vec<f32>, b: Vec<f32>, inp: usize, out: usize, dtype: DType) -> Result<Self> {
+        let weight = Var::from_tensor(&Tensor::from_vec(w, (out, inp), &Device::Cpu)?.to_dtype(dtype)?)?;
+        let bias = Var::from_tensor(&Tensor::from_vec(b, out, &Device::Cpu)?.to_dtype(dtype)?)?;
+        Ok(Self { weight, bias })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.matmul(&self.weight.as_tensor().t()?)?.broadcast_add(self.bias.as_tensor())?)
+    }
+}
+
+/// A trainable [rows, cols] table initialised xavier-uniform (as `nn.init.xavier_uniform_`).
+pub(crate) fn xavier_var(rows: usize, cols: usize, dtype: DType, rng: &mut StdRng) -> Result<Var> {
+    let t = Tensor::from_vec(xavier_uniform(rows, cols, rng), (rows, cols), &Device::Cpu)?.to_dtype(dtype)?;
+    Ok(Var::from_tensor(&t)?)
+}
+
+/// Checks that every modality covers exactly `n_items` items.
+pub(crate) fn check_modalities(n_items: usize, modalities: &[Modality]) -> Result<()> {
+    if modalities.is_empty() {
+        return Err(LearnError::Invalid("a multimodal model needs at least one feature modality".into()));
+    }
+    for m in modalities {
+        if m.n_items != n_items || m.data.len() != m.n_items * m.dim {
+            return Err(LearnError::Invalid(format!(
+                "modality {} has {} rows, the interactions have {n_items} items",
+                m.name, m.n_items
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub struct Vbpr {
+    user: Var,
+    item: Var,
+    proj: Linear,
+    /// Concatenated raw features [I, sum of modality dims] (fixed input).
+    feats: Tensor,
+    reg: f64,
+}
+
+impl Vbpr {
+    /// Builds VBPR over the concatenation of `modalities` (each [n_items, d_m], row i = item i).
+    pub fn new(
+        n_users: usize,
+        n_items: usize,
+        modalities: &[Modality],
+        params: &VbprParams,
+        dtype: DType,
+        rng: &mut StdRng,
+    ) -> Result<Self> {
+        params.validate()?;
+        check_modalities(n_items, modalities)?;
+        let f: usize = modalities.iter().map(|m| m.dim).sum();
+        let mut cat = Vec::with_capacity(n_items * f);
+        for i in 0..n_items {
+            for m in modalities {
+                cat.extend_from_slice(&m.data[i * m.dim..(i + 1) * m.dim]);
+            }
+        }
+        let feats = Tensor::from_vec(cat, (n_items, f), &Device::Cpu)?.to_dtype(dtype)?;
+        let d = params.dim;
+        let user = xavier_var(n_users, 2 * d, dtype, rng)?;
+        let item = xavier_var(n_items, d, dtype, rng)?;
+        let proj = Linear::xavier_normal(f, d, dtype, rng)?;
+        Ok(Self { user, item, proj, feats, reg: params.reg })
+    }
+
+    /// Item embeddings of the given item ids (or of all items).
+    fn items(&self, idx: Option<&Tensor>) -> Result<Tensor> {
+        let (id, raw) = match idx {
+            Some(ix) => (self.item.as_tensor().index_select(ix, 0)?, self.feats.index_select(ix, 0)?),
+            None => (self.item.as_tensor().clone(), self.feats.clone()),
+        };
+        Ok(Tensor::cat(&[&id, &self.proj.forward(&raw)?], 1)?)
+    }
+}
+
+impl Recommender for Vbpr {
+    fn name(&self) -> &'static str {
+        "vbpr"
+    }
+
+    fn named_vars(&self) -> Vec<(String, Var)> {
+        vec![
+            ("user".into(), self.user.clone()),
+            ("item".into(), self.item.clone()),
+            ("proj.weight".into(), self.proj.weight.clone()),
+            ("proj.bias".into(), self.proj.bias.clone()),
+        ]
+    }
+
+    fn batch_loss(&self, batch: &Batch) -> Result<Tensor> {
+        let u = self.user.as_tensor().index_select(&batch.users, 0)?;
+        let p = self.items(Some(&batch.pos))?;
+        let n = self.items(Some(&batch.neg))?;
+        let loss = bpr_loss(&u, &p, &n)?;
+        if self.reg == 0.0 {
+            return Ok(loss);
+        }
+        Ok(loss.add(&emb_reg(&[&u, &p, &n])?.affine(self.reg, 0.0)?)?)
+    }
+
+    fn embeddings(&self) -> Result<(Tensor, Tensor)> {
+        Ok((self.user.as_tensor().clone(), self.items(None)?))
+    }
+}

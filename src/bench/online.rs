@@ -1,0 +1,411 @@
+//! `bench loop`: replays a timestamped `.inter` file (H&M: `hm_sample/hm.inter`) in time order
+//! through the learning loop's library pieces, in process, once per arm (`sgbd`, `adam`: fine-tune
+//! rounds with that optimiser and the real promotion gate; `popularity`: no training).
+//!
+//! The first `--warmup` fraction of the events is ingested and (for trained arms) a first round
+//! runs; the rest is cut into `--rounds` chunks. Within a chunk events stream one by one: at a
+//! user's first event in the chunk the current ranker serves `k` items (after seeing that event, as
+//! a kiosk scan would); the user counts as a **hit** if a later event of the chunk buys one of them
+//! (online hit rate = hits / users with a later event in the chunk). After each chunk a round runs
+//! while a serving thread calls `recommend` in a loop: request latency while training (in-process
+//! ranking time, the part of a reply the model controls), round wall time, peak RSS.
+
+use crate::config::Config;
+use crate::online::{round, OnlineError, Result, RoundHooks};
+use crate::registry::Registry;
+use crate::serve::{PopularityRanker, Ranker, RequestCtx};
+use crate::store::{Event, EventKind, Store};
+use crate::telemetry::Metrics;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(clap::Args, Debug)]
+pub struct LoopBenchArgs {
+    /// A timestamped `.inter` file (`userID itemID timestamp ...`) or a folder holding one.
+    #[arg(long, env = "SGBD_DATA")]
+    pub data: PathBuf,
+    /// Arms to compare: sgbd, adam, mg, sam, popularity.
+    #[arg(long, default_value = "sgbd,adam,popularity", value_delimiter = ',')]
+    pub arms: Vec<String>,
+    /// Fraction of the events ingested before the stream starts.
+    #[arg(long, default_value_t = 0.5)]
+    pub warmup: f64,
+    /// Chunks the rest is cut into (one fine-tune round after each).
+    #[arg(long, default_value_t = 4)]
+    pub rounds: usize,
+    /// Items served per recommendation.
+    #[arg(long, default_value_t = 20)]
+    pub k: usize,
+    /// Epoch cap per round (overrides `online.epochs`).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Configuration file for `[learn]` / `[online]` (default: compiled-in defaults).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RoundStat {
+    pub after_chunk: usize,
+    pub decision: String,
+    pub wall_s: f64,
+    pub train_s: f64,
+    pub epochs: usize,
+    pub valid_recall20: f64,
+    pub baseline_recall20: f64,
+    pub peak_rss_mb: Option<u64>,
+    /// In-process `recommend` latency while this round trained.
+    pub requests: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ArmResult {
+    pub arm: String,
+    /// Online hit rate per chunk.
+    pub hit_rate: Vec<f64>,
+    pub hits: u64,
+    pub served_users: u64,
+    pub rounds: Vec<RoundStat>,
+    /// Latency of the serving path with no training running (p50, p99 ms).
+    pub idle_p50_ms: f64,
+    pub idle_p99_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoopBench {
+    pub data: String,
+    pub events: usize,
+    pub warmup_events: usize,
+    pub k: usize,
+    pub model: String,
+    pub arms: Vec<ArmResult>,
+}
+
+/// Reads `userID itemID timestamp` rows (header names them) into events in time order.
+pub fn load_timed_inter(path: &Path) -> Result<Vec<Event>> {
+    let text = std::fs::read_to_string(path).map_err(|e| OnlineError::Invalid(format!("{}: {e}", path.display())))?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split('\t').map(str::trim).collect();
+    let col = |n: &str| header.iter().position(|c| c.eq_ignore_ascii_case(n));
+    let (Some(cu), Some(ci), Some(ct)) = (col("userID"), col("itemID"), col("timestamp")) else {
+        return Err(OnlineError::Invalid(format!(
+            "{}: header must name userID, itemID and timestamp",
+            path.display()
+        )));
+    };
+    let mut out = Vec::new();
+    for (n, line) in lines.enumerate() {
+        let f: Vec<&str> = line.split('\t').collect();
+        if f.len() <= cu.max(ci).max(ct) {
+            continue;
+        }
+        let ts: i64 = f[ct]
+            .trim()
+            .parse()
+            .map_err(|_| OnlineError::Invalid(format!("{}: line {}: bad timestamp", path.display(), n + 2)))?;
+        out.push(Event {
+            event_id: format!("inter:{}", n + 2),
+            user: format!("u{}", f[cu].trim()),
+            sku: f[ci].trim().to_string(),
+            kind: EventKind::Purchase,
+            ts_ms: ts * 1000,
+            kiosk: Some("replay".into()),
+        });
+    }
+    out.sort_by_key(|e| e.ts_ms); // stable: file order within a timestamp
+    Ok(out)
+}
+
+fn latency_probe(
+    ranker: Arc<dyn Ranker>,
+    users: Arc<Vec<String>>,
+    k: usize,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Metrics> {
+    std::thread::spawn(move || {
+        let m = Metrics::default();
+        let mut i = 0usize;
+        while !stop.load(Ordering::Relaxed) {
+            let u = &users[i % users.len().max(1)];
+            let t = Instant::now();
+            let rec = ranker.recommend(u, k, &RequestCtx::default());
+            m.observe_ms("ms", t.elapsed().as_secs_f64() * 1e3);
+            std::hint::black_box(rec);
+            i = i.wrapping_add(7919);
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        m
+    })
+}
+
+fn p50_p99(m: &Metrics) -> (u64, f64, f64) {
+    m.latency_summaries()
+        .get("ms")
+        .map_or((0, f64::NAN, f64::NAN), |s| (s.count, s.p50_ms, s.p99_ms))
+}
+
+fn serving_ranker(cfg: &Config, store: &Store, trained: bool) -> Result<Arc<dyn Ranker>> {
+    if trained {
+        if let Some((r, _)) = crate::online::load_active(cfg, store)? {
+            return Ok(Arc::new(r) as Arc<dyn Ranker>);
+        }
+    }
+    let pop = PopularityRanker::load(store, &crate::daemon::exclude_kinds(cfg))
+        .map_err(|e| OnlineError::Invalid(e.to_string()))?;
+    Ok(Arc::new(pop))
+}
+
+fn run_arm(arm: &str, base: &Config, events: &[Event], warm: usize, rounds: usize, k: usize) -> Result<ArmResult> {
+    let dir = std::env::temp_dir().join(format!("sgbd-bench-loop-{}-{arm}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut cfg = base.clone();
+    cfg.node.data_dir = dir.clone();
+    let trained = arm != "popularity";
+    if trained {
+        cfg.online.optim = serde_json::from_value(serde_json::Value::String(arm.into()))
+            .map_err(|_| OnlineError::Invalid(format!("unknown arm {arm:?} (sgbd, adam, mg, sam, popularity)")))?;
+    }
+    let mut store = crate::store::open_config(&cfg)?;
+    store.insert_events(&events[..warm])?;
+    let reg = Registry::from_config(&cfg);
+    let users: Arc<Vec<String>> = {
+        let mut u: Vec<String> = events[..warm].iter().map(|e| e.user.clone()).collect();
+        u.sort();
+        u.dedup();
+        Arc::new(u)
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(if cfg.online.train_threads > 0 {
+            cfg.online.train_threads
+        } else {
+            0
+        })
+        .start_handler({
+            let nice = cfg.online.nice;
+            move |_| {
+                // SAFETY: plain syscalls with scalar arguments.
+                let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
+                unsafe { libc::setpriority(libc::PRIO_PROCESS as _, tid, nice) };
+            }
+        })
+        .build()
+        .map_err(|e| OnlineError::Invalid(format!("training pool: {e}")))?;
+    let mut res = ArmResult {
+        arm: arm.into(),
+        hit_rate: vec![],
+        hits: 0,
+        served_users: 0,
+        rounds: vec![],
+        idle_p50_ms: 0.0,
+        idle_p99_ms: 0.0,
+    };
+    let do_round = |ranker: &Arc<dyn Ranker>, after: usize| -> Result<RoundStat> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let probe = latency_probe(ranker.clone(), users.clone(), k, stop.clone());
+        let t = Instant::now();
+        // The round opens its own connection (a `Store` stays on one thread).
+        let out = pool.install(|| {
+            crate::store::open_config(&cfg)
+                .map_err(crate::online::OnlineError::from)
+                .and_then(|s| round::run(&cfg, &s, &reg, &AtomicBool::new(false), &RoundHooks::default()))
+        });
+        let wall_s = t.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        let m = probe
+            .join()
+            .map_err(|_| OnlineError::Invalid("latency probe panicked".into()))?;
+        let (requests, p50_ms, p99_ms) = p50_p99(&m);
+        let peak = crate::learn::trainer::peak_rss_bytes().map(|b| b >> 20);
+        Ok(match out {
+            Ok(o) => RoundStat {
+                after_chunk: after,
+                decision: format!("{:?}", o.decision).to_lowercase(),
+                wall_s,
+                train_s: o.train_s,
+                epochs: o.epochs,
+                valid_recall20: o.candidate.recall_at(20),
+                baseline_recall20: o.baseline.recall_at(20),
+                peak_rss_mb: peak,
+                requests,
+                p50_ms,
+                p99_ms,
+            },
+            Err(e) => RoundStat {
+                after_chunk: after,
+                decision: format!("failed: {e}"),
+                wall_s,
+                train_s: 0.0,
+                epochs: 0,
+                valid_recall20: f64::NAN,
+                baseline_recall20: f64::NAN,
+                peak_rss_mb: peak,
+                requests,
+                p50_ms,
+                p99_ms,
+            },
+        })
+    };
+    let mut ranker = serving_ranker(&cfg, &store, false)?;
+    {
+        // Idle latency (no training running).
+        let stop = Arc::new(AtomicBool::new(false));
+        let probe = latency_probe(ranker.clone(), users.clone(), k, stop.clone());
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        stop.store(true, Ordering::Relaxed);
+        let (_, p50, p99) = p50_p99(
+            &probe
+                .join()
+                .map_err(|_| OnlineError::Invalid("latency probe panicked".into()))?,
+        );
+        (res.idle_p50_ms, res.idle_p99_ms) = (p50, p99);
+    }
+    if trained {
+        let st = do_round(&ranker, 0)?;
+        if st.decision == "promoted" {
+            ranker = serving_ranker(&cfg, &store, true)?;
+        }
+        res.rounds.push(st);
+    }
+    let rest = &events[warm..];
+    let per = rest.len().div_ceil(rounds.max(1)).max(1);
+    for (c, chunk) in rest.chunks(per).enumerate() {
+        let mut served: std::collections::HashMap<&str, (Vec<String>, bool)> = Default::default();
+        for e in chunk {
+            match served.get_mut(e.user.as_str()) {
+                Some((items, hit)) => {
+                    if items.iter().any(|s| s == &e.sku) {
+                        *hit = true;
+                    }
+                    ranker.observe(std::slice::from_ref(e));
+                }
+                None => {
+                    ranker.observe(std::slice::from_ref(e));
+                    let rec = ranker.recommend(
+                        &e.user,
+                        k,
+                        &RequestCtx {
+                            now_ms: e.ts_ms,
+                            ..Default::default()
+                        },
+                    );
+                    served.insert(e.user.as_str(), (rec.items.into_iter().map(|i| i.sku).collect(), false));
+                }
+            }
+        }
+        // Users with a later event in the chunk.
+        let mut later: std::collections::HashMap<&str, usize> = Default::default();
+        for e in chunk {
+            *later.entry(e.user.as_str()).or_default() += 1;
+        }
+        let eligible: Vec<&str> = later.iter().filter(|(_, &n)| n > 1).map(|(u, _)| *u).collect();
+        let hits = eligible.iter().filter(|u| served.get(**u).is_some_and(|s| s.1)).count();
+        res.hits += hits as u64;
+        res.served_users += eligible.len() as u64;
+        res.hit_rate.push(hits as f64 / eligible.len().max(1) as f64);
+        store.insert_events(chunk)?;
+        if trained && c + 1 < rest.len().div_ceil(per) {
+            let st = do_round(&ranker, c + 1)?;
+            if st.decision == "promoted" {
+                ranker = serving_ranker(&cfg, &store, true)?;
+            }
+            res.rounds.push(st);
+        } else if !trained {
+            ranker = serving_ranker(&cfg, &store, false)?;
+        }
+    }
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(res)
+}
+
+/// Runs the benchmark and prints the table.
+pub fn run(a: &LoopBenchArgs) -> Result<LoopBench> {
+    let path = crate::learn::data::find_inter(&a.data)?;
+    let events = load_timed_inter(&path)?;
+    if events.len() <= 10 {
+        return Err(OnlineError::Invalid(format!("{}: too few rows", path.display())));
+    }
+    let mut cfg = match &a.config {
+        Some(p) => Config::load(p).map_err(|e| OnlineError::Invalid(e.to_string()))?,
+        None => Config::default(),
+    };
+    if let Some(e) = a.epochs {
+        cfg.online.epochs = e;
+    }
+    let warm = ((events.len() as f64) * a.warmup.clamp(0.05, 0.95)) as usize;
+    let mut arms = Vec::new();
+    for arm in &a.arms {
+        eprintln!("arm {arm} ...");
+        arms.push(run_arm(arm, &cfg, &events, warm, a.rounds, a.k)?);
+    }
+    let b = LoopBench {
+        data: path.display().to_string(),
+        events: events.len(),
+        warmup_events: warm,
+        k: a.k,
+        model: format!("{:?}", cfg.learn.model).to_lowercase(),
+        arms,
+    };
+    print(&b);
+    if let Some(p) = &a.json {
+        let text = serde_json::to_string_pretty(&b).map_err(|e| OnlineError::Invalid(e.to_string()))?;
+        std::fs::write(p, text).map_err(|e| OnlineError::Invalid(format!("{}: {e}", p.display())))?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(b)
+}
+
+pub fn print(b: &LoopBench) {
+    println!(
+        "bench loop: {} ({} events, {} warm-up, then {} chunks), model {}, k = {}",
+        b.data,
+        b.events,
+        b.warmup_events,
+        b.arms.first().map_or(0, |a| a.hit_rate.len()),
+        b.model,
+        b.k
+    );
+    println!("| arm | online hit rate per chunk | overall | rounds (promoted) | round wall s mean / max | peak RSS MB | recommend p50 / p99 ms idle | p50 / p99 ms while training |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for a in &b.arms {
+        let hr: Vec<String> = a.hit_rate.iter().map(|h| format!("{h:.3}")).collect();
+        let n = a.rounds.len();
+        let promoted = a.rounds.iter().filter(|r| r.decision == "promoted").count();
+        let mean = a.rounds.iter().map(|r| r.wall_s).sum::<f64>() / n.max(1) as f64;
+        let max = a.rounds.iter().map(|r| r.wall_s).fold(0.0, f64::max);
+        let rss = a.rounds.iter().filter_map(|r| r.peak_rss_mb).max();
+        let p50 = a.rounds.iter().map(|r| r.p50_ms).fold(f64::NAN, f64::max);
+        let p99 = a.rounds.iter().map(|r| r.p99_ms).fold(f64::NAN, f64::max);
+        println!(
+            "| {} | {} | {:.3} ({}/{}) | {n} ({promoted}) | {mean:.2} / {max:.2} | {} | {:.3} / {:.3} | {} |",
+            a.arm,
+            hr.join(" "),
+            a.hits as f64 / a.served_users.max(1) as f64,
+            a.hits,
+            a.served_users,
+            rss.map_or("-".into(), |r| r.to_string()),
+            a.idle_p50_ms,
+            a.idle_p99_ms,
+            if n == 0 {
+                "-".to_string()
+            } else {
+                format!("{p50:.3} / {p99:.3} (worst round)")
+            }
+        );
+    }
+    for a in b.arms.iter().filter(|a| !a.rounds.is_empty()) {
+        for r in &a.rounds {
+            println!(
+                "  {} round after chunk {}: {} in {:.2} s ({} epochs, train {:.2} s), valid R@20 {:.4} vs baseline {:.4}, {} requests p99 {:.3} ms",
+                a.arm, r.after_chunk, r.decision, r.wall_s, r.epochs, r.train_s, r.valid_recall20, r.baseline_recall20, r.requests, r.p99_ms
+            );
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! VBPR and FREEDOM: gradient checks in f64, FREEDOM's degree-sensitive edge pruning, and
+//! planted data where only the item features can place cold items.
+
+mod common_learnmm;
+
+use candle_core::DType;
+use common_learnmm::{epoch_batches, grad_check, planted, scores, train_adam};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use sgbd_edge::learn::freedom::{weighted_sample_without_replacement, Freedom, FreedomParams};
+use sgbd_edge::learn::model::{Batch, Recommender};
+use sgbd_edge::learn::vbpr::{Vbpr, VbprParams};
+use std::collections::HashSet;
+
+fn tiny_batch(p: &common_learnmm::Planted, seed: u64) -> Batch {
+    let mut rng = StdRng::seed_from_u64(seed);
+    epoch_batches(p.n_items, &p.train, 24, &mut rng).remove(0)
+}
+
+#[test]
+fn vbpr_gradients_match_finite_differences() {
+    let p = planted(4, 6, 1, 3, 11);
+    let mut rng = StdRng::seed_from_u64(1);
+    let params = VbprParams { dim: 4, reg: 0.3 };
+    let m = Vbpr::new(p.n_users, p.n_items, &p.modalities, &params, DType::F64, &mut rng).unwrap();
+    let worst = grad_check(&m, &tiny_batch(&p, 2), 12, 3);
+    eprintln!("vbpr worst relative error {worst:.2e}");
+}
+
+#[test]
+fn freedom_gradients_match_finite_differences() {
+    let p = planted(4, 6, 1, 3, 12);
+    let mut rng = StdRng::seed_from_u64(1);
+    let params = FreedomParams { dim: 4, dropout: 0.5, lambda: 0.7, knn: sgbd_edge::learn::knn::KnnParams { k: 3, ..Default::default() }, ..Default::default() };
+    let mut m = Freedom::new(p.n_users, p.n_items, &p.train, &p.modalities, &params, DType::F64, &mut rng).unwrap();
+    m.on_epoch_start(&mut rng).unwrap();
+    let worst = grad_check(&m, &tiny_batch(&p, 2), 12, 3);
+    eprintln!("freedom worst relative error {worst:.2e}");
+    // lambda = 0: the feature tables and projections are not parameters (they get no gradient).
+    let params0 = FreedomParams { lambda: 0.0, ..params };
+    let m0 = Freedom::new(p.n_users, p.n_items, &p.train, &p.modalities, &params0, DType::F64, &mut rng).unwrap();
+    assert_eq!(m0.named_vars().len(), 2);
+    grad_check(&m0, &tiny_batch(&p, 2), 8, 4);
+}
+
+#[test]
+fn pruning_keeps_the_count_without_duplicates_and_favours_low_degree() {
+    // Weighted sampling without replacement: exact count, distinct, frequency ordered by weight.
+    let w = [1.0, 1.0, 4.0, 4.0, 0.0, 2.0];
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut freq = [0usize; 6];
+    for _ in 0..4000 {
+        let s = weighted_sample_without_replacement(&w, 2, &mut rng);
+        assert_eq!(s.len(), 2);
+        assert!(s[0] < s[1], "sorted and distinct");
+        for i in s {
+            freq[i] += 1;
+        }
+    }
+    assert_eq!(freq[4], 0, "zero weight is never drawn");
+    assert!(freq[2] > freq[5] && freq[5] > freq[0] && freq[3] > freq[1], "{freq:?}");
+    // Exact first-draw probability of a weight-4 edge: 4 / 12; with two draws each weight-4 edge is
+    // in about 0.6 of the samples (successive sampling); check it is in a sane band.
+    let f2 = freq[2] as f64 / 4000.0;
+    assert!((0.5..0.75).contains(&f2), "{f2}");
+
+    // On a graph with a hub user (degree 20) and light users (degree 1 with light items), the
+    // light edges survive much more often.
+    let n_users = 21;
+    let n_items = 40;
+    let mut train: Vec<(u32, u32)> = (0..20).map(|i| (0, i)).collect(); // hub user 0, items 0..20
+    for u in 1..21 {
+        train.push((u, 19 + u)); // items 20..40, one user each
+    }
+    let feats = sgbd_edge::learn::npy::Modality::new("f", n_items, 2, (0..n_items * 2).map(|x| (x % 7) as f32 + 1.0).collect()).unwrap();
+    let params = FreedomParams { dim: 4, dropout: 0.5, modality_weights: vec![], ..Default::default() };
+    let mut m = Freedom::new(n_users, n_items, &train, &[feats], &params, DType::F32, &mut rng).unwrap();
+    let (mut hub, mut light) = (0usize, 0usize);
+    for _ in 0..300 {
+        let kept = m.prune(&mut rng);
+        assert_eq!(kept.len(), 20, "(1 - 0.5) * 40 edges");
+        assert_eq!(kept.iter().collect::<HashSet<_>>().len(), 20, "no duplicate edges");
+        assert!(kept.iter().all(|e| train.contains(e)));
+        hub += kept.iter().filter(|e| e.0 == 0).count();
+        light += kept.iter().filter(|e| e.0 != 0).count();
+    }
+    // Hub edges have weight 1/sqrt(20 * 1), light ones 1: light edges dominate (a uniform
+    // sampler would keep as many hub as light edges).
+    assert!(light > 2 * hub, "light {light} hub {hub}");
+    // The epoch graph is the renormalised pruned graph; evaluation uses the full graph.
+    let before = m.embeddings().unwrap().1.to_vec2::<f32>().unwrap();
+    m.on_epoch_start(&mut rng).unwrap();
+    assert_eq!(m.train_graph().nnz(), 2 * 20);
+    m.train_graph().check().unwrap();
+    assert_eq!(m.embeddings().unwrap().1.to_vec2::<f32>().unwrap(), before);
+}
+
+/// Mean over users of P(score(cold item of own group) > score(cold item of the other group)).
+fn cold_auc(p: &common_learnmm::Planted, s: &[Vec<f32>]) -> f64 {
+    let mut total = 0.0;
+    for u in 0..p.n_users {
+        let g = p.user_group[u];
+        let own: Vec<u32> = p.cold.iter().copied().filter(|&i| p.item_group[i as usize] == g).collect();
+        let other: Vec<u32> = p.cold.iter().copied().filter(|&i| p.item_group[i as usize] != g).collect();
+        let mut wins = 0.0;
+        for &a in &own {
+            for &b in &other {
+                wins += if s[u][a as usize] > s[u][b as usize] { 1.0 } else { 0.0 };
+            }
+        }
+        total += wins / (own.len() * other.len()) as f64;
+    }
+    total / p.n_users as f64
+}
+
+#[test]
+fn features_place_cold_items_for_their_group() {
+    let p = planted(15, 20, 3, 6, 21);
+    for (name, mut model) in [
+        ("vbpr", Box::new(Vbpr::new(p.n_users, p.n_items, &p.modalities, &VbprParams { dim: 8, reg: 1e-4 }, DType::F32, &mut StdRng::seed_from_u64(1)).unwrap()) as Box<dyn Recommender>),
+        ("freedom", Box::new(Freedom::new(p.n_users, p.n_items, &p.train, &p.modalities,
+            &FreedomParams { dim: 8, dropout: 0.3, lambda: 1e-3, knn: sgbd_edge::learn::knn::KnnParams { k: 5, ..Default::default() }, ..Default::default() },
+            DType::F32, &mut StdRng::seed_from_u64(1)).unwrap())),
+    ] {
+        let before = cold_auc(&p, &scores(model.as_ref()));
+        train_adam(model.as_mut(), p.n_items, &p.train, 60, 0.02, 7);
+        let s = scores(model.as_ref());
+        let auc = cold_auc(&p, &s);
+        // Cold items of the user's own group also beat the other group's warm items.
+        let mut beats = 0usize;
+        let mut pairs = 0usize;
+        for u in 0..p.n_users {
+            let g = p.user_group[u];
+            for &c in p.cold.iter().filter(|&&c| p.item_group[c as usize] == g) {
+                for i in (0..p.n_items).filter(|&i| p.item_group[i] != g && !p.cold.contains(&(i as u32))) {
+                    pairs += 1;
+                    beats += (s[u][c as usize] > s[u][i]) as usize;
+                }
+            }
+        }
+        let frac = beats as f64 / pairs as f64;
+        eprintln!("{name}: cold-item AUC {before:.3} -> {auc:.3}, own cold vs other warm {frac:.3}");
+        assert!(auc > 0.95, "{name}: cold AUC {auc}");
+        assert!(frac > 0.9, "{name}: own cold vs other warm {frac}");
+    }
+}
