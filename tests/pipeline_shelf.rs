@@ -173,6 +173,14 @@ async fn shelf_picture_cut_denoised_and_stored() {
     assert!(s["stages"]["capture"]["ok"].as_bool().unwrap() && s["stages"]["denoise"]["ok"].as_bool().unwrap());
     assert!(s["latencies"]["shelf.e2e_ms"]["count"].as_u64() == Some(12), "{s:#}");
 
+    // The fleet sees the same in the stats payload (published every second here).
+    let stats_topic = topics().stats();
+    let mut obs = Observer::connect(n.port, "obs-stats", std::slice::from_ref(&stats_topic), true, 0).await;
+    let stats = obs.next_on(&stats_topic, Duration::from_secs(10)).await.expect("stats published").json();
+    assert_eq!(stats["shelf"]["cameras"][0]["state"]["state"], "ok", "{stats:#}");
+    assert_eq!(stats["shelf"]["denoise"]["degraded"], true, "{stats:#}");
+    assert!(stats["counters"]["denoise.items"].as_u64() >= Some(12), "{stats:#}");
+
     let log = stop(d).await;
     assert_eq!(log.matches("denoise: running degraded").count(), 1, "said once:\n{log}");
     assert_eq!(log.matches("denoise: item stored").count(), 12, "{log}");
