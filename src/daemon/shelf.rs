@@ -321,7 +321,9 @@ fn load_models(cfg: &Config, handle: &ShelfHandle) -> Denoiser {
     }
     match &encoder {
         Some(e) => tracing::info!(model = %e.model_id, "denoise: sentence encoder loaded (text features)"),
-        None => tracing::warn!(reason = %text_detail, "denoise: no sentence encoder (no text features, no similarity filter)"),
+        None => {
+            tracing::warn!(reason = %text_detail, "denoise: no sentence encoder (no text features, no similarity filter)")
+        }
     }
     handle.set_denoise(|s| {
         *s = DenoiseState {
@@ -345,7 +347,8 @@ fn backlog(cfg: &Config, store: &Store) -> Vec<Job> {
         .into_iter()
         .filter(|i| i.clean_description.is_none())
         .filter_map(|i| {
-            let img = store.item_images(&i.sku).ok()?.into_iter().find(|r| cams.iter().any(|c| r.source.starts_with(c)))?;
+            let img =
+                store.item_images(&i.sku).ok()?.into_iter().find(|r| cams.iter().any(|c| r.source.starts_with(c)))?;
             Some(Job { sku: i.sku, crop: Some(PathBuf::from(img.path)), captured_ms: None })
         })
         .collect()
@@ -467,8 +470,7 @@ fn denoise_one(d: &mut Denoiser, store: &Store, job: &Job) -> Result<Done, crate
         _ => None,
     };
     let attrs = attributes(&item.attributes);
-    let (dn, image_feature) =
-        crate::denoise::text::denoise(d, photo.as_ref(), &item.title, &item.description, &attrs)?;
+    let (dn, image_feature) = crate::denoise::text::denoise(d, photo.as_ref(), &item.title, &item.description, &attrs)?;
     if let (Some(f), Some(cap)) = (&image_feature, &d.captioner) {
         store.set_item_feature(&item.sku, FeatureKind::Image, &cap.model_id, f)?;
     }
@@ -504,7 +506,9 @@ pub fn drop_demo_shelves(cfg: &Config, demo_dir: &Path) -> Vec<PathBuf> {
                 tracing::info!(camera = %cam.id, file = %dst.display(), "demo: shelf picture dropped into the camera folder");
                 out.push(dst);
             }
-            Err(e) => tracing::warn!(camera = %cam.id, dir = %dir.display(), error = %e, "demo: shelf picture not dropped"),
+            Err(e) => {
+                tracing::warn!(camera = %cam.id, dir = %dir.display(), error = %e, "demo: shelf picture not dropped")
+            }
         }
     }
     out
