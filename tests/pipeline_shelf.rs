@@ -167,6 +167,7 @@ async fn shelf_picture_cut_denoised_and_stored() {
     assert_eq!(s["shelf"]["denoise"]["captioning"], false);
     assert!(s["shelf"]["denoise"]["caption_detail"].as_str().unwrap().starts_with("captioning disabled"), "{s:#}");
     assert_eq!(s["counters"]["capture.crops_changed"], 12);
+    assert_eq!(s["shelf"]["queued"], 0, "{s:#}");
     assert!(s["stages"]["capture"]["ok"].as_bool().unwrap() && s["stages"]["denoise"]["ok"].as_bool().unwrap());
     assert!(s["latencies"]["shelf.e2e_ms"]["count"].as_u64() == Some(12), "{s:#}");
 

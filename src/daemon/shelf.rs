@@ -100,7 +100,8 @@ impl ShelfHandle {
     pub fn report(&self) -> ShelfReport {
         let denoise = self.denoise.read().map(|d| d.clone()).unwrap_or_else(|p| p.into_inner().clone());
         let m = &self.metrics;
-        let queued = (m.get("denoise.queued")).saturating_sub(m.get("denoise.items") + m.get("denoise.errors"));
+        let done = m.get("denoise.items") + m.get("denoise.errors") + m.get("denoise.not_queued");
+        let queued = m.get("denoise.queued").saturating_sub(done);
         ShelfReport { cameras: self.board.snapshot(), denoise, queued }
     }
 
