@@ -482,7 +482,13 @@ impl std::fmt::Display for StatusReport {
             }
             None => writeln!(f, "model      none active (of {} registered): popularity fallback", self.model_versions)?,
         }
-        write!(f, "daemon     {}", self.daemon.detail)
+        write!(f, "daemon     {}", self.daemon.detail)?;
+        if self.daemon.running {
+            for line in self.daemon.status.as_ref().map(crate::daemon::shelf::describe).unwrap_or_default() {
+                write!(f, "\n           {line}")?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -1,6 +1,7 @@
 //! `run --demo`: a simulated kiosk (a real MQTT 5 client over the broker) that imports the bundled
 //! demo catalogue into an empty store, then every couple of seconds sends a few events and a
-//! recommendation request and prints the reply in a readable form on stdout.
+//! recommendation request and prints the reply in a readable form on stdout. It also drops the
+//! demo shelf picture (`<catalogue dir>/shelf/<camera>.jpg`) into each folder camera's directory.
 
 use super::Ctx;
 use crate::mqtt::contract::now_ms;
@@ -47,6 +48,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
         .demo_catalog
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEMO_CATALOG));
+    let demo_dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
     let c2 = cfg.clone();
     let titles = match tokio::task::spawn_blocking(move || prepare_catalogue(&c2, &path)).await {
         Ok(Ok(t)) => t,
@@ -60,6 +62,10 @@ pub(crate) async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
         }
     };
     ctx.dirty.store(true, Ordering::Relaxed);
+    // The bundled shelf picture goes into the camera folder once the catalogue is in, so the log
+    // shows the shelf cut into crops, each denoised and stored.
+    let c3 = cfg.clone();
+    let _ = tokio::task::spawn_blocking(move || super::shelf::drop_demo_shelves(&c3, &demo_dir)).await;
     let skus: Vec<String> = titles.keys().cloned().collect();
     let kiosk = match KioskClient::connect(
         &cfg.mqtt.host,

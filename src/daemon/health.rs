@@ -20,14 +20,19 @@ pub const STAGES: [&str; 5] = ["mqtt", "router", "requests", "ingest", "commands
 
 impl Default for Heartbeats {
     fn default() -> Self {
-        let now = crate::mqtt::contract::now_ms();
-        Self {
-            stages: STAGES.iter().map(|s| (*s, AtomicI64::new(now))).collect(),
-        }
+        Self::with_stages(&[])
     }
 }
 
 impl Heartbeats {
+    /// [`STAGES`] plus optional stages (e.g. the shelf stages when cameras are configured).
+    pub fn with_stages(extra: &[&'static str]) -> Self {
+        let now = crate::mqtt::contract::now_ms();
+        Self {
+            stages: STAGES.iter().chain(extra).map(|s| (*s, AtomicI64::new(now))).collect(),
+        }
+    }
+
     pub fn beat(&self, stage: &str) {
         if let Some(a) = self.stages.get(stage) {
             a.store(crate::mqtt::contract::now_ms(), Ordering::Relaxed);
@@ -76,6 +81,9 @@ pub struct StatusFile {
     pub stages: BTreeMap<String, StageState>,
     pub counters: BTreeMap<String, u64>,
     pub latencies: BTreeMap<String, crate::telemetry::LatencySummary>,
+    /// Cameras and the denoiser, when cameras are configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shelf: Option<super::shelf::ShelfReport>,
 }
 
 /// Path of the live status file.
@@ -221,6 +229,7 @@ mod tests {
             stages: BTreeMap::new(),
             counters: BTreeMap::new(),
             latencies: BTreeMap::new(),
+            shelf: None,
         };
         write_status(&p, &s).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();

@@ -11,7 +11,8 @@
 //! - `requests`: answers recommendation requests from memory ([`crate::serve`]);
 //! - `commands`: fleet commands (rebirth, config-reload, catalog-update);
 //! - a stats publisher, a popularity refresher thread, and the status task (status.json,
-//!   `STATUS=`, watchdog).
+//!   `STATUS=`, watchdog);
+//! - with cameras configured, the shelf stages `capture` and `denoise` ([`shelf`]).
 //!
 //! Shutdown (SIGTERM/SIGINT or [`ShutdownHandle::trigger`]): stop taking messages, drain the
 //! ingest queue and commit it, publish `stopped` (retained, QoS 1, waiting for its PUBACK),
@@ -19,6 +20,7 @@
 
 pub mod demo;
 pub mod health;
+pub mod shelf;
 mod stages;
 
 use crate::config::{BrokerMode, Config};
@@ -114,6 +116,8 @@ pub(crate) struct Ctx {
     pub opts: DaemonOptions,
     /// Set after a catalogue change or new events: the refresher re-reads popularity.
     pub dirty: AtomicBool,
+    /// Cameras and denoiser, when cameras are configured ([`shelf`]).
+    pub shelf: Option<shelf::ShelfHandle>,
 }
 
 impl Ctx {
@@ -241,6 +245,7 @@ pub async fn run(cfg: Config, opts: DaemonOptions, mut shutdown: watch::Receiver
         4096,
     )?;
 
+    let shelf_parts = shelf::Shelf::prepare(&cfg, metrics.clone());
     let ctx = Arc::new(Ctx {
         live: RwLock::new(LiveSettings::from(&cfg)),
         cfg: RwLock::new(cfg.clone()),
@@ -250,12 +255,13 @@ pub async fn run(cfg: Config, opts: DaemonOptions, mut shutdown: watch::Receiver
         popularity,
         health: Health {
             metrics: metrics.clone(),
-            beats: Heartbeats::default(),
+            beats: Heartbeats::with_stages(shelf::stages(&cfg)),
         },
         started: Instant::now(),
         started_ms: contract::now_ms(),
         opts: opts.clone(),
         dirty: AtomicBool::new(false),
+        shelf: shelf_parts.as_ref().map(|s| s.handle()),
     });
 
     // Wait for the broker (shutdown-aware) before READY=1.
@@ -320,6 +326,7 @@ pub async fn run(cfg: Config, opts: DaemonOptions, mut shutdown: watch::Receiver
     ));
     let requests = tokio::spawn(stages::request_loop(ctx.clone(), req_rx));
     let commands = tokio::spawn(stages::command_loop(ctx.clone(), cmd_rx, ev_tx));
+    let shelf_stage = shelf_parts.map(|s| s.start(ctx.clone())).transpose()?;
     let stats = tokio::spawn(stages::stats_loop(ctx.clone(), shutdown.clone()));
     let status = tokio::spawn(stages::status_loop(ctx.clone(), notifier, shutdown.clone()));
     let demo = opts
@@ -342,6 +349,9 @@ pub async fn run(cfg: Config, opts: DaemonOptions, mut shutdown: watch::Receiver
     tracing::info!("draining");
     if let Some(d) = demo {
         let _ = tokio::time::timeout(Duration::from_secs(3), d).await;
+    }
+    if let Some(s) = shelf_stage {
+        let _ = tokio::task::spawn_blocking(move || s.stop()).await;
     }
     let _ = router.await;
     let _ = requests.await;

@@ -678,6 +678,7 @@ fn stats(ctx: &Ctx, db_rows: Option<crate::store::TableCounts>) -> Stats {
         gpu_load_pct: health::gpu_load_pct(),
         db_rows,
         temperatures_c: health::temperatures_c(),
+        shelf: ctx.shelf.as_ref().and_then(|s| serde_json::to_value(s.report()).ok()),
     }
 }
 
@@ -740,6 +741,7 @@ pub(crate) fn write_status_file(ctx: &Ctx, running: bool) {
         stages,
         counters: ctx.metrics().counters(),
         latencies: ctx.metrics().latency_summaries(),
+        shelf: ctx.shelf.as_ref().map(|s| s.report()),
     };
     if let Err(e) = health::write_status(&health::status_path(&cfg.node.data_dir), &s) {
         tracing::warn!(error = %e, "status.json not written");
@@ -781,12 +783,15 @@ pub(crate) async fn status_loop(ctx: Arc<Ctx>, notifier: health::Notifier, mut s
         if last_file.elapsed() >= Duration::from_secs(2) {
             last_file = Instant::now();
             write_status_file(&ctx, true);
-            let line = health::status_line(
+            let mut line = health::status_line(
                 ctx.metrics(),
                 ctx.link.is_connected(),
                 &ctx.ranker.get().model_version(),
                 &stuck,
             );
+            if let Some(s) = &ctx.shelf {
+                line = format!("{line}, {}", s.summary());
+            }
             notifier.status(&line);
         }
         tokio::select! {

@@ -349,6 +349,9 @@ pub struct Stats {
     /// Thermal zones in degrees Celsius (`/sys/class/thermal/thermal_zone*/temp`), by zone type.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub temperatures_c: std::collections::BTreeMap<String, f64>,
+    /// Cameras and the denoiser (captioning enabled or why not), when cameras are configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shelf: Option<serde_json::Value>,
 }
 
 /// A latency summary in milliseconds.
