@@ -22,7 +22,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { filter: "info,rumqttd=warn".into(), format: LogFormat::Text }
+        Self { filter: "info,rumqttd=warn,rumqttd::router::routing=off".into(), format: LogFormat::Text }
     }
 }
 
