@@ -219,20 +219,16 @@ pub async fn run(cfg: Config, opts: DaemonOptions, mut shutdown: watch::Receiver
     let ranker = Arc::new(RankerSlot::new(popularity.clone() as Arc<dyn Ranker>));
 
     // Broker.
-    if cfg.mqtt.tls.is_some() {
-        return Err(DaemonError::Unsupported(
-            "mqtt.tls is not supported by this build (rumqttc without TLS); terminate TLS in a local broker bridge"
-                .into(),
-        ));
-    }
     let credentials = crate::mqtt::credentials(&cfg.mqtt)?;
+    let mut link_opts = LinkOptions::from_config(&cfg, &cfg.mqtt.host, cfg.mqtt.port, credentials);
+    link_opts.tls = crate::mqtt::tls::from_config(&cfg.mqtt)?;
     if cfg.mqtt.broker == BrokerMode::Embedded {
         crate::mqtt::broker::start_embedded(&cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.max_payload_bytes)?;
     }
     let topics = Topics::from_config(&cfg);
     let birth_bytes = serde_json::to_vec(&birth(&cfg, &ranker.get().model_version())).unwrap_or_default();
     let (link, incoming) = Link::start(
-        LinkOptions::from_config(&cfg, &cfg.mqtt.host, cfg.mqtt.port, credentials),
+        link_opts,
         topics.subscriptions(),
         birth_bytes.into(),
         Some(outbox_store),
