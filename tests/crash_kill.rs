@@ -23,14 +23,14 @@ async fn sigkill_during_ingest_loses_no_acknowledged_event() {
     let db = sgbd_edge::store::db_path(&cfg);
     let mut rng = rand::rng();
     let acked_all: Arc<Mutex<HashSet<String>>> = Arc::default();
-    let (mut sent, mut kills) = (0usize, 0usize);
+    let (mut sent, mut kills, mut mid_stream) = (0usize, 0usize, 0usize);
     let started = Instant::now();
 
     for run in 0..KILLS {
         let mut daemon = Daemon::spawn(&cfg_path);
         let kiosk = Arc::new(kiosk_when_ready(port, "k1", Protocol::V5).await);
         // Stream events, each waiting for its acknowledgement; kill at a random moment.
-        let kill_after = Duration::from_millis(rng.random_range(30..400));
+        let kill_after = Duration::from_millis(rng.random_range(10..150));
         let t0 = Instant::now();
         let mut tasks = Vec::new();
         for i in 0..EVENTS_PER_RUN {
@@ -43,15 +43,17 @@ async fn sigkill_during_ingest_loses_no_acknowledged_event() {
             let k = kiosk.clone();
             let acked = acked_all.clone();
             tasks.push(tokio::spawn(async move {
-                let r = k.event(&id, &format!("u{}", i % 17), &format!("sku{}", i % 23), "view", Some(Duration::from_secs(3))).await;
+                let r = k.event(&id, &format!("u{}", i % 17), &format!("sku{}", i % 23), "view", Some(Duration::from_millis(1000))).await;
                 if let Ok(Some(reply)) = r {
                     if reply.error_code().is_none() && reply.json["stored"] == true && reply.json["event_id"] == id.as_str() {
                         acked.lock().unwrap().insert(id);
+                        return true;
                     }
                 }
+                false
             }));
             sent += 1;
-            if i % 10 == 9 {
+            if i % 5 == 4 {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             if t0.elapsed() >= kill_after {
@@ -64,8 +66,14 @@ async fn sigkill_during_ingest_loses_no_acknowledged_event() {
         let st = daemon.wait(Duration::from_secs(10)).expect("daemon exits on SIGKILL");
         assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(libc::SIGKILL), "run {run}: {st:?}");
         kills += 1;
+        let n_tasks = tasks.len();
+        let mut acked_in_run = 0;
         for t in tasks {
-            let _ = t.await;
+            acked_in_run += t.await.unwrap_or(false) as usize;
+        }
+        // Killed with events in flight (sent, not acknowledged)?
+        if acked_in_run < n_tasks {
+            mid_stream += 1;
         }
         drop(kiosk);
 
@@ -90,8 +98,12 @@ async fn sigkill_during_ingest_loses_no_acknowledged_event() {
         );
     }
     let acked = acked_all.lock().unwrap().len();
-    eprintln!("crash_kill: {kills} kills survived, {sent} events sent, {acked} acknowledged and all stored once, {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "crash_kill: {kills} kills survived ({mid_stream} mid-stream), {sent} events sent, {acked} acknowledged and all stored once, {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     assert_eq!(kills, KILLS);
+    assert!(mid_stream >= 2, "only {mid_stream} kills landed while events were in flight");
     assert!(acked > 0, "no event was ever acknowledged: the test did not exercise anything");
     // A last clean start proves the store still opens and serves after all those kills.
     let mut daemon = Daemon::spawn(&cfg_path);
