@@ -192,6 +192,15 @@ pub fn run_blocking(cfg: Config, opts: DaemonOptions) -> Result<(), DaemonError>
     })
 }
 
+/// A read-only or full data directory is a clear start-up error (SQLite would only say "unable to
+/// open database file").
+fn check_writable(dir: &std::path::Path) -> Result<(), DaemonError> {
+    let probe = dir.join(format!(".write-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"probe")
+        .and_then(|_| std::fs::remove_file(&probe))
+        .map_err(|e| DaemonError::Unsupported(format!("data directory {} is not writable: {e}", dir.display())))
+}
+
 /// Runs the daemon on the current tokio runtime until `shutdown` turns true.
 pub async fn run(cfg: Config, opts: DaemonOptions, mut shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
     let metrics = Arc::new(Metrics::default());
@@ -201,6 +210,9 @@ pub async fn run(cfg: Config, opts: DaemonOptions, mut shutdown: watch::Receiver
         std::fs::create_dir_all(parent)?;
     }
     std::fs::create_dir_all(&cfg.node.data_dir)?;
+    for dir in [Some(cfg.node.data_dir.as_path()), db.parent()].into_iter().flatten() {
+        check_writable(dir)?;
+    }
 
     // Database first (READY=1 only once it is open and migrated), then the ranker from it.
     let (writer_store, outbox_store, refresh_store, popularity) = {
