@@ -2,3 +2,4 @@
 
 pub mod capture;
 pub mod serve;
+pub mod soak;

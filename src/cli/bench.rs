@@ -8,6 +8,9 @@ pub enum BenchCmd {
     Serve(crate::bench::serve::ServeBenchArgs),
     /// Capture: crops per second and end-to-end time from a shelf picture in a folder to stored crops.
     Capture(crate::bench::capture::CaptureBenchArgs),
+    /// Soak: kiosk requests and acknowledged events for `--minutes`; RSS, latency percentiles and
+    /// errors per window.
+    Soak(crate::bench::soak::SoakArgs),
 }
 
 pub fn run(c: BenchCmd) -> anyhow::Result<ExitCode> {
@@ -17,5 +20,9 @@ pub fn run(c: BenchCmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         BenchCmd::Capture(a) => super::capture::bench(a),
+        BenchCmd::Soak(a) => {
+            let r = crate::bench::soak::run(&a)?;
+            Ok(if r.errors == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
     }
 }
