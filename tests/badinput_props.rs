@@ -52,9 +52,21 @@ fn json_like() -> impl Strategy<Value = Vec<u8>> {
         "[0-9]{1,3}\\.[0-9]{1,3}".prop_map(|s| format!("\"{s}\"")),
     ];
     let key = prop_oneof![
-        Just("schema_version"), Just("ts"), Just("event_id"), Just("user"), Just("sku"), Just("kind"),
-        Just("k"), Just("exclude"), Just("reply_to"), Just("request_id"), Just("ttl_ms"), Just("expires_at"),
-        Just("items"), Just("node_id"), Just("zzz"),
+        Just("schema_version"),
+        Just("ts"),
+        Just("event_id"),
+        Just("user"),
+        Just("sku"),
+        Just("kind"),
+        Just("k"),
+        Just("exclude"),
+        Just("reply_to"),
+        Just("request_id"),
+        Just("ttl_ms"),
+        Just("expires_at"),
+        Just("items"),
+        Just("node_id"),
+        Just("zzz"),
     ];
     proptest::collection::vec((key, val), 0..12).prop_map(|kv| {
         let body: Vec<String> = kv.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
@@ -108,7 +120,10 @@ proptest! {
 
 #[test]
 fn oversized_payload_is_refused_before_parsing() {
-    let big = format!("{{\"schema_version\":\"1.0\",\"ts\":1,\"user\":\"{}\"}}", "a".repeat(MAX));
+    let big = format!(
+        "{{\"schema_version\":\"1.0\",\"ts\":1,\"user\":\"{}\"}}",
+        "a".repeat(MAX)
+    );
     let e = contract::decode::<RecommendRequest>(big.as_bytes(), MAX).unwrap_err();
     assert_eq!(e.code, contract::ErrorCode::TooLarge);
 }
@@ -118,7 +133,8 @@ fn image_dimension_limits_refuse_decompression_bombs() {
     // A tiny PNG that claims 60000 x 60000 pixels: refused from its header, nothing allocated.
     let mut png = Vec::new();
     let img = image::RgbImage::new(8, 8);
-    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
     // IHDR width/height are bytes 16..24; the IHDR CRC then fails, so also fix it up.
     png[16..20].copy_from_slice(&60000u32.to_be_bytes());
     png[20..24].copy_from_slice(&60000u32.to_be_bytes());
@@ -129,9 +145,14 @@ fn image_dimension_limits_refuse_decompression_bombs() {
     assert!(e.contains("bomb.png"), "{e}");
     // Within limits the same image decodes; a limit below its size refuses it.
     let mut ok = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut ok), image::ImageFormat::Png).unwrap();
+    img.write_to(&mut std::io::Cursor::new(&mut ok), image::ImageFormat::Png)
+        .unwrap();
     assert_eq!(planogram::decode(&ok, "ok.png", lim).unwrap().dimensions(), (8, 8));
-    let small = DecodeLimits { max_width: 4, max_height: 4, ..lim };
+    let small = DecodeLimits {
+        max_width: 4,
+        max_height: 4,
+        ..lim
+    };
     assert!(planogram::decode(&ok, "ok.png", small).is_err());
 }
 
@@ -156,7 +177,10 @@ fn corpus_dir() -> PathBuf {
 fn fixed_corpus_of_nasty_cases() {
     let dir = tempfile::tempdir().unwrap();
     let mut n = 0;
-    let mut files: Vec<PathBuf> = std::fs::read_dir(corpus_dir()).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(corpus_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     for f in &files {
         if f.extension().is_some_and(|e| e == "md") {

@@ -35,7 +35,11 @@ impl Mount {
     }
 
     fn remount(&self, opts: &str) {
-        let st = Command::new("mount").args(["-o", &format!("remount,{opts}")]).arg(&self.0).status().unwrap();
+        let st = Command::new("mount")
+            .args(["-o", &format!("remount,{opts}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
         assert!(st.success(), "remount {opts}");
     }
 }
@@ -52,7 +56,16 @@ async fn send(k: &KioskClient, tag: &str, n: usize, pad: usize) -> (Vec<String>,
     let user = format!("u-{}", "x".repeat(pad));
     for i in 0..n {
         let id = format!("{tag}-{i}");
-        match k.event(&id, &user, &format!("sku{}", i % 7), "view", Some(Duration::from_secs(5))).await {
+        match k
+            .event(
+                &id,
+                &user,
+                &format!("sku{}", i % 7),
+                "view",
+                Some(Duration::from_secs(5)),
+            )
+            .await
+        {
             Ok(Some(r)) if r.json["stored"] == true => stored.push(id),
             Ok(Some(r)) => {
                 assert_eq!(r.error_code(), Some("internal"), "unexpected reply {}", r.json);
@@ -65,7 +78,10 @@ async fn send(k: &KioskClient, tag: &str, n: usize, pad: usize) -> (Vec<String>,
 }
 
 async fn assert_serves(k: &KioskClient) {
-    let r = k.recommend("u1", Some(3), Duration::from_secs(5)).await.expect("request answered");
+    let r = k
+        .recommend("u1", Some(3), Duration::from_secs(5))
+        .await
+        .expect("request answered");
     assert!(r.error_code().is_none(), "{}", r.json);
 }
 
@@ -88,7 +104,9 @@ fn fill(dir: &Path) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_or_read_only_data_dir_gives_errors_keeps_serving_and_corrupts_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(mount) = Mount::tmpfs(&dir.path().join("var"), "2M") else { return };
+    let Some(mount) = Mount::tmpfs(&dir.path().join("var"), "2M") else {
+        return;
+    };
     let port = free_port_pair();
     let cfg_path = write_config(dir.path(), port, false, "");
     let cfg = sgbd_edge::config::Config::load(&cfg_path).unwrap();
@@ -103,7 +121,10 @@ async fn full_or_read_only_data_dir_gives_errors_keeps_serving_and_corrupts_noth
     // Disk full: big events until SQLite cannot grow its files any more.
     let filler = fill(&mount.0);
     let (ok, full_errors) = send(&k, "full", 150, 4000).await;
-    eprintln!("disk full: {} stored from free pages, {full_errors} refused with `internal`", ok.len());
+    eprintln!(
+        "disk full: {} stored from free pages, {full_errors} refused with `internal`",
+        ok.len()
+    );
     assert!(full_errors > 0, "a full disk never refused an event");
     acked.extend(ok);
     assert_serves(&k).await;
@@ -115,7 +136,11 @@ async fn full_or_read_only_data_dir_gives_errors_keeps_serving_and_corrupts_noth
     acked.extend(ok);
 
     daemon.signal(libc::SIGTERM);
-    assert!(daemon.wait(Duration::from_secs(15)).is_some_and(|s| s.success()), "{}", daemon.log_text());
+    assert!(
+        daemon.wait(Duration::from_secs(15)).is_some_and(|s| s.success()),
+        "{}",
+        daemon.log_text()
+    );
     let log = daemon.log_text();
     assert!(log.contains("event batch not stored"), "no clear log line:\n{log}");
     drop(k);
@@ -124,11 +149,23 @@ async fn full_or_read_only_data_dir_gives_errors_keeps_serving_and_corrupts_noth
     // writing, so the daemon starts on it): a clear start-up error, nothing changed.
     mount.remount("ro");
     let mut ro = Daemon::spawn(&cfg_path);
-    let st = ro.wait(Duration::from_secs(20)).expect("daemon on a read-only data dir must exit, not hang");
+    let st = ro
+        .wait(Duration::from_secs(20))
+        .expect("daemon on a read-only data dir must exit, not hang");
     assert!(!st.success(), "daemon ran on a read-only data dir");
     let ro_log = ro.log_text();
-    eprintln!("read-only start: {}", ro_log.lines().filter(|l| l.contains("ERROR") || l.contains("rror")).last().unwrap_or(""));
-    assert!(ro_log.contains("is not writable") && ro_log.contains("Read-only file system"), "unclear error:\n{ro_log}");
+    eprintln!(
+        "read-only start: {}",
+        ro_log
+            .lines()
+            .filter(|l| l.contains("ERROR") || l.contains("rror"))
+            .last()
+            .unwrap_or("")
+    );
+    assert!(
+        ro_log.contains("is not writable") && ro_log.contains("Read-only file system"),
+        "unclear error:\n{ro_log}"
+    );
     mount.remount("rw");
 
     // Writable again: starts, keeps every event, accepts new ones.
@@ -139,11 +176,18 @@ async fn full_or_read_only_data_dir_gives_errors_keeps_serving_and_corrupts_noth
     acked.extend(ok);
     assert_serves(&k).await;
     daemon.signal(libc::SIGTERM);
-    assert!(daemon.wait(Duration::from_secs(15)).is_some_and(|s| s.success()), "{}", daemon.log_text());
+    assert!(
+        daemon.wait(Duration::from_secs(15)).is_some_and(|s| s.success()),
+        "{}",
+        daemon.log_text()
+    );
     let store = sgbd_edge::store::open_config(&cfg).unwrap();
     assert_eq!(store.integrity_check().unwrap(), "ok");
     let stored: HashSet<String> = store.interactions().unwrap().into_iter().map(|e| e.event_id).collect();
     let missing: Vec<&String> = acked.difference(&stored).collect();
     assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
-    eprintln!("crash_disk: {} acknowledged events all stored, {full_errors} refused on a full disk", acked.len());
+    eprintln!(
+        "crash_disk: {} acknowledged events all stored, {full_errors} refused on a full disk",
+        acked.len()
+    );
 }

@@ -43,9 +43,20 @@ async fn sigkill_during_ingest_loses_no_acknowledged_event() {
             let k = kiosk.clone();
             let acked = acked_all.clone();
             tasks.push(tokio::spawn(async move {
-                let r = k.event(&id, &format!("u{}", i % 17), &format!("sku{}", i % 23), "view", Some(Duration::from_millis(1000))).await;
+                let r = k
+                    .event(
+                        &id,
+                        &format!("u{}", i % 17),
+                        &format!("sku{}", i % 23),
+                        "view",
+                        Some(Duration::from_millis(1000)),
+                    )
+                    .await;
                 if let Ok(Some(reply)) = r {
-                    if reply.error_code().is_none() && reply.json["stored"] == true && reply.json["event_id"] == id.as_str() {
+                    if reply.error_code().is_none()
+                        && reply.json["stored"] == true
+                        && reply.json["event_id"] == id.as_str()
+                    {
                         acked.lock().unwrap().insert(id);
                         return true;
                     }
@@ -64,7 +75,11 @@ async fn sigkill_during_ingest_loses_no_acknowledged_event() {
         tokio::time::sleep(left).await;
         daemon.signal(libc::SIGKILL);
         let st = daemon.wait(Duration::from_secs(10)).expect("daemon exits on SIGKILL");
-        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(libc::SIGKILL), "run {run}: {st:?}");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&st),
+            Some(libc::SIGKILL),
+            "run {run}: {st:?}"
+        );
         kills += 1;
         let n_tasks = tasks.len();
         let mut acked_in_run = 0;
@@ -86,7 +101,10 @@ async fn sigkill_during_ingest_loses_no_acknowledged_event() {
         }
         let acked = acked_all.lock().unwrap().clone();
         let missing: Vec<&String> = acked.iter().filter(|id| !count.contains_key(*id)).collect();
-        assert!(missing.is_empty(), "run {run}: acknowledged but not stored: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "run {run}: acknowledged but not stored: {missing:?}"
+        );
         let dup: Vec<(&String, &usize)> = count.iter().filter(|(_, n)| **n != 1).collect();
         assert!(dup.is_empty(), "run {run}: stored more than once: {dup:?}");
         drop(store);
@@ -103,8 +121,14 @@ async fn sigkill_during_ingest_loses_no_acknowledged_event() {
         started.elapsed().as_secs_f64()
     );
     assert_eq!(kills, KILLS);
-    assert!(mid_stream >= 2, "only {mid_stream} kills landed while events were in flight");
-    assert!(acked > 0, "no event was ever acknowledged: the test did not exercise anything");
+    assert!(
+        mid_stream >= 2,
+        "only {mid_stream} kills landed while events were in flight"
+    );
+    assert!(
+        acked > 0,
+        "no event was ever acknowledged: the test did not exercise anything"
+    );
     // A last clean start proves the store still opens and serves after all those kills.
     let mut daemon = Daemon::spawn(&cfg_path);
     let k = kiosk_when_ready(port, "k1", Protocol::V5).await;

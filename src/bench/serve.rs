@@ -377,7 +377,12 @@ async fn bench(a: &ServeBenchArgs, cfg: Config, port: u16) -> Result<ServeBenchR
 
 /// Open-loop load: `rate` calls per second in total, spread over the clients, for `dur`.
 /// Returns the latency histogram of successful calls, the elapsed time, and failures.
-pub(crate) async fn open_loop<F, Fut>(clients: &[Arc<KioskClient>], rate: f64, dur: Duration, f: F) -> (Histogram, Duration, u64)
+pub(crate) async fn open_loop<F, Fut>(
+    clients: &[Arc<KioskClient>],
+    rate: f64,
+    dur: Duration,
+    f: F,
+) -> (Histogram, Duration, u64)
 where
     F: Fn(Arc<KioskClient>) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send + 'static,

@@ -111,7 +111,17 @@ async fn soak(a: &SoakArgs, cfg: Config, port: u16) -> Result<SoakReport, Daemon
     for i in 0..a.kiosks.max(1) {
         let mut tries = 0;
         let c = loop {
-            match KioskClient::connect("127.0.0.1", port, topics.clone(), &format!("soak{i}"), Protocol::V5, None, Duration::from_secs(2)).await {
+            match KioskClient::connect(
+                "127.0.0.1",
+                port,
+                topics.clone(),
+                &format!("soak{i}"),
+                Protocol::V5,
+                None,
+                Duration::from_secs(2),
+            )
+            .await
+            {
                 Ok(c) => break c,
                 Err(e) if tries > 20 => {
                     handle.trigger();
@@ -136,7 +146,10 @@ async fn soak(a: &SoakArgs, cfg: Config, port: u16) -> Result<SoakReport, Daemon
         let reqs = open_loop(&clients, a.rate, window, move |c: Arc<KioskClient>| {
             let u = s1.fetch_add(1, Ordering::Relaxed);
             async move {
-                match c.recommend(&format!("u{}", u % 600), Some(10), Duration::from_secs(2)).await {
+                match c
+                    .recommend(&format!("u{}", u % 600), Some(10), Duration::from_secs(2))
+                    .await
+                {
                     Ok(r) => parse_reply(&r).is_ok(),
                     Err(_) => false,
                 }

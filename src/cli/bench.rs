@@ -22,7 +22,11 @@ pub fn run(c: BenchCmd) -> anyhow::Result<ExitCode> {
         BenchCmd::Capture(a) => super::capture::bench(a),
         BenchCmd::Soak(a) => {
             let r = crate::bench::soak::run(&a)?;
-            Ok(if r.errors == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if r.errors == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }

@@ -110,7 +110,10 @@ fn missing(key: &str, p: &Path) -> Option<FileProblem> {
     Some(FileProblem {
         fatal: !is_credential(p),
         message: if is_credential(p) {
-            format!("{key} {} is a systemd credential, not visible here (only to the service)", p.display())
+            format!(
+                "{key} {} is a systemd credential, not visible here (only to the service)",
+                p.display()
+            )
         } else {
             format!("{key} {} does not exist", p.display())
         },
@@ -121,13 +124,19 @@ fn missing(key: &str, p: &Path) -> Option<FileProblem> {
 /// valid PEM, and the client key must match its certificate. Empty when all is well.
 pub fn check_files(cfg: &crate::config::MqttConfig) -> Vec<FileProblem> {
     let mut out = Vec::new();
-    let fatal = |e: MqttError| FileProblem { fatal: true, message: e.to_string() };
+    let fatal = |e: MqttError| FileProblem {
+        fatal: true,
+        message: e.to_string(),
+    };
     if let Some(p) = &cfg.password_file {
         out.extend(missing("mqtt.password_file", p));
     }
     let Some(tls) = &cfg.tls else { return out };
     let before = out.len();
-    for (key, p) in [("mqtt.tls.ca_file", &tls.ca_file), ("mqtt.tls.client_cert", &tls.client_cert)] {
+    for (key, p) in [
+        ("mqtt.tls.ca_file", &tls.ca_file),
+        ("mqtt.tls.client_cert", &tls.client_cert),
+    ] {
         if let Some(p) = p {
             match missing(key, p) {
                 Some(m) => out.push(m),

@@ -19,10 +19,17 @@ impl Ca {
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         p.distinguished_name.push(DnType::CommonName, name);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let key = KeyPair::generate().unwrap();
         let cert = p.self_signed(&key).unwrap();
-        Ca { pem: cert.pem(), issuer: Issuer::new(p, key) }
+        Ca {
+            pem: cert.pem(),
+            issuer: Issuer::new(p, key),
+        }
     }
 
     /// A leaf certificate for `names` (DNS names or IPs): (cert PEM, key PEM).
@@ -91,7 +98,14 @@ impl Pki {
 
 /// True when mosquitto and mosquitto_passwd are installed; prints a visible skip line otherwise.
 pub fn have_mosquitto() -> bool {
-    let ok = |c: &str| Command::new(c).arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
+    let ok = |c: &str| {
+        Command::new(c)
+            .arg("-h")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    };
     if ok("mosquitto") && ok("mosquitto_passwd") {
         true
     } else {
@@ -118,7 +132,11 @@ impl Drop for SecureBroker {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 const RECIPE: &str = include_str!("../../systemd/mosquitto/sgbd.conf");
@@ -135,21 +153,39 @@ impl SecureBroker {
             if i == 0 {
                 c.arg("-c");
             }
-            let st = c.arg("-b").arg(&passwd).arg(u).arg(p).stdout(Stdio::null()).status().unwrap();
+            let st = c
+                .arg("-b")
+                .arg(&passwd)
+                .arg(u)
+                .arg(p)
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
             assert!(st.success(), "mosquitto_passwd failed");
         }
-        let acl = write(dir, "sgbd.acl", &ACL.replace("sgbd/demo-store/edge-1/#", "sgbd/s1/edge-t/#").replace("user edge-1", "user edge-t"));
+        let acl = write(
+            dir,
+            "sgbd.acl",
+            &ACL.replace("sgbd/demo-store/edge-1/#", "sgbd/s1/edge-t/#")
+                .replace("user edge-1", "user edge-t"),
+        );
         let (port, mtls_port) = (free_port(), free_port());
         let mut conf = RECIPE
             .replace("/etc/mosquitto/sgbd.passwd", &passwd.display().to_string())
             .replace("/etc/mosquitto/sgbd.acl", &acl.display().to_string())
             .replace("/etc/mosquitto/certs/ca.pem", &pki.ca.display().to_string())
-            .replace("/etc/mosquitto/certs/broker.pem", &pki.broker_cert.display().to_string())
+            .replace(
+                "/etc/mosquitto/certs/broker.pem",
+                &pki.broker_cert.display().to_string(),
+            )
             .replace("/etc/mosquitto/certs/broker.key", &pki.broker_key.display().to_string())
             .replace("persistence true", "persistence false")
             .replace("listener 8883", &format!("listener {port} 127.0.0.1"))
             .replace("listener 8884", &format!("listener {mtls_port} 127.0.0.1"));
-        assert!(conf.contains(&format!("listener {mtls_port}")), "recipe changed: no listener 8884");
+        assert!(
+            conf.contains(&format!("listener {mtls_port}")),
+            "recipe changed: no listener 8884"
+        );
         // As root mosquitto drops to user `mosquitto`, which cannot read the test's temp dir.
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } == 0 {
@@ -165,9 +201,17 @@ impl SecureBroker {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let b = SecureBroker { port, mtls_port, child, log };
+        let b = SecureBroker {
+            port,
+            mtls_port,
+            child,
+            log,
+        };
         let until = Instant::now() + Duration::from_secs(10);
-        while [port, mtls_port].iter().any(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_err()) {
+        while [port, mtls_port]
+            .iter()
+            .any(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_err())
+        {
             assert!(Instant::now() < until, "mosquitto did not start: {}", b.log_text());
             std::thread::sleep(Duration::from_millis(20));
         }
