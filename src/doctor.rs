@@ -74,6 +74,7 @@ pub fn run_checks(cfg: &Config) -> Vec<Check> {
     out.push(check_active_model(cfg));
     out.extend(check_model_files(cfg));
     out.push(check_broker(cfg));
+    out.extend(check_mqtt_files(cfg));
     out.extend(check_cameras(cfg));
     out.push(check_gpu());
     out
@@ -296,6 +297,27 @@ fn check_broker(cfg: &Config) -> Check {
             Check::new("broker", CheckStatus::Fail, format!("external broker unreachable: {e}"))
         }
     }
+}
+
+/// TLS files and the password file `mqtt` names: present, valid PEM, key matching its cert.
+fn check_mqtt_files(cfg: &Config) -> Option<Check> {
+    if cfg.mqtt.tls.is_none() && cfg.mqtt.password_file.is_none() {
+        return None;
+    }
+    let problems = crate::mqtt::tls::check_files(&cfg.mqtt);
+    let status = if problems.iter().any(|p| p.fatal) {
+        CheckStatus::Fail
+    } else if problems.is_empty() {
+        CheckStatus::Ok
+    } else {
+        CheckStatus::Warn
+    };
+    let detail = if problems.is_empty() {
+        "TLS and password files readable and valid".to_string()
+    } else {
+        problems.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; ")
+    };
+    Some(Check::new("mqtt files", status, detail))
 }
 
 fn check_cameras(cfg: &Config) -> Vec<Check> {

@@ -27,6 +27,7 @@ fn opts(port: u16, topics: Topics, id: &str) -> LinkOptions {
         topics,
         outbox_window: 8,
         queue_capacity: 64,
+        tls: None,
     }
 }
 

@@ -5,4 +5,5 @@ pub mod capture;
 pub mod embed;
 pub mod online;
 pub mod serve;
+pub mod soak;
 pub mod train;

@@ -78,7 +78,7 @@ fn row(name: &str, h: &Histogram, elapsed: Duration, failed: u64) -> Row {
     }
 }
 
-fn seed_store(store: &mut Store, items: usize) -> Result<(), crate::store::StoreError> {
+pub(crate) fn seed_store(store: &mut Store, items: usize) -> Result<(), crate::store::StoreError> {
     for i in 0..items {
         store.upsert_item(&NewItem {
             sku: format!("sku{i:05}"),
@@ -120,6 +120,8 @@ fn run_in(a: &ServeBenchArgs, dir: &std::path::Path) -> Result<ServeBenchReport,
     cfg.mqtt.port = port;
     cfg.mqtt.stats_interval_s = 3600;
     cfg.serve.reply_cache_s = 0;
+    // The benchmark measures capacity, not the per-kiosk request limit.
+    cfg.mqtt.kiosk_rate_per_s = 0.0;
     {
         let mut s = crate::store::open_config(&cfg)?;
         seed_store(&mut s, a.items)?;
@@ -375,7 +377,12 @@ async fn bench(a: &ServeBenchArgs, cfg: Config, port: u16) -> Result<ServeBenchR
 
 /// Open-loop load: `rate` calls per second in total, spread over the clients, for `dur`.
 /// Returns the latency histogram of successful calls, the elapsed time, and failures.
-async fn open_loop<F, Fut>(clients: &[Arc<KioskClient>], rate: f64, dur: Duration, f: F) -> (Histogram, Duration, u64)
+pub(crate) async fn open_loop<F, Fut>(
+    clients: &[Arc<KioskClient>],
+    rate: f64,
+    dur: Duration,
+    f: F,
+) -> (Histogram, Duration, u64)
 where
     F: Fn(Arc<KioskClient>) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send + 'static,

@@ -18,6 +18,9 @@ pub enum BenchCmd {
     /// The learning loop: replay timestamped interactions as kiosk events; online hit rate for
     /// SGBD vs Adam fine-tuning vs popularity, round wall time and RSS, latency while training.
     Loop(crate::bench::online::LoopBenchArgs),
+    /// Soak: kiosk requests and acknowledged events for `--minutes`; RSS, latency percentiles and
+    /// errors per window.
+    Soak(crate::bench::soak::SoakArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -43,6 +46,14 @@ pub fn run(c: BenchCmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         BenchCmd::Capture(a) => super::capture::bench(a),
+        BenchCmd::Soak(a) => {
+            let r = crate::bench::soak::run(&a)?;
+            Ok(if r.errors == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         BenchCmd::Train(a) => super::train::bench(a),
         BenchCmd::Loop(a) => {
             crate::bench::online::run(&a)?;

@@ -48,6 +48,11 @@ pub struct MqttConfig {
     pub reconnect_max_s: u64,
     /// Forward newly ingested kiosk events to the fleet on `<base>/events` (QoS 1, durable outbox).
     pub forward_events: bool,
+    /// Recommendation requests a second per kiosk (token bucket); 0 turns the limit off.
+    /// Over-limit requests get a `rate_limited` error reply and bump `serve.rate_limited`.
+    pub kiosk_rate_per_s: f64,
+    /// Requests a kiosk may send at once before the rate applies (bucket size).
+    pub kiosk_burst: u32,
 }
 
 impl Default for MqttConfig {
@@ -66,6 +71,8 @@ impl Default for MqttConfig {
             stats_interval_s: 60,
             reconnect_max_s: 30,
             forward_events: true,
+            kiosk_rate_per_s: 20.0,
+            kiosk_burst: 40,
         }
     }
 }
@@ -87,10 +94,16 @@ impl Validate for MqttConfig {
             "the embedded broker also listens on port + 1 (MQTT 3.1.1)",
         );
         issues.check(
-            self.tls.is_none(),
+            self.tls.is_none() || self.broker == BrokerMode::External,
             "mqtt.tls",
-            "not supported by this build (rumqttc built without TLS): use a local bridge (see docs/mqtt.md)",
+            "TLS is for an external broker (the embedded one listens on loopback without TLS)",
         );
+        issues.check(
+            self.kiosk_rate_per_s.is_finite() && (0.0..=100_000.0).contains(&self.kiosk_rate_per_s),
+            "mqtt.kiosk_rate_per_s",
+            "between 0 (off) and 100000",
+        );
+        issues.check(self.kiosk_burst >= 1, "mqtt.kiosk_burst", "at least 1");
         issues.check(self.stats_interval_s >= 1, "mqtt.stats_interval_s", "at least 1");
         issues.check(
             (256..=16 * 1024 * 1024).contains(&self.max_payload_bytes),
@@ -110,6 +123,7 @@ impl Validate for MqttConfig {
             );
         }
         if let Some(tls) = &self.tls {
+            issues.check(tls.ca_file.is_some(), "mqtt.tls.ca_file", "required with [mqtt.tls]");
             issues.check(
                 tls.client_cert.is_some() == tls.client_key.is_some(),
                 "mqtt.tls.client_cert",
@@ -119,5 +133,10 @@ impl Validate for MqttConfig {
         if self.password_env.is_some() || self.password_file.is_some() {
             issues.check(self.username.is_some(), "mqtt.username", "a password needs a username");
         }
+        issues.check(
+            !(self.password_env.is_some() && self.password_file.is_some()),
+            "mqtt.password_env",
+            "password_env and password_file are exclusive",
+        );
     }
 }

@@ -197,6 +197,15 @@ pub fn run_blocking(cfg: Config, opts: DaemonOptions) -> Result<(), DaemonError>
     })
 }
 
+/// A read-only or full data directory is a clear start-up error (SQLite would only say "unable to
+/// open database file").
+fn check_writable(dir: &std::path::Path) -> Result<(), DaemonError> {
+    let probe = dir.join(format!(".write-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"probe")
+        .and_then(|_| std::fs::remove_file(&probe))
+        .map_err(|e| DaemonError::Unsupported(format!("data directory {} is not writable: {e}", dir.display())))
+}
+
 /// Runs the daemon on the current tokio runtime until `shutdown` turns true.
 pub async fn run(cfg: Config, opts: DaemonOptions, mut shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
     let metrics = Arc::new(Metrics::default());
@@ -206,6 +215,9 @@ pub async fn run(cfg: Config, opts: DaemonOptions, mut shutdown: watch::Receiver
         std::fs::create_dir_all(parent)?;
     }
     std::fs::create_dir_all(&cfg.node.data_dir)?;
+    for dir in [Some(cfg.node.data_dir.as_path()), db.parent()].into_iter().flatten() {
+        check_writable(dir)?;
+    }
 
     // Database first (READY=1 only once it is open and migrated), then the ranker from it.
     let (writer_store, outbox_store, refresh_store, popularity) = {
@@ -224,20 +236,16 @@ pub async fn run(cfg: Config, opts: DaemonOptions, mut shutdown: watch::Receiver
     let ranker = Arc::new(RankerSlot::new(popularity.clone() as Arc<dyn Ranker>));
 
     // Broker.
-    if cfg.mqtt.tls.is_some() {
-        return Err(DaemonError::Unsupported(
-            "mqtt.tls is not supported by this build (rumqttc without TLS); terminate TLS in a local broker bridge"
-                .into(),
-        ));
-    }
     let credentials = crate::mqtt::credentials(&cfg.mqtt)?;
+    let mut link_opts = LinkOptions::from_config(&cfg, &cfg.mqtt.host, cfg.mqtt.port, credentials);
+    link_opts.tls = crate::mqtt::tls::from_config(&cfg.mqtt)?;
     if cfg.mqtt.broker == BrokerMode::Embedded {
         crate::mqtt::broker::start_embedded(&cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.max_payload_bytes)?;
     }
     let topics = Topics::from_config(&cfg);
     let birth_bytes = serde_json::to_vec(&birth(&cfg, &ranker.get().model_version())).unwrap_or_default();
     let (link, incoming) = Link::start(
-        LinkOptions::from_config(&cfg, &cfg.mqtt.host, cfg.mqtt.port, credentials),
+        link_opts,
         topics.subscriptions(),
         birth_bytes.into(),
         Some(outbox_store),

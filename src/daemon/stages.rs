@@ -235,6 +235,10 @@ fn decode_event(ctx: &Ctx, kiosk: &str, m: &InMsg) -> Option<WriterMsg> {
 pub(crate) async fn request_loop(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<(String, InMsg)>) {
     let mut cache = ReplyCache::new(Duration::from_secs(ctx.live().reply_cache_s), 10_000);
     let mut cache_s = ctx.live().reply_cache_s;
+    let mut limiter = {
+        let cfg = ctx.cfg.read().map(|c| c.mqtt.clone()).unwrap_or_default();
+        crate::mqtt::ratelimit::KioskRateLimiter::new(cfg.kiosk_rate_per_s, cfg.kiosk_burst, 10_000)
+    };
     loop {
         ctx.health.beats.beat("requests");
         let (kiosk, m) = match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
@@ -247,12 +251,19 @@ pub(crate) async fn request_loop(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<(String, 
             cache = ReplyCache::new(Duration::from_secs(live.reply_cache_s), 10_000);
             cache_s = live.reply_cache_s;
         }
-        handle_request(&ctx, &live, &mut cache, &kiosk, &m);
+        handle_request(&ctx, &live, &mut cache, &mut limiter, &kiosk, &m);
     }
     tracing::debug!("request stage stopped");
 }
 
-fn handle_request(ctx: &Ctx, live: &LiveSettings, cache: &mut ReplyCache, kiosk: &str, m: &InMsg) {
+fn handle_request(
+    ctx: &Ctx,
+    live: &LiveSettings,
+    cache: &mut ReplyCache,
+    limiter: &mut crate::mqtt::ratelimit::KioskRateLimiter,
+    kiosk: &str,
+    m: &InMsg,
+) {
     let metrics = ctx.metrics();
     let req: RecommendRequest = match decode(&m.payload, live.max_payload_bytes) {
         Ok(r) => r,
@@ -287,6 +298,18 @@ fn handle_request(ctx: &Ctx, live: &LiveSettings, cache: &mut ReplyCache, kiosk:
             return;
         }
     };
+    if !limiter.allow(kiosk, Instant::now()) {
+        metrics.incr("serve.rate_limited");
+        tracing::warn!(kiosk, "request over the kiosk rate limit");
+        let p = error_payload(
+            ctx,
+            target.request_id.clone(),
+            ErrorCode::RateLimited,
+            "too many requests from this kiosk; retry later".into(),
+        );
+        send_reply(ctx, &target, p);
+        return;
+    }
     let key = target
         .correlation
         .as_ref()

@@ -46,6 +46,8 @@ pub struct LinkOptions {
     pub outbox_window: usize,
     /// Capacity of a connection's request channel (the in-memory send queue).
     pub queue_capacity: usize,
+    /// TLS towards the broker (`mqtt.tls`, see [`super::tls`]); plain TCP when `None`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl LinkOptions {
@@ -66,6 +68,7 @@ impl LinkOptions {
             topics: Topics::from_config(cfg),
             outbox_window: 64,
             queue_capacity: 1024,
+            tls: None,
         }
     }
 }
@@ -292,6 +295,7 @@ fn options(opts: &LinkOptions) -> MqttOptions {
     o.set_max_packet_size(Some(opts.max_packet_bytes as u32));
     o.set_connection_timeout(5);
     o.set_network_options(super::network_options());
+    o.set_transport(super::tls::transport(opts.tls.as_ref()));
     if let Some((u, p)) = &opts.credentials {
         o.set_credentials(u.clone(), p.clone());
     }

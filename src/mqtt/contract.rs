@@ -163,6 +163,8 @@ pub enum ErrorCode {
     ForbiddenReplyTopic,
     /// The store failed to write; retry later.
     Internal,
+    /// The kiosk sent requests faster than `mqtt.kiosk_rate_per_s`; retry later.
+    RateLimited,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

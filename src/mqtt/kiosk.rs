@@ -97,6 +97,22 @@ impl KioskClient {
         credentials: Option<(String, String)>,
         timeout: Duration,
     ) -> Result<KioskClient, MqttError> {
+        Self::connect_tls(host, port, topics, kiosk, protocol, credentials, None, timeout).await
+    }
+
+    /// [`KioskClient::connect`] over TLS when `tls` is given (see [`super::tls::client_config`]).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn connect_tls(
+        host: &str,
+        port: u16,
+        topics: Topics,
+        kiosk: &str,
+        protocol: Protocol,
+        credentials: Option<(String, String)>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        timeout: Duration,
+    ) -> Result<KioskClient, MqttError> {
+        let transport = super::tls::transport(tls.as_ref());
         let reply_topic = topics.kiosk_reply(kiosk);
         let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
         let client_id = format!("kiosk-{kiosk}-{}-{}", std::process::id(), now_ms() % 1_000_000);
@@ -110,6 +126,7 @@ impl KioskClient {
                 o.set_keep_alive(Duration::from_secs(30));
                 o.set_max_packet_size(Some(16 << 20));
                 o.set_network_options(super::network_options());
+                o.set_transport(transport.clone());
                 if let Some((u, pw)) = credentials {
                     o.set_credentials(u, pw);
                 }
@@ -147,6 +164,7 @@ impl KioskClient {
                 let mut o = MqttOptions::new(client_id, host, port);
                 o.set_keep_alive(Duration::from_secs(30));
                 o.set_max_packet_size(16 << 20, 16 << 20);
+                o.set_transport(transport.clone());
                 if let Some((u, pw)) = credentials {
                     o.set_credentials(u, pw);
                 }

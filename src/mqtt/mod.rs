@@ -6,6 +6,8 @@ pub mod broker;
 pub mod client;
 pub mod contract;
 pub mod kiosk;
+pub mod ratelimit;
+pub mod tls;
 
 pub use client::{InMsg, Link, LinkOptions};
 pub use contract::Topics;
@@ -25,6 +27,8 @@ pub enum MqttError {
     BadReply(String),
     #[error("credentials: {0}")]
     Credentials(String),
+    #[error("tls: {0}")]
+    Tls(String),
 }
 
 /// The broker password named by the config (`password_env` or `password_file`), if any.
