@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const KILLS: usize = 12;
-const EVENTS_PER_RUN: usize = 300;
+/// An upper bound only: each run streams until its kill moment.
+const EVENTS_PER_RUN: usize = 5000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_ingest_loses_no_acknowledged_event() {
@@ -64,8 +65,10 @@ async fn sigkill_during_ingest_loses_no_acknowledged_event() {
                 false
             }));
             sent += 1;
-            if i % 5 == 4 {
-                tokio::time::sleep(Duration::from_millis(2)).await;
+            // Bursts of 25 concurrent events, so that on a fast machine too the kill lands while
+            // some are sent but not yet committed and acknowledged.
+            if i % 25 == 24 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
             if t0.elapsed() >= kill_after {
                 break;
