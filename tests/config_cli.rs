@@ -31,7 +31,6 @@ fn bad_config_lists_every_problem_and_exits_78() {
     let out = bin().arg("validate").arg("--config").arg(&p).output().unwrap();
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 3: node.colour"), "{err}");
     assert!(err.contains("line 2: node.store_id"), "{err}");
     assert!(err.contains("line 6: mqtt.port"), "{err}");
