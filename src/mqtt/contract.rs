@@ -84,18 +84,18 @@ impl Topics {
         format!("{}/kiosk/{kiosk}", self.base)
     }
     pub fn kiosk_events(&self, kiosk: &str) -> String {
-        format!("{}/kiosk/{kiosk}/events", self.base)
+        format!("{}/events", self.kiosk(kiosk))
     }
     pub fn kiosk_recommend(&self, kiosk: &str) -> String {
-        format!("{}/kiosk/{kiosk}/recommend", self.base)
+        format!("{}/recommend", self.kiosk(kiosk))
     }
     /// Default reply topic (MQTT 3.1.1 kiosks that name no `reply_to`).
     pub fn kiosk_reply(&self, kiosk: &str) -> String {
-        format!("{}/kiosk/{kiosk}/reply", self.base)
+        format!("{}/reply", self.kiosk(kiosk))
     }
     /// Suggestions pushed to a kiosk without a request ([`Push`]).
     pub fn kiosk_push(&self, kiosk: &str) -> String {
-        format!("{}/kiosk/{kiosk}/push", self.base)
+        format!("{}/push", self.kiosk(kiosk))
     }
     /// A node command topic, e.g. `cmd("rebirth")`.
     pub fn cmd(&self, name: &str) -> String {
