@@ -285,6 +285,11 @@ fn parse_split(v: &str) -> std::result::Result<Option<u8>, String> {
     }
 }
 
+/// The optional split column of a row (`None` when the file has no such column or the cell is empty).
+fn split_column(col: Option<usize>, rec: &csv::StringRecord) -> std::result::Result<Option<u8>, String> {
+    col.map(|i| parse_split(&rec[i])).transpose().map(Option::flatten)
+}
+
 /// Options of [`import_interactions_with`].
 #[derive(Clone, Debug, Default)]
 pub struct InterImportOptions {
@@ -408,8 +413,8 @@ pub fn import_interactions_with(store: &mut Store, path: &Path, opts: &InterImpo
                     }
                 },
             };
-            let split = match l.split.map(|i| parse_split(&rec[i])).transpose() {
-                Ok(s) => s.flatten(),
+            let split = match split_column(l.split, &rec) {
+                Ok(s) => s,
                 Err(msg) => {
                     summary.errors.push((line, msg));
                     return Ok(());
@@ -468,8 +473,8 @@ pub fn import_interactions_with(store: &mut Store, path: &Path, opts: &InterImpo
                 summary.errors.push((line, format!("ts_ms {:?} is not an integer", &rec[l.ts_ms])));
                 return Ok(());
             };
-            let split = match l.split.map(|i| parse_split(&rec[i])).transpose() {
-                Ok(s) => s.flatten(),
+            let split = match split_column(l.split, &rec) {
+                Ok(s) => s,
                 Err(msg) => {
                     summary.errors.push((line, msg));
                     return Ok(());
