@@ -31,9 +31,9 @@ pub struct CaptionBenchArgs {
     /// Images (also the batch size of the batched runs).
     #[arg(long, default_value_t = 4)]
     pub images: usize,
-    /// Skip the upstream (uncached) decoder.
+    /// Skip the upstream candle baselines (vision encoder and uncached decoder).
     #[arg(long)]
-    pub skip_uncached: bool,
+    pub skip_upstream: bool,
     /// Write the results as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -50,19 +50,27 @@ pub struct CaptionBench {
     pub load_s: f64,
     pub images: usize,
     pub tokens: usize,
+    /// The first pass also repacks each quantized matrix for the CPU kernel (once per process).
+    pub vision_s_first_pass: f64,
     pub vision_s_per_image_single: f64,
     pub vision_s_per_image_batched: f64,
+    /// candle's upstream vision model on the same weights (baseline), one image and batched.
+    pub vision_s_per_image_single_upstream: Option<f64>,
+    pub vision_s_per_image_batched_upstream: Option<f64>,
     pub decode_ms_per_token_uncached: Option<f64>,
     pub decode_ms_per_token_cached: f64,
     pub decode_ms_per_token_per_image_cached_batched: f64,
     pub images_per_s_uncached_sequential: Option<f64>,
     pub images_per_s_cached_batched: f64,
+    /// VmHWM of our captioner (before any upstream model is built), and of the whole run.
+    pub peak_rss_ours_mb: f64,
     pub peak_rss_mb: f64,
-    /// VmHWM right after loading, and after the single-image vision pass.
+    /// VmHWM right after loading, and after the first vision pass.
     pub rss_after_load_mb: f64,
     pub rss_after_single_vision_mb: f64,
     /// CPU seconds (all threads) of the same phases: robust to other load on the machine.
     pub vision_cpu_s_per_image_batched: f64,
+    pub vision_cpu_s_per_image_batched_upstream: Option<f64>,
     pub decode_cpu_ms_per_token_uncached: Option<f64>,
     pub decode_cpu_ms_per_token_cached: f64,
     pub decode_cpu_ms_per_token_per_image_cached_batched: f64,
@@ -177,26 +185,14 @@ fn run_in(a: &CaptionBenchArgs, cfg: &blip::Config, dir: &Path) -> Result<Captio
     let one = px.narrow(0, 0, 1)?;
     let t = Instant::now();
     let e1 = cap.encode(&one)?;
-    let vision_single = secs(t);
+    let vision_first = secs(t);
     let rss_single = peak_rss_mb();
-    let (t, c) = (Instant::now(), cpu_seconds());
-    let eb = cap.encode(&px)?;
-    let vision_batched = secs(t) / n as f64;
-    let vision_cpu = (cpu_seconds() - c) / n as f64;
+    let t = Instant::now();
+    cap.encode(&one)?;
+    let vision_single = secs(t);
+    let (vision_batched, vision_cpu, eb) = timed(n, || cap.encode(&px))?;
 
     eprintln!("decoding {tokens} tokens ...");
-    let (uncached_ms, uncached_ips, uncached_cpu) = if a.skip_uncached {
-        (None, None, None)
-    } else {
-        let (t, c) = (Instant::now(), cpu_seconds());
-        let out = cap.generate_fixed(&e1, tokens, DecodeMode::Uncached)?;
-        let k = out[0].len().max(1) as f64;
-        let ms = secs(t) * 1e3 / k;
-        let cpu = (cpu_seconds() - c) * 1e3 / k;
-        // Sequential images: vision one at a time + uncached decoding, from the measured parts.
-        let per_image = vision_single + ms * tokens as f64 / 1e3;
-        (Some(ms), Some(1.0 / per_image), Some(cpu))
-    };
     let (t, c) = (Instant::now(), cpu_seconds());
     let out = cap.generate_fixed(&e1, tokens, DecodeMode::Cached)?;
     let k = out[0].len().max(1) as f64;
@@ -208,6 +204,27 @@ fn run_in(a: &CaptionBenchArgs, cfg: &blip::Config, dir: &Path) -> Result<Captio
     let batched_ms = secs(t) * 1e3 / k;
     let batched_cpu = (cpu_seconds() - c) * 1e3 / k;
     let per_image = vision_batched + batched_ms * tokens as f64 / 1e3;
+    let rss_ours = peak_rss_mb();
+
+    let mut up = Upstream::default();
+    if !a.skip_upstream {
+        eprintln!("upstream baselines: vision encoder, uncached decoding ...");
+        let (s1, _, _) = timed(1, || cap.encode_upstream(&one))?;
+        let (sb, cb, _) = timed(n, || cap.encode_upstream(&px))?;
+        let (t, c) = (Instant::now(), cpu_seconds());
+        let out = cap.generate_fixed(&e1, tokens, DecodeMode::Uncached)?;
+        let k = out[0].len().max(1) as f64;
+        let ms = secs(t) * 1e3 / k;
+        up = Upstream {
+            vision_single: Some(s1),
+            vision_batched: Some(sb),
+            vision_cpu: Some(cb),
+            decode_ms: Some(ms),
+            decode_cpu: Some((cpu_seconds() - c) * 1e3 / k),
+            // Sequential images: upstream vision one at a time + uncached decoding.
+            images_per_s: Some(1.0 / (s1 + ms * tokens as f64 / 1e3)),
+        };
+    }
     Ok(CaptionBench {
         quant: format!("{:?}", a.quant),
         threads: candle_core::utils::get_num_threads(),
@@ -215,43 +232,70 @@ fn run_in(a: &CaptionBenchArgs, cfg: &blip::Config, dir: &Path) -> Result<Captio
         load_s,
         images: n,
         tokens,
+        vision_s_first_pass: vision_first,
         vision_s_per_image_single: vision_single,
         vision_s_per_image_batched: vision_batched,
-        decode_ms_per_token_uncached: uncached_ms,
+        vision_s_per_image_single_upstream: up.vision_single,
+        vision_s_per_image_batched_upstream: up.vision_batched,
+        decode_ms_per_token_uncached: up.decode_ms,
         decode_ms_per_token_cached: cached_ms,
         decode_ms_per_token_per_image_cached_batched: batched_ms,
-        images_per_s_uncached_sequential: uncached_ips,
+        images_per_s_uncached_sequential: up.images_per_s,
         images_per_s_cached_batched: 1.0 / per_image,
+        peak_rss_ours_mb: rss_ours,
         peak_rss_mb: peak_rss_mb(),
         rss_after_load_mb: rss_load,
         rss_after_single_vision_mb: rss_single,
         vision_cpu_s_per_image_batched: vision_cpu,
-        decode_cpu_ms_per_token_uncached: uncached_cpu,
+        vision_cpu_s_per_image_batched_upstream: up.vision_cpu,
+        decode_cpu_ms_per_token_uncached: up.decode_cpu,
         decode_cpu_ms_per_token_cached: cached_cpu,
         decode_cpu_ms_per_token_per_image_cached_batched: batched_cpu,
         loadavg: loadavg(),
     })
 }
 
-/// Prints the results as a table.
+/// The upstream baselines' results (absent with `--skip-upstream`).
+#[derive(Default)]
+struct Upstream {
+    vision_single: Option<f64>,
+    vision_batched: Option<f64>,
+    vision_cpu: Option<f64>,
+    decode_ms: Option<f64>,
+    decode_cpu: Option<f64>,
+    images_per_s: Option<f64>,
+}
+
+/// Runs `f` once: (wall s per image, CPU s per image, its result).
+fn timed<T>(images: usize, f: impl FnOnce() -> candle_core::Result<T>) -> Result<(f64, f64, T)> {
+    let (t, c) = (Instant::now(), cpu_seconds());
+    let out = f()?;
+    Ok((secs(t) / images as f64, (cpu_seconds() - c) / images as f64, out))
+}
+
+/// Prints the results as a table: ours against candle's upstream model where both exist.
 pub fn print(b: &CaptionBench) {
     let opt = |v: Option<f64>, d: usize| v.map(|x| format!("{x:.d$}")).unwrap_or_else(|| "-".into());
+    let ratio = |base: Option<f64>, ours: f64| base.map(|x| format!("x{:.2}", x / ours)).unwrap_or_else(|| "-".into());
     println!("BLIP-large random weights, {} ({:.0} MiB GGUF), {} threads, {} images, {} tokens", b.quant, b.gguf_mb, b.threads, b.images, b.tokens);
-    println!("{:<46} {:>12}", "metric", "value");
-    println!("{:<46} {:>12.2}", "load (s)", b.load_s);
-    println!("{:<46} {:>12.2}", "vision encoder, 1 image (s/image)", b.vision_s_per_image_single);
-    println!("{:<46} {:>12.2}", "vision encoder, batched (s/image)", b.vision_s_per_image_batched);
-    println!("{:<46} {:>12}", "decode, upstream uncached, 1 image (ms/token)", opt(b.decode_ms_per_token_uncached, 1));
-    println!("{:<46} {:>12.1}", "decode, cached, 1 image (ms/token)", b.decode_ms_per_token_cached);
-    println!("{:<46} {:>12.1}", "decode, cached, batched (ms/token/image)", b.decode_ms_per_token_per_image_cached_batched);
-    println!("{:<46} {:>12}", "images/s, upstream, one at a time", opt(b.images_per_s_uncached_sequential, 3));
-    println!("{:<46} {:>12.3}", "images/s, cached + batched", b.images_per_s_cached_batched);
-    println!("{:<46} {:>12.0}", "peak RSS after load (MiB)", b.rss_after_load_mb);
-    println!("{:<46} {:>12.0}", "peak RSS after 1-image vision pass (MiB)", b.rss_after_single_vision_mb);
-    println!("{:<46} {:>12.0}", "peak RSS, whole run (MiB, VmHWM)", b.peak_rss_mb);
-    println!("CPU time (all threads), robust to other load (load average {:.1}):", b.loadavg);
-    println!("{:<46} {:>12.2}", "vision encoder, batched (CPU s/image)", b.vision_cpu_s_per_image_batched);
-    println!("{:<46} {:>12}", "decode, upstream uncached (CPU ms/token)", opt(b.decode_cpu_ms_per_token_uncached, 1));
-    println!("{:<46} {:>12.1}", "decode, cached (CPU ms/token)", b.decode_cpu_ms_per_token_cached);
-    println!("{:<46} {:>12.1}", "decode, cached, batched (CPU ms/token/image)", b.decode_cpu_ms_per_token_per_image_cached_batched);
+    println!("{:<44} {:>10} {:>10} {:>8}", "metric", "upstream", "ours", "speedup");
+    let row = |name: &str, base: Option<f64>, ours: f64, d: usize| {
+        println!("{:<44} {:>10} {:>10.d$} {:>8}", name, opt(base, d), ours, ratio(base, ours));
+    };
+    row("vision encoder, 1 image (s/image)", b.vision_s_per_image_single_upstream, b.vision_s_per_image_single, 2);
+    row("vision encoder, batched (s/image)", b.vision_s_per_image_batched_upstream, b.vision_s_per_image_batched, 2);
+    row("vision encoder, batched (CPU s/image)", b.vision_cpu_s_per_image_batched_upstream, b.vision_cpu_s_per_image_batched, 2);
+    row("decode, 1 image (ms/token)", b.decode_ms_per_token_uncached, b.decode_ms_per_token_cached, 1);
+    row("decode, 1 image (CPU ms/token)", b.decode_cpu_ms_per_token_uncached, b.decode_cpu_ms_per_token_cached, 1);
+    row("decode, batched (ms/token/image)", None, b.decode_ms_per_token_per_image_cached_batched, 1);
+    row("decode, batched (CPU ms/token/image)", None, b.decode_cpu_ms_per_token_per_image_cached_batched, 1);
+    let (ips_base, ips) = (b.images_per_s_uncached_sequential, b.images_per_s_cached_batched);
+    println!("{:<44} {:>10} {:>10.3} {:>8}", "images/s (vision + decoding)", opt(ips_base, 3), ips, ips_base.map(|x| format!("x{:.2}", ips / x)).unwrap_or_else(|| "-".into()));
+    println!("{:<44} {:>10.2}", "load (s)", b.load_s);
+    println!("{:<44} {:>10.2}", "first vision pass, incl. weight repacking (s)", b.vision_s_first_pass);
+    println!("{:<44} {:>10.0}", "peak RSS after load (MiB)", b.rss_after_load_mb);
+    println!("{:<44} {:>10.0}", "peak RSS after first vision pass (MiB)", b.rss_after_single_vision_mb);
+    println!("{:<44} {:>10.0}", "peak RSS, our captioner (MiB, VmHWM)", b.peak_rss_ours_mb);
+    println!("{:<44} {:>10.0}", "peak RSS, with upstream baselines (MiB)", b.peak_rss_mb);
+    println!("load average during the run: {:.1} (2 idle cores: about 0-1)", b.loadavg);
 }

@@ -1,7 +1,11 @@
-//! BLIP captioning on candle: upstream vision encoder (`blip` / `quantized_blip`), and our own text
-//! decoder over the same weights that computes the cross-attention keys/values of the image tokens
-//! once per image batch instead of at every generated token (upstream recomputes them each step),
-//! and decodes a whole batch of images at once. Greedy decoding from [DEC] until [SEP] or a token cap.
+//! BLIP captioning on candle: our vision encoder ([`super::vision`]) and our own text decoder over
+//! the same weights. The decoder computes the cross-attention keys/values of the image tokens once
+//! per image batch instead of at every generated token (upstream recomputes them each step), and
+//! decodes a whole batch of images at once. Greedy decoding from [DEC] until [SEP] or a token cap.
+//! candle's upstream models (`blip` / `quantized_blip`) are built only on demand, as the baseline
+//! that tests and benchmarks compare against.
+use super::gelu::activate;
+use super::vision::VisionEncoder;
 use super::weights::{Lin, Weights};
 use super::DenoiseError;
 use candle_core::{DType, Device, IndexOp, Module, Result as CResult, Tensor, D};
@@ -212,11 +216,11 @@ impl CachedDecoder {
             st.self_kv[i] = Some((k, v));
             let (ck, cv) = &st.cross_kv[i];
             let a = l.cross_attn.attend(&a, ck, cv, None)?;
-            let inter = a.apply(&l.inter)?.apply(&l.act)?;
+            let inter = activate(l.act, &a.apply(&l.inter)?)?;
             x = (inter.apply(&l.out_dense)? + &a)?.apply(&l.out_ln)?;
         }
         st.past_len += seq;
-        x.apply(&self.head_dense)?.apply(&self.head_act)?.apply(&self.head_ln)?.apply(&self.head_decoder)
+        activate(self.head_act, &x.apply(&self.head_dense)?)?.apply(&self.head_ln)?.apply(&self.head_decoder)
     }
 
     /// Greedy decoding of a batch: one row of tokens per image (without [DEC] and [SEP]).
@@ -278,7 +282,11 @@ pub struct Caption {
 
 /// A loaded BLIP captioner.
 pub struct Captioner {
-    upstream: Upstream,
+    /// candle's model, built on first use by [`DecodeMode::Uncached`] or [`Captioner::encode_upstream`].
+    upstream: Option<Upstream>,
+    weights: Weights,
+    config: blip::Config,
+    vision: VisionEncoder,
     decoder: CachedDecoder,
     tokenizer: tokenizers::Tokenizer,
     device: Device,
@@ -300,13 +308,13 @@ impl Captioner {
         max_tokens: usize,
         batch: usize,
     ) -> Result<Self, DenoiseError> {
-        let upstream = match w {
-            Weights::Dense(vb) => Upstream::Dense(blip::BlipForConditionalGeneration::new(cfg, vb.clone())?),
-            Weights::Quant(vb) => Upstream::Quant(quantized_blip::BlipForConditionalGeneration::new(cfg, vb.clone())?),
-        };
+        let vision = VisionEncoder::new(&cfg.vision_config, &w.pp("vision_model"))?;
         let decoder = CachedDecoder::new(&cfg.text_config, &w.pp("text_decoder"))?;
         Ok(Self {
-            upstream,
+            upstream: None,
+            weights: w.clone(),
+            config: cfg.clone(),
+            vision,
             decoder,
             tokenizer,
             device: w.device().clone(),
@@ -372,7 +380,26 @@ impl Captioner {
 
     /// Runs the vision encoder on a batch (b, 3, s, s): (b, tokens, hidden), CLS first.
     pub fn encode(&self, pixels: &Tensor) -> CResult<Tensor> {
-        self.upstream.vision(&pixels.to_dtype(self.dtype)?)
+        self.vision.forward(&pixels.to_dtype(self.dtype)?)
+    }
+
+    /// The same with candle's upstream vision model (the baseline of tests and benchmarks).
+    pub fn encode_upstream(&mut self, pixels: &Tensor) -> CResult<Tensor> {
+        let px = pixels.to_dtype(self.dtype)?;
+        self.upstream()?.vision(&px)
+    }
+
+    fn upstream(&mut self) -> CResult<&mut Upstream> {
+        let up = match self.upstream.take() {
+            Some(up) => up,
+            None => match &self.weights {
+                Weights::Dense(vb) => Upstream::Dense(blip::BlipForConditionalGeneration::new(&self.config, vb.clone())?),
+                Weights::Quant(vb) => {
+                    Upstream::Quant(quantized_blip::BlipForConditionalGeneration::new(&self.config, vb.clone())?)
+                }
+            },
+        };
+        Ok(self.upstream.insert(up))
     }
 
     /// Image features from the vision encoder output: mean of the patch tokens (CLS excluded),
@@ -399,15 +426,17 @@ impl Captioner {
             DecodeMode::Cached => self.decoder.generate_with(embeds, max_tokens, stop),
             DecodeMode::Uncached => {
                 let b = embeds.dim(0)?;
+                let device = self.device.clone();
+                let upstream = self.upstream()?;
                 let mut all = Vec::with_capacity(b);
                 for i in 0..b {
                     let e = embeds.narrow(0, i, 1)?;
-                    self.upstream.reset();
+                    upstream.reset();
                     let mut out = Vec::new();
                     let mut tok = BOS_TOKEN;
                     for _ in 0..max_tokens {
-                        let ids = Tensor::new(&[[tok]], &self.device)?;
-                        let logits = self.upstream.decode_step(&ids, &e)?;
+                        let ids = Tensor::new(&[[tok]], &device)?;
+                        let logits = upstream.decode_step(&ids, &e)?;
                         let last = logits.i((0, logits.dim(1)? - 1))?;
                         tok = last.to_dtype(DType::F32)?.argmax(D::Minus1)?.to_scalar::<u32>()?;
                         if stop && tok == SEP_TOKEN {
@@ -415,7 +444,7 @@ impl Captioner {
                         }
                         out.push(tok);
                     }
-                    self.upstream.reset();
+                    upstream.reset();
                     all.push(out);
                 }
                 Ok(all)

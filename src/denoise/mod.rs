@@ -10,10 +10,12 @@
 pub mod blip;
 pub mod embed;
 pub mod features;
+pub mod gelu;
 pub mod pipeline;
 pub mod robustness;
 pub mod testutil;
 pub mod text;
+pub mod vision;
 pub mod weights;
 
 pub use blip::{Caption, Captioner, DecodeMode};

@@ -95,11 +95,15 @@ impl Weights {
         }
     }
 
+    /// A plain tensor (quantized ones are dequantized), in the activation dtype.
+    pub fn tensor<S: Into<candle_core::Shape>>(&self, shape: S, name: &str) -> Result<Tensor> {
+        match self {
+            Weights::Dense(vb) => vb.get(shape, name),
+            Weights::Quant(vb) => vb.get(shape, name)?.dequantize(vb.device()),
+        }
+    }
+
     pub fn embedding(&self, n: usize, dim: usize) -> Result<Embedding> {
-        let w = match self {
-            Weights::Dense(vb) => vb.get((n, dim), "weight")?,
-            Weights::Quant(vb) => vb.get((n, dim), "weight")?.dequantize(vb.device())?,
-        };
-        Ok(Embedding::new(w, dim))
+        Ok(Embedding::new(self.tensor((n, dim), "weight")?, dim))
     }
 }
