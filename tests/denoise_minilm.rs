@@ -1,4 +1,5 @@
-//! all-MiniLM-L6-v2 through candle's BertModel matches sentence-transformers to 4 decimals.
+//! all-MiniLM-L6-v2 through our BERT encoder matches sentence-transformers to 4 decimals, and
+//! candle's BertModel (the encoder it replaced) to 1e-5.
 //!
 //! Reference scores are the ones published in the sentence-transformers documentation
 //! (sbert.net, "Computing Embeddings" usage page and "Semantic Textual Similarity" page), printed
@@ -9,11 +10,15 @@ use sgbd_edge::denoise::embed::cosine;
 use sgbd_edge::denoise::TextEncoder;
 
 fn encoder() -> Option<TextEncoder> {
+    encoder_with(false)
+}
+
+fn encoder_with(upstream: bool) -> Option<TextEncoder> {
     let mut cfg = Config::default().denoise;
     if let Ok(d) = std::env::var("SGBD_MODELS_DIR") {
         cfg.models_dir = d.into();
     }
-    match TextEncoder::from_config(&cfg) {
+    match TextEncoder::from_config_with(&cfg, upstream) {
         Ok(e) => Some(e),
         Err(e) => {
             eprintln!("skipping: MiniLM model files unavailable ({e}); run `sgbd-edge models fetch`");
@@ -49,6 +54,23 @@ fn minilm_matches_published_sentence_transformers_scores() {
     let a = ["The new movie is awesome", "The cat sits outside", "A man is playing guitar"];
     let b = ["The dog plays in the garden", "The new movie is so great", "A woman watches TV"];
     check(&enc, &a, &b, &[[0.0543, 0.8939, -0.0502], [0.2838, -0.0029, 0.1310], [0.2277, -0.0136, -0.0327]]);
+}
+
+#[test]
+fn our_encoder_equals_candles_bert_model() {
+    let (Some(ours), Some(upstream)) = (encoder(), encoder_with(true)) else { return };
+    let texts = [
+        "A navy blue cotton shirt with long sleeves and a button-down collar.",
+        "short",
+        "BEST PRICE!!! free shipping, limited offer",
+        "Jersey top in soft organic cotton with a round neckline and a straight hem; regular fit.",
+    ];
+    let a = ours.embed(&texts).unwrap();
+    let b = upstream.embed(&texts).unwrap();
+    for (t, (x, y)) in texts.iter().zip(a.iter().zip(&b)) {
+        let worst = x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-5, "{t:?}: max difference {worst}");
+    }
 }
 
 #[test]

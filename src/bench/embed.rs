@@ -1,4 +1,5 @@
-//! `bench embed`: all-MiniLM-L6-v2 sentences/s, batched vs one sentence at a time, same run.
+//! `bench embed`: all-MiniLM-L6-v2 sentences/s in one run: our encoder batched, our encoder one
+//! sentence at a time, and candle's `BertModel` batched (the baseline our encoder replaced).
 //! Needs the real model files (`sgbd-edge models fetch`). Sentences: H&M descriptions from
 //! `$SGBD_DATA/hm_sample/articles_sample.csv` when present, else generated product sentences.
 use super::caption::{cpu_seconds, loadavg};
@@ -39,6 +40,12 @@ pub struct EmbedBench {
     pub batched_sentences: usize,
     pub batched_per_s: f64,
     pub speedup: f64,
+    /// Word pieces per sentence ([CLS] and [SEP] included) and per second, batched.
+    pub mean_tokens: f64,
+    pub batched_tokens_per_s: f64,
+    /// candle's `BertModel`, batched, on the same sentences.
+    pub upstream_batched_per_s: f64,
+    pub upstream_batched_cpu_ms_per_sentence: f64,
     /// CPU seconds per sentence (user + system, all threads): robust to other load.
     pub single_cpu_ms_per_sentence: f64,
     pub batched_cpu_ms_per_sentence: f64,
@@ -81,11 +88,16 @@ pub fn run(a: &EmbedBenchArgs, cfg: &crate::config::DenoiseConfig) -> Result<Emb
         enc.embed_batch(&[r])?;
     }
     let (single_s, single_cpu) = (t.elapsed().as_secs_f64(), cpu_seconds() - c);
-    let (t, c) = (Instant::now(), cpu_seconds());
-    let out = enc.embed(&refs)?;
-    let (batched_s, batched_cpu) = (t.elapsed().as_secs_f64(), cpu_seconds() - c);
+    let (batched_s, batched_cpu, out) = timed(|| enc.embed(&refs))?;
+    let mut up = TextEncoder::from_config_with(cfg, true)?;
+    up.batch = enc.batch;
+    up.embed(&refs[..refs.len().min(8)])?;
+    let (up_s, up_cpu, up_out) = timed(|| up.embed(&refs))?;
+    drop(up);
     let single_per_s = single as f64 / single_s;
     let batched_per_s = out.len() as f64 / batched_s;
+    let tokens = refs.iter().map(|r| enc.token_count(r)).sum::<Result<usize>>()?;
+    let mean_tokens = tokens as f64 / refs.len().max(1) as f64;
     Ok(EmbedBench {
         source,
         batch: enc.batch,
@@ -99,21 +111,38 @@ pub fn run(a: &EmbedBenchArgs, cfg: &crate::config::DenoiseConfig) -> Result<Emb
         speedup: batched_per_s / single_per_s,
         single_cpu_ms_per_sentence: single_cpu * 1e3 / single as f64,
         batched_cpu_ms_per_sentence: batched_cpu * 1e3 / out.len().max(1) as f64,
+        mean_tokens,
+        batched_tokens_per_s: batched_per_s * mean_tokens,
+        upstream_batched_per_s: up_out.len() as f64 / up_s,
+        upstream_batched_cpu_ms_per_sentence: up_cpu * 1e3 / up_out.len().max(1) as f64,
         loadavg: loadavg(),
     })
 }
 
+/// Runs `f` once: (wall s, CPU s, its result).
+fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(f64, f64, T)> {
+    let (t, c) = (Instant::now(), cpu_seconds());
+    let out = f()?;
+    Ok((t.elapsed().as_secs_f64(), cpu_seconds() - c, out))
+}
+
 /// Prints the results as a table.
 pub fn print(b: &EmbedBench) {
-    println!("all-MiniLM-L6-v2, {} threads, sentences from {} (mean {:.0} chars)", b.threads, b.source, b.mean_chars);
-    println!("{:<28} {:>10} {:>12} {:>16}", "mode", "sentences", "sentences/s", "CPU ms/sentence");
-    println!("{:<28} {:>10} {:>12.1} {:>16.2}", "one at a time", b.single_sentences, b.single_per_s, b.single_cpu_ms_per_sentence);
     println!(
-        "{:<28} {:>10} {:>12.1} {:>16.2}",
-        format!("batched (batch {})", b.batch),
-        b.batched_sentences,
-        b.batched_per_s,
-        b.batched_cpu_ms_per_sentence
+        "all-MiniLM-L6-v2, {} threads, sentences from {} (mean {:.0} chars, {:.1} word pieces)",
+        b.threads, b.source, b.mean_chars, b.mean_tokens
     );
-    println!("speedup x{:.2} (wall); load average {:.1} on {} cores", b.speedup, b.loadavg, b.threads);
+    println!("{:<40} {:>10} {:>12} {:>16}", "mode", "sentences", "sentences/s", "CPU ms/sentence");
+    let row = |name: String, n: usize, per_s: f64, cpu: f64| println!("{name:<40} {n:>10} {per_s:>12.1} {cpu:>16.2}");
+    row("ours, one at a time".into(), b.single_sentences, b.single_per_s, b.single_cpu_ms_per_sentence);
+    row(format!("candle BertModel, batched (batch {})", b.batch), b.batched_sentences, b.upstream_batched_per_s, b.upstream_batched_cpu_ms_per_sentence);
+    row(format!("ours, batched (batch {})", b.batch), b.batched_sentences, b.batched_per_s, b.batched_cpu_ms_per_sentence);
+    println!(
+        "ours batched: x{:.2} one at a time, x{:.2} candle's BertModel; {:.0} word pieces/s; load average {:.1} on {} cores",
+        b.speedup,
+        b.batched_per_s / b.upstream_batched_per_s,
+        b.batched_tokens_per_s,
+        b.loadavg,
+        b.threads
+    );
 }

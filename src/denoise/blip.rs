@@ -4,6 +4,7 @@
 //! decodes a whole batch of images at once. Greedy decoding from [DEC] until [SEP] or a token cap.
 //! candle's upstream models (`blip` / `quantized_blip`) are built only on demand, as the baseline
 //! that tests and benchmarks compare against.
+use super::bert::{Attention, FeedForward};
 use super::gelu::activate;
 use super::vision::VisionEncoder;
 use super::weights::{Lin, Weights};
@@ -62,68 +63,10 @@ impl Upstream {
     }
 }
 
-struct Attention {
-    query: Lin,
-    key: Lin,
-    value: Lin,
-    out_dense: Lin,
-    out_ln: LayerNorm,
-    heads: usize,
-    head_dim: usize,
-    scale: f64,
-}
-
-impl Attention {
-    fn new(cfg: &blip_text::Config, cross: bool, w: &Weights) -> CResult<Self> {
-        let h = cfg.hidden_size;
-        let kv_in = if cross { cfg.encoder_hidden_size } else { h };
-        let s = w.pp("self");
-        let head_dim = h / cfg.num_attention_heads;
-        Ok(Self {
-            query: s.pp("query").linear(h, h)?,
-            key: s.pp("key").linear(kv_in, h)?,
-            value: s.pp("value").linear(kv_in, h)?,
-            out_dense: w.pp("output").pp("dense").linear(h, h)?,
-            out_ln: w.pp("output").pp("LayerNorm").layer_norm(h, cfg.layer_norm_eps)?,
-            heads: cfg.num_attention_heads,
-            head_dim,
-            scale: 1f64 / (head_dim as f64).sqrt(),
-        })
-    }
-
-    /// (b, seq, h) -> (b, heads, seq, head_dim)
-    fn split_heads(&self, xs: &Tensor) -> CResult<Tensor> {
-        let (b, seq, _) = xs.dims3()?;
-        xs.reshape((b, seq, self.heads, self.head_dim))?.permute((0, 2, 1, 3))
-    }
-
-    fn kv(&self, xs: &Tensor) -> CResult<(Tensor, Tensor)> {
-        let k = self.split_heads(&self.key.forward(xs)?)?.contiguous()?;
-        let v = self.split_heads(&self.value.forward(xs)?)?.contiguous()?;
-        Ok((k, v))
-    }
-
-    /// Attention of `xs` over `k`/`v`, plus the output block (dense, residual, LayerNorm).
-    fn attend(&self, xs: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> CResult<Tensor> {
-        let q = self.split_heads(&self.query.forward(xs)?)?.contiguous()?;
-        let scores = (q.matmul(&k.t()?)? * self.scale)?;
-        let scores = match mask {
-            Some(m) => scores.broadcast_add(m)?,
-            None => scores,
-        };
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let ctx = probs.matmul(v)?.permute((0, 2, 1, 3))?.flatten_from(D::Minus2)?;
-        (ctx.apply(&self.out_dense)? + xs)?.apply(&self.out_ln)
-    }
-}
-
 struct DecoderLayer {
     self_attn: Attention,
     cross_attn: Attention,
-    inter: Lin,
-    act: candle_nn::Activation,
-    out_dense: Lin,
-    out_ln: LayerNorm,
+    ffn: FeedForward,
 }
 
 /// Per-batch decoding state: self-attention caches grow by one token per step; cross-attention
@@ -156,13 +99,11 @@ impl CachedDecoder {
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let l = bert.pp("encoder").pp("layer").pp(i);
+            let (heads, eps) = (cfg.num_attention_heads, cfg.layer_norm_eps);
             layers.push(DecoderLayer {
-                self_attn: Attention::new(cfg, false, &l.pp("attention"))?,
-                cross_attn: Attention::new(cfg, true, &l.pp("crossattention"))?,
-                inter: l.pp("intermediate").pp("dense").linear(h, cfg.intermediate_size)?,
-                act: cfg.hidden_act,
-                out_dense: l.pp("output").pp("dense").linear(cfg.intermediate_size, h)?,
-                out_ln: l.pp("output").pp("LayerNorm").layer_norm(h, cfg.layer_norm_eps)?,
+                self_attn: Attention::new(h, h, heads, eps, &l.pp("attention"))?,
+                cross_attn: Attention::new(h, cfg.encoder_hidden_size, heads, eps, &l.pp("crossattention"))?,
+                ffn: FeedForward::new(h, cfg.intermediate_size, cfg.hidden_act, eps, &l)?,
             });
         }
         let pred = w.pp("cls").pp("predictions");
@@ -216,8 +157,7 @@ impl CachedDecoder {
             st.self_kv[i] = Some((k, v));
             let (ck, cv) = &st.cross_kv[i];
             let a = l.cross_attn.attend(&a, ck, cv, None)?;
-            let inter = activate(l.act, &a.apply(&l.inter)?)?;
-            x = (inter.apply(&l.out_dense)? + &a)?.apply(&l.out_ln)?;
+            x = l.ffn.forward(&a)?;
         }
         st.past_len += seq;
         activate(self.head_act, &x.apply(&self.head_dense)?)?.apply(&self.head_ln)?.apply(&self.head_decoder)

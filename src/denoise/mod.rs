@@ -7,6 +7,7 @@
 //! - [`robustness`]: injected-noise check of the cleaning on real descriptions,
 //! - [`pipeline`]: a whole catalogue through captioning, cleaning, embedding and the store,
 //! - [`testutil`]: random BLIP checkpoints in the real tensor layout, for tests and benchmarks.
+pub mod bert;
 pub mod blip;
 pub mod embed;
 pub mod features;

@@ -1,0 +1,158 @@
+//! BERT building blocks over [`Weights`] (HF tensor names), shared by BLIP's text decoder
+//! ([`super::blip::CachedDecoder`]) and the MiniLM sentence encoder ([`BertEncoder`]).
+//!
+//! Same computation as candle's `bert` / `blip_text` modules, with the exact GELU through the
+//! vectorised kernel of [`super::gelu`] (candle's scalar `erf` was an eighth of MiniLM's time).
+use super::gelu::activate;
+use super::weights::{Lin, Weights};
+use candle_core::{DType, Module, Result, Tensor, D};
+use candle_nn::{Embedding, LayerNorm};
+
+/// Multi-head attention with its output block (`self.{query,key,value}`, `output.dense`,
+/// `output.LayerNorm`): LayerNorm(dense(attention) + input).
+pub struct Attention {
+    query: Lin,
+    key: Lin,
+    value: Lin,
+    out_dense: Lin,
+    out_ln: LayerNorm,
+    heads: usize,
+    head_dim: usize,
+    scale: f64,
+}
+
+impl Attention {
+    /// `kv_in`: width of what the keys and values are computed from (the encoder's, for cross-attention).
+    pub fn new(hidden: usize, kv_in: usize, heads: usize, eps: f64, w: &Weights) -> Result<Self> {
+        let s = w.pp("self");
+        let head_dim = hidden / heads;
+        Ok(Self {
+            query: s.pp("query").linear(hidden, hidden)?,
+            key: s.pp("key").linear(kv_in, hidden)?,
+            value: s.pp("value").linear(kv_in, hidden)?,
+            out_dense: w.pp("output").pp("dense").linear(hidden, hidden)?,
+            out_ln: w.pp("output").pp("LayerNorm").layer_norm(hidden, eps)?,
+            heads,
+            head_dim,
+            scale: 1f64 / (head_dim as f64).sqrt(),
+        })
+    }
+
+    /// (b, seq, h) -> (b, heads, seq, head_dim), contiguous.
+    fn split_heads(&self, xs: &Tensor) -> Result<Tensor> {
+        let (b, seq, _) = xs.dims3()?;
+        xs.reshape((b, seq, self.heads, self.head_dim))?.permute((0, 2, 1, 3))?.contiguous()
+    }
+
+    /// Keys and values of `xs`, split into heads.
+    pub fn kv(&self, xs: &Tensor) -> Result<(Tensor, Tensor)> {
+        Ok((self.split_heads(&self.key.forward(xs)?)?, self.split_heads(&self.value.forward(xs)?)?))
+    }
+
+    /// Attention of `xs` over `k`/`v`, plus the output block. `mask` is added to the scores
+    /// (broadcast to (b, heads, seq, kv_len)).
+    pub fn attend(&self, xs: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let q = self.split_heads(&(self.query.forward(xs)? * self.scale)?)?;
+        let scores = q.matmul(&k.t()?)?;
+        let scores = match mask {
+            Some(m) => scores.broadcast_add(m)?,
+            None => scores,
+        };
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let ctx = probs.matmul(v)?.permute((0, 2, 1, 3))?.flatten_from(D::Minus2)?;
+        (ctx.apply(&self.out_dense)? + xs)?.apply(&self.out_ln)
+    }
+}
+
+/// The feed-forward block (`intermediate.dense`, `output.dense`, `output.LayerNorm`):
+/// LayerNorm(dense(act(dense(x))) + x).
+pub struct FeedForward {
+    inter: Lin,
+    act: candle_nn::Activation,
+    out_dense: Lin,
+    out_ln: LayerNorm,
+}
+
+impl FeedForward {
+    pub fn new(hidden: usize, inter: usize, act: candle_nn::Activation, eps: f64, w: &Weights) -> Result<Self> {
+        Ok(Self {
+            inter: w.pp("intermediate").pp("dense").linear(hidden, inter)?,
+            act,
+            out_dense: w.pp("output").pp("dense").linear(inter, hidden)?,
+            out_ln: w.pp("output").pp("LayerNorm").layer_norm(hidden, eps)?,
+        })
+    }
+
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let h = activate(self.act, &xs.apply(&self.inter)?)?;
+        (h.apply(&self.out_dense)? + xs)?.apply(&self.out_ln)
+    }
+}
+
+/// The fields of a BERT `config.json` that the encoder needs.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub hidden_act: candle_nn::Activation,
+    pub max_position_embeddings: usize,
+    pub type_vocab_size: usize,
+    pub layer_norm_eps: f64,
+}
+
+/// A BERT encoder (`embeddings.*`, `encoder.layer.N.*`): token ids to hidden states.
+pub struct BertEncoder {
+    word: Embedding,
+    position: Embedding,
+    token_type: Tensor,
+    emb_ln: LayerNorm,
+    layers: Vec<(Attention, FeedForward)>,
+    max_positions: usize,
+}
+
+impl BertEncoder {
+    pub fn new(cfg: &BertConfig, w: &Weights) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let emb = w.pp("embeddings");
+        let eps = cfg.layer_norm_eps;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| {
+                let l = w.pp("encoder").pp("layer").pp(i);
+                Ok((
+                    Attention::new(h, h, cfg.num_attention_heads, eps, &l.pp("attention"))?,
+                    FeedForward::new(h, cfg.intermediate_size, cfg.hidden_act, eps, &l)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            word: emb.pp("word_embeddings").embedding(cfg.vocab_size, h)?,
+            position: emb.pp("position_embeddings").embedding(cfg.max_position_embeddings, h)?,
+            // Sentence embeddings use token type 0 only.
+            token_type: emb.pp("token_type_embeddings").tensor((cfg.type_vocab_size, h), "weight")?.get(0)?,
+            emb_ln: emb.pp("LayerNorm").layer_norm(h, eps)?,
+            layers,
+            max_positions: cfg.max_position_embeddings,
+        })
+    }
+
+    /// `ids`, `mask`: (b, seq) u32, mask 1 for real tokens and 0 for padding. Returns (b, seq, h).
+    pub fn forward(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let (_, seq) = ids.dims2()?;
+        if seq > self.max_positions {
+            candle_core::bail!("input of {seq} tokens is longer than {} positions", self.max_positions)
+        }
+        let pos = Tensor::arange(0u32, seq as u32, ids.device())?;
+        let x = self.word.forward(ids)?.broadcast_add(&self.position.forward(&pos)?)?;
+        let mut x = x.broadcast_add(&self.token_type)?.apply(&self.emb_ln)?;
+        // Padding gets a large negative score: (b, 1, 1, seq), 0 for real tokens.
+        let bias = ((mask.to_dtype(DType::F32)? - 1.0)? * 1e9)?.unsqueeze(1)?.unsqueeze(1)?.to_dtype(x.dtype())?;
+        for (attn, ffn) in &self.layers {
+            let (k, v) = attn.kv(&x)?;
+            x = ffn.forward(&attn.attend(&x, &k, &v, Some(&bias))?)?;
+        }
+        Ok(x)
+    }
+}
