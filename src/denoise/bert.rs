@@ -14,6 +14,8 @@ pub struct Attention {
     query: Lin,
     key: Lin,
     value: Lin,
+    /// Query, key and value weights stacked into one product, for self-attention over dense weights.
+    qkv: Option<candle_nn::Linear>,
     out_dense: Lin,
     out_ln: LayerNorm,
     heads: usize,
@@ -30,12 +32,42 @@ impl Attention {
             query: s.pp("query").linear(hidden, hidden)?,
             key: s.pp("key").linear(kv_in, hidden)?,
             value: s.pp("value").linear(kv_in, hidden)?,
+            qkv: None,
             out_dense: w.pp("output").pp("dense").linear(hidden, hidden)?,
             out_ln: w.pp("output").pp("LayerNorm").layer_norm(hidden, eps)?,
             heads,
             head_dim,
             scale: 1f64 / (head_dim as f64).sqrt(),
         })
+    }
+
+    /// Self-attention with one (3h x h) product for the queries, keys and values instead of three
+    /// (dense weights only: quantized matrices stay separate).
+    pub fn new_self(hidden: usize, heads: usize, eps: f64, w: &Weights) -> Result<Self> {
+        let mut a = Self::new(hidden, hidden, heads, eps, w)?;
+        if let (Lin::Dense(q), Lin::Dense(k), Lin::Dense(v)) = (&a.query, &a.key, &a.value) {
+            let weight = Tensor::cat(&[q.weight(), k.weight(), v.weight()], 0)?;
+            let bias = match (q.bias(), k.bias(), v.bias()) {
+                (Some(qb), Some(kb), Some(vb)) => Some(Tensor::cat(&[qb, kb, vb], 0)?),
+                _ => None,
+            };
+            a.qkv = Some(candle_nn::Linear::new(weight, bias));
+        }
+        Ok(a)
+    }
+
+    /// Self-attention of `xs` (queries, keys and values all from `xs`), plus the output block.
+    pub fn self_attend(&self, xs: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let Some(qkv) = &self.qkv else {
+            let (k, v) = self.kv(xs)?;
+            return self.attend(xs, &k, &v, mask);
+        };
+        let (b, seq, _) = xs.dims3()?;
+        // (b, seq, 3, heads, hd) -> (3, b, heads, seq, hd)
+        let qkv = xs.apply(qkv)?.reshape((b, seq, 3, self.heads, self.head_dim))?.permute((2, 0, 3, 1, 4))?;
+        let q = (qkv.get(0)? * self.scale)?.contiguous()?;
+        let (k, v) = (qkv.get(1)?.contiguous()?, qkv.get(2)?.contiguous()?);
+        self.finish(xs, &q, &k, &v, mask)
     }
 
     /// (b, seq, h) -> (b, heads, seq, head_dim), contiguous.
@@ -53,6 +85,11 @@ impl Attention {
     /// (broadcast to (b, heads, seq, kv_len)).
     pub fn attend(&self, xs: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let q = self.split_heads(&(self.query.forward(xs)? * self.scale)?)?;
+        self.finish(xs, &q, k, v, mask)
+    }
+
+    /// Scores, softmax, context and the output block, from scaled queries split into heads.
+    fn finish(&self, xs: &Tensor, q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let scores = q.matmul(&k.t()?)?;
         let scores = match mask {
             Some(m) => scores.broadcast_add(m)?,
@@ -122,7 +159,7 @@ impl BertEncoder {
             .map(|i| {
                 let l = w.pp("encoder").pp("layer").pp(i);
                 Ok((
-                    Attention::new(h, h, cfg.num_attention_heads, eps, &l.pp("attention"))?,
+                    Attention::new_self(h, cfg.num_attention_heads, eps, &l.pp("attention"))?,
                     FeedForward::new(h, cfg.intermediate_size, cfg.hidden_act, eps, &l)?,
                 ))
             })
@@ -150,8 +187,7 @@ impl BertEncoder {
         // Padding gets a large negative score: (b, 1, 1, seq), 0 for real tokens.
         let bias = ((mask.to_dtype(DType::F32)? - 1.0)? * 1e9)?.unsqueeze(1)?.unsqueeze(1)?.to_dtype(x.dtype())?;
         for (attn, ffn) in &self.layers {
-            let (k, v) = attn.kv(&x)?;
-            x = ffn.forward(&attn.attend(&x, &k, &v, Some(&bias))?)?;
+            x = ffn.forward(&attn.self_attend(&x, Some(&bias))?)?;
         }
         Ok(x)
     }
