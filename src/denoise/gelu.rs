@@ -78,7 +78,12 @@ impl CustomOp1 for GeluErf {
         };
         let src = &data[start..end];
         let mut out = vec![0f32; src.len()];
-        out.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(d, s)| gelu_chunk(s, d));
+        if src.len() <= 2 * CHUNK {
+            // Small (a decoding step): handing it to the thread pool costs more than it saves.
+            gelu_chunk(src, &mut out);
+        } else {
+            out.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(d, s)| gelu_chunk(s, d));
+        }
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 }
