@@ -133,6 +133,8 @@ pub struct SoakReport {
     /// Warnings and errors in the daemon's log.
     pub daemon_log_warnings: u64,
     pub daemon_log_errors: u64,
+    /// The first few warning and error lines of the daemon's log.
+    pub daemon_log_samples: Vec<String>,
     /// The daemon's counters at shutdown (its final status.json).
     pub daemon_counters: BTreeMap<String, u64>,
 }
@@ -407,6 +409,12 @@ fn run_in(a: &SoakArgs, bin: &Path, dir: &Path) -> Result<SoakReport, DaemonErro
         clean_exit,
         daemon_log_warnings: level_lines("WARN"),
         daemon_log_errors: level_lines("ERROR"),
+        daemon_log_samples: log_text
+            .lines()
+            .filter(|l| l.contains("\"level\":\"WARN\"") || l.contains("\"level\":\"ERROR\""))
+            .take(10)
+            .map(str::to_string)
+            .collect(),
         daemon_counters: counters,
         windows,
     };
@@ -642,4 +650,7 @@ fn print_summary(r: &SoakReport) {
         "errors: {}; daemon log: {} warnings, {} errors; clean exit: {}",
         r.errors, r.daemon_log_warnings, r.daemon_log_errors, r.clean_exit
     );
+    for l in &r.daemon_log_samples {
+        println!("  daemon log: {l}");
+    }
 }
