@@ -169,8 +169,8 @@ pub fn rss_mib() -> f64 {
 }
 
 /// The configuration the soak's daemon runs with: loopback embedded broker, no per-kiosk request
-/// limit (the load is the point), and, with `round_interval_s > 0`, a small MF model (32-d, 5
-/// epochs, 1 training thread) so that a round on the soak's store takes a few seconds.
+/// limit (the load is the point), and, with `round_interval_s > 0`, a small MF model (64-d, up to
+/// 20 epochs, patience 5, 1 training thread) so that a round on the soak's store takes a few seconds.
 pub fn daemon_config(dir: &Path, port: u16, round_interval_s: u64) -> Config {
     let mut cfg = Config::default();
     cfg.node.data_dir = dir.to_path_buf();
@@ -181,13 +181,13 @@ pub fn daemon_config(dir: &Path, port: u16, round_interval_s: u64) -> Config {
     cfg.online.min_interval_s = round_interval_s;
     cfg.online.min_new_events = 100;
     cfg.online.poll_s = 1;
-    cfg.online.epochs = 5;
-    cfg.online.patience = 2;
+    cfg.online.epochs = 20;
+    cfg.online.patience = 5;
     cfg.online.time_budget_s = 20;
     cfg.online.train_threads = 1;
     cfg.learn.model = ModelKind::Mf;
-    cfg.learn.dim = 32;
-    cfg.learn.batch = 4096;
+    cfg.learn.dim = 64;
+    cfg.learn.batch = 1024;
     cfg
 }
 
