@@ -56,12 +56,24 @@ pub struct SoakArgs {
     /// Catalogue size of the synthetic store (20,000 seed interactions over 500 users).
     #[arg(long, default_value_t = 2000)]
     pub items: usize,
+    /// `embedded`: the daemon's own rumqttd (production default; its memory counts as the
+    /// daemon's). `mosquitto`: an external mosquitto (from PATH) as a third process, so that the
+    /// daemon's RSS excludes the broker's and the broker's is reported apart.
+    #[arg(long, value_enum, default_value_t = SoakBroker::Embedded)]
+    pub broker: SoakBroker,
     /// The daemon binary (default: this executable).
     #[arg(long)]
     pub daemon_bin: Option<PathBuf>,
     /// Write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SoakBroker {
+    Embedded,
+    Mosquitto,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -80,6 +92,8 @@ pub struct SoakWindow {
     pub errors: u64,
     /// The daemon's resident set (MiB).
     pub daemon_rss_mib: f64,
+    /// The external broker's resident set (MiB), with `--broker mosquitto`.
+    pub broker_rss_mib: Option<f64>,
     /// The load generator's own resident set (MiB), for reference.
     pub loadgen_rss_mib: f64,
     /// Fine-tune rounds finished so far (daemon counter `online.rounds`).
@@ -106,6 +120,7 @@ pub struct SoakReport {
     pub events_rate: f64,
     pub warmup_s: u64,
     pub round_interval_s: u64,
+    pub broker: SoakBroker,
     pub windows: Vec<SoakWindow>,
     pub events_sent: u64,
     pub events_acked: u64,
@@ -171,8 +186,12 @@ pub fn rss_mib() -> f64 {
 /// The configuration the soak's daemon runs with: loopback embedded broker, no per-kiosk request
 /// limit (the load is the point), and, with `round_interval_s > 0`, a small MF model (64-d, up to
 /// 20 epochs, patience 5, 1 training thread) so that a round on the soak's store takes a few seconds.
-pub fn daemon_config(dir: &Path, port: u16, round_interval_s: u64) -> Config {
+pub fn daemon_config(dir: &Path, port: u16, round_interval_s: u64, broker: SoakBroker) -> Config {
     let mut cfg = Config::default();
+    if broker == SoakBroker::Mosquitto {
+        cfg.mqtt.broker = crate::config::BrokerMode::External;
+        cfg.mqtt.host = "127.0.0.1".into();
+    }
     cfg.node.data_dir = dir.to_path_buf();
     cfg.mqtt.port = port;
     cfg.mqtt.kiosk_rate_per_s = 0.0;
@@ -208,7 +227,7 @@ pub fn run(a: &SoakArgs) -> Result<SoakReport, DaemonError> {
     Ok(report)
 }
 
-/// The daemon child; killed if still running when dropped (an error path).
+/// A child process (the daemon, mosquitto); killed if still running when dropped.
 struct Daemon {
     child: std::process::Child,
     log: PathBuf,
@@ -275,7 +294,7 @@ fn counter(status: &Option<serde_json::Value>, name: &str) -> u64 {
 fn run_in(a: &SoakArgs, bin: &Path, dir: &Path) -> Result<SoakReport, DaemonError> {
     let port =
         crate::mqtt::broker::free_port_pair().ok_or_else(|| DaemonError::Unsupported("no free port pair".into()))?;
-    let cfg = daemon_config(dir, port, a.round_interval_s);
+    let cfg = daemon_config(dir, port, a.round_interval_s, a.broker);
     {
         let mut s = crate::store::open_config(&cfg)?;
         seed_store(&mut s, a.items.max(1))?;
@@ -283,6 +302,10 @@ fn run_in(a: &SoakArgs, bin: &Path, dir: &Path) -> Result<SoakReport, DaemonErro
     let cfg_path = dir.join("soak.toml");
     let toml = toml::to_string(&cfg).map_err(|e| DaemonError::Unsupported(format!("config not serialised: {e}")))?;
     std::fs::write(&cfg_path, toml)?;
+    let mut broker = match a.broker {
+        SoakBroker::Embedded => None,
+        SoakBroker::Mosquitto => Some(start_mosquitto(dir, port)?),
+    };
     let log = dir.join("daemon.log");
     let log_file = std::fs::File::create(&log)?;
     let child = std::process::Command::new(bin)
@@ -321,8 +344,12 @@ fn run_in(a: &SoakArgs, bin: &Path, dir: &Path) -> Result<SoakReport, DaemonErro
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let load = rt.block_on(drive(a, &cfg, port, &mut daemon, dir));
+    let broker_pid = broker.as_ref().map(|b| b.pid());
+    let load = rt.block_on(drive(a, &cfg, port, &mut daemon, broker_pid.as_deref(), dir));
     let clean_exit = daemon.stop(Duration::from_secs(60));
+    if let Some(b) = broker.as_mut() {
+        b.stop(Duration::from_secs(5));
+    }
     drop(rt);
     let load = load?;
 
@@ -392,6 +419,7 @@ fn run_in(a: &SoakArgs, bin: &Path, dir: &Path) -> Result<SoakReport, DaemonErro
         events_rate: a.events_rate,
         warmup_s: a.warmup_s,
         round_interval_s: a.round_interval_s,
+        broker: a.broker,
         events_sent: load.sent,
         events_acked: acked.len() as u64,
         events_stored: stored.len() as u64,
@@ -513,7 +541,45 @@ async fn send_event(c: &KioskClient, sh: &Shared, n: u64) -> bool {
     stored
 }
 
-async fn drive(a: &SoakArgs, cfg: &Config, port: u16, daemon: &mut Daemon, dir: &Path) -> Result<LoadResult, DaemonError> {
+/// mosquitto on 127.0.0.1:`port` (anonymous, no persistence, TCP_NODELAY like the embedded
+/// broker, else Nagle adds about 40 ms to every reply), ready once it accepts a connection.
+fn start_mosquitto(dir: &Path, port: u16) -> Result<Daemon, DaemonError> {
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\nmax_queued_messages 100000\n"
+        ),
+    )?;
+    let log = dir.join("mosquitto.log");
+    let f = std::fs::File::create(&log)?;
+    let child = std::process::Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stdin(std::process::Stdio::null())
+        .stdout(f.try_clone()?)
+        .stderr(f)
+        .spawn()
+        .map_err(|e| DaemonError::Unsupported(format!("cannot start mosquitto (is it on PATH?): {e}")))?;
+    let mut b = Daemon { child, log };
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if b.exited().is_some() || t.elapsed() > Duration::from_secs(10) {
+            return Err(DaemonError::Unsupported(format!("mosquitto did not start:\n{}", b.log_tail())));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(b)
+}
+
+async fn drive(
+    a: &SoakArgs,
+    cfg: &Config,
+    port: u16,
+    daemon: &mut Daemon,
+    broker_pid: Option<&str>,
+    dir: &Path,
+) -> Result<LoadResult, DaemonError> {
     let topics = Topics::from_config(cfg);
     let mut clients = Vec::new();
     for i in 0..a.kiosks.max(1) {
@@ -541,8 +607,9 @@ async fn drive(a: &SoakArgs, cfg: &Config, port: u16, daemon: &mut Daemon, dir: 
     let total = Duration::from_secs_f64((a.minutes * 60.0).max(1.0));
     let window = Duration::from_secs(a.window_s.max(1)).min(total);
     println!(
-        "bench soak: daemon pid {}, {} kiosks, {} requests/s + {} events/s, {} s windows, warm-up {} s, rounds every {} s",
+        "bench soak: daemon pid {}, {:?} broker, {} kiosks, {} requests/s + {} events/s, {} s windows, warm-up {} s, rounds every {} s",
         daemon.pid(),
+        a.broker,
         clients.len(),
         a.rate,
         a.events_rate,
@@ -554,6 +621,9 @@ async fn drive(a: &SoakArgs, cfg: &Config, port: u16, daemon: &mut Daemon, dir: 
         "{:>7} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>6} {:>9} {:>8} {:>6}",
         "t_s", "requests", "p50_ms", "p99_ms", "max_ms", "events", "ev_p50", "ev_p99", "errors", "daemon_MiB", "gen_MiB", "rounds"
     );
+    if broker_pid.is_some() {
+        println!("(mosquitto's RSS is printed after the rounds column)");
+    }
     let t0 = Instant::now();
     spawn_drivers(&clients, &sh, a.rate, false);
     spawn_drivers(&clients, &sh, a.events_rate, true);
@@ -581,11 +651,12 @@ async fn drive(a: &SoakArgs, cfg: &Config, port: u16, daemon: &mut Daemon, dir: 
             ev_p99_ms: e.p99_ms,
             errors: acc.errors,
             daemon_rss_mib: proc_status_mib(&daemon.pid(), "VmRSS"),
+            broker_rss_mib: broker_pid.map(|p| proc_status_mib(p, "VmRSS")),
             loadgen_rss_mib: rss_mib(),
             rounds: counter(&read_status(dir), "online.rounds"),
         };
         println!(
-            "{:>7.1} {:>8} {:>8.2} {:>8.2} {:>8.1} {:>7} {:>8.2} {:>8.2} {:>6} {:>9.1}{} {:>8.1} {:>6}",
+            "{:>7.1} {:>8} {:>8.2} {:>8.2} {:>8.1} {:>7} {:>8.2} {:>8.2} {:>6} {:>9.1}{} {:>8.1} {:>6}{}",
             w.t_s,
             w.requests,
             w.req_p50_ms,
@@ -598,7 +669,8 @@ async fn drive(a: &SoakArgs, cfg: &Config, port: u16, daemon: &mut Daemon, dir: 
             w.daemon_rss_mib,
             if w.warmup { "w" } else { " " },
             w.loadgen_rss_mib,
-            w.rounds
+            w.rounds,
+            w.broker_rss_mib.map(|b| format!(" {b:>8.1}")).unwrap_or_default()
         );
         windows.push(w);
     }
