@@ -1,5 +1,6 @@
-//! `bench soak`: the real daemon binary (`sgbd-edge run`, embedded broker, temporary data dir,
-//! the learning loop on) as a child process under a steady kiosk load from this process
+//! `bench soak`: the real daemon binary (`sgbd-edge run`, embedded broker or, with `--broker
+//! mosquitto`, an external mosquitto as a third process; temporary data dir; the learning loop on)
+//! as a child process under a steady kiosk load from this process
 //! (recommendation requests and acknowledged events) for `--minutes`, with fine-tune rounds every
 //! `--round-interval-s`.
 //!
