@@ -397,11 +397,7 @@ fn run_in(a: &SoakArgs, bin: &Path, dir: &Path) -> Result<SoakReport, DaemonErro
     };
 
     let windows = load.windows;
-    let post: Vec<&SoakWindow> = windows.iter().filter(|w| !w.warmup).collect();
-    let base = post.first().map_or(0.0, |w| w.daemon_rss_mib);
-    let last = post.last().map_or(0.0, |w| w.daemon_rss_mib);
-    let max = post.iter().map(|w| w.daemon_rss_mib).fold(0.0, f64::max);
-    let growth = if base > 0.0 { (last - base) / base * 100.0 } else { 0.0 };
+    let rss = RssVerdict::of(&windows);
     let rounds = RoundsReport {
         run: counters.get("online.rounds").copied().unwrap_or(0),
         promoted: counters.get("online.promoted").copied().unwrap_or(0),
@@ -428,11 +424,11 @@ fn run_in(a: &SoakArgs, bin: &Path, dir: &Path) -> Result<SoakReport, DaemonErro
         events_unacked: unacked.len() as u64,
         events_unacked_stored,
         errors: windows.iter().map(|w| w.errors).sum::<u64>() + load.late_errors,
-        rss_base_mib: base,
-        rss_last_mib: last,
-        rss_max_mib: max,
-        rss_growth_pct: growth,
-        rss_pass: !post.is_empty() && growth <= RSS_TARGET_PCT,
+        rss_base_mib: rss.base_mib,
+        rss_last_mib: rss.last_mib,
+        rss_max_mib: rss.max_mib,
+        rss_growth_pct: rss.growth_pct,
+        rss_pass: rss.pass,
         daemon_peak_rss_mib: load.peak_rss_mib,
         rounds,
         clean_exit,
@@ -449,6 +445,34 @@ fn run_in(a: &SoakArgs, bin: &Path, dir: &Path) -> Result<SoakReport, DaemonErro
     };
     print_summary(&report);
     Ok(report)
+}
+
+/// The daemon's RSS after warm-up: the first window past it (`base`), the last, the highest, growth
+/// `(last - base) / base` in %, and whether it is within [`RSS_TARGET_PCT`] (false without any
+/// window past warm-up).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RssVerdict {
+    pub base_mib: f64,
+    pub last_mib: f64,
+    pub max_mib: f64,
+    pub growth_pct: f64,
+    pub pass: bool,
+}
+
+impl RssVerdict {
+    pub fn of(windows: &[SoakWindow]) -> Self {
+        let post: Vec<f64> = windows.iter().filter(|w| !w.warmup).map(|w| w.daemon_rss_mib).collect();
+        let base = post.first().copied().unwrap_or(0.0);
+        let last = post.last().copied().unwrap_or(0.0);
+        let growth_pct = if base > 0.0 { (last - base) / base * 100.0 } else { 0.0 };
+        Self {
+            base_mib: base,
+            last_mib: last,
+            max_mib: post.iter().copied().fold(0.0, f64::max),
+            growth_pct,
+            pass: base > 0.0 && growth_pct <= RSS_TARGET_PCT,
+        }
+    }
 }
 
 /// What one window's calls recorded.
@@ -725,5 +749,56 @@ fn print_summary(r: &SoakReport) {
     );
     for l in &r.daemon_log_samples {
         println!("  daemon log: {l}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(t_s: f64, warmup: bool, rss: f64) -> SoakWindow {
+        SoakWindow {
+            t_s,
+            warmup,
+            requests: 0,
+            req_p50_ms: 0.0,
+            req_p99_ms: 0.0,
+            req_max_ms: 0.0,
+            events: 0,
+            ev_p50_ms: 0.0,
+            ev_p99_ms: 0.0,
+            errors: 0,
+            daemon_rss_mib: rss,
+            broker_rss_mib: None,
+            loadgen_rss_mib: 0.0,
+            rounds: 0,
+        }
+    }
+
+    #[test]
+    fn rss_verdict_ignores_warmup_and_applies_the_target() {
+        // Warm-up growth (50 -> 100) does not count; 100 -> 109 is +9 %, a spike in between is the max.
+        let flat = [w(10.0, true, 50.0), w(20.0, false, 100.0), w(30.0, false, 130.0), w(40.0, false, 109.0)];
+        let v = RssVerdict::of(&flat);
+        assert_eq!((v.base_mib, v.last_mib, v.max_mib), (100.0, 109.0, 130.0));
+        assert!((v.growth_pct - 9.0).abs() < 1e-9 && v.pass, "{v:?}");
+
+        let growing = [w(10.0, true, 50.0), w(20.0, false, 100.0), w(30.0, false, 111.0)];
+        let v = RssVerdict::of(&growing);
+        assert!((v.growth_pct - 11.0).abs() < 1e-9 && !v.pass, "{v:?}");
+
+        // Nothing past warm-up: no verdict, so no pass.
+        assert!(!RssVerdict::of(&[w(10.0, true, 50.0)]).pass);
+        assert!(!RssVerdict::of(&[]).pass);
+    }
+
+    #[test]
+    fn proc_status_fields_parse() {
+        // This process has a resident set and a peak at least as large.
+        let rss = proc_status_mib("self", "VmRSS");
+        assert!(rss > 0.5, "{rss}");
+        assert!(proc_status_mib("self", "VmHWM") >= rss * 0.99);
+        assert_eq!(proc_status_mib("self", "NoSuchField"), 0.0);
+        assert_eq!(proc_status_mib("0", "VmRSS"), 0.0);
     }
 }
