@@ -25,6 +25,26 @@ pub fn init_logging(cfg: &LogConfig) {
     };
 }
 
+/// At most this many distinct counter names and as many histogram names: a name built from
+/// outside data (a kiosk id, a topic) must not grow a long-running daemon's memory without bound.
+/// Updates to new names past the cap are dropped and counted in [`NAMES_DROPPED`].
+pub const MAX_NAMES: usize = 1024;
+/// Counter of metric updates dropped because [`MAX_NAMES`] names exist already.
+pub const NAMES_DROPPED: &str = "telemetry.names_dropped";
+
+/// The counter slot for `name`: existing, new while under [`MAX_NAMES`], else `None` (the drop is
+/// counted). Looks up before allocating the key.
+fn bounded_slot<'a>(c: &'a mut BTreeMap<String, u64>, name: &str) -> Option<&'a mut u64> {
+    if c.contains_key(name) {
+        return c.get_mut(name);
+    }
+    if c.len() < MAX_NAMES {
+        return Some(c.entry(name.to_string()).or_default());
+    }
+    *c.entry(NAMES_DROPPED.to_string()).or_default() += 1;
+    None
+}
+
 /// Named counters and latency histograms, shared by all stages of the daemon.
 #[derive(Default)]
 pub struct Metrics {
@@ -39,14 +59,18 @@ impl Metrics {
 
     pub fn add(&self, name: &str, n: u64) {
         if let Ok(mut c) = self.counters.lock() {
-            *c.entry(name.to_string()).or_default() += n;
+            if let Some(slot) = bounded_slot(&mut c, name) {
+                *slot += n;
+            }
         }
     }
 
     /// Sets a gauge-like value (queue backlog, rows in a table).
     pub fn set(&self, name: &str, v: u64) {
         if let Ok(mut c) = self.counters.lock() {
-            c.insert(name.to_string(), v);
+            if let Some(slot) = bounded_slot(&mut c, name) {
+                *slot = v;
+            }
         }
     }
 
@@ -55,8 +79,14 @@ impl Metrics {
     }
 
     pub fn observe_ms(&self, name: &str, ms: f64) {
-        if let Ok(mut l) = self.latencies.lock() {
+        let Ok(mut l) = self.latencies.lock() else { return };
+        if let Some(h) = l.get_mut(name) {
+            h.record(ms);
+        } else if l.len() < MAX_NAMES {
             l.entry(name.to_string()).or_default().record(ms);
+        } else {
+            drop(l);
+            self.incr(NAMES_DROPPED);
         }
     }
 
@@ -162,5 +192,26 @@ mod tests {
         assert_eq!(m.get("a"), 3);
         assert_eq!(m.get("b"), 7);
         assert_eq!(m.get("missing"), 0);
+    }
+
+    #[test]
+    fn metric_names_are_bounded() {
+        let m = Metrics::default();
+        m.incr("early");
+        for i in 0..MAX_NAMES + 500 {
+            m.incr(&format!("kiosk.k{i}.requests"));
+            m.observe_ms(&format!("kiosk.k{i}.ms"), 1.0);
+        }
+        let c = m.counters();
+        // MAX_NAMES names plus the drop counter itself.
+        assert_eq!(c.len(), MAX_NAMES + 1, "{}", c.len());
+        assert_eq!(m.latency_summaries().len(), MAX_NAMES);
+        // Counters: 501 names did not fit (the first 1023 did, after "early"); histograms: 500.
+        assert_eq!(m.get(NAMES_DROPPED), 501 + 500);
+        // Existing names keep counting after the cap.
+        m.incr("early");
+        m.observe_ms("kiosk.k0.ms", 2.0);
+        assert_eq!(m.get("early"), 2);
+        assert_eq!(m.latency_summaries()["kiosk.k0.ms"].count, 2);
     }
 }

@@ -48,7 +48,7 @@ pub fn run(c: BenchCmd) -> anyhow::Result<ExitCode> {
         BenchCmd::Capture(a) => super::capture::bench(a),
         BenchCmd::Soak(a) => {
             let r = crate::bench::soak::run(&a)?;
-            Ok(if r.errors == 0 {
+            Ok(if r.passed() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
