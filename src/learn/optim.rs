@@ -203,10 +203,29 @@ pub trait BaseOptimizer: Send {
     ) -> Result<()>;
 }
 
+/// One evaluation of the loss: the scalar loss and, when the model computed them itself (a fused
+/// kernel), the gradients of its parameters in `named_vars` order; `None` means autograd.
+pub struct LossGrads {
+    pub loss: Tensor,
+    pub grads: Option<Vec<Tensor>>,
+}
+
+impl LossGrads {
+    /// A loss whose gradients come from `loss.backward()`.
+    pub fn autograd(loss: Tensor) -> Self {
+        Self { loss, grads: None }
+    }
+}
+
 /// One training step per batch (see the module doc).
 pub trait Optimizer: Send {
     /// Runs the strategy on one batch; returns the loss at the starting point.
-    fn step(&mut self, loss_fn: &mut dyn FnMut() -> Result<Tensor>, batch_index: usize) -> Result<f32>;
+    fn step(&mut self, loss_fn: &mut dyn FnMut() -> Result<Tensor>, batch_index: usize) -> Result<f32> {
+        self.step_with(&mut || Ok(LossGrads::autograd(loss_fn()?)), batch_index)
+    }
+    /// As [`Optimizer::step`], for a closure that may return the gradients itself
+    /// (`Recommender::loss_and_grads`).
+    fn step_with(&mut self, eval: &mut dyn FnMut() -> Result<LossGrads>, batch_index: usize) -> Result<f32>;
     /// Gradient evaluations done so far (for cost accounting).
     fn grad_evals(&self) -> u64;
     fn kind(&self) -> OptimKind;
@@ -539,9 +558,19 @@ impl Composite {
         self.base.steps()
     }
 
-    fn grads(&mut self, loss: &Tensor) -> Result<Vec<Tensor>> {
+    fn grads(&mut self, lg: LossGrads) -> Result<Vec<Tensor>> {
         self.grad_evals += 1;
-        let gs = loss.backward()?;
+        if let Some(g) = lg.grads {
+            if g.len() != self.vars.len() {
+                return Err(LearnError::Invalid(format!(
+                    "{} gradients for {} parameters",
+                    g.len(),
+                    self.vars.len()
+                )));
+            }
+            return Ok(g);
+        }
+        let gs = lg.loss.backward()?;
         self.vars
             .iter()
             .map(|v| match gs.get(v.as_tensor()) {
@@ -552,7 +581,7 @@ impl Composite {
     }
 
     /// SAM gradient at the current point, given the plain gradient `g` there.
-    fn sam_grad(&mut self, loss_fn: &mut dyn FnMut() -> Result<Tensor>, g: &[Tensor]) -> Result<Vec<Tensor>> {
+    fn sam_grad(&mut self, loss_fn: &mut dyn FnMut() -> Result<LossGrads>, g: &[Tensor]) -> Result<Vec<Tensor>> {
         let norm = global_norm(g)?;
         let a = self.params.rho / (norm + 1e-12);
         if self.backups.len() != self.vars.len() {
@@ -569,7 +598,7 @@ impl Composite {
         for (v, g) in self.vars.iter().zip(g) {
             axpy(v, g, a)?;
         }
-        let res = loss_fn().and_then(|l| self.grads(&l));
+        let res = loss_fn().and_then(|l| self.grads(l));
         // restore (an exact copy) even when the perturbed evaluation failed
         for (v, b) in self.vars.iter().zip(&self.backups) {
             v.set(b.as_tensor())?;
@@ -613,15 +642,14 @@ fn sum_sq(t: &Tensor) -> Result<f64> {
 }
 
 impl Optimizer for Composite {
-    fn step(&mut self, loss_fn: &mut dyn FnMut() -> Result<Tensor>, batch_index: usize) -> Result<f32> {
+    fn step_with(&mut self, loss_fn: &mut dyn FnMut() -> Result<LossGrads>, batch_index: usize) -> Result<f32> {
         let mirror = self.kind.uses_mirror() && batch_index % self.params.beta == 0;
-        let loss = loss_fn()?;
-        let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()? as f32;
+        let lg = loss_fn()?;
+        let value = lg.loss.to_dtype(DType::F64)?.to_scalar::<f64>()? as f32;
         if !value.is_finite() {
             return Err(LearnError::Invalid(format!("loss is {value} at batch {batch_index}")));
         }
-        let g = self.grads(&loss)?;
-        drop(loss);
+        let g = self.grads(lg)?;
         let sam_descent = match self.kind {
             OptimKind::Adam | OptimKind::Mg => false,
             OptimKind::Sam | OptimKind::Sgbd(Variant::S1) | OptimKind::Sgbd(Variant::M2) => true,
@@ -635,8 +663,7 @@ impl Optimizer for Composite {
         self.base.apply(&self.vars, &g, self.params.alpha1)?;
         drop(g);
         let l2 = loss_fn()?;
-        let g2 = self.grads(&l2)?;
-        drop(l2);
+        let g2 = self.grads(l2)?;
         let g2 = if self.kind == OptimKind::Sgbd(Variant::M2) {
             self.sam_grad(loss_fn, &g2)?
         } else {

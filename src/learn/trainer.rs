@@ -158,7 +158,7 @@ pub fn train_epoch(
     for (k, b) in batches.into_iter().enumerate() {
         let b = Batch::from_vecs(b.users, b.pos, b.neg, &dev)?;
         let m: &dyn Recommender = model;
-        let loss = opt.step(&mut || m.batch_loss(&b), k)?;
+        let loss = opt.step_with(&mut || m.loss_and_grads(&b), k)?;
         sum += loss as f64;
         if let Some(f) = on_batch.as_mut() {
             f(k + 1, n);
