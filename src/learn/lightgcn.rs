@@ -19,6 +19,7 @@ use super::sparse::{
 use super::{LearnError, Result};
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor, Var};
 use rand::rngs::StdRng;
+use rayon::prelude::*;
 use std::sync::Arc;
 
 pub struct LightGcn {
@@ -260,11 +261,20 @@ impl BprOp {
         };
         // BPR: -mean log sigmoid(<u, p> - <u, n>); EmbLoss: sum of the three Frobenius norms / B
         let diffs: Vec<f64> = (0..b)
+            .into_par_iter()
+            .with_min_len(256)
             .map(|k| dot(row(k), row(b + k)) - dot(row(k), row(2 * b + k)))
             .collect();
         let bpr = -diffs.iter().map(|&z| log_sigmoid(z)).sum::<f64>() / b as f64;
         let norms: Vec<f64> = (0..3)
-            .map(|j| (j * b..(j + 1) * b).map(|k| dot(x_row(k), x_row(k))).sum::<f64>().sqrt())
+            .map(|j| {
+                (j * b..(j + 1) * b)
+                    .into_par_iter()
+                    .with_min_len(256)
+                    .map(|k| dot(x_row(k), x_row(k)))
+                    .sum::<f64>()
+                    .sqrt()
+            })
             .collect();
         let loss = if self.reg == 0.0 {
             bpr
@@ -285,25 +295,41 @@ impl BprOp {
             axpy_row(&mut h[sp * d..(sp + 1) * d], c, u);
             axpy_row(&mut h[sn * d..(sn + 1) * d], -c, u);
         }
-        // dx = mean_{l<=L} (A^T)^l H by Horner: S = H; S = H + A^T S (L times); dx = S / (L+1)
+        // EmbLoss: d/dx_r = sum over the three parts j of (occurrences of r in j) * c_j * x_r
+        let mut rc = vec![0f64; rows.uniq.len()];
+        if self.reg != 0.0 {
+            for (j, &nj) in norms.iter().enumerate() {
+                if nj > 0.0 {
+                    let c = go * self.reg / (b as f64 * nj);
+                    (j * b..(j + 1) * b).for_each(|k| rc[rows.at(k)] += c);
+                }
+            }
+        }
+        // dx = mean_{l<=L} (A^T)^l H + EmbLoss rows, by Horner: S = H; S = H + A^T S (L times);
+        // dx = S / (L+1) + rc x, the sums done per row right after the row's product
         let scale = T::from_f64(1.0 / (self.layers as f64 + 1.0));
         let slot = &rows.slot;
-        let add_h = |r: usize, o: &mut [T], last: bool| {
-            let s = slot[r] as usize;
-            if slot[r] != NO_SLOT {
+        let epilogue = |r: usize, o: &mut [T], last: bool| {
+            let s = slot[r];
+            if s != NO_SLOT {
+                let s = s as usize;
                 for (ov, &hv) in o.iter_mut().zip(&h[s * d..(s + 1) * d]) {
                     *ov += hv;
                 }
             }
             if last {
                 o.iter_mut().for_each(|v| *v = *v * scale);
+                if s != NO_SLOT && rc[s as usize] != 0.0 {
+                    axpy_row(o, rc[s as usize], &x[r * d..(r + 1) * d]);
+                }
             }
         };
-        let mut grad = if self.layers == 0 {
+        let grad = if self.layers == 0 {
             let mut g = vec![T::default(); n * d];
-            for (s, &r) in rows.uniq.iter().enumerate() {
-                g[r as usize * d..(r as usize + 1) * d].copy_from_slice(&h[s * d..(s + 1) * d]);
-            }
+            g.par_chunks_mut(d.max(1))
+                .with_min_len(256)
+                .enumerate()
+                .for_each(|(r, o)| epilogue(r, o, true));
             g
         } else {
             let buf = |l: usize| {
@@ -314,25 +340,14 @@ impl BprOp {
                 }
             };
             let mut cur = buf(1);
-            mul_rows(&self.at, &h, Some(slot), d, &mut cur, |r, o| add_h(r, o, self.layers == 1));
+            mul_rows(&self.at, &h, Some(slot), d, &mut cur, |r, o| epilogue(r, o, self.layers == 1));
             for l in 2..=self.layers {
                 let mut next = buf(l);
-                mul_rows(&self.at, &cur, None, d, &mut next, |r, o| add_h(r, o, l == self.layers));
+                mul_rows(&self.at, &cur, None, d, &mut next, |r, o| epilogue(r, o, l == self.layers));
                 self.ws.give(std::mem::replace(&mut cur, next));
             }
             cur
         };
-        if self.reg != 0.0 {
-            for (j, &nj) in norms.iter().enumerate() {
-                if nj > 0.0 {
-                    let c = go * self.reg / (b as f64 * nj);
-                    for k in j * b..(j + 1) * b {
-                        let r = rows.idx[k] as usize;
-                        axpy_row(&mut grad[r * d..(r + 1) * d], c, x_row(k));
-                    }
-                }
-            }
-        }
         Ok((loss, Some(grad)))
     }
 }
