@@ -78,7 +78,7 @@ impl LightGcn {
         let mut idx = users;
         idx.extend(pos.iter().map(|&i| i + off));
         idx.extend(neg.iter().map(|&i| i + off));
-        Ok(BatchRows::new(idx, self.n_users + self.n_items))
+        Ok(BatchRows::new(idx, self.n_users + self.n_items, self.n_users))
     }
 
     fn op(&self, rows: BatchRows) -> BprOp {
@@ -152,18 +152,31 @@ struct BatchRows {
     uniq: Vec<u32>,
     /// Node -> position in `uniq` (`NO_SLOT` when absent), one entry per node.
     slot: Vec<u32>,
+    /// `uniq[..user_slots]` are users, the rest items.
+    user_slots: usize,
 }
 
 impl BatchRows {
-    fn new(idx: Vec<u32>, n_nodes: usize) -> Self {
-        let mut uniq = idx.clone();
-        uniq.sort_unstable();
-        uniq.dedup();
+    /// `idx` as built by [`LightGcn::batch_rows`] (users first, `n_users` of the nodes).
+    fn new(idx: Vec<u32>, n_nodes: usize, n_users: usize) -> Self {
         let mut slot = vec![NO_SLOT; n_nodes];
-        for (s, &r) in uniq.iter().enumerate() {
-            slot[r as usize] = s as u32;
+        for &r in &idx {
+            slot[r as usize] = 0;
         }
-        Self { idx, uniq, slot }
+        let mut uniq = Vec::with_capacity(idx.len());
+        for (r, s) in slot.iter_mut().enumerate() {
+            if *s != NO_SLOT {
+                *s = uniq.len() as u32;
+                uniq.push(r as u32);
+            }
+        }
+        let user_slots = uniq.partition_point(|&r| (r as usize) < n_users);
+        Self {
+            idx,
+            uniq,
+            slot,
+            user_slots,
+        }
     }
 
     fn batch(&self) -> usize {
@@ -283,18 +296,28 @@ impl BprOp {
         };
         let Some(go) = grad_out else { return Ok((loss, None)) };
 
-        // H = d loss / d final rows, compact
+        // H = d loss / d final rows, compact; user and item rows are disjoint, so in parallel
+        // d(-log sigmoid z)/dz = -sigmoid(-z)
+        let cs: Vec<f64> = diffs.iter().map(|&z| -go / b as f64 / (1.0 + z.exp())).collect();
         let mut h = vec![T::default(); fin.len()];
-        for (k, &z) in diffs.iter().enumerate() {
-            // d(-log sigmoid z)/dz = -sigmoid(-z)
-            let c = -go / b as f64 / (1.0 + z.exp());
-            let (su, sp, sn) = (rows.at(k), rows.at(b + k), rows.at(2 * b + k));
-            let (u, p, q) = (row(k), row(b + k), row(2 * b + k));
-            axpy_row(&mut h[su * d..(su + 1) * d], c, p);
-            axpy_row(&mut h[su * d..(su + 1) * d], -c, q);
-            axpy_row(&mut h[sp * d..(sp + 1) * d], c, u);
-            axpy_row(&mut h[sn * d..(sn + 1) * d], -c, u);
-        }
+        let (hu, hi) = h.split_at_mut(rows.user_slots * d);
+        let item_off = rows.user_slots;
+        rayon::join(
+            || {
+                for (k, &c) in cs.iter().enumerate() {
+                    let su = rows.at(k);
+                    axpy_row(&mut hu[su * d..(su + 1) * d], c, row(b + k));
+                    axpy_row(&mut hu[su * d..(su + 1) * d], -c, row(2 * b + k));
+                }
+            },
+            || {
+                for (k, &c) in cs.iter().enumerate() {
+                    let (sp, sn) = (rows.at(b + k) - item_off, rows.at(2 * b + k) - item_off);
+                    axpy_row(&mut hi[sp * d..(sp + 1) * d], c, row(k));
+                    axpy_row(&mut hi[sn * d..(sn + 1) * d], -c, row(k));
+                }
+            },
+        );
         // EmbLoss: d/dx_r = sum over the three parts j of (occurrences of r in j) * c_j * x_r
         let mut rc = vec![0f64; rows.uniq.len()];
         if self.reg != 0.0 {
