@@ -323,6 +323,7 @@ macro_rules! adam_chunk {
     ($name:ident, $t:ty) => {
         /// One chunk of the Adam update (a plain indexed loop the compiler vectorises).
         #[inline(always)]
+        #[allow(clippy::needless_range_loop)] // one index over four slices vectorises best
         fn $name(p: &mut [$t], g: &[$t], m: &mut [$t], v: &mut [$t], k: AdamConsts<$t>) {
             let n = p.len().min(g.len()).min(m.len()).min(v.len());
             let (p, g, m, v) = (&mut p[..n], &g[..n], &mut m[..n], &mut v[..n]);
