@@ -16,7 +16,7 @@
 //! negatives) every time within one `step`.
 
 use super::{LearnError, Result};
-use candle_core::{CpuStorage, DType, InplaceOp2, Layout, Tensor, Var};
+use candle_core::{CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Tensor, Var};
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -274,6 +274,104 @@ impl InplaceOp2 for Axpy {
                     .for_each(|(p, g)| p.iter_mut().zip(g).for_each(|(p, &g)| *p += a * g));
             }
             _ => candle_core::bail!("axpy: f32 or f64 tensors of one dtype"),
+        }
+        Ok(())
+    }
+}
+
+/// A saved copy of one parameter (SAM's restore point), in the parameter's dtype.
+#[derive(Default)]
+enum Backup {
+    #[default]
+    Empty,
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+/// `backup = p; p += a * g` in one parallel pass.
+struct SaveAndAxpy<'a> {
+    a: f64,
+    backup: RefCell<&'a mut Backup>,
+}
+
+macro_rules! save_axpy {
+    ($t:ty, $variant:ident, $p:expr, $g:expr, $backup:expr, $a:expr) => {{
+        let b = match &mut **$backup {
+            Backup::$variant(b) if b.len() == $p.len() => b,
+            other => {
+                *other = Backup::$variant(vec![0.0; $p.len()]);
+                match other {
+                    Backup::$variant(b) => b,
+                    _ => candle_core::bail!("sam backup: internal type mismatch"),
+                }
+            }
+        };
+        let a = $a as $t;
+        $p.par_chunks_mut(MIN_LEN)
+            .zip($g.par_chunks(MIN_LEN))
+            .zip(b.par_chunks_mut(MIN_LEN))
+            .for_each(|((p, g), b)| {
+                b.copy_from_slice(p);
+                p.iter_mut().zip(g).for_each(|(p, &g)| *p += a * g);
+            });
+    }};
+}
+
+impl InplaceOp2 for SaveAndAxpy<'_> {
+    fn name(&self) -> &'static str {
+        "sam-save-axpy"
+    }
+    fn cpu_fwd(&self, p: &mut CpuStorage, pl: &Layout, g: &CpuStorage, gl: &Layout) -> candle_core::Result<()> {
+        let mut backup = self.backup.borrow_mut();
+        match (p, g) {
+            (CpuStorage::F32(p), CpuStorage::F32(g)) => {
+                let (p, g) = (contiguous_mut(p, pl)?, contiguous(g, gl)?);
+                if p.len() != g.len() {
+                    candle_core::bail!("sam: gradient size mismatch");
+                }
+                save_axpy!(f32, F32, p, g, backup, self.a);
+            }
+            (CpuStorage::F64(p), CpuStorage::F64(g)) => {
+                let (p, g) = (contiguous_mut(p, pl)?, contiguous(g, gl)?);
+                if p.len() != g.len() {
+                    candle_core::bail!("sam: gradient size mismatch");
+                }
+                save_axpy!(f64, F64, p, g, backup, self.a);
+            }
+            _ => candle_core::bail!("sam: f32 or f64 tensors of one dtype"),
+        }
+        Ok(())
+    }
+}
+
+/// `p = backup` (parallel copy).
+struct Restore<'a>(&'a Backup);
+
+impl InplaceOp1 for Restore<'_> {
+    fn name(&self) -> &'static str {
+        "sam-restore"
+    }
+    fn cpu_fwd(&self, p: &mut CpuStorage, pl: &Layout) -> candle_core::Result<()> {
+        match (p, self.0) {
+            (CpuStorage::F32(p), Backup::F32(b)) => {
+                let p = contiguous_mut(p, pl)?;
+                if p.len() != b.len() {
+                    candle_core::bail!("sam restore: size mismatch");
+                }
+                p.par_chunks_mut(MIN_LEN)
+                    .zip(b.par_chunks(MIN_LEN))
+                    .for_each(|(p, b)| p.copy_from_slice(b));
+            }
+            (CpuStorage::F64(p), Backup::F64(b)) => {
+                let p = contiguous_mut(p, pl)?;
+                if p.len() != b.len() {
+                    candle_core::bail!("sam restore: size mismatch");
+                }
+                p.par_chunks_mut(MIN_LEN)
+                    .zip(b.par_chunks(MIN_LEN))
+                    .for_each(|(p, b)| p.copy_from_slice(b));
+            }
+            _ => candle_core::bail!("sam restore: no backup of this dtype"),
         }
         Ok(())
     }
@@ -564,7 +662,7 @@ pub struct Composite {
     base: Box<dyn BaseOptimizer>,
     grad_evals: u64,
     /// Reused copies of the parameters for SAM's restore (allocated on first use).
-    backups: Vec<Var>,
+    backups: Vec<Backup>,
 }
 
 /// Builds `kind` over Adam (the MMRec setting).
@@ -632,23 +730,30 @@ impl Composite {
         let norm = global_norm(g)?;
         let a = self.params.rho / (norm + 1e-12);
         if self.backups.len() != self.vars.len() {
-            self.backups = self
-                .vars
-                .iter()
-                .map(|v| Ok(Var::from_tensor(&v.as_tensor().copy()?)?))
-                .collect::<Result<Vec<_>>>()?;
-        } else {
-            for (b, v) in self.backups.iter().zip(&self.vars) {
-                b.set(v.as_tensor())?;
-            }
+            self.backups = self.vars.iter().map(|_| Backup::Empty).collect();
         }
-        for (v, g) in self.vars.iter().zip(g) {
-            axpy(v, g, a)?;
+        if let Some((v, g)) = self.vars.iter().zip(g).find(|(v, g)| g.shape() != v.shape()) {
+            return Err(LearnError::Invalid(format!(
+                "gradient shape {:?} != parameter {:?}",
+                g.shape(),
+                v.shape()
+            )));
+        }
+        // save the point and perturb it in one pass per parameter
+        for ((v, g), b) in self.vars.iter().zip(g).zip(self.backups.iter_mut()) {
+            let g = g.contiguous()?;
+            v.as_tensor().inplace_op2(
+                &g,
+                &SaveAndAxpy {
+                    a,
+                    backup: RefCell::new(b),
+                },
+            )?;
         }
         let res = loss_fn().and_then(|l| self.grads(l));
         // restore (an exact copy) even when the perturbed evaluation failed
         for (v, b) in self.vars.iter().zip(&self.backups) {
-            v.set(b.as_tensor())?;
+            v.as_tensor().inplace_op1(&Restore(b))?;
         }
         res
     }
