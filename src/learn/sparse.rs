@@ -384,43 +384,21 @@ fn csr_mul<T: Elem>(a: &Csr, x: &[T], d: usize, out: &mut [T]) {
     mul_rows(a, x, None, d, out, |_, _| {})
 }
 
-/// `out = A x` row by row (parallel), then `post(out_row, side_row)` with the same row of `side`.
-fn mul_rows_side<T: Elem>(a: &Csr, x: &[T], d: usize, out: &mut [T], side: &mut [T], post: impl Fn(&[T], &mut [T]) + Sync) {
-    let k = T::kernel();
-    out.par_chunks_mut(d.max(1))
-        .zip(side.par_chunks_mut(d.max(1)))
-        .with_min_len(64)
-        .enumerate()
-        .for_each(|(r, (o, sd))| {
-            let (s, e) = (a.indptr[r], a.indptr[r + 1]);
-            k(&a.indices[s..e], &a.values[s..e], x, None, d, o, false);
-            post(o, sd);
-        });
-}
-
-/// `mean_{l=0..layers} A^l x` (square `A`): each layer's rows are added to the running sum
-/// (and the sum scaled, on the last layer) right after they are computed.
+/// `mean_{l=0..layers} A^l x`, with two scratch buffers.
 fn poly_mean<T: Elem>(a: &Csr, x: &[T], d: usize, layers: usize) -> Vec<T> {
     let scale = T::from_f64(1.0 / (layers as f64 + 1.0));
     let mut acc: Vec<T> = x.to_vec();
-    let mut cur: Vec<T> = Vec::new();
-    let mut next = vec![T::default(); if layers > 0 { a.n_rows * d } else { 0 }];
-    for l in 1..=layers {
-        let last = l == layers;
-        let src: &[T] = if l == 1 { x } else { &cur };
-        mul_rows_side(a, src, d, &mut next, &mut acc, |o, s| {
-            for (sv, &ov) in s.iter_mut().zip(o) {
-                *sv += ov;
-            }
-            if last {
-                s.iter_mut().for_each(|v| *v = *v * scale);
-            }
-        });
+    let mut cur: Vec<T> = x.to_vec();
+    let mut next = vec![T::default(); a.n_rows * d];
+    for _ in 0..layers {
+        csr_mul(a, &cur, d, &mut next);
+        acc.par_iter_mut()
+            .zip(next.par_iter())
+            .with_min_len(4096)
+            .for_each(|(s, &v)| *s += v);
         std::mem::swap(&mut cur, &mut next);
-        if next.is_empty() && !last {
-            next = vec![T::default(); a.n_rows * d];
-        }
     }
+    acc.par_iter_mut().with_min_len(4096).for_each(|s| *s = *s * scale);
     acc
 }
 
