@@ -167,7 +167,7 @@ pub fn normalized_bipartite(n_users: usize, n_items: usize, edges: &[(u32, u32)]
     Csr::from_coo(n, n, &coo)
 }
 
-/// Marks a column without a compact source row (see [`Elem::row`]).
+/// Marks a column without a compact source row (see [`RowFn`]).
 pub(crate) const NO_SLOT: u32 = u32::MAX;
 
 /// One output row of a sparse-dense product: `o (+)= sum_k vals[k] * src(cols[k])`, where
