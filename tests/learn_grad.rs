@@ -150,7 +150,7 @@ fn lightgcn_loss_gradient_checks() {
     let edges: Vec<(u32, u32)> = (0..25)
         .map(|_| (rng.random_range(0..7), rng.random_range(0..8)))
         .collect();
-    for layers in [1, 2, 3] {
+    for layers in [0, 1, 2, 3] {
         let m = LightGcn::new(7, 8, &edges, 4, layers, 0.2, DType::F64, &mut rng).unwrap();
         let b = batch(7, 8, 12, 9);
         let vars: Vec<Var> = m.named_vars().into_iter().map(|(_, v)| v).collect();
@@ -175,5 +175,71 @@ fn lightgcn_loss_gradient_checks() {
         .unwrap();
     for k in 0..all.len() {
         assert!((all[k] - (x0[k] + x1[k] + x2[k]) / 3.0).abs() < 1e-6);
+    }
+}
+
+fn flat(t: &Tensor) -> Vec<f64> {
+    t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+}
+
+/// The training path (`loss_and_grads`, gradients computed by the fused kernel and handed over
+/// without autograd) gives the loss and gradient of `batch_loss` + autograd, in f64 (generic
+/// kernel) and in f32 at widths that use the AVX2 kernel (64, 72 = 64 + 8) or its fallback (12),
+/// with duplicate rows in the batch and isolated nodes in the graph.
+#[test]
+fn lightgcn_fused_gradients_match_autograd() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+    let (nu, ni) = (30u32, 25u32);
+    // users 28, 29 and items 23, 24 have no edges
+    let edges: Vec<(u32, u32)> = (0..120)
+        .map(|_| (rng.random_range(0..nu - 2), rng.random_range(0..ni - 2)))
+        .collect();
+    for (dtype, dim) in [(DType::F64, 4), (DType::F32, 64), (DType::F32, 72), (DType::F32, 12)] {
+        for layers in [0, 1, 2, 3] {
+            let mut init = rand::rngs::StdRng::seed_from_u64(3);
+            let m = LightGcn::new(nu as usize, ni as usize, &edges, dim, layers, 0.1, dtype, &mut init).unwrap();
+            let b = batch(nu, ni, 40, 4 + layers as u64);
+            let var = m.named_vars()[0].1.clone();
+            let l = m.batch_loss(&b).unwrap();
+            let g_auto = flat(l.backward().unwrap().get(var.as_tensor()).unwrap());
+            let lg = m.loss_and_grads(&b).unwrap();
+            let grads = lg.grads.expect("the fused path returns gradients");
+            assert_eq!(grads.len(), 1);
+            assert_eq!(grads[0].dims(), var.dims());
+            let g_fused = flat(&grads[0]);
+            let (la, lf) = (flat(&l)[0], flat(&lg.loss)[0]);
+            assert!((la - lf).abs() < 1e-12, "loss {la} vs {lf}");
+            let scale = g_auto.iter().fold(0f64, |a, &v| a.max(v.abs()));
+            assert!(scale > 0.0);
+            for (a, f) in g_auto.iter().zip(&g_fused) {
+                assert!((a - f).abs() <= 1e-12 * scale, "{dtype:?} d {dim} L {layers}: {a} vs {f}");
+            }
+        }
+    }
+}
+
+/// f32 (AVX2 kernel where the CPU has it) and f64 (generic kernel) agree on the same weights.
+#[test]
+fn lightgcn_f32_kernel_matches_f64() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(22);
+    let (nu, ni) = (40u32, 30u32);
+    let edges: Vec<(u32, u32)> = (0..200)
+        .map(|_| (rng.random_range(0..nu), rng.random_range(0..ni)))
+        .collect();
+    for dim in [8, 64, 72, 136] {
+        let b = batch(nu, ni, 50, 5);
+        let run = |dt: DType| {
+            let mut init = rand::rngs::StdRng::seed_from_u64(9);
+            let m = LightGcn::new(nu as usize, ni as usize, &edges, dim, 2, 1e-2, dt, &mut init).unwrap();
+            let lg = m.loss_and_grads(&b).unwrap();
+            let (u, i) = m.embeddings().unwrap();
+            (flat(&lg.loss)[0], flat(&lg.grads.unwrap()[0]), flat(&u), flat(&i))
+        };
+        let (l32, g32, u32_, i32_) = run(DType::F32);
+        let (l64, g64, u64_, i64_) = run(DType::F64);
+        assert!((l32 - l64).abs() < 1e-5, "d {dim}: loss {l32} vs {l64}");
+        for (x, y) in g32.iter().zip(&g64).chain(u32_.iter().zip(&u64_)).chain(i32_.iter().zip(&i64_)) {
+            assert!((x - y).abs() < 1e-5, "d {dim}: {x} vs {y}");
+        }
     }
 }

@@ -273,3 +273,62 @@ fn bad_loss_is_an_error_and_parameters_are_kept() {
     .is_err());
     let _ = BaseOptimizer::steps(&Sgd::new(0.1));
 }
+
+/// Every strategy gives the same parameters whether the model hands over its gradients
+/// (`step_with` + `loss_and_grads`, the training path) or autograd computes them (`step` +
+/// `batch_loss`): the fused LightGCN path feeds SAM's perturbed and MG's mirror evaluations too.
+#[test]
+fn fused_gradients_drive_every_strategy_like_autograd() {
+    use rand::{Rng, SeedableRng};
+    use sgbd_edge::learn::lightgcn::LightGcn;
+    use sgbd_edge::learn::model::{Batch, Recommender};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    let edges: Vec<(u32, u32)> = (0..150).map(|_| (rng.random_range(0..20), rng.random_range(0..15))).collect();
+    let batches: Vec<Batch> = (0..4)
+        .map(|_| {
+            let v = |n: u32, r: &mut rand::rngs::StdRng| (0..16).map(|_| r.random_range(0..n)).collect::<Vec<u32>>();
+            Batch::from_vecs(v(20, &mut rng), v(15, &mut rng), v(15, &mut rng), &Device::Cpu).unwrap()
+        })
+        .collect();
+    let kinds = [
+        OptimKind::Adam,
+        OptimKind::Sam,
+        OptimKind::Mg,
+        OptimKind::Sgbd(Variant::S1),
+        OptimKind::Sgbd(Variant::S2),
+        OptimKind::Sgbd(Variant::M2),
+    ];
+    let params = OptimParams {
+        lr: 0.05,
+        ..OptimParams::default()
+    };
+    for kind in kinds {
+        let run = |fused: bool| {
+            let mut init = rand::rngs::StdRng::seed_from_u64(7);
+            let m = LightGcn::new(20, 15, &edges, 16, 2, 1e-3, candle_core::DType::F32, &mut init).unwrap();
+            let mut opt = build(kind, &params, m.named_vars()).unwrap();
+            let mut losses = vec![];
+            for (k, b) in batches.iter().enumerate() {
+                let l = if fused {
+                    opt.step_with(&mut || m.loss_and_grads(b), k).unwrap()
+                } else {
+                    opt.step(&mut || m.batch_loss(b), k).unwrap()
+                };
+                losses.push(l);
+            }
+            let p: Vec<f32> = m.named_vars()[0].1.flatten_all().unwrap().to_vec1().unwrap();
+            (losses, p, opt.grad_evals())
+        };
+        let (l_auto, p_auto, n_auto) = run(false);
+        let (l_fused, p_fused, n_fused) = run(true);
+        assert_eq!(l_auto, l_fused, "{kind:?}");
+        assert_eq!(n_auto, n_fused, "{kind:?}");
+        assert_eq!(p_auto, p_fused, "{kind:?}: parameters differ");
+        let p0: Vec<f32> = {
+            let mut init = rand::rngs::StdRng::seed_from_u64(7);
+            let m = LightGcn::new(20, 15, &edges, 16, 2, 1e-3, candle_core::DType::F32, &mut init).unwrap();
+            m.named_vars()[0].1.flatten_all().unwrap().to_vec1().unwrap()
+        };
+        assert_ne!(p_fused, p0, "{kind:?}: the steps moved nothing");
+    }
+}

@@ -1,6 +1,7 @@
 //! The one trait every recommender implements. Scores are always dot products of the final user
 //! and item embeddings, so evaluation and serving need only [`Recommender::embeddings`].
 
+pub use super::optim::LossGrads;
 use super::Result;
 use candle_core::{Tensor, Var};
 use rand::rngs::StdRng;
@@ -32,6 +33,12 @@ pub trait Recommender: Send {
 
     /// Differentiable training loss on a batch (BPR plus the model's regularisers).
     fn batch_loss(&self, batch: &Batch) -> Result<Tensor>;
+
+    /// The loss and, where the model has a fused kernel, its gradients (skipping autograd). The
+    /// default leaves the gradients to autograd on [`Recommender::batch_loss`].
+    fn loss_and_grads(&self, batch: &Batch) -> Result<LossGrads> {
+        Ok(LossGrads::autograd(self.batch_loss(batch)?))
+    }
 
     /// Hook at the start of each epoch (FREEDOM resamples its pruned user-item graph here).
     fn on_epoch_start(&mut self, _rng: &mut StdRng) -> Result<()> {

@@ -16,7 +16,7 @@
 //! negatives) every time within one `step`.
 
 use super::{LearnError, Result};
-use candle_core::{CpuStorage, DType, InplaceOp2, Layout, Tensor, Var};
+use candle_core::{CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Tensor, Var};
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -203,10 +203,29 @@ pub trait BaseOptimizer: Send {
     ) -> Result<()>;
 }
 
+/// One evaluation of the loss: the scalar loss and, when the model computed them itself (a fused
+/// kernel), the gradients of its parameters in `named_vars` order; `None` means autograd.
+pub struct LossGrads {
+    pub loss: Tensor,
+    pub grads: Option<Vec<Tensor>>,
+}
+
+impl LossGrads {
+    /// A loss whose gradients come from `loss.backward()`.
+    pub fn autograd(loss: Tensor) -> Self {
+        Self { loss, grads: None }
+    }
+}
+
 /// One training step per batch (see the module doc).
 pub trait Optimizer: Send {
     /// Runs the strategy on one batch; returns the loss at the starting point.
-    fn step(&mut self, loss_fn: &mut dyn FnMut() -> Result<Tensor>, batch_index: usize) -> Result<f32>;
+    fn step(&mut self, loss_fn: &mut dyn FnMut() -> Result<Tensor>, batch_index: usize) -> Result<f32> {
+        self.step_with(&mut || Ok(LossGrads::autograd(loss_fn()?)), batch_index)
+    }
+    /// As [`Optimizer::step`], for a closure that may return the gradients itself
+    /// (`Recommender::loss_and_grads`).
+    fn step_with(&mut self, eval: &mut dyn FnMut() -> Result<LossGrads>, batch_index: usize) -> Result<f32>;
     /// Gradient evaluations done so far (for cost accounting).
     fn grad_evals(&self) -> u64;
     fn kind(&self) -> OptimKind;
@@ -244,19 +263,115 @@ impl InplaceOp2 for Axpy {
         match (p, g) {
             (CpuStorage::F32(p), CpuStorage::F32(g)) => {
                 let (p, g, a) = (contiguous_mut(p, pl)?, contiguous(g, gl)?, self.0 as f32);
-                p.par_iter_mut()
-                    .zip(g.par_iter())
-                    .with_min_len(MIN_LEN)
-                    .for_each(|(p, &g)| *p += a * g);
+                p.par_chunks_mut(MIN_LEN)
+                    .zip(g.par_chunks(MIN_LEN))
+                    .for_each(|(p, g)| p.iter_mut().zip(g).for_each(|(p, &g)| *p += a * g));
             }
             (CpuStorage::F64(p), CpuStorage::F64(g)) => {
                 let (p, g, a) = (contiguous_mut(p, pl)?, contiguous(g, gl)?, self.0);
-                p.par_iter_mut()
-                    .zip(g.par_iter())
-                    .with_min_len(MIN_LEN)
-                    .for_each(|(p, &g)| *p += a * g);
+                p.par_chunks_mut(MIN_LEN)
+                    .zip(g.par_chunks(MIN_LEN))
+                    .for_each(|(p, g)| p.iter_mut().zip(g).for_each(|(p, &g)| *p += a * g));
             }
             _ => candle_core::bail!("axpy: f32 or f64 tensors of one dtype"),
+        }
+        Ok(())
+    }
+}
+
+/// A saved copy of one parameter (SAM's restore point), in the parameter's dtype.
+#[derive(Default)]
+enum Backup {
+    #[default]
+    Empty,
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+/// `backup = p; p += a * g` in one parallel pass.
+struct SaveAndAxpy<'a> {
+    a: f64,
+    backup: RefCell<&'a mut Backup>,
+}
+
+macro_rules! save_axpy {
+    ($t:ty, $variant:ident, $p:expr, $g:expr, $backup:expr, $a:expr) => {{
+        let b = match &mut **$backup {
+            Backup::$variant(b) if b.len() == $p.len() => b,
+            other => {
+                *other = Backup::$variant(vec![0.0; $p.len()]);
+                match other {
+                    Backup::$variant(b) => b,
+                    _ => candle_core::bail!("sam backup: internal type mismatch"),
+                }
+            }
+        };
+        let a = $a as $t;
+        $p.par_chunks_mut(MIN_LEN)
+            .zip($g.par_chunks(MIN_LEN))
+            .zip(b.par_chunks_mut(MIN_LEN))
+            .for_each(|((p, g), b)| {
+                b.copy_from_slice(p);
+                p.iter_mut().zip(g).for_each(|(p, &g)| *p += a * g);
+            });
+    }};
+}
+
+impl InplaceOp2 for SaveAndAxpy<'_> {
+    fn name(&self) -> &'static str {
+        "sam-save-axpy"
+    }
+    fn cpu_fwd(&self, p: &mut CpuStorage, pl: &Layout, g: &CpuStorage, gl: &Layout) -> candle_core::Result<()> {
+        let mut backup = self.backup.borrow_mut();
+        match (p, g) {
+            (CpuStorage::F32(p), CpuStorage::F32(g)) => {
+                let (p, g) = (contiguous_mut(p, pl)?, contiguous(g, gl)?);
+                if p.len() != g.len() {
+                    candle_core::bail!("sam: gradient size mismatch");
+                }
+                save_axpy!(f32, F32, p, g, backup, self.a);
+            }
+            (CpuStorage::F64(p), CpuStorage::F64(g)) => {
+                let (p, g) = (contiguous_mut(p, pl)?, contiguous(g, gl)?);
+                if p.len() != g.len() {
+                    candle_core::bail!("sam: gradient size mismatch");
+                }
+                save_axpy!(f64, F64, p, g, backup, self.a);
+            }
+            _ => candle_core::bail!("sam: f32 or f64 tensors of one dtype"),
+        }
+        Ok(())
+    }
+}
+
+/// `p = backup` (parallel copy).
+struct Restore<'a>(&'a Backup);
+
+impl InplaceOp1 for Restore<'_> {
+    fn name(&self) -> &'static str {
+        "sam-restore"
+    }
+    fn cpu_fwd(&self, p: &mut CpuStorage, pl: &Layout) -> candle_core::Result<()> {
+        match (p, self.0) {
+            (CpuStorage::F32(p), Backup::F32(b)) => {
+                let p = contiguous_mut(p, pl)?;
+                if p.len() != b.len() {
+                    candle_core::bail!("sam restore: size mismatch");
+                }
+                p.par_chunks_mut(MIN_LEN)
+                    .zip(b.par_chunks(MIN_LEN))
+                    .for_each(|(p, b)| p.copy_from_slice(b));
+            }
+            (CpuStorage::F64(p), Backup::F64(b)) => {
+                let p = contiguous_mut(p, pl)?;
+                if p.len() != b.len() {
+                    candle_core::bail!("sam restore: size mismatch");
+                }
+                p.par_chunks_mut(MIN_LEN)
+                    .zip(b.par_chunks(MIN_LEN))
+                    .for_each(|(p, b)| p.copy_from_slice(b));
+            }
+            _ => candle_core::bail!("sam restore: no backup of this dtype"),
         }
         Ok(())
     }
@@ -291,21 +406,70 @@ struct AdamKernel<'a> {
     scale: f64,
 }
 
+/// Adam's constants for one update, in the parameter's type.
+#[derive(Clone, Copy)]
+struct AdamConsts<T> {
+    b1: T,
+    b2: T,
+    eps: T,
+    step: T,
+    bc2s: T,
+    scale: T,
+}
+
+macro_rules! adam_chunk {
+    ($name:ident, $t:ty) => {
+        /// One chunk of the Adam update (a plain indexed loop the compiler vectorises).
+        #[inline(always)]
+        #[allow(clippy::needless_range_loop)] // one index over four slices vectorises best
+        fn $name(p: &mut [$t], g: &[$t], m: &mut [$t], v: &mut [$t], k: AdamConsts<$t>) {
+            let n = p.len().min(g.len()).min(m.len()).min(v.len());
+            let (p, g, m, v) = (&mut p[..n], &g[..n], &mut m[..n], &mut v[..n]);
+            for i in 0..n {
+                let gi = g[i] * k.scale;
+                m[i] = k.b1 * m[i] + (1.0 - k.b1) * gi;
+                v[i] = k.b2 * v[i] + (1.0 - k.b2) * gi * gi;
+                p[i] -= k.step * m[i] / (v[i].sqrt() / k.bc2s + k.eps);
+            }
+        }
+    };
+}
+adam_chunk!(adam_chunk_f32, f32);
+adam_chunk!(adam_chunk_f64, f64);
+
+/// The same loop compiled for AVX2 (same IEEE operations, so the same results, 8 lanes wide).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn adam_chunk_f32_avx2(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: AdamConsts<f32>) {
+    adam_chunk_f32(p, g, m, v, k)
+}
+
+fn adam_f32(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: AdamConsts<f32>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked above).
+            return unsafe { adam_chunk_f32_avx2(p, g, m, v, k) };
+        }
+    }
+    adam_chunk_f32(p, g, m, v, k)
+}
+
 macro_rules! adam_body {
-    ($t:ty, $p:expr, $g:expr, $m:expr, $v:expr, $k:expr) => {{
-        let (b1, b2, eps) = ($k.b1 as $t, $k.b2 as $t, $k.eps as $t);
-        let (step, bc2s, sc) = ($k.step_size as $t, $k.bc2_sqrt as $t, $k.scale as $t);
-        $p.par_iter_mut()
-            .zip($g.par_iter())
-            .zip($m.par_iter_mut())
-            .zip($v.par_iter_mut())
-            .with_min_len(MIN_LEN)
-            .for_each(|(((p, &g), m), v)| {
-                let g = g * sc;
-                *m = b1 * *m + (1.0 - b1) * g;
-                *v = b2 * *v + (1.0 - b2) * g * g;
-                *p -= step * *m / ((*v).sqrt() / bc2s + eps);
-            });
+    ($t:ty, $p:expr, $g:expr, $m:expr, $v:expr, $k:expr, $chunk:expr) => {{
+        let k = AdamConsts::<$t> {
+            b1: $k.b1 as $t,
+            b2: $k.b2 as $t,
+            eps: $k.eps as $t,
+            step: $k.step_size as $t,
+            bc2s: $k.bc2_sqrt as $t,
+            scale: $k.scale as $t,
+        };
+        $p.par_chunks_mut(MIN_LEN)
+            .zip($g.par_chunks(MIN_LEN))
+            .zip($m.par_chunks_mut(MIN_LEN))
+            .zip($v.par_chunks_mut(MIN_LEN))
+            .for_each(|(((p, g), m), v)| $chunk(p, g, m, v, k));
     }};
 }
 
@@ -321,14 +485,14 @@ impl InplaceOp2 for AdamKernel<'_> {
                 if p.len() != m.len() || g.len() != p.len() {
                     candle_core::bail!("adam: state size mismatch");
                 }
-                adam_body!(f32, p, g, m, v, self);
+                adam_body!(f32, p, g, m, v, self, adam_f32);
             }
             (CpuStorage::F64(p), CpuStorage::F64(g), Moments::F64(m, v)) => {
                 let (p, g) = (contiguous_mut(p, pl)?, contiguous(g, gl)?);
                 if p.len() != m.len() || g.len() != p.len() {
                     candle_core::bail!("adam: state size mismatch");
                 }
-                adam_body!(f64, p, g, m, v, self);
+                adam_body!(f64, p, g, m, v, self, adam_chunk_f64);
             }
             _ => candle_core::bail!("adam: f32 or f64 parameters, gradients and state of one dtype"),
         }
@@ -498,7 +662,7 @@ pub struct Composite {
     base: Box<dyn BaseOptimizer>,
     grad_evals: u64,
     /// Reused copies of the parameters for SAM's restore (allocated on first use).
-    backups: Vec<Var>,
+    backups: Vec<Backup>,
 }
 
 /// Builds `kind` over Adam (the MMRec setting).
@@ -539,9 +703,19 @@ impl Composite {
         self.base.steps()
     }
 
-    fn grads(&mut self, loss: &Tensor) -> Result<Vec<Tensor>> {
+    fn grads(&mut self, lg: LossGrads) -> Result<Vec<Tensor>> {
         self.grad_evals += 1;
-        let gs = loss.backward()?;
+        if let Some(g) = lg.grads {
+            if g.len() != self.vars.len() {
+                return Err(LearnError::Invalid(format!(
+                    "{} gradients for {} parameters",
+                    g.len(),
+                    self.vars.len()
+                )));
+            }
+            return Ok(g);
+        }
+        let gs = lg.loss.backward()?;
         self.vars
             .iter()
             .map(|v| match gs.get(v.as_tensor()) {
@@ -552,27 +726,34 @@ impl Composite {
     }
 
     /// SAM gradient at the current point, given the plain gradient `g` there.
-    fn sam_grad(&mut self, loss_fn: &mut dyn FnMut() -> Result<Tensor>, g: &[Tensor]) -> Result<Vec<Tensor>> {
+    fn sam_grad(&mut self, loss_fn: &mut dyn FnMut() -> Result<LossGrads>, g: &[Tensor]) -> Result<Vec<Tensor>> {
         let norm = global_norm(g)?;
         let a = self.params.rho / (norm + 1e-12);
         if self.backups.len() != self.vars.len() {
-            self.backups = self
-                .vars
-                .iter()
-                .map(|v| Ok(Var::from_tensor(&v.as_tensor().copy()?)?))
-                .collect::<Result<Vec<_>>>()?;
-        } else {
-            for (b, v) in self.backups.iter().zip(&self.vars) {
-                b.set(v.as_tensor())?;
-            }
+            self.backups = self.vars.iter().map(|_| Backup::Empty).collect();
         }
-        for (v, g) in self.vars.iter().zip(g) {
-            axpy(v, g, a)?;
+        if let Some((v, g)) = self.vars.iter().zip(g).find(|(v, g)| g.shape() != v.shape()) {
+            return Err(LearnError::Invalid(format!(
+                "gradient shape {:?} != parameter {:?}",
+                g.shape(),
+                v.shape()
+            )));
         }
-        let res = loss_fn().and_then(|l| self.grads(&l));
+        // save the point and perturb it in one pass per parameter
+        for ((v, g), b) in self.vars.iter().zip(g).zip(self.backups.iter_mut()) {
+            let g = g.contiguous()?;
+            v.as_tensor().inplace_op2(
+                &g,
+                &SaveAndAxpy {
+                    a,
+                    backup: RefCell::new(b),
+                },
+            )?;
+        }
+        let res = loss_fn().and_then(|l| self.grads(l));
         // restore (an exact copy) even when the perturbed evaluation failed
         for (v, b) in self.vars.iter().zip(&self.backups) {
-            v.set(b.as_tensor())?;
+            v.as_tensor().inplace_op1(&Restore(b))?;
         }
         res
     }
@@ -587,24 +768,28 @@ pub fn global_norm(g: &[Tensor]) -> Result<f64> {
     Ok(s.sqrt())
 }
 
+/// `sum(x^2)` in f64 with eight independent lanes (so the compiler can vectorise it).
+fn lane_sum_sq<T: Copy + Into<f64>>(c: &[T]) -> f64 {
+    let mut acc = [0f64; 8];
+    let mut it = c.chunks_exact(8);
+    for ch in &mut it {
+        for (a, &x) in acc.iter_mut().zip(ch) {
+            let x: f64 = x.into();
+            *a += x * x;
+        }
+    }
+    let tail: f64 = it.remainder().iter().map(|&x| x.into() * x.into()).sum();
+    acc.iter().sum::<f64>() + tail
+}
+
 /// `sum(t^2)` in f64; one parallel pass over CPU storage, candle ops otherwise.
 fn sum_sq(t: &Tensor) -> Result<f64> {
     {
         let (st, l) = t.storage_and_layout();
         if let (candle_core::Storage::Cpu(c), Some((a, b))) = (&*st, l.contiguous_offsets()) {
             match c {
-                CpuStorage::F32(v) => {
-                    return Ok(v[a..b]
-                        .par_chunks(MIN_LEN)
-                        .map(|c| c.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
-                        .sum())
-                }
-                CpuStorage::F64(v) => {
-                    return Ok(v[a..b]
-                        .par_chunks(MIN_LEN)
-                        .map(|c| c.iter().map(|&x| x * x).sum::<f64>())
-                        .sum())
-                }
+                CpuStorage::F32(v) => return Ok(v[a..b].par_chunks(MIN_LEN).map(lane_sum_sq).sum()),
+                CpuStorage::F64(v) => return Ok(v[a..b].par_chunks(MIN_LEN).map(lane_sum_sq).sum()),
                 _ => {}
             }
         }
@@ -613,15 +798,14 @@ fn sum_sq(t: &Tensor) -> Result<f64> {
 }
 
 impl Optimizer for Composite {
-    fn step(&mut self, loss_fn: &mut dyn FnMut() -> Result<Tensor>, batch_index: usize) -> Result<f32> {
+    fn step_with(&mut self, loss_fn: &mut dyn FnMut() -> Result<LossGrads>, batch_index: usize) -> Result<f32> {
         let mirror = self.kind.uses_mirror() && batch_index % self.params.beta == 0;
-        let loss = loss_fn()?;
-        let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()? as f32;
+        let lg = loss_fn()?;
+        let value = lg.loss.to_dtype(DType::F64)?.to_scalar::<f64>()? as f32;
         if !value.is_finite() {
             return Err(LearnError::Invalid(format!("loss is {value} at batch {batch_index}")));
         }
-        let g = self.grads(&loss)?;
-        drop(loss);
+        let g = self.grads(lg)?;
         let sam_descent = match self.kind {
             OptimKind::Adam | OptimKind::Mg => false,
             OptimKind::Sam | OptimKind::Sgbd(Variant::S1) | OptimKind::Sgbd(Variant::M2) => true,
@@ -635,8 +819,7 @@ impl Optimizer for Composite {
         self.base.apply(&self.vars, &g, self.params.alpha1)?;
         drop(g);
         let l2 = loss_fn()?;
-        let g2 = self.grads(&l2)?;
-        drop(l2);
+        let g2 = self.grads(l2)?;
         let g2 = if self.kind == OptimKind::Sgbd(Variant::M2) {
             self.sam_grad(loss_fn, &g2)?
         } else {

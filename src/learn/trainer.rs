@@ -157,8 +157,13 @@ pub fn train_epoch(
     let dev = Device::Cpu;
     for (k, b) in batches.into_iter().enumerate() {
         let b = Batch::from_vecs(b.users, b.pos, b.neg, &dev)?;
-        let m: &dyn Recommender = model;
-        let loss = opt.step(&mut || m.batch_loss(&b), k)?;
+        // the step runs on a rayon worker: its parallel loops split there directly instead of
+        // being injected into the pool (and waited for) from this thread, loop after loop
+        let (model_w, opt_w) = (&mut *model, &mut *opt);
+        let loss = rayon::scope(move |_| {
+            let m: &dyn Recommender = model_w;
+            opt_w.step_with(&mut || m.loss_and_grads(&b), k)
+        })?;
         sum += loss as f64;
         if let Some(f) = on_batch.as_mut() {
             f(k + 1, n);
