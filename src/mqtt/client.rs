@@ -48,7 +48,16 @@ pub struct LinkOptions {
     pub queue_capacity: usize,
     /// TLS towards the broker (`mqtt.tls`, see [`super::tls`]); plain TCP when `None`.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Persistent session (clean start off, this MQTT 5 Session Expiry Interval): the broker keeps
+    /// the node's subscriptions while it is away and queues the kiosk messages that arrive
+    /// meanwhile (up to its own limit, mosquitto `max_queued_messages`), so events a kiosk sends
+    /// while the node reconnects or restarts are delivered, not dropped. `None`: clean start.
+    pub session_expiry_s: Option<u32>,
 }
+
+/// Session Expiry Interval of the node towards an external broker: a day covers a restart, an
+/// upgrade or a network outage; a node gone for longer loses what the broker held for it.
+pub const SESSION_EXPIRY_S: u32 = 86_400;
 
 impl LinkOptions {
     pub fn from_config(
@@ -69,6 +78,8 @@ impl LinkOptions {
             outbox_window: 64,
             queue_capacity: 1024,
             tls: None,
+            // The embedded broker lives and dies with the node: nothing to keep there.
+            session_expiry_s: (cfg.mqtt.broker == crate::config::BrokerMode::External).then_some(SESSION_EXPIRY_S),
         }
     }
 }
@@ -291,7 +302,15 @@ impl Link {
 fn options(opts: &LinkOptions) -> MqttOptions {
     let mut o = MqttOptions::new(opts.client_id.clone(), opts.host.clone(), opts.port);
     o.set_keep_alive(Duration::from_secs(opts.keep_alive_s.max(5)));
-    o.set_clean_start(true);
+    match opts.session_expiry_s {
+        Some(s) => {
+            o.set_clean_start(false);
+            o.set_session_expiry_interval(Some(s));
+        }
+        None => {
+            o.set_clean_start(true);
+        }
+    }
     o.set_max_packet_size(Some(opts.max_packet_bytes as u32));
     o.set_connection_timeout(5);
     o.set_network_options(super::network_options());

@@ -36,6 +36,15 @@ impl KioskReply {
     }
 }
 
+/// A persistent kiosk session (see [`KioskClient::connect_session`]).
+#[derive(Debug, Clone)]
+pub struct KioskSession {
+    /// Stable client id (the broker finds the session by it); empty: one is made up.
+    pub client_id: String,
+    /// MQTT 5 Session Expiry Interval; MQTT 3.1.1 sessions last as long as the broker keeps them.
+    pub expiry_s: u32,
+}
+
 enum Inner {
     V5(rumqttc::v5::AsyncClient),
     V4(rumqttc::AsyncClient),
@@ -112,10 +121,33 @@ impl KioskClient {
         tls: Option<Arc<rustls::ClientConfig>>,
         timeout: Duration,
     ) -> Result<KioskClient, MqttError> {
+        Self::connect_session(host, port, topics, kiosk, protocol, credentials, tls, None, timeout).await
+    }
+
+    /// [`KioskClient::connect_tls`], with a persistent session when `session` is given: the broker
+    /// keeps the kiosk's subscription and queued replies while it is away, and the client sends
+    /// the QoS 1 publishes it still holds (queued or unacknowledged) again after a reconnect. What
+    /// the kiosk publishes while the broker is down waits in its bounded request queue
+    /// (capacity 1024; a publish then waits for room).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn connect_session(
+        host: &str,
+        port: u16,
+        topics: Topics,
+        kiosk: &str,
+        protocol: Protocol,
+        credentials: Option<(String, String)>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        session: Option<KioskSession>,
+        timeout: Duration,
+    ) -> Result<KioskClient, MqttError> {
         let transport = super::tls::transport(tls.as_ref());
         let reply_topic = topics.kiosk_reply(kiosk);
         let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
-        let client_id = format!("kiosk-{kiosk}-{}-{}", std::process::id(), now_ms() % 1_000_000);
+        let client_id = match &session {
+            Some(s) if !s.client_id.is_empty() => s.client_id.clone(),
+            _ => format!("kiosk-{kiosk}-{}-{}", std::process::id(), now_ms() % 1_000_000),
+        };
         let (ready_tx, ready_rx) = oneshot::channel::<()>();
         let p = pending.clone();
         let (inner, task) = match protocol {
@@ -129,6 +161,10 @@ impl KioskClient {
                 o.set_transport(transport.clone());
                 if let Some((u, pw)) = credentials {
                     o.set_credentials(u, pw);
+                }
+                if let Some(s) = &session {
+                    o.set_clean_start(false);
+                    o.set_session_expiry_interval(Some(s.expiry_s));
                 }
                 let (client, mut el) = AsyncClient::new(o, 1024);
                 let c = client.clone();
@@ -167,6 +203,10 @@ impl KioskClient {
                 o.set_transport(transport.clone());
                 if let Some((u, pw)) = credentials {
                     o.set_credentials(u, pw);
+                }
+                if session.is_some() {
+                    // The client id is never empty here, so this cannot panic.
+                    o.set_clean_session(false);
                 }
                 let (client, mut el) = AsyncClient::new(o, 1024);
                 el.set_network_options(super::network_options());
