@@ -53,9 +53,12 @@ async fn normal_kiosks(ports: (u16, u16), tag: &str, secs: u64) -> Normal {
                 let tick = Instant::now();
                 let user = format!("u{}", j % 13);
                 let t0 = Instant::now();
-                match kiosk.recommend(&user, Some(5), T).await.map_err(|e| e.to_string()).and_then(|r| {
-                    parse_reply(&r).map_err(|e| e.to_string())
-                }) {
+                match kiosk
+                    .recommend(&user, Some(5), T)
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| parse_reply(&r).map_err(|e| e.to_string()))
+                {
                     Ok(_) => n.requests.push(t0.elapsed()),
                     Err(e) => n.failures.push(format!("k{i} request {j}: {e}")),
                 }
@@ -138,19 +141,44 @@ async fn slow_kiosk_scenario(dir: &std::path::Path, ports: (u16, u16), broker: &
     );
     // The scenario happened: the slow kiosk flooded, was answered, and did not read the answers.
     assert!(sent >= 1000, "{broker}: flood too small ({sent})");
-    assert!(counter(&c, "serve.rate_limited") > 0, "{broker}: flood never hit the rate limit: {c}");
-    assert!(unread.iter().all(|u| *u > 0), "{broker}: no reply ever reached a slow kiosk: {unread:?}");
+    assert!(
+        counter(&c, "serve.rate_limited") > 0,
+        "{broker}: flood never hit the rate limit: {c}"
+    );
+    assert!(
+        unread.iter().all(|u| *u > 0),
+        "{broker}: no reply ever reached a slow kiosk: {unread:?}"
+    );
     // The others were not stalled.
-    assert!(n.failures.is_empty(), "{broker}: {} failures: {:?}", n.failures.len(), &n.failures[..n.failures.len().min(10)]);
+    assert!(
+        n.failures.is_empty(),
+        "{broker}: {} failures: {:?}",
+        n.failures.len(),
+        &n.failures[..n.failures.len().min(10)]
+    );
     let expected = (secs * 10 * 4 / 2) as usize;
-    assert!(n.requests.0.len() >= expected, "{broker}: only {} requests done", n.requests.0.len());
+    assert!(
+        n.requests.0.len() >= expected,
+        "{broker}: only {} requests done",
+        n.requests.0.len()
+    );
     for (what, l) in [("requests", &n.requests), ("events", &n.events)] {
-        assert!(l.pct(99.0) < P99_BOUND_MS, "{broker}: {what} p99 {:.0} ms: {}", l.pct(99.0), l.summary());
+        assert!(
+            l.pct(99.0) < P99_BOUND_MS,
+            "{broker}: {what} p99 {:.0} ms: {}",
+            l.pct(99.0),
+            l.summary()
+        );
     }
     // Every acknowledged event of the others is stored, once.
     let stored = stored_counts(&dir.join("var/sgbd.db"));
     for id in n.event_ids.iter().chain(&base.event_ids) {
-        assert_eq!(stored.get(id), Some(&1), "{broker}: {id} stored {:?} times", stored.get(id));
+        assert_eq!(
+            stored.get(id),
+            Some(&1),
+            "{broker}: {id} stored {:?} times",
+            stored.get(id)
+        );
     }
 }
 
@@ -162,7 +190,11 @@ async fn slow_kiosk_does_not_stall_others_embedded_broker() {
     let mut d = Daemon::spawn(&cfg);
     slow_kiosk_scenario(dir.path(), (port, port + 1), "rumqttd").await;
     d.signal(libc::SIGTERM);
-    assert!(d.wait(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", d.log_text());
+    assert!(
+        d.wait(Duration::from_secs(20)).is_some_and(|s| s.success()),
+        "{}",
+        d.log_text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,5 +207,9 @@ async fn slow_kiosk_does_not_stall_others_mosquitto() {
     let mut d = Daemon::spawn(&cfg);
     slow_kiosk_scenario(dir.path(), (mosq.port, mosq.port), "mosquitto").await;
     d.signal(libc::SIGTERM);
-    assert!(d.wait(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", d.log_text());
+    assert!(
+        d.wait(Duration::from_secs(20)).is_some_and(|s| s.success()),
+        "{}",
+        d.log_text()
+    );
 }

@@ -206,13 +206,12 @@ impl Link {
         payload: Bytes,
         properties: Option<PublishProperties>,
     ) -> Result<(), MqttError> {
-        let session = self
-            .shared
-            .session
-            .read()
-            .ok()
-            .and_then(|s| s.clone())
-            .ok_or(MqttError::NotConnected)?;
+        let Some(session) = self.shared.session.read().ok().and_then(|s| s.clone()) else {
+            // Nothing is queued in memory while disconnected: the caller drops what is ephemeral
+            // (counted here) and what must not be lost is already in the outbox.
+            self.shared.metrics.incr("mqtt.publish_dropped");
+            return Err(MqttError::NotConnected);
+        };
         let mut tags = session.tags.lock().map_err(|_| MqttError::NotConnected)?;
         tags.push_back(tag);
         let r = match properties {

@@ -86,18 +86,23 @@ impl SlowKiosk {
                     n += 1;
                     let req = serde_json::json!({"schema_version":"1.0","ts":0,"user":format!("flood{}", n % 97),
                         "k":10,"reply_to":reply,"request_id":format!("slow-r{n}")});
-                    Publish::new(&rt, QoS::AtMostOnce, req.to_string()).write(&mut buf).unwrap();
+                    Publish::new(&rt, QoS::AtMostOnce, req.to_string())
+                        .write(&mut buf)
+                        .unwrap();
                     let ev = serde_json::json!({"schema_version":"1.0","ts":0,"event_id":format!("slow-e{n}"),
                         "user":format!("flood{}", n % 97),"sku":format!("F{}", n % 31),"kind":"view",
                         "reply_to":reply,"request_id":format!("slow-e{n}")});
-                    Publish::new(&et, QoS::AtMostOnce, ev.to_string()).write(&mut buf).unwrap();
+                    Publish::new(&et, QoS::AtMostOnce, ev.to_string())
+                        .write(&mut buf)
+                        .unwrap();
                 }
                 let mut off = 0;
                 while off < buf.len() && !stop.load(Ordering::Relaxed) {
                     match s.write(&buf[off..]) {
                         Ok(0) => return,
                         Ok(w) => off += w,
-                        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                        }
                         Err(_) => return,
                     }
                 }
