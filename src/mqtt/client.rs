@@ -12,8 +12,16 @@
 //! QoS 1 and deletes a row (`outbox_ack`) only when its PUBACK arrived. PUBACKs are matched to rows
 //! by packet id: each publish pushed into a connection's request channel gets a tag in a FIFO, in
 //! the same order rumqttc reports `Outgoing::Publish(pkid)`. Every connection gets a fresh
-//! client/event loop pair (clean start), so a disconnect drops the old channel and its tags
-//! together and unacknowledged rows are simply sent again after reconnecting (at least once).
+//! client/event loop pair, so a disconnect drops the old channel and its tags together and
+//! unacknowledged rows are simply sent again after reconnecting (at least once). While
+//! disconnected nothing is queued in memory: [`Link::publish`] fails at once (counted in
+//! `mqtt.publish_dropped`) and the outbox waits in SQLite.
+//!
+//! Towards an external broker the node's session is persistent ([`LinkOptions::session_expiry_s`]):
+//! the broker keeps its subscriptions across a disconnect, a node restart and (with broker
+//! persistence) a broker restart, and queues what kiosks send meanwhile. Kiosks reconnect faster
+//! than the node's backoff, so without it every event they had queued during an outage would be
+//! published to no subscriber and dropped by the broker.
 
 use super::contract::{Topics, STATUS_OFFLINE, STATUS_ONLINE};
 use super::MqttError;

@@ -62,6 +62,20 @@ pub struct KioskClient {
     seq: AtomicU64,
     prefix: String,
     task: tokio::task::JoinHandle<()>,
+    /// When the current connection was acknowledged (`None` while disconnected).
+    up_since: UpSince,
+}
+
+type UpSince = Arc<Mutex<Option<std::time::Instant>>>;
+
+fn set_up(up: &UpSince, v: bool) {
+    if let Ok(mut g) = up.lock() {
+        match (v, g.is_some()) {
+            (true, false) => *g = Some(std::time::Instant::now()),
+            (false, _) => *g = None,
+            _ => {}
+        }
+    }
 }
 
 impl Drop for KioskClient {
@@ -150,6 +164,8 @@ impl KioskClient {
         };
         let (ready_tx, ready_rx) = oneshot::channel::<()>();
         let p = pending.clone();
+        let up: UpSince = Arc::default();
+        let up2 = up.clone();
         let (inner, task) = match protocol {
             Protocol::V5 => {
                 use rumqttc::v5::mqttbytes::v5::Packet;
@@ -174,6 +190,7 @@ impl KioskClient {
                     loop {
                         match el.poll().await {
                             Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                                set_up(&up2, true);
                                 let _ = c.try_subscribe(rt.clone(), QoS::AtLeastOnce);
                             }
                             Ok(Event::Incoming(Packet::SubAck(_))) => {
@@ -187,6 +204,7 @@ impl KioskClient {
                             }
                             Ok(_) => {}
                             Err(e) => {
+                                set_up(&up2, false);
                                 tracing::debug!(error = %e, "kiosk connection error");
                                 tokio::time::sleep(Duration::from_millis(200)).await;
                             }
@@ -217,6 +235,7 @@ impl KioskClient {
                     loop {
                         match el.poll().await {
                             Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                                set_up(&up2, true);
                                 let _ = c.try_subscribe(rt.clone(), QoS::AtLeastOnce);
                             }
                             Ok(Event::Incoming(Packet::SubAck(_))) => {
@@ -229,6 +248,7 @@ impl KioskClient {
                             }
                             Ok(_) => {}
                             Err(e) => {
+                                set_up(&up2, false);
                                 tracing::debug!(error = %e, "kiosk connection error");
                                 tokio::time::sleep(Duration::from_millis(200)).await;
                             }
@@ -247,6 +267,7 @@ impl KioskClient {
             seq: AtomicU64::new(0),
             prefix: format!("{kiosk}-{:x}", now_ms()),
             task,
+            up_since: up,
         };
         match tokio::time::timeout(timeout, ready_rx).await {
             Ok(Ok(())) => Ok(client),
@@ -259,6 +280,13 @@ impl KioskClient {
             Inner::V5(_) => Protocol::V5,
             Inner::V4(_) => Protocol::V311,
         }
+    }
+
+    /// How long the current broker connection has been up (`None` while disconnected). A kiosk
+    /// that got no acknowledgement sends an event again only once it has been connected for a
+    /// while: before that, the event may still sit in its queue.
+    pub fn connected_for(&self) -> Option<Duration> {
+        self.up_since.lock().ok().and_then(|g| g.map(|t| t.elapsed()))
     }
 
     pub fn reply_topic(&self) -> &str {
