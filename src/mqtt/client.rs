@@ -514,3 +514,75 @@ fn outbox_loop(link: Link, store: Store, rx: std_mpsc::Receiver<OutboxMsg>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(broker: crate::config::BrokerMode) -> crate::config::Config {
+        let mut c = crate::config::Config::default();
+        c.mqtt.broker = broker;
+        c
+    }
+
+    #[test]
+    fn persistent_session_only_towards_an_external_broker() {
+        use crate::config::BrokerMode;
+        let ext = LinkOptions::from_config(&cfg(BrokerMode::External), "127.0.0.1", 1883, None);
+        assert_eq!(ext.session_expiry_s, Some(SESSION_EXPIRY_S));
+        let o = options(&ext);
+        assert!(!o.clean_start());
+        assert_eq!(o.session_expiry_interval(), Some(SESSION_EXPIRY_S));
+        let emb = LinkOptions::from_config(&cfg(BrokerMode::Embedded), "127.0.0.1", 1883, None);
+        assert_eq!(emb.session_expiry_s, None);
+        assert!(options(&emb).clean_start());
+    }
+
+    /// While the broker is unreachable nothing is queued in memory: a publish fails at once and is
+    /// counted, and outbox rows stay in SQLite.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn disconnected_publish_fails_at_once_and_the_outbox_stays_in_sqlite() {
+        // A port nobody listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("o.db");
+        let producer = Store::open(&db, 5000).unwrap();
+        for i in 0..100 {
+            producer
+                .outbox_push("t/x", format!("m{i}").as_bytes(), 1, false)
+                .unwrap();
+        }
+        let mut opts = LinkOptions::from_config(&cfg(crate::config::BrokerMode::External), "127.0.0.1", port, None);
+        opts.reconnect_max_s = 1;
+        let metrics = Arc::new(Metrics::default());
+        let (link, _rx) = Link::start(
+            opts,
+            vec![],
+            Bytes::new(),
+            Some(Store::open(&db, 5000).unwrap()),
+            metrics.clone(),
+            8,
+        )
+        .unwrap();
+        link.kick_outbox();
+        let t0 = Instant::now();
+        for _ in 0..1000 {
+            let r = link.publish("t/y", QoS::AtLeastOnce, false, Bytes::from_static(b"x"), None);
+            assert!(matches!(r, Err(MqttError::NotConnected)), "{r:?}");
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "publishing while disconnected waited"
+        );
+        assert_eq!(metrics.get("mqtt.publish_dropped"), 1000);
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert!(!link.is_connected());
+        assert_eq!(producer.outbox_len().unwrap(), 100, "outbox rows must wait in SQLite");
+        assert_eq!(metrics.get("outbox.backlog"), 100);
+        assert!(metrics.get("mqtt.reconnects") >= 1);
+    }
+}
