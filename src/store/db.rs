@@ -278,6 +278,29 @@ mod tests {
     }
 
     #[test]
+    fn header_is_checked_only_while_no_connection_of_this_process_is_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let key = open_key(&Store::open(&db, 5000).map(|s| s.path().unwrap().to_path_buf()).unwrap());
+        let open = || OPEN_CONNECTIONS.get().and_then(|m| m.lock().ok()).and_then(|m| m.get(&key).copied());
+        assert_eq!(open(), None, "a dropped store is uncounted");
+        let a = Store::open(&db, 5000).unwrap();
+        let b = Store::open(&db, 5000).unwrap();
+        assert_eq!(open(), Some(2));
+        drop(a);
+        assert_eq!(open(), Some(1));
+        drop(b);
+        assert_eq!(open(), None);
+        // With no connection open, a damaged file is refused from its header again.
+        std::fs::write(
+            &db,
+            b"not a database at all, but long enough to have a header......................................",
+        )
+        .unwrap();
+        assert!(matches!(Store::open(&db, 5000), Err(StoreError::NotSqlite { .. })));
+    }
+
+    #[test]
     fn store_is_send() {
         fn is_send<T: Send>() {}
         is_send::<Store>();
