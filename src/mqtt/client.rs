@@ -84,7 +84,10 @@ impl LinkOptions {
             max_packet_bytes: super::broker::broker_max_payload(cfg.mqtt.max_payload_bytes),
             topics: Topics::from_config(cfg),
             outbox_window: 64,
-            queue_capacity: 1024,
+            // Room for the acknowledgements of a few full ingest batches (1024 events each): after
+            // an outage the backlog arrives at once, and an acknowledgement that does not fit is
+            // dropped (the kiosk sends the event again). A few MiB at most.
+            queue_capacity: 4096,
             tls: None,
             // The embedded broker lives and dies with the node: nothing to keep there.
             session_expiry_s: (cfg.mqtt.broker == crate::config::BrokerMode::External).then_some(SESSION_EXPIRY_S),
