@@ -93,6 +93,9 @@ async fn normal_kiosks(ports: (u16, u16), tag: &str, secs: u64) -> Normal {
     all
 }
 
+/// The two scenarios flood the machine: run them one after the other, not side by side.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// `ports`: (MQTT 5, MQTT 3.1.1) of the broker the daemon at `dir` uses.
 async fn slow_kiosk_scenario(dir: &std::path::Path, ports: (u16, u16), broker: &str) {
     let secs: u64 = std::env::var("SGBD_SLOW_KIOSK_SECS")
@@ -184,6 +187,7 @@ async fn slow_kiosk_scenario(dir: &std::path::Path, ports: (u16, u16), broker: &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_kiosk_does_not_stall_others_embedded_broker() {
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port_pair();
     let cfg = write_config(dir.path(), port, false, "");
@@ -199,6 +203,7 @@ async fn slow_kiosk_does_not_stall_others_embedded_broker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_kiosk_does_not_stall_others_mosquitto() {
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let Some(mosq) = Mosquitto::start(dir.path()) else {
         return;
