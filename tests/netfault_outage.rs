@@ -43,7 +43,7 @@ fn pid_with_arg(arg: &str) -> Option<i32> {
         let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
         let is_broker = args.first().is_some_and(|a| a.ends_with(b"mosquitto"));
         // A killed, not yet reaped broker is a zombie with an empty command line: skipped.
-        if is_broker && args.iter().any(|a| *a == arg.as_bytes()) {
+        if is_broker && args.contains(&arg.as_bytes()) {
             found = Some(pid);
         }
     }
@@ -316,9 +316,9 @@ async fn broker_outage_nothing_lost_memory_bounded() {
     let max_in = |p: &str| samples.iter().filter(|s| s.0 == p).map(|s| s.1).max().unwrap_or(0);
     let pre = samples
         .iter()
-        .filter(|s| s.0 == "warm-up")
+        .rev()
+        .find(|s| s.0 == "warm-up")
         .map(|s| s.1)
-        .last()
         .unwrap_or(0);
     let (out_max, rec_max) = (max_in("outage"), max_in("recovery"));
     eprintln!(
