@@ -28,6 +28,7 @@ fn opts(port: u16, topics: Topics, id: &str) -> LinkOptions {
         outbox_window: 8,
         queue_capacity: 64,
         tls: None,
+        session_expiry_s: None,
     }
 }
 

@@ -12,8 +12,16 @@
 //! QoS 1 and deletes a row (`outbox_ack`) only when its PUBACK arrived. PUBACKs are matched to rows
 //! by packet id: each publish pushed into a connection's request channel gets a tag in a FIFO, in
 //! the same order rumqttc reports `Outgoing::Publish(pkid)`. Every connection gets a fresh
-//! client/event loop pair (clean start), so a disconnect drops the old channel and its tags
-//! together and unacknowledged rows are simply sent again after reconnecting (at least once).
+//! client/event loop pair, so a disconnect drops the old channel and its tags together and
+//! unacknowledged rows are simply sent again after reconnecting (at least once). While
+//! disconnected nothing is queued in memory: [`Link::publish`] fails at once (counted in
+//! `mqtt.publish_dropped`) and the outbox waits in SQLite.
+//!
+//! Towards an external broker the node's session is persistent ([`LinkOptions::session_expiry_s`]):
+//! the broker keeps its subscriptions across a disconnect, a node restart and (with broker
+//! persistence) a broker restart, and queues what kiosks send meanwhile. Kiosks reconnect faster
+//! than the node's backoff, so without it every event they had queued during an outage would be
+//! published to no subscriber and dropped by the broker.
 
 use super::contract::{Topics, STATUS_OFFLINE, STATUS_ONLINE};
 use super::MqttError;
@@ -48,7 +56,16 @@ pub struct LinkOptions {
     pub queue_capacity: usize,
     /// TLS towards the broker (`mqtt.tls`, see [`super::tls`]); plain TCP when `None`.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Persistent session (clean start off, this MQTT 5 Session Expiry Interval): the broker keeps
+    /// the node's subscriptions while it is away and queues the kiosk messages that arrive
+    /// meanwhile (up to its own limit, mosquitto `max_queued_messages`), so events a kiosk sends
+    /// while the node reconnects or restarts are delivered, not dropped. `None`: clean start.
+    pub session_expiry_s: Option<u32>,
 }
+
+/// Session Expiry Interval of the node towards an external broker: a day covers a restart, an
+/// upgrade or a network outage; a node gone for longer loses what the broker held for it.
+pub const SESSION_EXPIRY_S: u32 = 86_400;
 
 impl LinkOptions {
     pub fn from_config(
@@ -67,8 +84,13 @@ impl LinkOptions {
             max_packet_bytes: super::broker::broker_max_payload(cfg.mqtt.max_payload_bytes),
             topics: Topics::from_config(cfg),
             outbox_window: 64,
-            queue_capacity: 1024,
+            // Room for the acknowledgements of a few full ingest batches (1024 events each): after
+            // an outage the backlog arrives at once, and an acknowledgement that does not fit is
+            // dropped (the kiosk sends the event again). A few MiB at most.
+            queue_capacity: 4096,
             tls: None,
+            // The embedded broker lives and dies with the node: nothing to keep there.
+            session_expiry_s: (cfg.mqtt.broker == crate::config::BrokerMode::External).then_some(SESSION_EXPIRY_S),
         }
     }
 }
@@ -195,13 +217,12 @@ impl Link {
         payload: Bytes,
         properties: Option<PublishProperties>,
     ) -> Result<(), MqttError> {
-        let session = self
-            .shared
-            .session
-            .read()
-            .ok()
-            .and_then(|s| s.clone())
-            .ok_or(MqttError::NotConnected)?;
+        let Some(session) = self.shared.session.read().ok().and_then(|s| s.clone()) else {
+            // Nothing is queued in memory while disconnected: the caller drops what is ephemeral
+            // (counted here) and what must not be lost is already in the outbox.
+            self.shared.metrics.incr("mqtt.publish_dropped");
+            return Err(MqttError::NotConnected);
+        };
         let mut tags = session.tags.lock().map_err(|_| MqttError::NotConnected)?;
         tags.push_back(tag);
         let r = match properties {
@@ -291,7 +312,15 @@ impl Link {
 fn options(opts: &LinkOptions) -> MqttOptions {
     let mut o = MqttOptions::new(opts.client_id.clone(), opts.host.clone(), opts.port);
     o.set_keep_alive(Duration::from_secs(opts.keep_alive_s.max(5)));
-    o.set_clean_start(true);
+    match opts.session_expiry_s {
+        Some(s) => {
+            o.set_clean_start(false);
+            o.set_session_expiry_interval(Some(s));
+        }
+        None => {
+            o.set_clean_start(true);
+        }
+    }
     o.set_max_packet_size(Some(opts.max_packet_bytes as u32));
     o.set_connection_timeout(5);
     o.set_network_options(super::network_options());
@@ -486,5 +515,77 @@ fn outbox_loop(link: Link, store: Store, rx: std_mpsc::Receiver<OutboxMsg>) {
                 Err(_) => break,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(broker: crate::config::BrokerMode) -> crate::config::Config {
+        let mut c = crate::config::Config::default();
+        c.mqtt.broker = broker;
+        c
+    }
+
+    #[test]
+    fn persistent_session_only_towards_an_external_broker() {
+        use crate::config::BrokerMode;
+        let ext = LinkOptions::from_config(&cfg(BrokerMode::External), "127.0.0.1", 1883, None);
+        assert_eq!(ext.session_expiry_s, Some(SESSION_EXPIRY_S));
+        let o = options(&ext);
+        assert!(!o.clean_start());
+        assert_eq!(o.session_expiry_interval(), Some(SESSION_EXPIRY_S));
+        let emb = LinkOptions::from_config(&cfg(BrokerMode::Embedded), "127.0.0.1", 1883, None);
+        assert_eq!(emb.session_expiry_s, None);
+        assert!(options(&emb).clean_start());
+    }
+
+    /// While the broker is unreachable nothing is queued in memory: a publish fails at once and is
+    /// counted, and outbox rows stay in SQLite.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn disconnected_publish_fails_at_once_and_the_outbox_stays_in_sqlite() {
+        // A port nobody listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("o.db");
+        let producer = Store::open(&db, 5000).unwrap();
+        for i in 0..100 {
+            producer
+                .outbox_push("t/x", format!("m{i}").as_bytes(), 1, false)
+                .unwrap();
+        }
+        let mut opts = LinkOptions::from_config(&cfg(crate::config::BrokerMode::External), "127.0.0.1", port, None);
+        opts.reconnect_max_s = 1;
+        let metrics = Arc::new(Metrics::default());
+        let (link, _rx) = Link::start(
+            opts,
+            vec![],
+            Bytes::new(),
+            Some(Store::open(&db, 5000).unwrap()),
+            metrics.clone(),
+            8,
+        )
+        .unwrap();
+        link.kick_outbox();
+        let t0 = Instant::now();
+        for _ in 0..1000 {
+            let r = link.publish("t/y", QoS::AtLeastOnce, false, Bytes::from_static(b"x"), None);
+            assert!(matches!(r, Err(MqttError::NotConnected)), "{r:?}");
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "publishing while disconnected waited"
+        );
+        assert_eq!(metrics.get("mqtt.publish_dropped"), 1000);
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert!(!link.is_connected());
+        assert_eq!(producer.outbox_len().unwrap(), 100, "outbox rows must wait in SQLite");
+        assert_eq!(metrics.get("outbox.backlog"), 100);
+        assert!(metrics.get("mqtt.reconnects") >= 1);
     }
 }

@@ -36,6 +36,15 @@ impl KioskReply {
     }
 }
 
+/// A persistent kiosk session (see [`KioskClient::connect_session`]).
+#[derive(Debug, Clone)]
+pub struct KioskSession {
+    /// Stable client id (the broker finds the session by it); empty: one is made up.
+    pub client_id: String,
+    /// MQTT 5 Session Expiry Interval; MQTT 3.1.1 sessions last as long as the broker keeps them.
+    pub expiry_s: u32,
+}
+
 enum Inner {
     V5(rumqttc::v5::AsyncClient),
     V4(rumqttc::AsyncClient),
@@ -53,6 +62,20 @@ pub struct KioskClient {
     seq: AtomicU64,
     prefix: String,
     task: tokio::task::JoinHandle<()>,
+    /// When the current connection was acknowledged (`None` while disconnected).
+    up_since: UpSince,
+}
+
+type UpSince = Arc<Mutex<Option<std::time::Instant>>>;
+
+fn set_up(up: &UpSince, v: bool) {
+    if let Ok(mut g) = up.lock() {
+        match (v, g.is_some()) {
+            (true, false) => *g = Some(std::time::Instant::now()),
+            (false, _) => *g = None,
+            _ => {}
+        }
+    }
 }
 
 impl Drop for KioskClient {
@@ -112,12 +135,37 @@ impl KioskClient {
         tls: Option<Arc<rustls::ClientConfig>>,
         timeout: Duration,
     ) -> Result<KioskClient, MqttError> {
+        Self::connect_session(host, port, topics, kiosk, protocol, credentials, tls, None, timeout).await
+    }
+
+    /// [`KioskClient::connect_tls`], with a persistent session when `session` is given: the broker
+    /// keeps the kiosk's subscription and queued replies while it is away, and the client sends
+    /// the QoS 1 publishes it still holds (queued or unacknowledged) again after a reconnect. What
+    /// the kiosk publishes while the broker is down waits in its bounded request queue
+    /// (capacity 1024; a publish then waits for room).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn connect_session(
+        host: &str,
+        port: u16,
+        topics: Topics,
+        kiosk: &str,
+        protocol: Protocol,
+        credentials: Option<(String, String)>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        session: Option<KioskSession>,
+        timeout: Duration,
+    ) -> Result<KioskClient, MqttError> {
         let transport = super::tls::transport(tls.as_ref());
         let reply_topic = topics.kiosk_reply(kiosk);
         let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
-        let client_id = format!("kiosk-{kiosk}-{}-{}", std::process::id(), now_ms() % 1_000_000);
+        let client_id = match &session {
+            Some(s) if !s.client_id.is_empty() => s.client_id.clone(),
+            _ => format!("kiosk-{kiosk}-{}-{}", std::process::id(), now_ms() % 1_000_000),
+        };
         let (ready_tx, ready_rx) = oneshot::channel::<()>();
         let p = pending.clone();
+        let up: UpSince = Arc::default();
+        let up2 = up.clone();
         let (inner, task) = match protocol {
             Protocol::V5 => {
                 use rumqttc::v5::mqttbytes::v5::Packet;
@@ -130,6 +178,10 @@ impl KioskClient {
                 if let Some((u, pw)) = credentials {
                     o.set_credentials(u, pw);
                 }
+                if let Some(s) = &session {
+                    o.set_clean_start(false);
+                    o.set_session_expiry_interval(Some(s.expiry_s));
+                }
                 let (client, mut el) = AsyncClient::new(o, 1024);
                 let c = client.clone();
                 let rt = reply_topic.clone();
@@ -138,6 +190,7 @@ impl KioskClient {
                     loop {
                         match el.poll().await {
                             Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                                set_up(&up2, true);
                                 let _ = c.try_subscribe(rt.clone(), QoS::AtLeastOnce);
                             }
                             Ok(Event::Incoming(Packet::SubAck(_))) => {
@@ -151,6 +204,7 @@ impl KioskClient {
                             }
                             Ok(_) => {}
                             Err(e) => {
+                                set_up(&up2, false);
                                 tracing::debug!(error = %e, "kiosk connection error");
                                 tokio::time::sleep(Duration::from_millis(200)).await;
                             }
@@ -168,6 +222,10 @@ impl KioskClient {
                 if let Some((u, pw)) = credentials {
                     o.set_credentials(u, pw);
                 }
+                if session.is_some() {
+                    // The client id is never empty here, so this cannot panic.
+                    o.set_clean_session(false);
+                }
                 let (client, mut el) = AsyncClient::new(o, 1024);
                 el.set_network_options(super::network_options());
                 let c = client.clone();
@@ -177,6 +235,7 @@ impl KioskClient {
                     loop {
                         match el.poll().await {
                             Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                                set_up(&up2, true);
                                 let _ = c.try_subscribe(rt.clone(), QoS::AtLeastOnce);
                             }
                             Ok(Event::Incoming(Packet::SubAck(_))) => {
@@ -189,6 +248,7 @@ impl KioskClient {
                             }
                             Ok(_) => {}
                             Err(e) => {
+                                set_up(&up2, false);
                                 tracing::debug!(error = %e, "kiosk connection error");
                                 tokio::time::sleep(Duration::from_millis(200)).await;
                             }
@@ -207,6 +267,7 @@ impl KioskClient {
             seq: AtomicU64::new(0),
             prefix: format!("{kiosk}-{:x}", now_ms()),
             task,
+            up_since: up,
         };
         match tokio::time::timeout(timeout, ready_rx).await {
             Ok(Ok(())) => Ok(client),
@@ -219,6 +280,13 @@ impl KioskClient {
             Inner::V5(_) => Protocol::V5,
             Inner::V4(_) => Protocol::V311,
         }
+    }
+
+    /// How long the current broker connection has been up (`None` while disconnected). A kiosk
+    /// that got no acknowledgement sends an event again only once it has been connected for a
+    /// while: before that, the event may still sit in its queue.
+    pub fn connected_for(&self) -> Option<Duration> {
+        self.up_since.lock().ok().and_then(|g| g.map(|t| t.elapsed()))
     }
 
     pub fn reply_topic(&self) -> &str {

@@ -10,6 +10,20 @@ use std::time::Duration;
 pub struct Store {
     pub(super) conn: Connection,
     path: Option<PathBuf>,
+    /// Keeps this connection in the per-process count of open connections (see
+    /// [`check_file_unless_open`]); declared after `conn`, so it is dropped after the connection.
+    counted: OpenGuard,
+}
+
+/// Uncounts an open connection when dropped.
+struct OpenGuard(Option<PathBuf>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        if let Some(k) = self.0.take() {
+            count_open(&k, -1);
+        }
+    }
 }
 
 /// Rows per table (plus distinct users), for `status`, `stats` and tests.
@@ -27,6 +41,44 @@ pub struct TableCounts {
 }
 
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// Connections this process holds open, per database file (canonical path).
+static OPEN_CONNECTIONS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<PathBuf, usize>>> =
+    std::sync::OnceLock::new();
+
+fn open_key(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Adds `delta` to the open connections of `key`; returns how many were open before.
+fn count_open(key: &Path, delta: isize) -> usize {
+    let Ok(mut m) = OPEN_CONNECTIONS.get_or_init(Default::default).lock() else {
+        return 0;
+    };
+    let before = m.get(key).copied().unwrap_or(0);
+    let after = before.saturating_add_signed(delta);
+    if after == 0 {
+        m.remove(key);
+    } else {
+        m.insert(key.to_path_buf(), after);
+    }
+    before
+}
+
+/// [`check_file`], unless this process already holds a connection to the file. Closing *any*
+/// descriptor of a file releases every POSIX (fcntl) lock the process holds on it, SQLite's
+/// included ("How To Corrupt An SQLite Database", 2.2): re-reading the header while a connection
+/// of this process is open silently drops that connection's locks, and another process
+/// (`doctor`, an import, a test) closing its last connection then believes it is alone,
+/// checkpoints and deletes the WAL under the running daemon, whose later commits are lost.
+fn check_file_unless_open(path: &Path) -> Result<()> {
+    let open =
+        OPEN_CONNECTIONS.get_or_init(Default::default).lock().map(|m| m.contains_key(&open_key(path))).unwrap_or(false);
+    if open {
+        return Ok(());
+    }
+    check_file(path)
+}
 
 /// Checks an existing file's header before SQLite touches it: a file that is not SQLite, or is
 /// visibly truncated, is refused without being opened for writing.
@@ -92,9 +144,13 @@ impl Store {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
         }
-        check_file(path)?;
+        check_file_unless_open(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags)?;
+        // Counted from here (the Store below, or this guard on an early return, uncounts it).
+        let key = open_key(path);
+        count_open(&key, 1);
+        let guard = OpenGuard(Some(key));
         conn.busy_timeout(Duration::from_millis(busy_timeout_ms))?;
         // Read-only probes first: nothing is written to a file that fails them.
         let objects = conn
@@ -117,7 +173,8 @@ impl Store {
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(path = %path.display(), mode, "store: WAL mode unavailable");
         }
-        let store = Self::setup(conn, Some(path.to_path_buf()))?;
+        let mut store = Self::setup(conn, Some(path.to_path_buf()))?;
+        store.counted = guard;
         tracing::debug!(path = %path.display(), schema = migrations::LATEST, "store opened");
         Ok(store)
     }
@@ -136,7 +193,7 @@ impl Store {
         conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
         conn.set_prepared_statement_cache_capacity(64);
         migrations::migrate(&conn)?;
-        Ok(Store { conn, path })
+        Ok(Store { conn, path, counted: OpenGuard(None) })
     }
 
     /// The database file, `None` for an in-memory store.
@@ -218,6 +275,29 @@ mod tests {
         assert_eq!(s.schema_version().unwrap(), migrations::LATEST);
         assert_eq!(s.counts().unwrap(), TableCounts::default());
         assert_eq!(s.integrity_check().unwrap(), "ok");
+    }
+
+    #[test]
+    fn header_is_checked_only_while_no_connection_of_this_process_is_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let key = open_key(&Store::open(&db, 5000).map(|s| s.path().unwrap().to_path_buf()).unwrap());
+        let open = || OPEN_CONNECTIONS.get().and_then(|m| m.lock().ok()).and_then(|m| m.get(&key).copied());
+        assert_eq!(open(), None, "a dropped store is uncounted");
+        let a = Store::open(&db, 5000).unwrap();
+        let b = Store::open(&db, 5000).unwrap();
+        assert_eq!(open(), Some(2));
+        drop(a);
+        assert_eq!(open(), Some(1));
+        drop(b);
+        assert_eq!(open(), None);
+        // With no connection open, a damaged file is refused from its header again.
+        std::fs::write(
+            &db,
+            b"not a database at all, but long enough to have a header......................................",
+        )
+        .unwrap();
+        assert!(matches!(Store::open(&db, 5000), Err(StoreError::NotSqlite { .. })));
     }
 
     #[test]
