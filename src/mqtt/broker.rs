@@ -71,8 +71,11 @@ pub fn start_embedded(host: &str, port: u16, max_payload_bytes: usize) -> Result
         router: rumqttd::RouterConfig {
             max_connections: 10_000,
             max_outgoing_packet_count: 200,
-            max_segment_size: max_payload.max(4 << 20),
-            max_segment_count: 4,
+            // rumqttd keeps each topic filter's recent messages in memory, up to this many
+            // segments of this size; they are also a slow subscriber's buffer. 4 x 4 MiB per
+            // filter let a 5-minute soak grow by 77 %; 3 x 1 MiB stays flat (docs/benchmarks.md).
+            max_segment_size: max_payload.max(1 << 20),
+            max_segment_count: 3,
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),

@@ -264,7 +264,7 @@ impl Mosquitto {
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nlog_dest stderr\n",
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nlog_dest stderr\nset_tcp_nodelay true\n# Run as root (CI), mosquitto would switch to its own user and fail to write its persistence here.\nuser root\n",
                 pdir.display()
             ),
         )
