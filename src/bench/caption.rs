@@ -31,6 +31,9 @@ pub struct CaptionBenchArgs {
     /// Images (also the batch size of the batched runs).
     #[arg(long, default_value_t = 4)]
     pub images: usize,
+    /// Vision-encoder passes timed per row (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
     /// Skip the upstream candle baselines (vision encoder and uncached decoder).
     #[arg(long)]
     pub skip_upstream: bool,
@@ -50,6 +53,8 @@ pub struct CaptionBench {
     pub load_s: f64,
     pub images: usize,
     pub tokens: usize,
+    /// Vision-encoder passes per row (median reported).
+    pub repeat: usize,
     /// The first pass also repacks each quantized matrix for the CPU kernel (once per process).
     pub vision_s_first_pass: f64,
     pub vision_s_per_image_single: f64,
@@ -187,10 +192,9 @@ fn run_in(a: &CaptionBenchArgs, cfg: &blip::Config, dir: &Path) -> Result<Captio
     let e1 = cap.encode(&one)?;
     let vision_first = secs(t);
     let rss_single = peak_rss_mb();
-    let t = Instant::now();
-    cap.encode(&one)?;
-    let vision_single = secs(t);
-    let (vision_batched, vision_cpu, eb) = timed(n, || cap.encode(&px))?;
+    let r = a.repeat.max(1);
+    let (vision_single, _, _) = median_of(r, 1, || cap.encode(&one))?;
+    let (vision_batched, vision_cpu, eb) = median_of(r, n, || cap.encode(&px))?;
 
     eprintln!("decoding {tokens} tokens ...");
     let (t, c) = (Instant::now(), cpu_seconds());
@@ -209,8 +213,8 @@ fn run_in(a: &CaptionBenchArgs, cfg: &blip::Config, dir: &Path) -> Result<Captio
     let mut up = Upstream::default();
     if !a.skip_upstream {
         eprintln!("upstream baselines: vision encoder, uncached decoding ...");
-        let (s1, _, _) = timed(1, || cap.encode_upstream(&one))?;
-        let (sb, cb, _) = timed(n, || cap.encode_upstream(&px))?;
+        let (s1, _, _) = median_of(r, 1, || cap.encode_upstream(&one))?;
+        let (sb, cb, _) = median_of(r, n, || cap.encode_upstream(&px))?;
         let (t, c) = (Instant::now(), cpu_seconds());
         let out = cap.generate_fixed(&e1, tokens, DecodeMode::Uncached)?;
         let k = out[0].len().max(1) as f64;
@@ -232,6 +236,7 @@ fn run_in(a: &CaptionBenchArgs, cfg: &blip::Config, dir: &Path) -> Result<Captio
         load_s,
         images: n,
         tokens,
+        repeat: r,
         vision_s_first_pass: vision_first,
         vision_s_per_image_single: vision_single,
         vision_s_per_image_batched: vision_batched,
@@ -266,6 +271,25 @@ struct Upstream {
     images_per_s: Option<f64>,
 }
 
+/// Runs `f` `times` times: the median wall and CPU seconds per image, and the last result.
+fn median_of<T>(times: usize, images: usize, mut f: impl FnMut() -> candle_core::Result<T>) -> Result<(f64, f64, T)> {
+    let mut runs = Vec::with_capacity(times);
+    let mut last = None;
+    for _ in 0..times.max(1) {
+        let (w, c, out) = timed(images, &mut f)?;
+        runs.push((w, c));
+        last = Some(out);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let wall = median(runs.iter().map(|r| r.0).collect());
+    let cpu = median(runs.iter().map(|r| r.1).collect());
+    let out = last.ok_or_else(|| DenoiseError::Config("no timed run".into()))?;
+    Ok((wall, cpu, out))
+}
+
 /// Runs `f` once: (wall s per image, CPU s per image, its result).
 fn timed<T>(images: usize, f: impl FnOnce() -> candle_core::Result<T>) -> Result<(f64, f64, T)> {
     let (t, c) = (Instant::now(), cpu_seconds());
@@ -291,6 +315,7 @@ pub fn print(b: &CaptionBench) {
     row("decode, batched (CPU ms/token/image)", None, b.decode_cpu_ms_per_token_per_image_cached_batched, 1);
     let (ips_base, ips) = (b.images_per_s_uncached_sequential, b.images_per_s_cached_batched);
     println!("{:<44} {:>10} {:>10.3} {:>8}", "images/s (vision + decoding)", opt(ips_base, 3), ips, ips_base.map(|x| format!("x{:.2}", ips / x)).unwrap_or_else(|| "-".into()));
+    println!("vision rows: median of {} passes", b.repeat);
     println!("{:<44} {:>10.2}", "load (s)", b.load_s);
     println!("{:<44} {:>10.2}", "first vision pass, incl. weight repacking (s)", b.vision_s_first_pass);
     println!("{:<44} {:>10.0}", "peak RSS after load (MiB)", b.rss_after_load_mb);
