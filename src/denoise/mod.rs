@@ -1,6 +1,9 @@
 //! BLIP captioning, description cleaning (CapFilt-style), MiniLM text and BLIP image features.
 //!
-//! - [`blip`]: the captioner (upstream vision encoder, our cached batched text decoder),
+//! - [`blip`]: the captioner (our vision encoder and cached batched text decoder; candle's
+//!   upstream model only as the baseline),
+//! - [`vision`], [`bert`], [`gelu`]: BLIP's ViT, BERT blocks (BLIP's decoder, MiniLM) and the
+//!   vectorised exact GELU they use,
 //! - [`embed`]: all-MiniLM-L6-v2 sentence embeddings (mean pooling, L2 norm),
 //! - [`text`]: splitting a merchant description into phrases and dropping noise,
 //! - [`features`]: catalogue readers (H&M, Myntra) and item text feature builders,
