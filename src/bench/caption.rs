@@ -197,16 +197,8 @@ fn run_in(a: &CaptionBenchArgs, cfg: &blip::Config, dir: &Path) -> Result<Captio
     let (vision_batched, vision_cpu, eb) = median_of(r, n, || cap.encode(&px))?;
 
     eprintln!("decoding {tokens} tokens ...");
-    let (t, c) = (Instant::now(), cpu_seconds());
-    let out = cap.generate_fixed(&e1, tokens, DecodeMode::Cached)?;
-    let k = out[0].len().max(1) as f64;
-    let cached_ms = secs(t) * 1e3 / k;
-    let cached_cpu = (cpu_seconds() - c) * 1e3 / k;
-    let (t, c) = (Instant::now(), cpu_seconds());
-    let out = cap.generate_fixed(&eb, tokens, DecodeMode::Cached)?;
-    let k = (out[0].len().max(1) * n) as f64;
-    let batched_ms = secs(t) * 1e3 / k;
-    let batched_cpu = (cpu_seconds() - c) * 1e3 / k;
+    let (cached_ms, cached_cpu) = time_decode(&mut cap, &e1, tokens, DecodeMode::Cached)?;
+    let (batched_ms, batched_cpu) = time_decode(&mut cap, &eb, tokens, DecodeMode::Cached)?;
     let per_image = vision_batched + batched_ms * tokens as f64 / 1e3;
     let rss_ours = peak_rss_mb();
 
@@ -215,16 +207,13 @@ fn run_in(a: &CaptionBenchArgs, cfg: &blip::Config, dir: &Path) -> Result<Captio
         eprintln!("upstream baselines: vision encoder, uncached decoding ...");
         let (s1, _, _) = median_of(r, 1, || cap.encode_upstream(&one))?;
         let (sb, cb, _) = median_of(r, n, || cap.encode_upstream(&px))?;
-        let (t, c) = (Instant::now(), cpu_seconds());
-        let out = cap.generate_fixed(&e1, tokens, DecodeMode::Uncached)?;
-        let k = out[0].len().max(1) as f64;
-        let ms = secs(t) * 1e3 / k;
+        let (ms, cpu) = time_decode(&mut cap, &e1, tokens, DecodeMode::Uncached)?;
         up = Upstream {
             vision_single: Some(s1),
             vision_batched: Some(sb),
             vision_cpu: Some(cb),
             decode_ms: Some(ms),
-            decode_cpu: Some((cpu_seconds() - c) * 1e3 / k),
+            decode_cpu: Some(cpu),
             // Sequential images: upstream vision one at a time + uncached decoding.
             images_per_s: Some(1.0 / (s1 + ms * tokens as f64 / 1e3)),
         };
@@ -276,7 +265,7 @@ fn median_of<T>(times: usize, images: usize, mut f: impl FnMut() -> candle_core:
     let mut runs = Vec::with_capacity(times);
     let mut last = None;
     for _ in 0..times.max(1) {
-        let (w, c, out) = timed(images, &mut f)?;
+        let (w, c, out) = timed_per_image(images, &mut f)?;
         runs.push((w, c));
         last = Some(out);
     }
@@ -290,11 +279,24 @@ fn median_of<T>(times: usize, images: usize, mut f: impl FnMut() -> candle_core:
     Ok((wall, cpu, out))
 }
 
+/// Decodes exactly `tokens` tokens for every image of `embeds`: (wall ms, CPU ms) per token and image.
+fn time_decode(cap: &mut Captioner, embeds: &Tensor, tokens: usize, mode: DecodeMode) -> Result<(f64, f64)> {
+    let (wall, cpu, out) = timed(|| cap.generate_fixed(embeds, tokens, mode))?;
+    let k = out.iter().map(|t| t.len()).sum::<usize>().max(1) as f64;
+    Ok((wall * 1e3 / k, cpu * 1e3 / k))
+}
+
 /// Runs `f` once: (wall s per image, CPU s per image, its result).
-fn timed<T>(images: usize, f: impl FnOnce() -> candle_core::Result<T>) -> Result<(f64, f64, T)> {
+fn timed_per_image<T>(images: usize, f: impl FnOnce() -> candle_core::Result<T>) -> Result<(f64, f64, T)> {
+    let (wall, cpu, out) = timed(f)?;
+    Ok((wall / images as f64, cpu / images as f64, out))
+}
+
+/// Runs `f` once: (wall seconds, CPU seconds of all threads, its result).
+pub fn timed<T, E>(f: impl FnOnce() -> std::result::Result<T, E>) -> std::result::Result<(f64, f64, T), E> {
     let (t, c) = (Instant::now(), cpu_seconds());
     let out = f()?;
-    Ok((secs(t) / images as f64, (cpu_seconds() - c) / images as f64, out))
+    Ok((secs(t), cpu_seconds() - c, out))
 }
 
 /// Prints the results as a table: ours against candle's upstream model where both exist.

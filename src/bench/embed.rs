@@ -2,12 +2,11 @@
 //! sentence at a time, and candle's `BertModel` batched (the baseline our encoder replaced).
 //! Needs the real model files (`sgbd-edge models fetch`). Sentences: H&M descriptions from
 //! `$SGBD_DATA/hm_sample/articles_sample.csv` when present, else generated product sentences.
-use super::caption::{cpu_seconds, loadavg};
+use super::caption::{loadavg, timed};
 use crate::denoise::features::read_catalog;
 use crate::denoise::text::split_phrases;
 use crate::denoise::{Result, TextEncoder};
 use std::path::PathBuf;
-use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
 pub struct EmbedBenchArgs {
@@ -83,11 +82,7 @@ pub fn run(a: &EmbedBenchArgs, cfg: &crate::config::DenoiseConfig) -> Result<Emb
     // Warm-up.
     enc.embed(&refs[..refs.len().min(8)])?;
     let single = refs.len().min(a.single.max(1));
-    let (t, c) = (Instant::now(), cpu_seconds());
-    for r in &refs[..single] {
-        enc.embed_batch(&[r])?;
-    }
-    let (single_s, single_cpu) = (t.elapsed().as_secs_f64(), cpu_seconds() - c);
+    let (single_s, single_cpu, ()) = timed(|| refs[..single].iter().try_for_each(|r| enc.embed_batch(&[r]).map(drop)))?;
     let (batched_s, batched_cpu, out) = timed(|| enc.embed(&refs))?;
     let mut up = TextEncoder::from_config_with(cfg, true)?;
     up.batch = enc.batch;
@@ -119,12 +114,6 @@ pub fn run(a: &EmbedBenchArgs, cfg: &crate::config::DenoiseConfig) -> Result<Emb
     })
 }
 
-/// Runs `f` once: (wall s, CPU s, its result).
-fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(f64, f64, T)> {
-    let (t, c) = (Instant::now(), cpu_seconds());
-    let out = f()?;
-    Ok((t.elapsed().as_secs_f64(), cpu_seconds() - c, out))
-}
 
 /// Prints the results as a table.
 pub fn print(b: &EmbedBench) {

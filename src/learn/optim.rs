@@ -353,28 +353,21 @@ impl InplaceOp1 for Restore<'_> {
     }
     fn cpu_fwd(&self, p: &mut CpuStorage, pl: &Layout) -> candle_core::Result<()> {
         match (p, self.0) {
-            (CpuStorage::F32(p), Backup::F32(b)) => {
-                let p = contiguous_mut(p, pl)?;
-                if p.len() != b.len() {
-                    candle_core::bail!("sam restore: size mismatch");
-                }
-                p.par_chunks_mut(MIN_LEN)
-                    .zip(b.par_chunks(MIN_LEN))
-                    .for_each(|(p, b)| p.copy_from_slice(b));
-            }
-            (CpuStorage::F64(p), Backup::F64(b)) => {
-                let p = contiguous_mut(p, pl)?;
-                if p.len() != b.len() {
-                    candle_core::bail!("sam restore: size mismatch");
-                }
-                p.par_chunks_mut(MIN_LEN)
-                    .zip(b.par_chunks(MIN_LEN))
-                    .for_each(|(p, b)| p.copy_from_slice(b));
-            }
+            (CpuStorage::F32(p), Backup::F32(b)) => restore_from(contiguous_mut(p, pl)?, b)?,
+            (CpuStorage::F64(p), Backup::F64(b)) => restore_from(contiguous_mut(p, pl)?, b)?,
             _ => candle_core::bail!("sam restore: no backup of this dtype"),
         }
         Ok(())
     }
+}
+
+/// Copies the saved parameters back, in parallel.
+fn restore_from<T: Copy + Send + Sync>(p: &mut [T], b: &[T]) -> candle_core::Result<()> {
+    if p.len() != b.len() {
+        candle_core::bail!("sam restore: size mismatch");
+    }
+    p.par_chunks_mut(MIN_LEN).zip(b.par_chunks(MIN_LEN)).for_each(|(p, b)| p.copy_from_slice(b));
+    Ok(())
 }
 
 fn axpy(v: &Var, g: &Tensor, a: f64) -> Result<()> {

@@ -108,6 +108,40 @@ fn deliver(pending: &Pending, topic: String, payload: &[u8], corr: Option<Bytes>
     }
 }
 
+
+/// A kiosk's event loop, the same for both protocol versions (rumqttc's v5 and 3.1.1 types differ,
+/// hence a macro; `Event`, `Packet` and `QoS` come from the caller's `use`): mark the link up and
+/// subscribe to the reply topic on CONNACK, report ready on the first SUBACK, hand each publish to
+/// the given block, and back off 200 ms after a connection error.
+macro_rules! kiosk_event_loop {
+    ($el:ident, $client:expr, $reply_topic:expr, $ready:expr, $up:expr, |$pb:ident| $on_publish:block) => {{
+        let (client, reply_topic, up) = ($client, $reply_topic, $up);
+        let mut ready = Some($ready);
+        tokio::spawn(async move {
+            loop {
+                match $el.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        set_up(&up, true);
+                        let _ = client.try_subscribe(reply_topic.clone(), QoS::AtLeastOnce);
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        if let Some(r) = ready.take() {
+                            let _ = r.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish($pb))) => $on_publish,
+                    Ok(_) => {}
+                    Err(e) => {
+                        set_up(&up, false);
+                        tracing::debug!(error = %e, "kiosk connection error");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        })
+    }};
+}
+
 impl KioskClient {
     /// Connects to `host:port` (the v5 or the 3.1.1 listener, matching `protocol`), subscribes to
     /// the kiosk's reply topic and waits until the subscription is acknowledged.
@@ -183,33 +217,9 @@ impl KioskClient {
                     o.set_session_expiry_interval(Some(s.expiry_s));
                 }
                 let (client, mut el) = AsyncClient::new(o, 1024);
-                let c = client.clone();
-                let rt = reply_topic.clone();
-                let task = tokio::spawn(async move {
-                    let mut ready = Some(ready_tx);
-                    loop {
-                        match el.poll().await {
-                            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                                set_up(&up2, true);
-                                let _ = c.try_subscribe(rt.clone(), QoS::AtLeastOnce);
-                            }
-                            Ok(Event::Incoming(Packet::SubAck(_))) => {
-                                if let Some(r) = ready.take() {
-                                    let _ = r.send(());
-                                }
-                            }
-                            Ok(Event::Incoming(Packet::Publish(pb))) => {
-                                let corr = pb.properties.as_ref().and_then(|pp| pp.correlation_data.clone());
-                                deliver(&p, String::from_utf8_lossy(&pb.topic).into_owned(), &pb.payload, corr);
-                            }
-                            Ok(_) => {}
-                            Err(e) => {
-                                set_up(&up2, false);
-                                tracing::debug!(error = %e, "kiosk connection error");
-                                tokio::time::sleep(Duration::from_millis(200)).await;
-                            }
-                        }
-                    }
+                let task = kiosk_event_loop!(el, client.clone(), reply_topic.clone(), ready_tx, up2, |pb| {
+                    let corr = pb.properties.as_ref().and_then(|pp| pp.correlation_data.clone());
+                    deliver(&p, String::from_utf8_lossy(&pb.topic).into_owned(), &pb.payload, corr);
                 });
                 (Inner::V5(client), task)
             }
@@ -228,32 +238,8 @@ impl KioskClient {
                 }
                 let (client, mut el) = AsyncClient::new(o, 1024);
                 el.set_network_options(super::network_options());
-                let c = client.clone();
-                let rt = reply_topic.clone();
-                let task = tokio::spawn(async move {
-                    let mut ready = Some(ready_tx);
-                    loop {
-                        match el.poll().await {
-                            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                                set_up(&up2, true);
-                                let _ = c.try_subscribe(rt.clone(), QoS::AtLeastOnce);
-                            }
-                            Ok(Event::Incoming(Packet::SubAck(_))) => {
-                                if let Some(r) = ready.take() {
-                                    let _ = r.send(());
-                                }
-                            }
-                            Ok(Event::Incoming(Packet::Publish(pb))) => {
-                                deliver(&p, pb.topic.clone(), &pb.payload, None);
-                            }
-                            Ok(_) => {}
-                            Err(e) => {
-                                set_up(&up2, false);
-                                tracing::debug!(error = %e, "kiosk connection error");
-                                tokio::time::sleep(Duration::from_millis(200)).await;
-                            }
-                        }
-                    }
+                let task = kiosk_event_loop!(el, client.clone(), reply_topic.clone(), ready_tx, up2, |pb| {
+                    deliver(&p, pb.topic.clone(), &pb.payload, None);
                 });
                 (Inner::V4(client), task)
             }
