@@ -5,6 +5,8 @@
 use super::caption::{loadavg, timed};
 use crate::denoise::features::read_catalog;
 use crate::denoise::text::split_phrases;
+use crate::denoise::embed::cosine;
+use crate::denoise::packed_bert::Precision;
 use crate::denoise::{Result, TextEncoder};
 use std::path::PathBuf;
 
@@ -27,27 +29,34 @@ pub struct EmbedBenchArgs {
     pub json: Option<PathBuf>,
 }
 
+/// One timed way of embedding the sentences.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EmbedRow {
+    pub mode: String,
+    pub sentences: usize,
+    pub per_s: f64,
+    /// CPU milliseconds per sentence (user + system, all threads): robust to other load.
+    pub cpu_ms_per_sentence: f64,
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EmbedBench {
     pub source: String,
     pub batch: usize,
     pub threads: usize,
     pub mean_chars: f64,
-    pub single_sentences: usize,
-    pub single_per_s: f64,
-    pub single_ms_per_sentence: f64,
-    pub batched_sentences: usize,
-    pub batched_per_s: f64,
-    pub speedup: f64,
-    /// Word pieces per sentence ([CLS] and [SEP] included) and per second, batched.
+    /// Word pieces per sentence ([CLS] and [SEP] included).
     pub mean_tokens: f64,
-    pub batched_tokens_per_s: f64,
-    /// candle's `BertModel`, batched, on the same sentences.
-    pub upstream_batched_per_s: f64,
-    pub upstream_batched_cpu_ms_per_sentence: f64,
-    /// CPU seconds per sentence (user + system, all threads): robust to other load.
-    pub single_cpu_ms_per_sentence: f64,
-    pub batched_cpu_ms_per_sentence: f64,
+    /// Whether the int8 rows ran the AVX-512 VNNI kernel (else the portable one).
+    pub int8_vnni: bool,
+    /// candle's `BertModel` batched (the baseline), ours f32 one at a time, ours f32 batched, ours
+    /// int8 batched.
+    pub rows: Vec<EmbedRow>,
+    /// Cosine of each sentence's int8 embedding with its f32 one: mean and smallest.
+    pub int8_cosine_mean: f64,
+    pub int8_cosine_min: f64,
+    /// Largest |f32 − candle| over all values of all embeddings.
+    pub f32_max_abs_diff_vs_candle: f64,
     /// Machine load average when the run ended.
     pub loadavg: f64,
 }
@@ -71,49 +80,69 @@ fn sentences(a: &EmbedBenchArgs) -> (String, Vec<String>) {
     ("generated".into(), s)
 }
 
-/// Runs the benchmark with the configured encoder.
-pub fn run(a: &EmbedBenchArgs, cfg: &crate::config::DenoiseConfig) -> Result<EmbedBench> {
-    let mut enc = TextEncoder::from_config(cfg)?;
-    if let Some(b) = a.batch {
+/// Loads an encoder (`None`: candle's `BertModel`) with the benchmark's batch size and warms it up.
+fn encoder(cfg: &crate::config::DenoiseConfig, precision: Option<Precision>, batch: Option<usize>, warm: &[&str]) -> Result<TextEncoder> {
+    let mut cfg = cfg.clone();
+    if let Some(p) = precision {
+        cfg.text_precision = p;
+    }
+    let mut enc = TextEncoder::from_config_with(&cfg, precision.is_none())?;
+    if let Some(b) = batch {
         enc.batch = b.max(1);
     }
+    enc.embed(&warm[..warm.len().min(8)])?;
+    Ok(enc)
+}
+
+/// Times `f` over `n` sentences.
+fn row<T>(mode: String, n: usize, f: impl FnOnce() -> Result<T>) -> Result<(EmbedRow, T)> {
+    let (wall, cpu, out) = timed(f)?;
+    let row = EmbedRow { mode, sentences: n, per_s: n as f64 / wall, cpu_ms_per_sentence: cpu * 1e3 / n.max(1) as f64 };
+    Ok((row, out))
+}
+
+/// Runs the benchmark: candle's `BertModel`, then our encoder in f32 and in int8, on the same
+/// sentences in one process.
+pub fn run(a: &EmbedBenchArgs, cfg: &crate::config::DenoiseConfig) -> Result<EmbedBench> {
     let (source, s) = sentences(a);
     let refs: Vec<&str> = s.iter().map(|x| x.as_str()).collect();
-    // Warm-up.
-    enc.embed(&refs[..refs.len().min(8)])?;
-    let single = refs.len().min(a.single.max(1));
-    let (single_s, single_cpu, ()) = timed(|| refs[..single].iter().try_for_each(|r| enc.embed_batch(&[r]).map(drop)))?;
-    let (batched_s, batched_cpu, out) = timed(|| enc.embed(&refs))?;
-    let mut up = TextEncoder::from_config_with(cfg, true)?;
-    up.batch = enc.batch;
-    up.embed(&refs[..refs.len().min(8)])?;
-    let (up_s, up_cpu, up_out) = timed(|| up.embed(&refs))?;
+    let n = refs.len();
+    let up = encoder(cfg, None, a.batch, &refs)?;
+    let batch = up.batch;
+    let (up_row, up_out) = row(format!("candle BertModel, batched (batch {batch})"), n, || up.embed(&refs))?;
     drop(up);
-    let single_per_s = single as f64 / single_s;
-    let batched_per_s = out.len() as f64 / batched_s;
-    let tokens = refs.iter().map(|r| enc.token_count(r)).sum::<Result<usize>>()?;
-    let mean_tokens = tokens as f64 / refs.len().max(1) as f64;
+    let f32 = encoder(cfg, Some(Precision::F32), a.batch, &refs)?;
+    let single = n.min(a.single.max(1));
+    let (single_row, ()) = row("ours f32, one at a time".into(), single, || {
+        refs[..single].iter().try_for_each(|r| f32.embed_batch(&[r]).map(drop))
+    })?;
+    let (f32_row, f32_out) = row(format!("ours f32, batched (batch {batch})"), n, || f32.embed(&refs))?;
+    let tokens = refs.iter().map(|r| f32.token_count(r)).sum::<Result<usize>>()?;
+    drop(f32);
+    let int8 = encoder(cfg, Some(Precision::Int8), a.batch, &refs)?;
+    let vnni = crate::denoise::qgemm::vnni_available();
+    let kernel = if vnni { "VNNI" } else { "portable" };
+    let (int8_row, int8_out) = row(format!("ours int8 ({kernel}), batched (batch {batch})"), n, || int8.embed(&refs))?;
+    let cos: Vec<f64> = int8_out.iter().zip(&f32_out).map(|(a, b)| cosine(a, b) as f64).collect();
+    let diff = f32_out
+        .iter()
+        .zip(&up_out)
+        .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs() as f64))
+        .fold(0f64, f64::max);
     Ok(EmbedBench {
         source,
-        batch: enc.batch,
-        threads: candle_core::utils::get_num_threads(),
-        mean_chars: s.iter().map(|x| x.len()).sum::<usize>() as f64 / s.len().max(1) as f64,
-        single_sentences: single,
-        single_per_s,
-        single_ms_per_sentence: 1e3 / single_per_s,
-        batched_sentences: out.len(),
-        batched_per_s,
-        speedup: batched_per_s / single_per_s,
-        single_cpu_ms_per_sentence: single_cpu * 1e3 / single as f64,
-        batched_cpu_ms_per_sentence: batched_cpu * 1e3 / out.len().max(1) as f64,
-        mean_tokens,
-        batched_tokens_per_s: batched_per_s * mean_tokens,
-        upstream_batched_per_s: up_out.len() as f64 / up_s,
-        upstream_batched_cpu_ms_per_sentence: up_cpu * 1e3 / up_out.len().max(1) as f64,
+        batch,
+        threads: rayon::current_num_threads(),
+        mean_chars: s.iter().map(|x| x.len()).sum::<usize>() as f64 / n.max(1) as f64,
+        mean_tokens: tokens as f64 / n.max(1) as f64,
+        int8_vnni: vnni,
+        rows: vec![up_row, single_row, f32_row, int8_row],
+        int8_cosine_mean: cos.iter().sum::<f64>() / cos.len().max(1) as f64,
+        int8_cosine_min: cos.iter().copied().fold(1.0, f64::min),
+        f32_max_abs_diff_vs_candle: diff,
         loadavg: loadavg(),
     })
 }
-
 
 /// Prints the results as a table.
 pub fn print(b: &EmbedBench) {
@@ -121,17 +150,21 @@ pub fn print(b: &EmbedBench) {
         "all-MiniLM-L6-v2, {} threads, sentences from {} (mean {:.0} chars, {:.1} word pieces)",
         b.threads, b.source, b.mean_chars, b.mean_tokens
     );
-    println!("{:<40} {:>10} {:>12} {:>16}", "mode", "sentences", "sentences/s", "CPU ms/sentence");
-    let row = |name: String, n: usize, per_s: f64, cpu: f64| println!("{name:<40} {n:>10} {per_s:>12.1} {cpu:>16.2}");
-    row("ours, one at a time".into(), b.single_sentences, b.single_per_s, b.single_cpu_ms_per_sentence);
-    row(format!("candle BertModel, batched (batch {})", b.batch), b.batched_sentences, b.upstream_batched_per_s, b.upstream_batched_cpu_ms_per_sentence);
-    row(format!("ours, batched (batch {})", b.batch), b.batched_sentences, b.batched_per_s, b.batched_cpu_ms_per_sentence);
+    println!("{:<44} {:>10} {:>12} {:>16} {:>10} {:>12}", "mode", "sentences", "sentences/s", "CPU ms/sentence", "x candle", "word pieces/s");
+    let base = b.rows[0].per_s;
+    for r in &b.rows {
+        println!(
+            "{:<44} {:>10} {:>12.1} {:>16.2} {:>10.2} {:>12.0}",
+            r.mode,
+            r.sentences,
+            r.per_s,
+            r.cpu_ms_per_sentence,
+            r.per_s / base,
+            r.per_s * b.mean_tokens
+        );
+    }
     println!(
-        "ours batched: x{:.2} one at a time, x{:.2} candle's BertModel; {:.0} word pieces/s; load average {:.1} on {} cores",
-        b.speedup,
-        b.batched_per_s / b.upstream_batched_per_s,
-        b.batched_tokens_per_s,
-        b.loadavg,
-        b.threads
+        "int8 against f32: cosine mean {:.5}, min {:.5}; f32 against candle: max |difference| {:.1e}; load average {:.1} on {} cores",
+        b.int8_cosine_mean, b.int8_cosine_min, b.f32_max_abs_diff_vs_candle, b.loadavg, b.threads
     );
 }

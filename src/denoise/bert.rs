@@ -1,12 +1,13 @@
-//! BERT building blocks over [`Weights`] (HF tensor names), shared by BLIP's text decoder
-//! ([`super::blip::CachedDecoder`]) and the MiniLM sentence encoder ([`BertEncoder`]).
+//! BERT building blocks over [`Weights`] (HF tensor names) for BLIP's text decoder
+//! ([`super::blip::CachedDecoder`]), and the `config.json` fields of a BERT checkpoint (also read by
+//! the MiniLM sentence encoder, [`super::packed_bert`]).
 //!
 //! Same computation as candle's `bert` / `blip_text` modules, with the exact GELU through the
-//! vectorised kernel of [`super::gelu`] (candle's scalar `erf` was an eighth of MiniLM's time).
+//! vectorised kernel of [`super::gelu`] (candle's scalar `erf` was an eighth of a BERT encoder's time).
 use super::gelu::activate;
 use super::weights::{Lin, Weights};
-use candle_core::{DType, Module, Result, Tensor, D};
-use candle_nn::{Embedding, LayerNorm};
+use candle_core::{Module, Result, Tensor, D};
+use candle_nn::LayerNorm;
 
 /// Multi-head attention with its output block (`self.{query,key,value}`, `output.dense`,
 /// `output.LayerNorm`): LayerNorm(dense(attention) + input).
@@ -138,57 +139,4 @@ pub struct BertConfig {
     pub max_position_embeddings: usize,
     pub type_vocab_size: usize,
     pub layer_norm_eps: f64,
-}
-
-/// A BERT encoder (`embeddings.*`, `encoder.layer.N.*`): token ids to hidden states.
-pub struct BertEncoder {
-    word: Embedding,
-    position: Embedding,
-    token_type: Tensor,
-    emb_ln: LayerNorm,
-    layers: Vec<(Attention, FeedForward)>,
-    max_positions: usize,
-}
-
-impl BertEncoder {
-    pub fn new(cfg: &BertConfig, w: &Weights) -> Result<Self> {
-        let h = cfg.hidden_size;
-        let emb = w.pp("embeddings");
-        let eps = cfg.layer_norm_eps;
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|i| {
-                let l = w.pp("encoder").pp("layer").pp(i);
-                Ok((
-                    Attention::new_self(h, cfg.num_attention_heads, eps, &l.pp("attention"))?,
-                    FeedForward::new(h, cfg.intermediate_size, cfg.hidden_act, eps, &l)?,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self {
-            word: emb.pp("word_embeddings").embedding(cfg.vocab_size, h)?,
-            position: emb.pp("position_embeddings").embedding(cfg.max_position_embeddings, h)?,
-            // Sentence embeddings use token type 0 only.
-            token_type: emb.pp("token_type_embeddings").tensor((cfg.type_vocab_size, h), "weight")?.get(0)?,
-            emb_ln: emb.pp("LayerNorm").layer_norm(h, eps)?,
-            layers,
-            max_positions: cfg.max_position_embeddings,
-        })
-    }
-
-    /// `ids`, `mask`: (b, seq) u32, mask 1 for real tokens and 0 for padding. Returns (b, seq, h).
-    pub fn forward(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let (_, seq) = ids.dims2()?;
-        if seq > self.max_positions {
-            candle_core::bail!("input of {seq} tokens is longer than {} positions", self.max_positions)
-        }
-        let pos = Tensor::arange(0u32, seq as u32, ids.device())?;
-        let x = self.word.forward(ids)?.broadcast_add(&self.position.forward(&pos)?)?;
-        let mut x = x.broadcast_add(&self.token_type)?.apply(&self.emb_ln)?;
-        // Padding gets a large negative score: (b, 1, 1, seq), 0 for real tokens.
-        let bias = ((mask.to_dtype(DType::F32)? - 1.0)? * 1e9)?.unsqueeze(1)?.unsqueeze(1)?.to_dtype(x.dtype())?;
-        for (attn, ffn) in &self.layers {
-            x = ffn.forward(&attn.self_attend(&x, Some(&bias))?)?;
-        }
-        Ok(x)
-    }
 }

@@ -2,9 +2,10 @@
 //!
 //! - [`blip`]: the captioner (our vision encoder and cached batched text decoder; candle's
 //!   upstream model only as the baseline),
-//! - [`vision`], [`bert`], [`gelu`]: BLIP's ViT, BERT blocks (BLIP's decoder, MiniLM) and the
-//!   vectorised exact GELU they use,
-//! - [`embed`]: all-MiniLM-L6-v2 sentence embeddings (mean pooling, L2 norm),
+//! - [`vision`], [`bert`], [`gelu`], [`softmax`]: BLIP's ViT, BERT blocks (BLIP's decoder) and the
+//!   vectorised exact GELU and softmax they use,
+//! - [`embed`]: all-MiniLM-L6-v2 sentence embeddings (mean pooling, L2 norm) through
+//!   [`packed_bert`], a BERT encoder over unpadded sentences with f32 or int8 ([`qgemm`]) linears,
 //! - [`text`]: splitting a merchant description into phrases and dropping noise,
 //! - [`features`]: catalogue readers (H&M, Myntra) and item text feature builders,
 //! - [`robustness`]: injected-noise check of the cleaning on real descriptions,
@@ -15,8 +16,11 @@ pub mod blip;
 pub mod embed;
 pub mod features;
 pub mod gelu;
+pub mod packed_bert;
 pub mod pipeline;
+pub mod qgemm;
 pub mod robustness;
+pub mod softmax;
 pub mod testutil;
 pub mod text;
 pub mod vision;

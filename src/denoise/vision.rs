@@ -2,11 +2,14 @@
 //!
 //! Same computation as candle's `blip` / `quantized_blip` vision models, arranged for inference
 //! speed on a small CPU: the exact GELU runs through the vectorised kernel of [`super::gelu`], the
-//! attention scale is folded into the queries (n·d multiplies instead of n²·heads), and attention
-//! runs one image at a time so the (heads, n, n) score tensor of a batch is never all alive at once.
+//! attention on the CPU runs one (image, head) pair per task straight from the query-key-value
+//! product, with a vectorised softmax and one n × n score buffer per task ([`CpuAttention`]);
+//! elsewhere it runs one image at a time with the scale folded into the queries.
 use super::gelu::activate;
 use super::weights::{Lin, Weights};
-use candle_core::{Result, Tensor, D};
+use super::softmax::softmax_in_place;
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, D};
+use rayon::prelude::*;
 use candle_nn::{Conv2d, Conv2dConfig, LayerNorm};
 use candle_transformers::models::blip::VisionConfig;
 
@@ -88,10 +91,21 @@ impl VisionEncoder {
 
     /// Multi-head self-attention with its output projection.
     fn attention(&self, l: &Layer, xs: &Tensor) -> Result<Tensor> {
-        let (b, n, h) = xs.dims3()?;
-        let hd = h / self.heads;
+        let qkv = xs.apply(&l.qkv)?;
+        let ctx = if qkv.device().is_cpu() && qkv.dtype() == DType::F32 {
+            qkv.contiguous()?.apply_op1_no_bwd(&CpuAttention { heads: self.heads, scale: self.scale as f32 })?
+        } else {
+            self.attention_tensors(&qkv)?
+        };
+        ctx.apply(&l.projection)
+    }
+
+    /// Attention through candle's tensor operations (GPU, f16), one image at a time.
+    fn attention_tensors(&self, qkv: &Tensor) -> Result<Tensor> {
+        let (b, n, h3) = qkv.dims3()?;
+        let hd = h3 / 3 / self.heads;
         // (b, n, 3, heads, hd) -> (3, b, heads, n, hd)
-        let qkv = xs.apply(&l.qkv)?.reshape((b, n, 3, self.heads, hd))?.permute((2, 0, 3, 1, 4))?;
+        let qkv = qkv.reshape((b, n, 3, self.heads, hd))?.permute((2, 0, 3, 1, 4))?;
         let ctx = (0..b)
             .map(|i| {
                 let q = (qkv.get(0)?.get(i)? * self.scale)?.contiguous()?;
@@ -101,6 +115,99 @@ impl VisionEncoder {
                 probs.matmul(&v)?.transpose(0, 1)?.flatten_from(1)
             })
             .collect::<Result<Vec<_>>>()?;
-        Tensor::stack(&ctx, 0)?.apply(&l.projection)
+        Tensor::stack(&ctx, 0)
+    }
+}
+
+/// Attention on the CPU from the (b, n, 3h) query-key-value product to the (b, n, h) contexts, one
+/// (image, head) pair per task: scores straight from the strided product (no per-head copies),
+/// the vectorised softmax of [`super::softmax`], and one n × n score buffer per task instead of a
+/// (heads, n, n) tensor per image.
+struct CpuAttention {
+    heads: usize,
+    scale: f32,
+}
+
+/// The context buffer, written by tasks at disjoint (image, head) column blocks.
+struct SharedOut(*mut f32);
+// SAFETY: tasks write disjoint elements (see `CpuAttention::cpu_fwd`) and the buffer outlives them.
+unsafe impl Sync for SharedOut {}
+
+impl CustomOp1 for CpuAttention {
+    fn name(&self) -> &'static str {
+        "cpu-attention"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("cpu-attention: f32 only")
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("cpu-attention: input must be contiguous")
+        };
+        let (b, n, h3) = layout.shape().dims3()?;
+        if h3 % (3 * self.heads) != 0 {
+            candle_core::bail!("cpu-attention: width {h3} is not 3 x {} heads", self.heads)
+        }
+        let (h, d) = (h3 / 3, h3 / 3 / self.heads);
+        let src = &data[start..end];
+        let mut ctx = vec![0f32; b * n * h];
+        let out = SharedOut(ctx.as_mut_ptr());
+        let out = &out;
+        (0..b * self.heads).into_par_iter().for_each_init(
+            || vec![0f32; n * n],
+            |scores, task| {
+                let (img, head) = (task / self.heads, task % self.heads);
+                let base = img * n * h3 + head * d;
+                // SAFETY: reads stay inside image `img` of `src` (rows of h3, columns < h3); the
+                // write goes to this task's own (image, head) column block of `ctx`, of b·n·h values.
+                unsafe {
+                    gemm::gemm(
+                        n,
+                        n,
+                        d,
+                        scores.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        false,
+                        src.as_ptr().add(base),
+                        1,
+                        h3 as isize,
+                        src.as_ptr().add(base + h),
+                        h3 as isize,
+                        1,
+                        0.0,
+                        self.scale,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                    softmax_in_place(scores, n);
+                    gemm::gemm(
+                        n,
+                        d,
+                        n,
+                        out.0.add(img * n * h + head * d),
+                        1,
+                        h as isize,
+                        false,
+                        scores.as_ptr(),
+                        1,
+                        n as isize,
+                        src.as_ptr().add(base + 2 * h),
+                        1,
+                        h3 as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            },
+        );
+        Ok((CpuStorage::F32(ctx), Shape::from((b, n, h))))
     }
 }

@@ -1,0 +1,368 @@
+//! Int8 linear layers for inference: y = x·Wᵀ + b with 8-bit weights and activations.
+//!
+//! - Weights are quantized once, symmetrically, with one scale per output feature (the rows of a
+//!   PyTorch `Linear` weight), and packed in panels of 64 output features × 4 inputs, the operand
+//!   layout of AVX-512 VNNI's `vpdpbusd` (16 features × 4 byte products summed into 16 i32 per
+//!   instruction).
+//! - Activations are quantized at each product, symmetrically, with one scale per row (token), and
+//!   stored offset by +128 as unsigned bytes, the other operand of `vpdpbusd`. The offset's
+//!   contribution (128·Σₖ w) is precomputed per feature and subtracted from the integer sum, so the
+//!   result is the exact integer dot product of the signed values.
+//! - Two kernels compute the same integer sums: the AVX-512 VNNI one, chosen at run time, and a
+//!   portable one (other x86 CPUs, arm64). Their outputs are bit-identical (tested).
+//! - Rows are split over the rayon pool; each task walks every panel for its rows, so a panel
+//!   (k × 64 bytes) is reused from cache by all of the task's rows.
+//!
+//! This is the dynamic int8 quantization that ONNX Runtime and PyTorch apply to BERT linears, with
+//! a finer (per-token rather than per-tensor) activation scale.
+use rayon::prelude::*;
+
+/// Output features per packed panel (4 × 16 i32 lanes).
+const NR: usize = 64;
+/// Activation rows per micro-kernel call.
+const MR: usize = 6;
+
+/// A quantized linear layer (see the module notes).
+#[derive(Clone)]
+pub struct QLinear {
+    n: usize,
+    k: usize,
+    /// `k` rounded up to a multiple of 4 (the padding is zero).
+    kp: usize,
+    /// [panel][k/4][64 features][4 inputs], signed.
+    w: Vec<i8>,
+    /// Per feature (padded to whole panels): weight scale, 128·Σw, bias.
+    scale: Vec<f32>,
+    offset: Vec<i32>,
+    bias: Vec<f32>,
+    /// Per input feature: the divisor that moved activation outliers into the weights (see
+    /// [`QLinear::quantize_smoothed`]); inputs are multiplied by these before quantization.
+    smooth: Option<Vec<f32>>,
+}
+
+/// Rows of activations quantized for [`QLinear::forward_quantized`]: bytes offset by +128 and one
+/// scale per row.
+pub struct QRows {
+    kp: usize,
+    data: Vec<u8>,
+    scale: Vec<f32>,
+}
+
+/// Rounds to the nearest integer (ties to even) for |v| < 2²²: two additions, so the loop vectorises
+/// on any target (`f32::round` is a libm call without SSE4.1).
+#[inline(always)]
+fn round_small(v: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2²³
+    (v + MAGIC) - MAGIC
+}
+
+impl QLinear {
+    /// Quantizes a row-major (n, k) weight (PyTorch `Linear` layout) and its bias.
+    pub fn quantize(weight: &[f32], bias: Option<&[f32]>, n: usize, k: usize) -> Self {
+        Self::quantize_with(weight, bias, n, k, None)
+    }
+
+    /// [`QLinear::quantize`] with SmoothQuant's migration (Xiao et al., 2023): given the largest
+    /// |input| of each input feature on calibration data, input j is divided by
+    /// sⱼ = √(max|xⱼ| / max|W·ⱼ|) and weight column j multiplied by it. The product is unchanged,
+    /// but a few outlier features no longer set every token's quantization step.
+    pub fn quantize_smoothed(weight: &[f32], bias: Option<&[f32]>, n: usize, k: usize, act_max: &[f32]) -> Self {
+        assert_eq!(act_max.len(), k, "{} activation maxima for {k} inputs", act_max.len());
+        assert_eq!(weight.len(), n * k, "weight is not {n} x {k}");
+        let mut w_max = vec![0f32; k];
+        for row in weight.chunks_exact(k) {
+            w_max.iter_mut().zip(row).for_each(|(m, v)| *m = m.max(v.abs()));
+        }
+        let s: Vec<f32> = act_max
+            .iter()
+            .zip(&w_max)
+            .map(|(&a, &w)| if a > 0.0 && w > 0.0 { (a / w).sqrt().clamp(1e-3, 1e3) } else { 1.0 })
+            .collect();
+        let scaled: Vec<f32> = weight.chunks_exact(k).flat_map(|row| row.iter().zip(&s).map(|(v, s)| v * s)).collect();
+        Self::quantize_with(&scaled, bias, n, k, Some(s.iter().map(|s| 1.0 / s).collect()))
+    }
+
+    fn quantize_with(weight: &[f32], bias: Option<&[f32]>, n: usize, k: usize, smooth: Option<Vec<f32>>) -> Self {
+        assert_eq!(weight.len(), n * k, "weight is not {n} x {k}");
+        let kp = k.div_ceil(4) * 4;
+        let panels = n.div_ceil(NR);
+        let mut w = vec![0i8; panels * NR * kp];
+        let mut scale = vec![0f32; panels * NR];
+        let mut offset = vec![0i32; panels * NR];
+        let mut b = vec![0f32; panels * NR];
+        for f in 0..n {
+            let row = &weight[f * k..(f + 1) * k];
+            let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
+            scale[f] = s;
+            b[f] = bias.map_or(0.0, |b| b[f]);
+            let (panel, col) = (f / NR, f % NR);
+            let mut sum = 0i32;
+            for (kk, &v) in row.iter().enumerate() {
+                let q = round_small(v / s).clamp(-127.0, 127.0) as i8;
+                sum += q as i32;
+                w[panel * NR * kp + (kk / 4) * NR * 4 + col * 4 + kk % 4] = q;
+            }
+            offset[f] = 128 * sum;
+        }
+        Self { n, k, kp, w, scale, offset, bias: b, smooth }
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.n
+    }
+
+    pub fn in_features(&self) -> usize {
+        self.k
+    }
+
+    /// Quantizes `m` rows of `x` (row-major, `k` wide) for this layer's input width.
+    pub fn quantize_rows(&self, x: &[f32], m: usize) -> QRows {
+        quantize_rows(x, m, self.k, self.kp, self.smooth.as_deref())
+    }
+
+    /// `out` (m × n, row-major) = x·Wᵀ + b (+ `residual`, same shape as `out`), for `m` rows of `x`.
+    pub fn forward(&self, x: &[f32], m: usize, out: &mut [f32], residual: Option<&[f32]>) {
+        let q = self.quantize_rows(x, m);
+        self.forward_quantized(&q, out, residual, vnni_available());
+    }
+
+    /// [`QLinear::forward`] on rows already quantized; `vnni` picks the AVX-512 VNNI kernel (the
+    /// caller has checked [`vnni_available`]) instead of the portable one.
+    pub fn forward_quantized(&self, q: &QRows, out: &mut [f32], residual: Option<&[f32]>, vnni: bool) {
+        assert_eq!(q.kp, self.kp, "activations quantized for another width");
+        let m = q.scale.len();
+        let n = self.n;
+        assert_eq!(out.len(), m * n);
+        if let Some(r) = residual {
+            assert_eq!(r.len(), m * n);
+        }
+        if m == 0 {
+            return;
+        }
+        let vnni = vnni && vnni_available();
+        // Enough tasks to balance the pool, each a whole number of micro-kernel calls.
+        let tasks = 4 * rayon::current_num_threads().max(1);
+        let rows_per_task = m.div_ceil(tasks).div_ceil(MR) * MR;
+        out.par_chunks_mut(rows_per_task * n).enumerate().for_each(|(t, out)| {
+            let r0 = t * rows_per_task;
+            let rows = out.len() / n;
+            let mut acc = [[0i32; NR]; MR];
+            for panel in 0..n.div_ceil(NR) {
+                let wp = &self.w[panel * NR * self.kp..(panel + 1) * NR * self.kp];
+                let cols = NR.min(n - panel * NR);
+                let mut r = 0;
+                while r < rows {
+                    let mr = MR.min(rows - r);
+                    let a = &q.data[(r0 + r) * self.kp..(r0 + r + mr) * self.kp];
+                    kernel(a, self.kp, wp, mr, &mut acc, vnni);
+                    for (i, acc) in acc.iter().enumerate().take(mr) {
+                        let row = r0 + r + i;
+                        let dst = &mut out[(r + i) * n + panel * NR..][..cols];
+                        let sa = q.scale[row];
+                        let f0 = panel * NR;
+                        let res = residual.map(|res| &res[row * n + f0..row * n + f0 + cols]);
+                        epilogue(&acc[..cols], sa, &self.scale[f0..f0 + cols], &self.offset[f0..f0 + cols], &self.bias[f0..f0 + cols], res, dst);
+                    }
+                    r += mr;
+                }
+            }
+        });
+    }
+}
+
+/// dst = (acc − offset)·sa·sw + b (+ residual).
+#[inline(always)]
+fn epilogue(acc: &[i32], sa: f32, sw: &[f32], off: &[i32], b: &[f32], res: Option<&[f32]>, dst: &mut [f32]) {
+    for i in 0..dst.len() {
+        dst[i] = ((acc[i] - off[i]) as f32 * (sa * sw[i]) + b[i]) + res.map_or(0.0, |r| r[i]);
+    }
+}
+
+/// Quantizes rows of `x`, each input first multiplied by `smooth` when given.
+fn quantize_rows(x: &[f32], m: usize, k: usize, kp: usize, smooth: Option<&[f32]>) -> QRows {
+    assert!(x.len() >= m * k, "{} values for {m} rows of {k}", x.len());
+    let mut data = vec![128u8; m * kp];
+    let mut scale = vec![0f32; m];
+    let work = |(row, (dst, s)): (usize, (&mut [u8], &mut f32))| {
+        let src = &x[row * k..(row + 1) * k];
+        let mut buf = Vec::new();
+        let src = match smooth {
+            Some(f) => {
+                buf.extend(src.iter().zip(f).map(|(v, f)| v * f));
+                &buf[..]
+            }
+            None => src,
+        };
+        let amax = src.iter().fold(0f32, |m, v| m.max(v.abs()));
+        *s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
+        let inv = 1.0 / *s;
+        for (d, &v) in dst.iter_mut().zip(src) {
+            // In [-127, 127] by construction; the clamp only guards NaN and rounding at the edge.
+            *d = (round_small(v * inv).clamp(-127.0, 127.0) as i32 + 128) as u8;
+        }
+    };
+    if m * k >= 1 << 16 {
+        data.par_chunks_mut(kp).zip(scale.par_iter_mut()).enumerate().for_each(work);
+    } else {
+        data.chunks_mut(kp).zip(scale.iter_mut()).enumerate().for_each(work);
+    }
+    QRows { kp, data, scale }
+}
+
+/// Whether the AVX-512 VNNI kernel can run on this CPU.
+pub fn vnni_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Integer sums of `mr` activation rows (`a`, stride `kp`, +128 offset bytes) with one panel.
+#[inline(always)]
+fn kernel(a: &[u8], kp: usize, w: &[i8], mr: usize, acc: &mut [[i32; NR]; MR], vnni: bool) {
+    debug_assert!(a.len() >= mr * kp && w.len() >= NR * kp);
+    #[cfg(target_arch = "x86_64")]
+    if vnni {
+        // SAFETY: `vnni` is only true after `vnni_available()`; the slices cover mr rows of kp bytes
+        // and one whole panel (checked by the callers' indexing above).
+        unsafe {
+            match mr {
+                1 => vnni_kernel::<1>(a, kp, w, acc),
+                2 => vnni_kernel::<2>(a, kp, w, acc),
+                3 => vnni_kernel::<3>(a, kp, w, acc),
+                4 => vnni_kernel::<4>(a, kp, w, acc),
+                5 => vnni_kernel::<5>(a, kp, w, acc),
+                _ => vnni_kernel::<6>(a, kp, w, acc),
+            }
+        }
+        return;
+    }
+    let _ = vnni;
+    portable_kernel(a, kp, w, mr, acc)
+}
+
+/// The reference kernel: plain integer loops (vectorised by the compiler where it can).
+fn portable_kernel(a: &[u8], kp: usize, w: &[i8], mr: usize, acc: &mut [[i32; NR]; MR]) {
+    for (r, acc) in acc.iter_mut().enumerate().take(mr) {
+        acc.fill(0);
+        let a = &a[r * kp..(r + 1) * kp];
+        for (k4, wk) in w.chunks_exact(NR * 4).enumerate().take(kp / 4) {
+            let av = [a[4 * k4] as i32, a[4 * k4 + 1] as i32, a[4 * k4 + 2] as i32, a[4 * k4 + 3] as i32];
+            for (c, wc) in wk.chunks_exact(4).enumerate() {
+                acc[c] += av[0] * wc[0] as i32 + av[1] * wc[1] as i32 + av[2] * wc[2] as i32 + av[3] * wc[3] as i32;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn vnni_kernel<const R: usize>(a: &[u8], kp: usize, w: &[i8], acc: &mut [[i32; NR]; MR]) {
+    use std::arch::x86_64::*;
+    let mut s = [[_mm512_setzero_si512(); 4]; R];
+    let ap = a.as_ptr();
+    let wp = w.as_ptr();
+    for k4 in 0..kp / 4 {
+        let wk = wp.add(k4 * NR * 4) as *const __m512i;
+        let w0 = _mm512_loadu_si512(wk);
+        let w1 = _mm512_loadu_si512(wk.add(1));
+        let w2 = _mm512_loadu_si512(wk.add(2));
+        let w3 = _mm512_loadu_si512(wk.add(3));
+        for (r, sr) in s.iter_mut().enumerate() {
+            let av = _mm512_set1_epi32(std::ptr::read_unaligned(ap.add(r * kp + 4 * k4) as *const i32));
+            sr[0] = _mm512_dpbusd_epi32(sr[0], av, w0);
+            sr[1] = _mm512_dpbusd_epi32(sr[1], av, w1);
+            sr[2] = _mm512_dpbusd_epi32(sr[2], av, w2);
+            sr[3] = _mm512_dpbusd_epi32(sr[3], av, w3);
+        }
+    }
+    for (sr, acc) in s.iter().zip(acc.iter_mut()) {
+        for (j, v) in sr.iter().enumerate() {
+            _mm512_storeu_si512(acc.as_mut_ptr().add(16 * j) as *mut __m512i, *v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    fn random(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n).map(|_| lcg(&mut s)).collect()
+    }
+
+    /// f32 reference of x·Wᵀ + b.
+    fn reference(x: &[f32], w: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+        let mut y = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                y[i * n + j] = b[j] + (0..k).map(|t| x[i * k + t] * w[j * k + t]).sum::<f32>();
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn int8_product_is_close_to_f32_for_odd_shapes() {
+        // Widths that are not multiples of 4 or 64, and row counts around the micro-kernel's 6.
+        for &(m, n, k) in &[(1, 1, 1), (7, 70, 13), (13, 130, 384), (6, 64, 8), (25, 200, 1536)] {
+            let (x, w, b) = (random(m * k, 1), random(n * k, 2), random(n, 3));
+            let q = QLinear::quantize(&w, Some(&b), n, k);
+            let mut y = vec![0f32; m * n];
+            q.forward(&x, m, &mut y, None);
+            let want = reference(&x, &w, &b, m, n, k);
+            // Each operand is within half a step (1/254 of its row's max) of the real value.
+            let tol = 0.02 * (k as f32).sqrt() + 1e-3;
+            let worst = y.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(worst < tol, "{m}x{n}x{k}: max error {worst} (tolerance {tol})");
+            let spread = want.iter().map(|v| v.abs()).fold(0f32, f32::max);
+            assert!(spread > 10.0 * worst, "{m}x{n}x{k}: error {worst} against values up to {spread}");
+        }
+    }
+
+    #[test]
+    fn residual_is_added_and_zero_rows_stay_finite() {
+        let (m, n, k) = (9, 80, 20);
+        let (mut x, w, b) = (random(m * k, 4), random(n * k, 5), random(n, 6));
+        x[..k].fill(0.0); // a row of zeros quantizes with scale 1, not 0/0
+        let r = random(m * n, 7);
+        let q = QLinear::quantize(&w, Some(&b), n, k);
+        let (mut plain, mut with) = (vec![0f32; m * n], vec![0f32; m * n]);
+        q.forward(&x, m, &mut plain, None);
+        q.forward(&x, m, &mut with, Some(&r));
+        for i in 0..m * n {
+            assert!((with[i] - (plain[i] + r[i])).abs() < 1e-5);
+        }
+        assert!(plain[..n].iter().zip(&b).all(|(y, b)| (y - b).abs() < 1e-6), "a zero row gives the bias");
+    }
+
+    #[test]
+    fn vnni_and_portable_kernels_give_identical_sums() {
+        if !vnni_available() {
+            eprintln!("skipping: no AVX-512 VNNI on this CPU (the portable kernel is covered above)");
+            return;
+        }
+        for &(m, n, k) in &[(1, 64, 4), (11, 192, 384), (17, 70, 1536), (6, 384, 36)] {
+            let (x, w) = (random(m * k, 8), random(n * k, 9));
+            let q = QLinear::quantize(&w, None, n, k);
+            let rows = q.quantize_rows(&x, m);
+            let (mut a, mut b) = (vec![0f32; m * n], vec![0f32; m * n]);
+            q.forward_quantized(&rows, &mut a, None, true);
+            q.forward_quantized(&rows, &mut b, None, false);
+            assert_eq!(a, b, "{m}x{n}x{k}");
+        }
+    }
+}
