@@ -50,7 +50,7 @@ pub struct EmbedBench {
     /// Whether the int8 rows ran the AVX-512 VNNI kernel (else the portable one).
     pub int8_vnni: bool,
     /// candle's `BertModel` batched (the baseline), ours f32 one at a time, ours f32 batched, ours
-    /// int8 batched.
+    /// int8 batched, and (where VNNI is present) ours int8 batched with the portable kernel.
     pub rows: Vec<EmbedRow>,
     /// Cosine of each sentence's int8 embedding with its f32 one: mean and smallest.
     pub int8_cosine_mean: f64,
@@ -123,6 +123,16 @@ pub fn run(a: &EmbedBenchArgs, cfg: &crate::config::DenoiseConfig) -> Result<Emb
     let vnni = crate::denoise::qgemm::vnni_available();
     let kernel = if vnni { "VNNI" } else { "portable" };
     let (int8_row, int8_out) = row(format!("ours int8 ({kernel}), batched (batch {batch})"), n, || int8.embed(&refs))?;
+    let mut rows = vec![up_row, single_row, f32_row, int8_row];
+    drop(int8);
+    if vnni {
+        // What a CPU without VNNI (or an arm64 board) runs: the same sums, portable code.
+        crate::denoise::qgemm::force_portable(true);
+        let portable = encoder(cfg, Some(Precision::Int8), a.batch, &refs)
+            .and_then(|enc| row(format!("ours int8 (portable), batched (batch {batch})"), n, || enc.embed(&refs)));
+        crate::denoise::qgemm::force_portable(false);
+        rows.push(portable?.0);
+    }
     let cos: Vec<f64> = int8_out.iter().zip(&f32_out).map(|(a, b)| cosine(a, b) as f64).collect();
     let diff = f32_out
         .iter()
@@ -136,7 +146,7 @@ pub fn run(a: &EmbedBenchArgs, cfg: &crate::config::DenoiseConfig) -> Result<Emb
         mean_chars: s.iter().map(|x| x.len()).sum::<usize>() as f64 / n.max(1) as f64,
         mean_tokens: tokens as f64 / n.max(1) as f64,
         int8_vnni: vnni,
-        rows: vec![up_row, single_row, f32_row, int8_row],
+        rows,
         int8_cosine_mean: cos.iter().sum::<f64>() / cos.len().max(1) as f64,
         int8_cosine_min: cos.iter().copied().fold(1.0, f64::min),
         f32_max_abs_diff_vs_candle: diff,

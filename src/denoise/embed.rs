@@ -113,6 +113,12 @@ impl TextEncoder {
                 (Backbone::Upstream(candle_transformers::models::bert::BertModel::load(vb, &cfg)?), model_id.to_string())
             }
             Some(p) => {
+                if p == Precision::Int8 && !super::qgemm::vnni_available() {
+                    tracing::warn!(
+                        "denoise.text_precision = \"int8\" without AVX-512 VNNI on this CPU: the portable int8 kernel \
+                         is slower than f32 here (docs/denoise.md); consider \"f32\""
+                    );
+                }
                 let id = match p {
                     Precision::F32 => model_id.to_string(),
                     Precision::Int8 => format!("{model_id}+int8"),

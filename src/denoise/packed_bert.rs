@@ -383,3 +383,85 @@ fn record_max(max: &mut Vec<f32>, rows: &[f32], m: usize) {
         max.iter_mut().zip(row).for_each(|(a, v)| *a = a.max(v.abs()));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, Tensor};
+
+    const CONFIG: &str = r#"{"vocab_size": 120, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "intermediate_size": 128, "hidden_act": "gelu", "max_position_embeddings": 40, "type_vocab_size": 2,
+        "layer_norm_eps": 1e-12, "hidden_dropout_prob": 0.0, "initializer_range": 0.02, "pad_token_id": 0}"#;
+
+    /// A random tiny BERT as both candle's `BertModel` and ours (same tensors).
+    fn models(precision: Precision, calibration: &[Vec<u32>]) -> (candle_transformers::models::bert::BertModel, PackedBert) {
+        let up_cfg: candle_transformers::models::bert::Config = serde_json::from_str(CONFIG).unwrap();
+        let cfg: BertConfig = serde_json::from_str(CONFIG).unwrap();
+        let tensors = crate::denoise::testutil::random_bert_tensors(&up_cfg, 7).unwrap();
+        let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+        let up = candle_transformers::models::bert::BertModel::load(vb.clone(), &up_cfg).unwrap();
+        let ours = PackedBert::new(&cfg, &Weights::Dense(vb), precision, calibration).unwrap();
+        (up, ours)
+    }
+
+    fn sentences(seed: u32) -> Vec<Vec<u32>> {
+        // Lengths 1 to 37 (the longest fits the 40 positions), ids spread over the vocabulary.
+        [1usize, 2, 5, 9, 17, 37, 3, 12]
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| (0..len as u32).map(|t| (t * 37 + i as u32 * 11 + seed * 5) % 120).collect())
+            .collect()
+    }
+
+    /// candle's embedding of one sentence (no padding): mean of the last hidden states, L2-normalised.
+    fn reference(m: &candle_transformers::models::bert::BertModel, ids: &[u32]) -> Vec<f32> {
+        let t = Tensor::new(ids, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        let hidden = m.forward(&t, &t.zeros_like().unwrap(), None).unwrap();
+        let mean = hidden.mean(1).unwrap().squeeze(0).unwrap().to_vec1::<f32>().unwrap();
+        let norm = mean.iter().map(|v| v * v).sum::<f32>().sqrt();
+        mean.iter().map(|v| v / norm).collect()
+    }
+
+    fn cosine(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    #[test]
+    fn packed_f32_equals_candles_bert_model_sentence_by_sentence() {
+        let (up, ours) = models(Precision::F32, &[]);
+        let s = sentences(0);
+        let packed = ours.embed(&s).unwrap();
+        for (ids, got) in s.iter().zip(&packed) {
+            let want = reference(&up, ids);
+            let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(worst < 2e-6, "{} tokens: max difference {worst}", ids.len());
+        }
+        // Packing is invisible: each sentence alone gives its packed result.
+        for (ids, got) in s.iter().zip(&packed) {
+            let alone = ours.embed(std::slice::from_ref(ids)).unwrap().remove(0);
+            assert!(alone.iter().zip(got).all(|(a, b)| (a - b).abs() < 1e-6));
+        }
+    }
+
+    #[test]
+    fn int8_with_and_without_calibration_stays_close_to_f32() {
+        let (_, f32) = models(Precision::F32, &[]);
+        let (_, plain) = models(Precision::Int8, &[]);
+        let (_, smooth) = models(Precision::Int8, &sentences(3));
+        assert_eq!(smooth.precision(), Precision::Int8);
+        let s = sentences(0);
+        let (want, a, b) = (f32.embed(&s).unwrap(), plain.embed(&s).unwrap(), smooth.embed(&s).unwrap());
+        let worst = |x: &[Vec<f32>]| x.iter().zip(&want).map(|(p, q)| cosine(p, q)).fold(1f32, f32::min);
+        let (wa, wb) = (worst(&a), worst(&b));
+        assert!(wa > 0.99 && wb > 0.99, "int8 cosine to f32: plain {wa}, smoothed {wb}");
+        assert!(a != want && b != a, "int8 layers were not used");
+    }
+
+    #[test]
+    fn bad_inputs_are_errors_not_panics() {
+        let (_, ours) = models(Precision::F32, &[]);
+        assert!(ours.embed(&[vec![5, 120]]).is_err(), "id outside the vocabulary");
+        assert!(ours.embed(&[vec![1; 41]]).is_err(), "longer than the positions");
+        assert!(ours.embed(&[]).unwrap().is_empty());
+    }
+}

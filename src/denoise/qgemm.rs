@@ -1,15 +1,16 @@
 //! Int8 linear layers for inference: y = x·Wᵀ + b with 8-bit weights and activations.
 //!
 //! - Weights are quantized once, symmetrically, with one scale per output feature (the rows of a
-//!   PyTorch `Linear` weight), and packed in panels of 64 output features × 4 inputs, the operand
-//!   layout of AVX-512 VNNI's `vpdpbusd` (16 features × 4 byte products summed into 16 i32 per
-//!   instruction).
+//!   PyTorch `Linear` weight), and packed in panels of 64 output features: × 4 inputs for AVX-512
+//!   VNNI's `vpdpbusd` (16 features × 4 byte products summed into 16 i32 per instruction), or one
+//!   input at a time for the portable kernel (a broadcast multiply-add that compilers vectorise).
 //! - Activations are quantized at each product, symmetrically, with one scale per row (token), and
 //!   stored offset by +128 as unsigned bytes, the other operand of `vpdpbusd`. The offset's
 //!   contribution (128·Σₖ w) is precomputed per feature and subtracted from the integer sum, so the
 //!   result is the exact integer dot product of the signed values.
-//! - Two kernels compute the same integer sums: the AVX-512 VNNI one, chosen at run time, and a
-//!   portable one (other x86 CPUs, arm64). Their outputs are bit-identical (tested).
+//! - Two kernels compute the same integer sums: the AVX-512 VNNI one, chosen at run time when the
+//!   layer is quantized, and a portable one (other x86 CPUs, arm64). Their outputs are
+//!   bit-identical (tested).
 //! - Rows are split over the rayon pool; each task walks every panel for its rows, so a panel
 //!   (k × 64 bytes) is reused from cache by all of the task's rows.
 //!
@@ -29,8 +30,11 @@ pub struct QLinear {
     k: usize,
     /// `k` rounded up to a multiple of 4 (the padding is zero).
     kp: usize,
-    /// [panel][k/4][64 features][4 inputs], signed.
+    /// Signed weights in panels of 64 features: [k/4][64 features][4 inputs] for the VNNI kernel,
+    /// [k][64 features] for the portable one.
     w: Vec<i8>,
+    /// Which kernel the layout is for (decided when quantizing).
+    vnni: bool,
     /// Per feature (padded to whole panels): weight scale, 128·Σw, bias.
     scale: Vec<f32>,
     offset: Vec<i32>,
@@ -57,9 +61,16 @@ fn round_small(v: f32) -> f32 {
 }
 
 impl QLinear {
-    /// Quantizes a row-major (n, k) weight (PyTorch `Linear` layout) and its bias.
+    /// Quantizes a row-major (n, k) weight (PyTorch `Linear` layout) and its bias, for the kernel
+    /// that [`use_vnni`] picks now.
     pub fn quantize(weight: &[f32], bias: Option<&[f32]>, n: usize, k: usize) -> Self {
-        Self::quantize_with(weight, bias, n, k, None)
+        Self::quantize_with(weight, bias, n, k, None, use_vnni())
+    }
+
+    /// [`QLinear::quantize`] for the portable kernel (`vnni` false) or, where the CPU has it, the
+    /// VNNI one.
+    pub fn quantize_for(weight: &[f32], bias: Option<&[f32]>, n: usize, k: usize, vnni: bool) -> Self {
+        Self::quantize_with(weight, bias, n, k, None, vnni && vnni_available())
     }
 
     /// [`QLinear::quantize`] with SmoothQuant's migration (Xiao et al., 2023): given the largest
@@ -79,10 +90,10 @@ impl QLinear {
             .map(|(&a, &w)| if a > 0.0 && w > 0.0 { (a / w).sqrt().clamp(1e-3, 1e3) } else { 1.0 })
             .collect();
         let scaled: Vec<f32> = weight.chunks_exact(k).flat_map(|row| row.iter().zip(&s).map(|(v, s)| v * s)).collect();
-        Self::quantize_with(&scaled, bias, n, k, Some(s.iter().map(|s| 1.0 / s).collect()))
+        Self::quantize_with(&scaled, bias, n, k, Some(s.iter().map(|s| 1.0 / s).collect()), use_vnni())
     }
 
-    fn quantize_with(weight: &[f32], bias: Option<&[f32]>, n: usize, k: usize, smooth: Option<Vec<f32>>) -> Self {
+    fn quantize_with(weight: &[f32], bias: Option<&[f32]>, n: usize, k: usize, smooth: Option<Vec<f32>>, vnni: bool) -> Self {
         assert_eq!(weight.len(), n * k, "weight is not {n} x {k}");
         let kp = k.div_ceil(4) * 4;
         let panels = n.div_ceil(NR);
@@ -101,11 +112,12 @@ impl QLinear {
             for (kk, &v) in row.iter().enumerate() {
                 let q = round_small(v / s).clamp(-127.0, 127.0) as i8;
                 sum += q as i32;
-                w[panel * NR * kp + (kk / 4) * NR * 4 + col * 4 + kk % 4] = q;
+                let at = if vnni { (kk / 4) * NR * 4 + col * 4 + kk % 4 } else { kk * NR + col };
+                w[panel * NR * kp + at] = q;
             }
             offset[f] = 128 * sum;
         }
-        Self { n, k, kp, w, scale, offset, bias: b, smooth }
+        Self { n, k, kp, w, vnni, scale, offset, bias: b, smooth }
     }
 
     pub fn out_features(&self) -> usize {
@@ -124,12 +136,16 @@ impl QLinear {
     /// `out` (m × n, row-major) = x·Wᵀ + b (+ `residual`, same shape as `out`), for `m` rows of `x`.
     pub fn forward(&self, x: &[f32], m: usize, out: &mut [f32], residual: Option<&[f32]>) {
         let q = self.quantize_rows(x, m);
-        self.forward_quantized(&q, out, residual, vnni_available());
+        self.forward_quantized(&q, out, residual);
     }
 
-    /// [`QLinear::forward`] on rows already quantized; `vnni` picks the AVX-512 VNNI kernel (the
-    /// caller has checked [`vnni_available`]) instead of the portable one.
-    pub fn forward_quantized(&self, q: &QRows, out: &mut [f32], residual: Option<&[f32]>, vnni: bool) {
+    /// Whether this layer runs the VNNI kernel (else the portable one).
+    pub fn is_vnni(&self) -> bool {
+        self.vnni
+    }
+
+    /// [`QLinear::forward`] on rows already quantized.
+    pub fn forward_quantized(&self, q: &QRows, out: &mut [f32], residual: Option<&[f32]>) {
         assert_eq!(q.kp, self.kp, "activations quantized for another width");
         let m = q.scale.len();
         let n = self.n;
@@ -140,7 +156,7 @@ impl QLinear {
         if m == 0 {
             return;
         }
-        let vnni = vnni && vnni_available();
+        let vnni = self.vnni;
         // Enough tasks to balance the pool, each a whole number of micro-kernel calls.
         let tasks = 4 * rayon::current_num_threads().max(1);
         let rows_per_task = m.div_ceil(tasks).div_ceil(MR) * MR;
@@ -210,6 +226,19 @@ fn quantize_rows(x: &[f32], m: usize, k: usize, kp: usize, smooth: Option<&[f32]
     QRows { kp, data, scale }
 }
 
+static PORTABLE_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes layers quantized from now on use the portable kernel even where VNNI is present
+/// (process-wide; `bench embed` uses it to show what CPUs without VNNI get).
+pub fn force_portable(on: bool) {
+    PORTABLE_ONLY.store(on, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Whether layers quantized now get the VNNI kernel.
+pub fn use_vnni() -> bool {
+    !PORTABLE_ONLY.load(std::sync::atomic::Ordering::Relaxed) && vnni_available()
+}
+
 /// Whether the AVX-512 VNNI kernel can run on this CPU.
 pub fn vnni_available() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -245,18 +274,34 @@ fn kernel(a: &[u8], kp: usize, w: &[i8], mr: usize, acc: &mut [[i32; NR]; MR], v
         return;
     }
     let _ = vnni;
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports the feature the copy was compiled for (checked above).
+        unsafe { portable_kernel_avx2(a, kp, w, mr, acc) };
+        return;
+    }
     portable_kernel(a, kp, w, mr, acc)
 }
 
-/// The reference kernel: plain integer loops (vectorised by the compiler where it can).
+/// The portable kernel compiled for AVX2 (x86 CPUs without VNNI).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn portable_kernel_avx2(a: &[u8], kp: usize, w: &[i8], mr: usize, acc: &mut [[i32; NR]; MR]) {
+    portable_kernel(a, kp, w, mr, acc)
+}
+
+#[inline(always)]
+/// The portable kernel over the [k][64] layout: one broadcast multiply-add per input, each byte
+/// product in 16 bits (255 · 127 fits) widened into the 32-bit sums, which compilers vectorise on
+/// SSE2 and NEON alike.
 fn portable_kernel(a: &[u8], kp: usize, w: &[i8], mr: usize, acc: &mut [[i32; NR]; MR]) {
     for (r, acc) in acc.iter_mut().enumerate().take(mr) {
         acc.fill(0);
         let a = &a[r * kp..(r + 1) * kp];
-        for (k4, wk) in w.chunks_exact(NR * 4).enumerate().take(kp / 4) {
-            let av = [a[4 * k4] as i32, a[4 * k4 + 1] as i32, a[4 * k4 + 2] as i32, a[4 * k4 + 3] as i32];
-            for (c, wc) in wk.chunks_exact(4).enumerate() {
-                acc[c] += av[0] * wc[0] as i32 + av[1] * wc[1] as i32 + av[2] * wc[2] as i32 + av[3] * wc[3] as i32;
+        for (&ak, wk) in a.iter().zip(w.chunks_exact(NR)) {
+            let ak = ak as i16;
+            for (s, &wc) in acc.iter_mut().zip(wk) {
+                *s += (ak * wc as i16) as i32;
             }
         }
     }
@@ -357,11 +402,11 @@ mod tests {
         }
         for &(m, n, k) in &[(1, 64, 4), (11, 192, 384), (17, 70, 1536), (6, 384, 36)] {
             let (x, w) = (random(m * k, 8), random(n * k, 9));
-            let q = QLinear::quantize(&w, None, n, k);
-            let rows = q.quantize_rows(&x, m);
+            let (qv, qp) = (QLinear::quantize_for(&w, None, n, k, true), QLinear::quantize_for(&w, None, n, k, false));
+            assert!(qv.is_vnni() && !qp.is_vnni());
             let (mut a, mut b) = (vec![0f32; m * n], vec![0f32; m * n]);
-            q.forward_quantized(&rows, &mut a, None, true);
-            q.forward_quantized(&rows, &mut b, None, false);
+            qv.forward(&x, m, &mut a, None);
+            qp.forward(&x, m, &mut b, None);
             assert_eq!(a, b, "{m}x{n}x{k}");
         }
     }

@@ -19,11 +19,15 @@ pub fn exp_f32(x: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0; // 1.5 · 2²³: adding it rounds to an integer
     let under = x < -87.33;
     let xc = x.clamp(-87.33, 88.72);
-    let n = (xc * LOG2E + MAGIC) - MAGIC;
+    // n = round(x / ln 2), both as a float and, from the low mantissa bits of the rounded sum, as
+    // an integer (no float-to-int conversion: that one is not vectorised).
+    let t = xc * LOG2E + MAGIC;
+    let n = t - MAGIC;
+    let ni = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
     let r = xc - n * C1 - n * C2;
     let poly = P.iter().fold(0.0f32, |acc, &c| acc.mul_add(r, c));
     let e = poly * (r * r) + r + 1.0;
-    let scaled = e * f32::from_bits(((n as i32 + 127) << 23) as u32);
+    let scaled = e * f32::from_bits((ni.wrapping_add(127) << 23) as u32);
     if under {
         0.0
     } else {
@@ -31,33 +35,33 @@ pub fn exp_f32(x: f32) -> f32 {
     }
 }
 
+/// max and sum with `LANES` partial results (simple loops that the compiler vectorises).
+#[inline(always)]
+fn lane_reduce(row: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [init; LANES];
+    let chunks = row.chunks_exact(LANES);
+    let tail = chunks.remainder().iter().copied().fold(init, &f);
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] = f(acc[i], c[i]);
+        }
+    }
+    acc.iter().copied().fold(tail, f)
+}
+
 #[inline(always)]
 fn softmax_rows(x: &mut [f32], width: usize) {
     for row in x.chunks_exact_mut(width) {
-        let mut m = [f32::NEG_INFINITY; LANES];
-        let chunks = row.chunks_exact(LANES);
-        let tail = chunks.remainder().iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        for c in chunks {
-            for i in 0..LANES {
-                m[i] = m[i].max(c[i]);
-            }
-        }
-        let max = m.iter().copied().fold(tail, f32::max);
-        let mut s = [0f32; LANES];
-        let mut chunks = row.chunks_exact_mut(LANES);
-        for c in &mut chunks {
-            for i in 0..LANES {
-                c[i] = exp_f32(c[i] - max);
-                s[i] += c[i];
-            }
-        }
-        let mut sum = 0f32;
-        for v in chunks.into_remainder() {
+        // A comparison rather than f32::max (whose NaN rule keeps the loop scalar).
+        let max = lane_reduce(row, f32::NEG_INFINITY, |a, b| if b > a { b } else { a });
+        // One plain loop per step: the exponential's body vectorises as a whole.
+        for v in row.iter_mut() {
             *v = exp_f32(*v - max);
-            sum += *v;
         }
-        let inv = 1.0 / (s.iter().sum::<f32>() + sum);
-        row.iter_mut().for_each(|v| *v *= inv);
+        let inv = 1.0 / lane_reduce(row, 0.0, |a, b| a + b);
+        for v in row.iter_mut() {
+            *v *= inv;
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! Random BLIP checkpoints in the real HF tensor layout (tests: tiny; benchmarks: full BLIP-large).
+//! Random BLIP checkpoints in the real HF tensor layout (tests: tiny; benchmarks: full BLIP-large),
+//! and random BERT sentence encoders (tests).
 //!
 //! The tensor names and shapes are taken from candle's own BLIP constructor (a recording
 //! `VarBuilder` backend that allocates nothing), filled with seeded random values, and written as
@@ -40,6 +41,25 @@ pub fn blip_tensor_shapes(cfg: &blip::Config) -> candle_core::Result<Vec<(String
     let _model = blip::BlipForConditionalGeneration::new(cfg, vb)?;
     let v = rec.0.lock().map_err(|_| candle_core::Error::Msg("recorder poisoned".into()))?.clone();
     Ok(v)
+}
+
+/// Random f32 tensors (seeded) for every tensor of candle's `BertModel` for `cfg`, in HF layout:
+/// a tiny sentence encoder for tests.
+pub fn random_bert_tensors(cfg: &candle_transformers::models::bert::Config, seed: u64) -> candle_core::Result<HashMap<String, Tensor>> {
+    let rec = Recorder::default();
+    let vb = candle_nn::VarBuilder::from_backend(Box::new(rec.clone()), DType::F32, Device::Cpu);
+    let _model = candle_transformers::models::bert::BertModel::load(vb, cfg)?;
+    let shapes = rec.0.lock().map_err(|_| candle_core::Error::Msg("recorder poisoned".into()))?.clone();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    shapes
+        .into_iter()
+        .map(|(name, shape)| {
+            let v = random_values(&name, shape.elem_count(), 0.2, &mut rng);
+            // The recorder answers every probe, so candle's loader takes its first guess, "bert.".
+            let name = name.strip_prefix("bert.").unwrap_or(&name).to_string();
+            Ok((name, Tensor::from_vec(v, shape, &Device::Cpu)?))
+        })
+        .collect()
 }
 
 /// A small BLIP config: `hidden` for both towers, `layers` layers each, vocab 30524 (so [DEC] 30522
