@@ -60,6 +60,17 @@ pub fn gelu_in_place(x: &mut [f32]) {
     gelu_slice(x)
 }
 
+/// The values of a custom operation's CPU input: f32 and contiguous, or an error naming `op`.
+pub(crate) fn contiguous_f32<'a>(op: &str, storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{op}: f32 only")
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op}: input must be contiguous")
+    };
+    Ok(&data[start..end])
+}
+
 struct GeluErf;
 
 impl CustomOp1 for GeluErf {
@@ -68,13 +79,7 @@ impl CustomOp1 for GeluErf {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("fast-gelu-erf: f32 only")
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("fast-gelu-erf: input must be contiguous")
-        };
-        let src = &data[start..end];
+        let src = contiguous_f32(self.name(), storage, layout)?;
         // One thread: vectorised, a ViT-L layer's 577 x 4096 values take about a millisecond, and
         // handing work to a thread pool between candle's own parallel operations cost more.
         let mut out = src.to_vec();

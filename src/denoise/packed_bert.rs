@@ -24,15 +24,6 @@ pub enum Precision {
     Int8,
 }
 
-impl Precision {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Precision::F32 => "f32",
-            Precision::Int8 => "int8",
-        }
-    }
-}
-
 /// A sentence's first row in the packed tokens and its length.
 type Span = (usize, usize);
 
@@ -387,6 +378,7 @@ fn record_max(max: &mut Vec<f32>, rows: &[f32], m: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::denoise::embed::cosine;
     use candle_core::{DType, Device, Tensor};
 
     const CONFIG: &str = r#"{"vocab_size": 120, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -420,10 +412,6 @@ mod tests {
         let mean = hidden.mean(1).unwrap().squeeze(0).unwrap().to_vec1::<f32>().unwrap();
         let norm = mean.iter().map(|v| v * v).sum::<f32>().sqrt();
         mean.iter().map(|v| v / norm).collect()
-    }
-
-    fn cosine(a: &[f32], b: &[f32]) -> f32 {
-        a.iter().zip(b).map(|(x, y)| x * y).sum()
     }
 
     #[test]

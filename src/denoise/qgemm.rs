@@ -124,10 +124,6 @@ impl QLinear {
         self.n
     }
 
-    pub fn in_features(&self) -> usize {
-        self.k
-    }
-
     /// Quantizes `m` rows of `x` (row-major, `k` wide) for this layer's input width.
     pub fn quantize_rows(&self, x: &[f32], m: usize) -> QRows {
         quantize_rows(x, m, self.k, self.kp, self.smooth.as_deref())
@@ -202,20 +198,14 @@ fn quantize_rows(x: &[f32], m: usize, k: usize, kp: usize, smooth: Option<&[f32]
     let mut scale = vec![0f32; m];
     let work = |(row, (dst, s)): (usize, (&mut [u8], &mut f32))| {
         let src = &x[row * k..(row + 1) * k];
-        let mut buf = Vec::new();
-        let src = match smooth {
-            Some(f) => {
-                buf.extend(src.iter().zip(f).map(|(v, f)| v * f));
-                &buf[..]
-            }
-            None => src,
-        };
-        let amax = src.iter().fold(0f32, |m, v| m.max(v.abs()));
+        // The smoothing factors (1 when absent) are applied on the fly, in both passes.
+        let factor = |j: usize| smooth.map_or(1.0, |f| f[j]);
+        let amax = src.iter().enumerate().fold(0f32, |m, (j, v)| m.max((v * factor(j)).abs()));
         *s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
         let inv = 1.0 / *s;
-        for (d, &v) in dst.iter_mut().zip(src) {
+        for (j, (d, &v)) in dst.iter_mut().zip(src).enumerate() {
             // In [-127, 127] by construction; the clamp only guards NaN and rounding at the edge.
-            *d = (round_small(v * inv).clamp(-127.0, 127.0) as i32 + 128) as u8;
+            *d = (round_small(v * factor(j) * inv).clamp(-127.0, 127.0) as i32 + 128) as u8;
         }
     };
     if m * k >= 1 << 16 {

@@ -7,6 +7,7 @@
 //! elsewhere it runs one image at a time with the scale folded into the queries.
 use super::gelu::activate;
 use super::weights::{Lin, Weights};
+use super::gelu::contiguous_f32;
 use super::softmax::softmax_in_place;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
@@ -139,18 +140,12 @@ impl CustomOp1 for CpuAttention {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("cpu-attention: f32 only")
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("cpu-attention: input must be contiguous")
-        };
+        let src = contiguous_f32(self.name(), storage, layout)?;
         let (b, n, h3) = layout.shape().dims3()?;
         if h3 % (3 * self.heads) != 0 {
             candle_core::bail!("cpu-attention: width {h3} is not 3 x {} heads", self.heads)
         }
         let (h, d) = (h3 / 3, h3 / 3 / self.heads);
-        let src = &data[start..end];
         let mut ctx = vec![0f32; b * n * h];
         let out = SharedOut(ctx.as_mut_ptr());
         let out = &out;
