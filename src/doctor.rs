@@ -370,6 +370,34 @@ fn check_gpu() -> Check {
     }
 }
 
+/// Human-readable lines for the `shelf` object of a `status.json` (for `sgbd-edge status`).
+pub(crate) fn describe_shelf(status: &serde_json::Value) -> Vec<String> {
+    let Some(shelf) = status.get("shelf") else { return Vec::new() };
+    let mut out = Vec::new();
+    for c in shelf.get("cameras").and_then(|c| c.as_array()).into_iter().flatten() {
+        let s = |k: &str| c.get(k).map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
+        let state = match c.get("state").and_then(|s| s.get("state")).and_then(|s| s.as_str()) {
+            Some("ok") => "ok".to_string(),
+            Some(other) => format!(
+                "{other}: {}",
+                c.get("state").and_then(|s| s.get("reason")).and_then(|r| r.as_str()).unwrap_or("?")
+            ),
+            None => "?".into(),
+        };
+        out.push(format!(
+            "camera {}: {state} ({} frames, {} errors)",
+            s("id").unwrap_or_default(),
+            s("frames").unwrap_or_default(),
+            s("errors").unwrap_or_default()
+        ));
+    }
+    if let Some(d) = shelf.get("denoise") {
+        let s = |k: &str| d.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
+        out.push(format!("denoise {}: {}; {}", s("state"), s("caption_detail"), s("text_detail")));
+    }
+    out
+}
+
 /// The daemon's live state, from `<data_dir>/status.json`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DaemonState {
@@ -383,15 +411,10 @@ pub struct DaemonState {
     pub status: Option<serde_json::Value>,
 }
 
-/// Path of the daemon's live status file.
-pub fn status_json_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("status.json")
-}
-
 /// Reads `<data_dir>/status.json`. Freshness comes from its `updated_at` (ms) field, else from
 /// the file's modification time.
 pub fn daemon_state(data_dir: &Path, now_ms: i64) -> DaemonState {
-    let path = status_json_path(data_dir);
+    let path = crate::daemon::health::status_path(data_dir);
     let not_running = |detail: String, age_s, status| DaemonState { running: false, detail, age_s, status };
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -506,7 +529,7 @@ impl std::fmt::Display for StatusReport {
         }
         write!(f, "daemon     {}", self.daemon.detail)?;
         if self.daemon.running {
-            for line in self.daemon.status.as_ref().map(crate::daemon::shelf::describe).unwrap_or_default() {
+            for line in self.daemon.status.as_ref().map(describe_shelf).unwrap_or_default() {
                 write!(f, "\n           {line}")?;
             }
         }

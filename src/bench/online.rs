@@ -157,7 +157,7 @@ fn serving_ranker(cfg: &Config, store: &Store, trained: bool) -> Result<Arc<dyn 
             return Ok(Arc::new(r) as Arc<dyn Ranker>);
         }
     }
-    let pop = PopularityRanker::load(store, &crate::daemon::exclude_kinds(cfg))
+    let pop = PopularityRanker::load(store, &cfg.serve.exclude_kinds)
         .map_err(|e| OnlineError::Invalid(e.to_string()))?;
     Ok(Arc::new(pop))
 }

@@ -42,6 +42,8 @@ pub enum Command {
     Validate(config_cmd::ValidateArgs),
     /// Print the annotated default configuration.
     PrintDefaultConfig,
+    /// Print the JSON Schema of the MQTT contract (shipped as docs/mqtt.schema.json).
+    PrintMqttSchema,
     /// Self-test: config, database, model files and checksums, broker, disk, cameras.
     #[command(alias = "self-test")]
     Doctor(doctor::DoctorArgs),
@@ -86,6 +88,10 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Run(a) => daemon::run(a),
         Command::Validate(a) => config_cmd::validate(a),
         Command::PrintDefaultConfig => config_cmd::print_default(),
+        Command::PrintMqttSchema => {
+            println!("{}", serde_json::to_string_pretty(&crate::mqtt::contract::json_schema())?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Doctor(a) => doctor::doctor(a),
         Command::Status(a) => doctor::status(a),
         Command::Import(c) => store::import(c),

@@ -20,6 +20,7 @@
 
 pub mod demo;
 pub mod health;
+pub mod publish;
 pub mod shelf;
 mod stages;
 
@@ -97,7 +98,7 @@ impl LiveSettings {
             max_payload_bytes: cfg.mqtt.max_payload_bytes,
             stats_interval_s: cfg.mqtt.stats_interval_s,
             forward_events: cfg.mqtt.forward_events,
-            push_kinds: cfg.serve.push_kinds.iter().filter_map(|k| k.parse().ok()).collect(),
+            push_kinds: cfg.serve.push_kinds.clone(),
         }
     }
 }
@@ -132,12 +133,8 @@ impl Ctx {
     }
 }
 
-/// The kinds named by `serve.exclude_kinds` (validated by the config).
-pub fn exclude_kinds(cfg: &Config) -> Vec<EventKind> {
-    cfg.serve.exclude_kinds.iter().filter_map(|k| k.parse().ok()).collect()
-}
-
-/// The retained birth document for this node.
+/// The retained birth document for this node: the served model and the registry's active
+/// version (read from the store).
 pub fn birth(cfg: &Config, model_version: &str) -> Birth {
     let mut models = vec![ModelInfo {
         name: "recommender".into(),
@@ -151,25 +148,7 @@ pub fn birth(cfg: &Config, model_version: &str) -> Birth {
             sha256: Some(active.sha256),
         });
     }
-    Birth {
-        schema_version: contract::SCHEMA_VERSION.into(),
-        ts: contract::now_ms(),
-        node_id: cfg.node.node_id.clone(),
-        store_id: cfg.node.store_id.clone(),
-        software_version: crate::VERSION.into(),
-        models,
-        capabilities: vec![
-            "events".into(),
-            "recommend".into(),
-            "push".into(),
-            "cmd/rebirth".into(),
-            "cmd/config-reload".into(),
-            "cmd/catalog-update".into(),
-            "cmd/model-pin".into(),
-        ],
-        config_hash: cfg.hash(),
-        protocols: vec!["5".into(), "3.1.1".into()],
-    }
+    Birth::new(&cfg.node.node_id, &cfg.node.store_id, &cfg.hash(), models)
 }
 
 /// Builds a runtime, installs SIGTERM/SIGINT handlers and runs the daemon until a signal.
@@ -225,7 +204,7 @@ pub async fn run(cfg: Config, opts: DaemonOptions, mut shutdown: watch::Receiver
         tokio::task::spawn_blocking(move || -> Result<_, DaemonError> {
             let open = || crate::store::open_config(&cfg);
             let w = open()?;
-            let pop = PopularityRanker::load(&w, &exclude_kinds(&cfg))?;
+            let pop = PopularityRanker::load(&w, &cfg.serve.exclude_kinds)?;
             Ok((w, open()?, open()?, pop))
         })
         .await
@@ -306,16 +285,16 @@ pub async fn run(cfg: Config, opts: DaemonOptions, mut shutdown: watch::Receiver
         let rt = rt.clone();
         std::thread::Builder::new()
             .name("ingest".into())
-            .spawn(move || stages::ingest_loop(ctx, writer_store, ev_rx, rt))?
+            .spawn(move || stages::ingest::ingest_loop(ctx, writer_store, ev_rx, rt))?
     };
     let refresher = {
         let ctx = ctx.clone();
         let stopping = stopping.clone();
         std::thread::Builder::new()
             .name("ranker-refresh".into())
-            .spawn(move || stages::refresh_loop(ctx, refresh_store, stopping))?
+            .spawn(move || stages::refresh::refresh_loop(ctx, refresh_store, stopping))?
     };
-    let publisher = crate::online::daemon_publisher(&cfg, &link);
+    let publisher = publish::publisher(&cfg, &link);
     let trainer = crate::online::spawn_trainer(
         cfg.clone(),
         ctx.ranker.clone(),
@@ -324,7 +303,7 @@ pub async fn run(cfg: Config, opts: DaemonOptions, mut shutdown: watch::Receiver
         metrics.clone(),
         stopping.clone(),
     )?;
-    let router = tokio::spawn(stages::router(
+    let router = tokio::spawn(stages::router::router(
         ctx.clone(),
         incoming,
         ev_tx.clone(),
@@ -332,11 +311,11 @@ pub async fn run(cfg: Config, opts: DaemonOptions, mut shutdown: watch::Receiver
         cmd_tx,
         shutdown.clone(),
     ));
-    let requests = tokio::spawn(stages::request_loop(ctx.clone(), req_rx));
-    let commands = tokio::spawn(stages::command_loop(ctx.clone(), cmd_rx, ev_tx));
+    let requests = tokio::spawn(stages::requests::request_loop(ctx.clone(), req_rx));
+    let commands = tokio::spawn(stages::commands::command_loop(ctx.clone(), cmd_rx, ev_tx));
     let shelf_stage = shelf_parts.map(|s| s.start(ctx.clone())).transpose()?;
-    let stats = tokio::spawn(stages::stats_loop(ctx.clone(), shutdown.clone()));
-    let status = tokio::spawn(stages::status_loop(ctx.clone(), notifier, shutdown.clone()));
+    let stats = tokio::spawn(stages::stats::stats_loop(ctx.clone(), shutdown.clone()));
+    let status = tokio::spawn(stages::status::status_loop(ctx.clone(), notifier, shutdown.clone()));
     let demo = opts
         .demo
         .then(|| tokio::spawn(demo::run(ctx.clone(), shutdown.clone())));
@@ -371,7 +350,7 @@ pub async fn run(cfg: Config, opts: DaemonOptions, mut shutdown: watch::Receiver
     stats.abort();
     let _ = status.await;
     let acked = link.shutdown(STATUS_STOPPED, Duration::from_secs(3)).await;
-    stages::write_status_file(&ctx, false);
+    stages::status::write_status_file(&ctx, false);
     tracing::info!(stopped_acked = acked, "stopped");
     Ok(())
 }

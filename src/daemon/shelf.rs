@@ -131,34 +131,6 @@ impl ShelfHandle {
     }
 }
 
-/// Human-readable lines for the `shelf` object of a `status.json` (for `sgbd-edge status`).
-pub fn describe(status: &serde_json::Value) -> Vec<String> {
-    let Some(shelf) = status.get("shelf") else { return Vec::new() };
-    let mut out = Vec::new();
-    for c in shelf.get("cameras").and_then(|c| c.as_array()).into_iter().flatten() {
-        let s = |k: &str| c.get(k).map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
-        let state = match c.get("state").and_then(|s| s.get("state")).and_then(|s| s.as_str()) {
-            Some("ok") => "ok".to_string(),
-            Some(other) => format!(
-                "{other}: {}",
-                c.get("state").and_then(|s| s.get("reason")).and_then(|r| r.as_str()).unwrap_or("?")
-            ),
-            None => "?".into(),
-        };
-        out.push(format!(
-            "camera {}: {state} ({} frames, {} errors)",
-            s("id").unwrap_or_default(),
-            s("frames").unwrap_or_default(),
-            s("errors").unwrap_or_default()
-        ));
-    }
-    if let Some(d) = shelf.get("denoise") {
-        let s = |k: &str| d.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
-        out.push(format!("denoise {}: {}; {}", s("state"), s("caption_detail"), s("text_detail")));
-    }
-    out
-}
-
 /// One crop (or backlog item) for the denoiser.
 #[derive(Debug, Clone)]
 struct Job {
@@ -542,12 +514,12 @@ mod tests {
             d.text_detail = "no text features".into();
         });
         let v = serde_json::json!({ "shelf": h.report() });
-        let lines = describe(&v);
+        let lines = crate::doctor::describe_shelf(&v);
         assert_eq!(lines[0], "camera shelf-a: ok (1 frames, 0 errors)");
         assert_eq!(lines[1], "camera shelf-b: degraded: cannot decode (0 frames, 1 errors)");
         assert_eq!(lines[2], "denoise running: captioning disabled: missing; no text features");
         assert!(h.summary().starts_with("shelf: 1/2 cameras ok, 0 items denoised"), "{}", h.summary());
-        assert!(describe(&serde_json::json!({})).is_empty());
+        assert!(crate::doctor::describe_shelf(&serde_json::json!({})).is_empty());
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! [`SCHEMA_MAJOR`] is refused with an error reply (`unsupported_schema`); unknown fields are
 //! ignored, so minor versions may add fields.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Major version of the payload schema this build speaks; payloads with another major are refused.
@@ -78,6 +79,10 @@ impl Topics {
     /// Ingested kiosk events forwarded to the fleet ([`FleetEvents`]), QoS 1 through the outbox.
     pub fn fleet_events(&self) -> String {
         format!("{}/events", self.base)
+    }
+    /// Model announcements for the fleet ([`ModelAnnouncement`]), QoS 1 through the outbox.
+    pub fn model(&self) -> String {
+        format!("{}/model", self.base)
     }
     /// Sub-tree of one kiosk.
     pub fn kiosk(&self, kiosk: &str) -> String {
@@ -150,7 +155,7 @@ impl Topics {
 }
 
 /// Why a payload was refused; `code` is stable, `message` is for people.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// Not JSON, or JSON that does not match the schema.
@@ -167,14 +172,14 @@ pub enum ErrorCode {
     RateLimited,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorBody {
     pub code: ErrorCode,
     pub message: String,
 }
 
 /// Error reply, on the reply topic of the request that caused it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorReply {
     pub schema_version: String,
     pub ts: i64,
@@ -190,7 +195,7 @@ pub fn schema_major(v: &str) -> Option<u32> {
 }
 
 /// A kiosk interaction (`kiosk/<id>/events`, QoS 1). Idempotent by `event_id`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct EventMsg {
     pub schema_version: String,
     pub ts: i64,
@@ -212,7 +217,7 @@ pub struct EventMsg {
 }
 
 /// Acknowledgement of an event, sent only when asked for, after the event is committed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct EventAck {
     pub schema_version: String,
     pub ts: i64,
@@ -225,7 +230,7 @@ pub struct EventAck {
 }
 
 /// A recommendation request (`kiosk/<id>/recommend`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RecommendRequest {
     pub schema_version: String,
     pub ts: i64,
@@ -265,7 +270,7 @@ impl RecommendRequest {
 }
 
 /// One recommended item.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RecItem {
     pub sku: String,
     pub score: f64,
@@ -274,7 +279,7 @@ pub struct RecItem {
 }
 
 /// Reply to a [`RecommendRequest`]. Never retained.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RecommendReply {
     pub schema_version: String,
     pub ts: i64,
@@ -291,7 +296,7 @@ pub struct RecommendReply {
 }
 
 /// Suggestions pushed to a kiosk (`kiosk/<id>/push`, QoS 1, not retained).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Push {
     pub schema_version: String,
     pub ts: i64,
@@ -303,7 +308,7 @@ pub struct Push {
 }
 
 /// A model the node serves or uses, as listed in the birth document.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ModelInfo {
     pub name: String,
     pub version: String,
@@ -312,7 +317,7 @@ pub struct ModelInfo {
 }
 
 /// Retained birth document (`birth`), republished after every (re)connect and on `cmd/rebirth`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Birth {
     pub schema_version: String,
     pub ts: i64,
@@ -326,8 +331,66 @@ pub struct Birth {
     pub protocols: Vec<String>,
 }
 
+impl Birth {
+    /// What every node offers, in the birth document's `capabilities`.
+    pub const CAPABILITIES: [&'static str; 7] = [
+        "events",
+        "recommend",
+        "push",
+        "cmd/rebirth",
+        "cmd/config-reload",
+        "cmd/catalog-update",
+        "cmd/model-pin",
+    ];
+
+    /// The birth document of a node of this build, stamped now.
+    pub fn new(node_id: &str, store_id: &str, config_hash: &str, models: Vec<ModelInfo>) -> Self {
+        Birth {
+            schema_version: SCHEMA_VERSION.into(),
+            ts: now_ms(),
+            node_id: node_id.into(),
+            store_id: store_id.into(),
+            software_version: crate::VERSION.into(),
+            models,
+            capabilities: Self::CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+            config_hash: config_hash.into(),
+            protocols: vec!["5".into(), "3.1.1".into()],
+        }
+    }
+}
+
+/// A model announcement (`<base>/model`, QoS 1 through the durable outbox): what changed and the
+/// offline metrics behind it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ModelAnnouncement {
+    pub schema_version: String,
+    pub ts: i64,
+    pub node_id: String,
+    pub store_id: String,
+    /// `promoted`, `rejected`, `pinned`, `activated` (rollback / manual activation).
+    pub event: String,
+    pub version: String,
+    #[serde(default)]
+    pub parent: Option<String>,
+    pub metrics: serde_json::Value,
+}
+
+/// Payload of `cmd/model-pin`: `version` pins (and activates) it; `null` or absent unpins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PinCommand {
+    pub schema_version: String,
+    pub ts: i64,
+    #[serde(default)]
+    pub node_id: Option<String>,
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub request_id: Option<String>,
+}
+
 /// Telemetry (`stats`, QoS 0, every `mqtt.stats_interval_s`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Stats {
     pub schema_version: String,
     pub ts: i64,
@@ -357,7 +420,7 @@ pub struct Stats {
 }
 
 /// A latency summary in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Latency {
     pub count: u64,
     pub p50_ms: f64,
@@ -379,7 +442,7 @@ impl From<crate::telemetry::LatencySummary> for Latency {
 }
 
 /// An event as forwarded to the fleet.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct FleetEvent {
     pub event_id: String,
     pub user: String,
@@ -391,7 +454,7 @@ pub struct FleetEvent {
 }
 
 /// Newly ingested events forwarded to the fleet (`events`, QoS 1, through the durable outbox).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct FleetEvents {
     pub schema_version: String,
     pub ts: i64,
@@ -401,7 +464,7 @@ pub struct FleetEvents {
 }
 
 /// A catalogue item in a `catalog-update` command.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct CatalogItem {
     pub sku: String,
     pub title: String,
@@ -419,7 +482,7 @@ fn empty_object() -> serde_json::Value {
 
 /// Payload of a command (`cmd/rebirth`, `cmd/config-reload`, `cmd/catalog-update`). An empty
 /// payload is accepted for commands without arguments.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Command {
     pub schema_version: String,
     pub ts: i64,
@@ -491,6 +554,52 @@ pub fn decode<T: serde::de::DeserializeOwned>(payload: &[u8], max_bytes: usize) 
         },
     }
     T::deserialize(&v).map_err(|e| err(ErrorCode::Malformed, format!("bad payload: {e}"), Some(&v)))
+}
+
+/// The messages of the contract: (topic relative to `<base>`, direction, message type name, its
+/// schema). Plain-text `status` (`online` / `stopped` / `offline`) has no JSON schema.
+fn messages(g: &mut schemars::SchemaGenerator) -> Vec<(&'static str, &'static str, schemars::Schema)> {
+    vec![
+        ("kiosk/<kiosk>/events", "in", g.subschema_for::<EventMsg>()),
+        ("kiosk/<kiosk>/recommend", "in", g.subschema_for::<RecommendRequest>()),
+        ("cmd/<name>, <prefix>/fleet/cmd/<name>", "in", g.subschema_for::<Command>()),
+        ("cmd/model-pin, <prefix>/fleet/cmd/model-pin", "in", g.subschema_for::<PinCommand>()),
+        ("reply topic of an event", "out", g.subschema_for::<EventAck>()),
+        ("reply topic of a request", "out", g.subschema_for::<RecommendReply>()),
+        ("reply topic of any refused message", "out", g.subschema_for::<ErrorReply>()),
+        ("kiosk/<kiosk>/push", "out", g.subschema_for::<Push>()),
+        ("birth", "out", g.subschema_for::<Birth>()),
+        ("stats", "out", g.subschema_for::<Stats>()),
+        ("events", "out", g.subschema_for::<FleetEvents>()),
+        ("model", "out", g.subschema_for::<ModelAnnouncement>()),
+    ]
+}
+
+/// The JSON Schema (draft 2020-12) of every payload of this contract version, shipped as
+/// `docs/mqtt.schema.json` (`sgbd-edge print-mqtt-schema` writes it). `x-topics` maps each topic
+/// to its message.
+pub fn json_schema() -> serde_json::Value {
+    let mut g = schemars::generate::SchemaSettings::draft2020_12().into_generator();
+    let msgs = messages(&mut g);
+    let topics: serde_json::Map<String, serde_json::Value> = msgs
+        .iter()
+        .map(|(topic, dir, schema)| {
+            (topic.to_string(), serde_json::json!({ "direction": dir, "message": schema }))
+        })
+        .collect();
+    let defs: serde_json::Map<String, serde_json::Value> = g
+        .take_definitions(true)
+        .into_iter()
+        .collect();
+    serde_json::json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": format!("urn:sgbd-edge:mqtt:{SCHEMA_VERSION}"),
+        "title": format!("sgbd-edge MQTT contract {SCHEMA_VERSION}"),
+        "description": "Payloads of the node's MQTT topics (docs/mqtt.md). Topics are relative to <prefix>/<store_id>/<node_id>/. Unknown fields are ignored by the node; a minor version only adds fields.",
+        "oneOf": msgs.iter().map(|(_, _, s)| s).collect::<Vec<_>>(),
+        "x-topics": topics,
+        "$defs": defs,
+    })
 }
 
 #[cfg(test)]
@@ -569,5 +678,25 @@ mod tests {
         assert_eq!(r.deadline_ms(), Some(1500));
         r.expires_at = Some(1200);
         assert_eq!(r.deadline_ms(), Some(1200));
+    }
+
+    #[test]
+    fn shipped_json_schema_matches_the_payload_types() {
+        let generated = serde_json::to_string_pretty(&json_schema()).unwrap() + "\n";
+        let shipped = include_str!("../../docs/mqtt.schema.json");
+        assert!(
+            generated == shipped,
+            "docs/mqtt.schema.json is out of date: run `cargo run --release -- print-mqtt-schema > docs/mqtt.schema.json`"
+        );
+        // Every message of the contract is in it, and it validates a real payload's shape.
+        let v: serde_json::Value = serde_json::from_str(shipped).unwrap();
+        for name in ["EventMsg", "RecommendRequest", "RecommendReply", "EventAck", "ErrorReply", "Birth", "Stats", "ModelAnnouncement", "PinCommand"] {
+            assert!(v["$defs"].get(name).is_some(), "{name} missing from the schema");
+        }
+        let ev = &v["$defs"]["EventMsg"];
+        let required: Vec<&str> = ev["required"].as_array().unwrap().iter().filter_map(|x| x.as_str()).collect();
+        for f in ["schema_version", "ts", "event_id", "user", "sku", "kind"] {
+            assert!(required.contains(&f), "EventMsg.{f} must be required");
+        }
     }
 }

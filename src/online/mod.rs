@@ -12,11 +12,12 @@ pub mod publish;
 pub mod ranker;
 pub mod round;
 
-pub use publish::{daemon_publisher, fleet_pin, LinkPublisher, ModelAnnouncement, NoPublisher, Publisher};
+pub use publish::{NoPublisher, Publisher};
 pub use ranker::{Filter, OnlineRanker};
 pub use round::{Decision, FailPoint, RoundHooks, RoundOutcome};
 
 use crate::config::Config;
+use crate::mqtt::contract::ModelAnnouncement;
 use crate::registry::{Registry, RegistryError};
 use crate::serve::{Ranker, RankerSlot, RequestCtx};
 use crate::store::{ModelStatus, Store};

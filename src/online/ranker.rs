@@ -117,7 +117,7 @@ impl OnlineRanker {
                 }
             }
         }
-        let exclude_kinds: Vec<EventKind> = crate::daemon::exclude_kinds(cfg);
+        let exclude_kinds = cfg.serve.exclude_kinds.clone();
         let r = Self {
             version: version.to_string(),
             dim: d,

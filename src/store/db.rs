@@ -27,7 +27,7 @@ impl Drop for OpenGuard {
 }
 
 /// Rows per table (plus distinct users), for `status`, `stats` and tests.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct TableCounts {
     pub items: u64,
     pub images: u64,
