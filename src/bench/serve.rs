@@ -209,42 +209,23 @@ async fn bench(a: &ServeBenchArgs, cfg: Config, port: u16) -> Result<ServeBenchR
 
     // Transport baseline: an echo responder on the same broker.
     {
-        use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
+        use crate::mqtt::subscriber::{self, V5Loop};
+        use rumqttc::v5::mqttbytes::v5::PublishProperties;
         use rumqttc::v5::mqttbytes::QoS;
-        use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+        use rumqttc::v5::{AsyncClient, MqttOptions};
         let mut o = MqttOptions::new("bench-echo", "127.0.0.1", port);
         o.set_keep_alive(Duration::from_secs(30));
         o.set_network_options(crate::mqtt::network_options());
-        let (echo, mut el) = AsyncClient::new(o, 4096);
+        let (echo, el) = AsyncClient::new(o, 4096);
         let filter = format!("{}/kiosk/+/echo", topics.base);
-        let e2 = echo.clone();
         let (ok_tx, ok_rx) = tokio::sync::oneshot::channel();
-        let echo_task = tokio::spawn(async move {
-            let mut ok = Some(ok_tx);
-            loop {
-                match el.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        let _ = e2.try_subscribe(filter.clone(), QoS::AtLeastOnce);
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        if let Some(t) = ok.take() {
-                            let _ = t.send(());
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        if let Some(props) = p.properties {
-                            if let Some(rt) = props.response_topic {
-                                let pp = PublishProperties {
-                                    correlation_data: props.correlation_data,
-                                    ..Default::default()
-                                };
-                                let _ = e2.try_publish_with_properties(rt, QoS::AtLeastOnce, false, p.payload, pp);
-                            }
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
+        let echo_task = subscriber::spawn(V5Loop(echo.clone(), el), filter, ok_tx, Duration::from_millis(50), |_| {}, move |r| {
+            if let Some(rt) = r.response_topic {
+                let pp = PublishProperties {
+                    correlation_data: r.correlation,
+                    ..Default::default()
+                };
+                let _ = echo.try_publish_with_properties(rt, QoS::AtLeastOnce, false, r.payload, pp);
             }
         });
         let _ = tokio::time::timeout(Duration::from_secs(5), ok_rx).await;

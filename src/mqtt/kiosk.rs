@@ -3,6 +3,7 @@
 //! demo kiosk, the tests and `bench serve`.
 
 use super::contract::{self, now_ms, EventMsg, RecommendRequest, Topics, SCHEMA_VERSION};
+use super::subscriber::{self, V4Loop, V5Loop};
 use super::MqttError;
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -68,6 +69,9 @@ pub struct KioskClient {
 
 type UpSince = Arc<Mutex<Option<std::time::Instant>>>;
 
+/// Pause after a connection error before the event loop reconnects.
+const BACKOFF: Duration = Duration::from_millis(200);
+
 fn set_up(up: &UpSince, v: bool) {
     if let Ok(mut g) = up.lock() {
         match (v, g.is_some()) {
@@ -108,39 +112,6 @@ fn deliver(pending: &Pending, topic: String, payload: &[u8], corr: Option<Bytes>
     }
 }
 
-
-/// A kiosk's event loop, the same for both protocol versions (rumqttc's v5 and 3.1.1 types differ,
-/// hence a macro; `Event`, `Packet` and `QoS` come from the caller's `use`): mark the link up and
-/// subscribe to the reply topic on CONNACK, report ready on the first SUBACK, hand each publish to
-/// the given block, and back off 200 ms after a connection error.
-macro_rules! kiosk_event_loop {
-    ($el:ident, $client:expr, $reply_topic:expr, $ready:expr, $up:expr, |$pb:ident| $on_publish:block) => {{
-        let (client, reply_topic, up) = ($client, $reply_topic, $up);
-        let mut ready = Some($ready);
-        tokio::spawn(async move {
-            loop {
-                match $el.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        set_up(&up, true);
-                        let _ = client.try_subscribe(reply_topic.clone(), QoS::AtLeastOnce);
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        if let Some(r) = ready.take() {
-                            let _ = r.send(());
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::Publish($pb))) => $on_publish,
-                    Ok(_) => {}
-                    Err(e) => {
-                        set_up(&up, false);
-                        tracing::debug!(error = %e, "kiosk connection error");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                }
-            }
-        })
-    }};
-}
 
 impl KioskClient {
     /// Connects to `host:port` (the v5 or the 3.1.1 listener, matching `protocol`), subscribes to
@@ -200,10 +171,10 @@ impl KioskClient {
         let p = pending.clone();
         let up: UpSince = Arc::default();
         let up2 = up.clone();
+        let on_link = move |v| set_up(&up2, v);
         let (inner, task) = match protocol {
             Protocol::V5 => {
-                use rumqttc::v5::mqttbytes::v5::Packet;
-                use rumqttc::v5::{mqttbytes::QoS, AsyncClient, Event, MqttOptions};
+                use rumqttc::v5::{AsyncClient, MqttOptions};
                 let mut o = MqttOptions::new(client_id, host, port);
                 o.set_keep_alive(Duration::from_secs(30));
                 o.set_max_packet_size(Some(16 << 20));
@@ -216,15 +187,15 @@ impl KioskClient {
                     o.set_clean_start(false);
                     o.set_session_expiry_interval(Some(s.expiry_s));
                 }
-                let (client, mut el) = AsyncClient::new(o, 1024);
-                let task = kiosk_event_loop!(el, client.clone(), reply_topic.clone(), ready_tx, up2, |pb| {
-                    let corr = pb.properties.as_ref().and_then(|pp| pp.correlation_data.clone());
-                    deliver(&p, String::from_utf8_lossy(&pb.topic).into_owned(), &pb.payload, corr);
+                let (client, el) = AsyncClient::new(o, 1024);
+                let l = V5Loop(client.clone(), el);
+                let task = subscriber::spawn(l, reply_topic.clone(), ready_tx, BACKOFF, on_link, move |r| {
+                    deliver(&p, r.topic, &r.payload, r.correlation)
                 });
                 (Inner::V5(client), task)
             }
             Protocol::V311 => {
-                use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+                use rumqttc::{AsyncClient, MqttOptions};
                 let mut o = MqttOptions::new(client_id, host, port);
                 o.set_keep_alive(Duration::from_secs(30));
                 o.set_max_packet_size(16 << 20, 16 << 20);
@@ -238,8 +209,9 @@ impl KioskClient {
                 }
                 let (client, mut el) = AsyncClient::new(o, 1024);
                 el.set_network_options(super::network_options());
-                let task = kiosk_event_loop!(el, client.clone(), reply_topic.clone(), ready_tx, up2, |pb| {
-                    deliver(&p, pb.topic.clone(), &pb.payload, None);
+                let l = V4Loop(client.clone(), el);
+                let task = subscriber::spawn(l, reply_topic.clone(), ready_tx, BACKOFF, on_link, move |r| {
+                    deliver(&p, r.topic, &r.payload, None)
                 });
                 (Inner::V4(client), task)
             }

@@ -7,6 +7,7 @@ pub mod client;
 pub mod contract;
 pub mod kiosk;
 pub mod ratelimit;
+pub mod subscriber;
 pub mod tls;
 
 pub use client::{InMsg, Link, LinkOptions};
