@@ -114,7 +114,7 @@ fn check_data_dir(dir: &Path) -> Vec<Check> {
             format!("{shown} does not exist yet (created by `run` under {parent})"),
         )
     };
-    let disk = match existing_ancestor(dir).map(free_bytes) {
+    let disk = match existing_ancestor(dir).map(|p| crate::sys::disk_free_bytes(&p)) {
         Some(Ok(free)) => Check::new("disk", disk_status(free), format!("{} free in {shown}", human_bytes(free))),
         Some(Err(e)) => Check::new("disk", CheckStatus::Fail, format!("statvfs {shown}: {e}")),
         None => Check::new("disk", CheckStatus::Fail, format!("no existing directory above {shown}")),
@@ -131,19 +131,6 @@ pub fn disk_status(free: u64) -> CheckStatus {
     } else {
         CheckStatus::Ok
     }
-}
-
-/// Bytes available to an unprivileged user on the file system holding `path`.
-pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-    // SAFETY: `c` is a valid NUL-terminated string and `st` a properly sized, zeroed out-parameter.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 fn human_bytes(b: u64) -> String {
@@ -218,7 +205,7 @@ fn check_active_model(cfg: &Config) -> Check {
     if file.is_dir() {
         return Check::new("recommender", CheckStatus::Ok, format!("active {} at {}", m.version, file.display()));
     }
-    match modelfiles::sha256_file(&file) {
+    match crate::sys::sha256_file(&file) {
         Ok(h) if h.eq_ignore_ascii_case(m.sha256.trim()) => Check::new(
             "recommender",
             CheckStatus::Ok,
@@ -284,7 +271,7 @@ fn check_broker(cfg: &Config) -> Check {
         (Ok(a), _) => Check::new("broker", CheckStatus::Ok, format!("{a} accepts connections")),
         (Err(_), BrokerMode::Embedded) => {
             // Nothing listening is normal while the daemon is stopped; not while it runs.
-            let running = daemon_state(cfg.data_dir(), crate::store::now_ms()).running;
+            let running = daemon_state(cfg.data_dir(), crate::sys::now_ms()).running;
             let status = if running { CheckStatus::Warn } else { CheckStatus::Ok };
             let why = if running { "the daemon runs but " } else { "" };
             Check::new(
@@ -489,7 +476,7 @@ pub fn status_report(cfg: &Config) -> StatusReport {
         db_error: None,
         active_model: None,
         model_versions: 0,
-        daemon: daemon_state(cfg.data_dir(), store::now_ms()),
+        daemon: daemon_state(cfg.data_dir(), crate::sys::now_ms()),
     };
     if !db_path.exists() {
         r.db_error = Some("no database yet (created by `run` or `import`)".into());
@@ -546,8 +533,6 @@ mod tests {
         assert_eq!(disk_status(50 << 20), CheckStatus::Fail);
         assert_eq!(disk_status(500 << 20), CheckStatus::Warn);
         assert_eq!(disk_status(2 << 30), CheckStatus::Ok);
-        assert!(free_bytes(Path::new("/")).unwrap() > 0);
-        assert!(free_bytes(Path::new("/no/such/dir")).is_err());
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod online;
 pub mod registry;
 pub mod serve;
 pub mod store;
+pub mod sys;
 pub mod telemetry;
 
 /// Version of this software, as published in the MQTT birth document.

@@ -6,8 +6,6 @@
 //! `<dir>/SHA256SUMS.pinned` (`sha256sum -c` format); until then it is reported as unpinned.
 use crate::config::Config;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// The manifest text, as shipped in `models/manifest.toml`.
@@ -185,21 +183,6 @@ impl std::fmt::Display for ModelFileStatus {
     }
 }
 
-/// sha256 of a file, lower-case hex.
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
-}
-
 /// Reads `<dir>/SHA256SUMS.pinned` (`<hex>  <name>` lines); absent file = no pins.
 pub fn read_pins(dir: &Path) -> Vec<(String, String)> {
     let Ok(text) = std::fs::read_to_string(dir.join(PIN_FILE)) else { return Vec::new() };
@@ -233,7 +216,7 @@ pub fn verify_model(model: &ManifestModel, models_dir: &Path) -> Vec<ModelFileSt
             let state = if !path.is_file() {
                 FileState::Missing { expected }
             } else {
-                match sha256_file(&path) {
+                match crate::sys::sha256_file(&path) {
                     Err(e) => FileState::Unreadable { error: e.to_string() },
                     Ok(actual) => match expected {
                         None => FileState::Unpinned { actual },
@@ -384,7 +367,7 @@ pub fn fetch(model: &ManifestModel, models_dir: &Path) -> Result<Vec<PathBuf>> {
         // Verify everything before moving anything into place.
         for f in &model.files {
             let p = unpack.join(inner).join(&f.name);
-            let actual = sha256_file(&p).map_err(|source| ModelFileError::Io { path: p.clone(), source })?;
+            let actual = crate::sys::sha256_file(&p).map_err(|source| ModelFileError::Io { path: p.clone(), source })?;
             if !f.sha256.is_empty() && actual != f.sha256 {
                 return Err(ModelFileError::Mismatch { path: p, expected: f.sha256.clone(), actual });
             }
@@ -422,7 +405,7 @@ mod tests {
     fn verify_reports_missing_mismatch_ok_unpinned_and_pins() {
         let dir = tempfile::tempdir().unwrap();
         let good = b"hello";
-        let good_hash = hex::encode(Sha256::digest(good));
+        let good_hash = crate::sys::sha256_hex(good);
         let src = format!(
             "[[model]]\nid='t'\nkind='captioner'\nformat='gguf'\ndir='t'\nupstream='x'\nlicence='x'\nfiles=[{{name='a.bin', sha256='{good_hash}'}}, {{name='b.bin', sha256='{}'}}, {{name='c.bin'}}, {{name='d.bin'}}]\n",
             "0".repeat(64)

@@ -80,7 +80,7 @@ async fn events_idempotent_replies_correlated_and_clean_stop() {
     // MQTT 5 request: the reply carries our correlation data, is not retained, and (after the
     // incremental popularity update) excludes what alice bought.
     let id = k5.next_id();
-    let body = serde_json::json!({"schema_version": "1.0", "ts": sgbd_edge::mqtt::contract::now_ms(), "user": "alice", "k": 5});
+    let body = serde_json::json!({"schema_version": "1.0", "ts": sgbd_edge::sys::now_ms(), "user": "alice", "k": 5});
     let r = k5
         .request_raw(
             &topics().kiosk_recommend("k1"),
@@ -113,7 +113,7 @@ async fn events_idempotent_replies_correlated_and_clean_stop() {
 
     // A duplicate request (same correlation data) is answered from the cache: same generated_at.
     let id = k5.next_id();
-    let body = serde_json::json!({"schema_version": "1.0", "ts": sgbd_edge::mqtt::contract::now_ms(), "user": "dave"});
+    let body = serde_json::json!({"schema_version": "1.0", "ts": sgbd_edge::sys::now_ms(), "user": "dave"});
     let a = k5
         .request_raw(
             &topics().kiosk_recommend("k1"),
@@ -223,7 +223,7 @@ async fn bad_payloads_get_error_replies_and_daemon_keeps_serving() {
     assert_eq!(r.topic, topics().kiosk_reply("k2"));
 
     // Expired requests are never answered (JSON expires_at, and ts + ttl_ms).
-    let now = sgbd_edge::mqtt::contract::now_ms();
+    let now = sgbd_edge::sys::now_ms();
     for body in [
         serde_json::json!({"schema_version": "1.0", "ts": now, "user": "u", "expires_at": now - 1}),
         serde_json::json!({"schema_version": "1.0", "ts": now - 10_000, "user": "u", "ttl_ms": 5000}),

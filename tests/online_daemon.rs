@@ -114,7 +114,7 @@ async fn kiosk_events_trigger_training_promotion_and_new_replies() {
 
     // The fleet pins the version, then unpins it.
     let pin = |v: serde_json::Value| {
-        serde_json::json!({"schema_version": "1.0", "ts": sgbd_edge::mqtt::contract::now_ms(), "version": v})
+        serde_json::json!({"schema_version": "1.0", "ts": sgbd_edge::sys::now_ms(), "version": v})
             .to_string()
     };
     let pinned = cfg.node.data_dir.join("registry/PINNED");

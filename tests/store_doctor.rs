@@ -86,7 +86,7 @@ fn active_model_checksum_cameras_and_external_broker() {
     let s = store::open_config(&cfg).unwrap();
     std::fs::create_dir_all(cfg.node.data_dir.join("registry")).unwrap();
     std::fs::write(cfg.node.data_dir.join("registry/v1.bin"), b"weights").unwrap();
-    let good = sgbd_edge::modelfiles::sha256_file(&cfg.node.data_dir.join("registry/v1.bin")).unwrap();
+    let good = sgbd_edge::sys::sha256_file(&cfg.node.data_dir.join("registry/v1.bin")).unwrap();
     let mv = |v: &str, sha: &str| NewModelVersion {
         version: v.into(),
         path: "registry/v1.bin".into(),

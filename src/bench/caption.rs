@@ -82,39 +82,6 @@ pub struct CaptionBench {
     pub loadavg: f64,
 }
 
-/// Peak resident set size of this process (VmHWM), in MiB.
-pub fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
-/// User + system CPU seconds used by this process so far (robust to other load on the machine).
-pub fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage only writes into the struct we pass.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
-        return f64::NAN;
-    }
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
-/// Load average over the last minute (other work on the machine skews wall-clock numbers).
-pub fn loadavg() -> f64 {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
-        .unwrap_or(f64::NAN)
-}
-
 fn gg(q: Quant) -> GgmlDType {
     match q {
         Quant::Q4k => GgmlDType::Q4K,
@@ -181,7 +148,7 @@ fn run_in(a: &CaptionBenchArgs, cfg: &blip::Config, dir: &Path) -> Result<Captio
     let t = Instant::now();
     let mut cap = Captioner::load_files(&gguf, &tok, cfg, &Device::Cpu, "random-blip-large", tokens, n)?;
     let load_s = secs(t);
-    let rss_load = peak_rss_mb();
+    let rss_load = crate::sys::peak_rss_mib();
     let imgs = bench_images(n);
     let px: Vec<Tensor> = imgs.iter().map(|i| cap.preprocess(i)).collect::<candle_core::Result<_>>()?;
     let px = Tensor::stack(&px, 0)?;
@@ -191,7 +158,7 @@ fn run_in(a: &CaptionBenchArgs, cfg: &blip::Config, dir: &Path) -> Result<Captio
     let t = Instant::now();
     let e1 = cap.encode(&one)?;
     let vision_first = secs(t);
-    let rss_single = peak_rss_mb();
+    let rss_single = crate::sys::peak_rss_mib();
     let r = a.repeat.max(1);
     let (vision_single, _, _) = median_of(r, 1, || cap.encode(&one))?;
     let (vision_batched, vision_cpu, eb) = median_of(r, n, || cap.encode(&px))?;
@@ -200,7 +167,7 @@ fn run_in(a: &CaptionBenchArgs, cfg: &blip::Config, dir: &Path) -> Result<Captio
     let (cached_ms, cached_cpu) = time_decode(&mut cap, &e1, tokens, DecodeMode::Cached)?;
     let (batched_ms, batched_cpu) = time_decode(&mut cap, &eb, tokens, DecodeMode::Cached)?;
     let per_image = vision_batched + batched_ms * tokens as f64 / 1e3;
-    let rss_ours = peak_rss_mb();
+    let rss_ours = crate::sys::peak_rss_mib();
 
     let mut up = Upstream::default();
     if !a.skip_upstream {
@@ -237,7 +204,7 @@ fn run_in(a: &CaptionBenchArgs, cfg: &blip::Config, dir: &Path) -> Result<Captio
         images_per_s_uncached_sequential: up.images_per_s,
         images_per_s_cached_batched: 1.0 / per_image,
         peak_rss_ours_mb: rss_ours,
-        peak_rss_mb: peak_rss_mb(),
+        peak_rss_mb: crate::sys::peak_rss_mib(),
         rss_after_load_mb: rss_load,
         rss_after_single_vision_mb: rss_single,
         vision_cpu_s_per_image_batched: vision_cpu,
@@ -245,7 +212,7 @@ fn run_in(a: &CaptionBenchArgs, cfg: &blip::Config, dir: &Path) -> Result<Captio
         decode_cpu_ms_per_token_uncached: up.decode_cpu,
         decode_cpu_ms_per_token_cached: cached_cpu,
         decode_cpu_ms_per_token_per_image_cached_batched: batched_cpu,
-        loadavg: loadavg(),
+        loadavg: crate::sys::loadavg(),
     })
 }
 
@@ -294,9 +261,9 @@ fn timed_per_image<T>(images: usize, f: impl FnOnce() -> candle_core::Result<T>)
 
 /// Runs `f` once: (wall seconds, CPU seconds of all threads, its result).
 pub fn timed<T, E>(f: impl FnOnce() -> std::result::Result<T, E>) -> std::result::Result<(f64, f64, T), E> {
-    let (t, c) = (Instant::now(), cpu_seconds());
+    let (t, c) = (Instant::now(), crate::sys::process_cpu_seconds());
     let out = f()?;
-    Ok((secs(t), cpu_seconds() - c, out))
+    Ok((secs(t), crate::sys::process_cpu_seconds() - c, out))
 }
 
 /// Prints the results as a table: ours against candle's upstream model where both exist.

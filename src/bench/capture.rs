@@ -199,7 +199,7 @@ fn row(case: &str, frames: usize, crops: usize, d: Duration) -> ThroughputRow {
 
 fn tempfile_dir() -> Result<PathBuf> {
     let p =
-        std::env::temp_dir().join(format!("sgbd-bench-capture-{}-{}", std::process::id(), crate::capture::now_ms()));
+        std::env::temp_dir().join(format!("sgbd-bench-capture-{}-{}", std::process::id(), crate::sys::now_ms()));
     std::fs::create_dir_all(&p).map_err(|e| err(format!("{}: {e}", p.display())))?;
     Ok(p)
 }

@@ -2,7 +2,7 @@
 //! sentence at a time, and candle's `BertModel` batched (the baseline our encoder replaced).
 //! Needs the real model files (`sgbd-edge models fetch`). Sentences: H&M descriptions from
 //! `$SGBD_DATA/hm_sample/articles_sample.csv` when present, else generated product sentences.
-use super::caption::{loadavg, timed};
+use super::caption::timed;
 use crate::denoise::features::read_catalog;
 use crate::denoise::text::split_phrases;
 use crate::denoise::embed::cosine;
@@ -150,7 +150,7 @@ pub fn run(a: &EmbedBenchArgs, cfg: &crate::config::DenoiseConfig) -> Result<Emb
         int8_cosine_mean: cos.iter().sum::<f64>() / cos.len().max(1) as f64,
         int8_cosine_min: cos.iter().copied().fold(1.0, f64::min),
         f32_max_abs_diff_vs_candle: diff,
-        loadavg: loadavg(),
+        loadavg: crate::sys::loadavg(),
     })
 }
 

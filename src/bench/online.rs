@@ -181,22 +181,8 @@ fn run_arm(arm: &str, base: &Config, events: &[Event], warm: usize, rounds: usiz
         u.dedup();
         Arc::new(u)
     };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(if cfg.online.train_threads > 0 {
-            cfg.online.train_threads
-        } else {
-            0
-        })
-        .start_handler({
-            let nice = cfg.online.nice;
-            move |_| {
-                // SAFETY: plain syscalls with scalar arguments.
-                let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
-                unsafe { libc::setpriority(libc::PRIO_PROCESS as _, tid, nice) };
-            }
-        })
-        .build()
-        .map_err(|e| OnlineError::Invalid(format!("training pool: {e}")))?;
+    let pool = crate::online::training_pool(&cfg)
+        .ok_or_else(|| OnlineError::Invalid("training pool not built".into()))?;
     let mut res = ArmResult {
         arm: arm.into(),
         hit_rate: vec![],
@@ -222,7 +208,7 @@ fn run_arm(arm: &str, base: &Config, events: &[Event], warm: usize, rounds: usiz
             .join()
             .map_err(|_| OnlineError::Invalid("latency probe panicked".into()))?;
         let (requests, p50_ms, p99_ms) = p50_p99(&m);
-        let peak = crate::learn::trainer::peak_rss_bytes().map(|b| b >> 20);
+        let peak = crate::sys::peak_rss_bytes().map(|b| b >> 20);
         Ok(match out {
             Ok(o) => RoundStat {
                 after_chunk: after,

@@ -10,9 +10,10 @@
 //! - `daemon ingest (durable)`: events with an acknowledgement sent after the batch commit;
 //!   `ingest baseline` is one `insert_event` (one transaction) per event on the same disk.
 
+use crate::sys::now_ms;
 use crate::config::Config;
 use crate::daemon::{self, DaemonOptions, ShutdownHandle};
-use crate::mqtt::contract::{now_ms, Topics};
+use crate::mqtt::contract::Topics;
 use crate::mqtt::kiosk::{parse_reply, KioskClient, Protocol};
 use crate::serve::{PopularityRanker, Ranker, RequestCtx};
 use crate::store::{Event, EventKind, NewItem, Store};

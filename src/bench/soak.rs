@@ -14,11 +14,12 @@
 //! After the daemon has stopped (SIGTERM, clean drain), the store is opened and every event the
 //! daemon acknowledged is looked up by id: an acknowledged event that is not there is lost.
 
+use crate::sys::now_ms;
 use super::serve::seed_store;
 use crate::config::Config;
 use crate::daemon::DaemonError;
 use crate::learn::model::ModelKind;
-use crate::mqtt::contract::{now_ms, Topics};
+use crate::mqtt::contract::Topics;
 use crate::mqtt::kiosk::{parse_reply, KioskClient, Protocol};
 use crate::telemetry::{Histogram, LatencySummary};
 use serde::Serialize;
@@ -168,17 +169,9 @@ impl SoakReport {
     }
 }
 
-/// A `/proc/<pid>/status` field in MiB (Linux), e.g. `VmRSS`, `VmHWM`.
+/// A `/proc/<pid>/status` field in MiB (Linux), e.g. `VmRSS`, `VmHWM`; 0 when unknown.
 pub fn proc_status_mib(pid: &str, field: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
+    crate::sys::proc_status_kib(pid, field).map_or(0.0, |kb| kb as f64 / 1024.0)
 }
 
 /// Resident set size of this process in MiB.
@@ -253,10 +246,7 @@ impl Daemon {
 
     /// SIGTERM, then wait up to `grace` for a clean exit (SIGKILL after it). True on exit code 0.
     fn stop(&mut self, grace: Duration) -> bool {
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            // SAFETY: plain syscall on our own child's pid.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
+        let _ = crate::sys::terminate(self.child.id());
         let t = Instant::now();
         while t.elapsed() < grace {
             if let Some(st) = self.exited() {

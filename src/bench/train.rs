@@ -11,16 +11,15 @@ use candle_core::Device;
 use rand::SeedableRng;
 use std::time::Instant;
 
-pub use crate::learn::trainer::cpu_seconds;
 
 /// Wall and CPU milliseconds of `f`, averaged over `reps`.
 fn time<T>(reps: usize, mut f: impl FnMut() -> Result<T>) -> Result<(f64, f64)> {
-    let (w, c) = (Instant::now(), cpu_seconds());
+    let (w, c) = (Instant::now(), crate::sys::process_cpu_seconds());
     for _ in 0..reps {
         f()?;
     }
     let n = reps.max(1) as f64;
-    Ok((w.elapsed().as_secs_f64() * 1e3 / n, (cpu_seconds() - c) * 1e3 / n))
+    Ok((w.elapsed().as_secs_f64() * 1e3 / n, (crate::sys::process_cpu_seconds() - c) * 1e3 / n))
 }
 
 /// Times the parts of one training step and one evaluation (wall ms, CPU ms).

@@ -122,7 +122,7 @@ impl FolderSource {
         if target.exists() {
             let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("frame");
             let ext = path.extension().and_then(|s| s.to_str()).unwrap_or("jpg");
-            target = self.done_dir.join(format!("{stem}-{ms}-{}.{ext}", super::now_ms()));
+            target = self.done_dir.join(format!("{stem}-{ms}-{}.{ext}", crate::sys::now_ms()));
         }
         match std::fs::rename(path, &target) {
             Ok(()) => Some(target),

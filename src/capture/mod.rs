@@ -96,10 +96,6 @@ pub fn open_source(cam: &crate::config::CameraConfig, cfg: &crate::config::Captu
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
 
 /// Makes a string safe as one path component (camera ids and SKUs come from config and catalogues).
 pub fn path_component(s: &str) -> String {

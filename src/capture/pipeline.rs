@@ -297,9 +297,7 @@ impl Capturer {
         std::fs::create_dir_all(&dir).map_err(|e| io_err(dir.display(), e))?;
         let ext = self.cfg.crop_format.extension();
         let path = dir.join(format!("{captured_ms}.{ext}"));
-        let tmp = dir.join(format!(".{captured_ms}.{ext}.tmp"));
-        std::fs::write(&tmp, bytes).map_err(|e| io_err(tmp.display(), e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| io_err(path.display(), e))?;
+        crate::sys::write_atomic(&path, bytes, false).map_err(|e| io_err(path.display(), e))?;
         let path_str = path.to_string_lossy().into_owned();
         let store_err = |e: crate::store::StoreError| CaptureError::Store(e.to_string());
         if store.item_by_sku(&sku).map_err(store_err)?.is_none() {

@@ -68,7 +68,7 @@ pub fn run(a: KioskArgs) -> anyhow::Result<ExitCode> {
             let id = a
                 .event_id
                 .clone()
-                .unwrap_or_else(|| format!("{}-{}", a.kiosk, crate::mqtt::contract::now_ms()));
+                .unwrap_or_else(|| format!("{}-{}", a.kiosk, crate::sys::now_ms()));
             client
                 .event(&id, &a.user, item, kind, Some(timeout))
                 .await

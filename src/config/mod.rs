@@ -125,9 +125,8 @@ impl Config {
 
     /// A stable hash of the effective configuration (published in the birth document).
     pub fn hash(&self) -> String {
-        use sha2::{Digest, Sha256};
         let text = toml::to_string(self).unwrap_or_default();
-        hex::encode(&Sha256::digest(text.as_bytes())[..8])
+        crate::sys::sha256_hex(text.as_bytes())[..16].to_string()
     }
 
     /// Directory for the database, model registry and spool files.

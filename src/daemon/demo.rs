@@ -3,8 +3,8 @@
 //! recommendation request and prints the reply in a readable form on stdout. It also drops the
 //! demo shelf picture (`<catalogue dir>/shelf/<camera>.jpg`) into each folder camera's directory.
 
+use crate::sys::now_ms;
 use super::Ctx;
-use crate::mqtt::contract::now_ms;
 use crate::mqtt::kiosk::{parse_reply, KioskClient, Protocol};
 use rand::seq::IndexedRandom;
 use rand::Rng;

@@ -27,7 +27,7 @@ impl Default for Heartbeats {
 impl Heartbeats {
     /// [`STAGES`] plus optional stages (e.g. the shelf stages when cameras are configured).
     pub fn with_stages(extra: &[&'static str]) -> Self {
-        let now = crate::mqtt::contract::now_ms();
+        let now = crate::sys::now_ms();
         Self {
             stages: STAGES.iter().chain(extra).map(|s| (*s, AtomicI64::new(now))).collect(),
         }
@@ -35,7 +35,7 @@ impl Heartbeats {
 
     pub fn beat(&self, stage: &str) {
         if let Some(a) = self.stages.get(stage) {
-            a.store(crate::mqtt::contract::now_ms(), Ordering::Relaxed);
+            a.store(crate::sys::now_ms(), Ordering::Relaxed);
         }
     }
 
@@ -93,10 +93,8 @@ pub fn status_path(data_dir: &Path) -> PathBuf {
 
 /// Writes the status file atomically (temp file + rename).
 pub fn write_status(path: &Path, s: &StatusFile) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
     let text = serde_json::to_vec_pretty(s).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
+    crate::sys::write_atomic(path, &text, false)
 }
 
 /// The `STATUS=` line for `systemctl status`.
@@ -146,16 +144,6 @@ impl Notifier {
     }
 }
 
-/// Free bytes on the file system holding `path`.
-pub fn disk_free(path: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
-}
-
 /// Jetson GPU load in percent, when the file exists.
 pub fn gpu_load_pct() -> Option<f64> {
     std::fs::read_to_string("/sys/devices/gpu.0/load")
@@ -199,7 +187,7 @@ mod tests {
     #[test]
     fn stuck_stage_detected() {
         let h = Heartbeats::default();
-        let now = crate::mqtt::contract::now_ms();
+        let now = crate::sys::now_ms();
         assert!(h.stuck(now, Duration::from_secs(5)).is_empty());
         h.beat("router");
         let later = now + 10_000;
@@ -234,6 +222,6 @@ mod tests {
         write_status(&p, &s).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
         assert_eq!(v["broker_connected"], true);
-        assert!(!p.with_extension("json.tmp").exists());
+        assert_eq!(std::fs::read_dir(p.parent().unwrap()).unwrap().count(), 1, "no temporary file left");
     }
 }

@@ -25,7 +25,7 @@ pub mod shelf;
 mod stages;
 
 use crate::config::{BrokerMode, Config};
-use crate::mqtt::contract::{self, Birth, ModelInfo, Topics, STATUS_STOPPED};
+use crate::mqtt::contract::{Birth, ModelInfo, Topics, STATUS_STOPPED};
 use crate::mqtt::{Link, LinkOptions};
 use crate::serve::{PopularityRanker, Ranker, RankerSlot};
 use crate::store::EventKind;
@@ -245,7 +245,7 @@ pub async fn run(cfg: Config, opts: DaemonOptions, mut shutdown: watch::Receiver
             beats: Heartbeats::with_stages(shelf::stages(&cfg)),
         },
         started: Instant::now(),
-        started_ms: contract::now_ms(),
+        started_ms: crate::sys::now_ms(),
         opts: opts.clone(),
         dirty: AtomicBool::new(false),
         shelf: shelf_parts.as_ref().map(|s| s.handle()),

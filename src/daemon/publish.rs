@@ -38,7 +38,7 @@ impl Publisher for LinkPublisher {
     fn push(&self, kiosk: &str, user: &str, rec: &Recommendation) {
         let p = Push {
             schema_version: contract::SCHEMA_VERSION.into(),
-            ts: contract::now_ms(),
+            ts: crate::sys::now_ms(),
             node_id: self.cfg.node.node_id.clone(),
             user: user.to_string(),
             model_version: rec.model_version.clone(),

@@ -390,7 +390,7 @@ fn denoise_loop(
                 let ms = t.elapsed().as_secs_f64() * 1e3;
                 metrics.observe_ms("denoise.ms", ms);
                 if let Some(c) = job.captured_ms {
-                    metrics.observe_ms("shelf.e2e_ms", (crate::capture::now_ms() - c).max(0) as f64);
+                    metrics.observe_ms("shelf.e2e_ms", (crate::sys::now_ms() - c).max(0) as f64);
                 }
                 metrics.incr("denoise.items");
                 batch.0 += 1;
@@ -469,7 +469,7 @@ pub fn drop_demo_shelves(cfg: &Config, demo_dir: &Path) -> Vec<PathBuf> {
         if !src.is_file() {
             continue;
         }
-        let name = format!("{}-{}.jpg", cam.id, crate::capture::now_ms());
+        let name = format!("{}-{}.jpg", cam.id, crate::sys::now_ms());
         let (tmp, dst) = (dir.join(format!(".{name}.tmp")), dir.join(&name));
         let r = std::fs::create_dir_all(dir)
             .and_then(|_| std::fs::copy(&src, &tmp))

@@ -40,11 +40,9 @@ pub fn save(dir: &Path, model: &dyn Recommender, opt: &dyn Optimizer, state: &se
         obj.insert("model".into(), model.name().into());
         obj.insert("optim".into(), opt.kind().label().into());
     }
-    let tmp = dir.join(format!("{STATE}.tmp"));
     let text = serde_json::to_vec_pretty(&state).map_err(|e| LearnError::Invalid(e.to_string()))?;
-    std::fs::write(&tmp, text).map_err(io(&tmp))?;
     let fin = dir.join(STATE);
-    std::fs::rename(&tmp, &fin).map_err(io(&fin))?;
+    crate::sys::write_atomic(&fin, &text, false).map_err(io(&fin))?;
     Ok(())
 }
 

@@ -97,27 +97,6 @@ pub struct Hooks<'a> {
     pub on_batch: Option<&'a mut dyn FnMut(usize, usize)>,
 }
 
-/// Process CPU time (user + system, all threads) in seconds: on a shared machine the wall time
-/// of a step depends on the neighbours, its CPU time much less.
-pub fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage only writes into the struct we pass.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    if rc != 0 {
-        return f64::NAN;
-    }
-    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 * 1e-6;
-    t(ru.ru_utime) + t(ru.ru_stime)
-}
-
-/// Peak resident set size of this process (`VmHWM`), Linux only.
-pub fn peak_rss_bytes() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
 /// The RNG of epoch `epoch` (shuffling, negatives, per-epoch model hooks), derived from the seed
 /// alone so that a resumed run draws exactly what an uninterrupted one would.
 pub fn epoch_rng(seed: u64, epoch: usize) -> StdRng {
@@ -234,7 +213,7 @@ pub fn fit(
             break;
         }
         let mut rng = epoch_rng(opts.seed, epoch);
-        let (t0, c0) = (Instant::now(), cpu_seconds());
+        let (t0, c0) = (Instant::now(), crate::sys::process_cpu_seconds());
         let loss = train_epoch(
             model,
             opt,
@@ -244,11 +223,11 @@ pub fn fit(
             &mut rng,
             &mut hooks.on_batch,
         )?;
-        let (train_s, c1) = (t0.elapsed().as_secs_f64(), cpu_seconds());
+        let (train_s, c1) = (t0.elapsed().as_secs_f64(), crate::sys::process_cpu_seconds());
         let t1 = Instant::now();
         let (u, i) = model.embeddings()?;
         let valid = evaluate(&u, &i, &train_ui, &valid_ui, &ks, opts.eval_block)?;
-        let (eval_s, eval_cpu_s) = (t1.elapsed().as_secs_f64(), cpu_seconds() - c1);
+        let (eval_s, eval_cpu_s) = (t1.elapsed().as_secs_f64(), crate::sys::process_cpu_seconds() - c1);
         let train_cpu_s = c1 - c0;
         let cur = valid.recall_at(opts.valid_k);
         let improved = r.best_valid.as_ref().is_none_or(|b| cur > b.recall_at(opts.valid_k));
@@ -305,7 +284,7 @@ pub fn fit(
         eval_cpu_s_per_pass: r.curve.iter().map(|e| e.eval_cpu_s).sum::<f64>() / n,
         time_to_best_s: r.time_to_best_s,
         total_s: base_elapsed + start.elapsed().as_secs_f64(),
-        peak_rss_bytes: peak_rss_bytes(),
+        peak_rss_bytes: crate::sys::peak_rss_bytes(),
         curve: r.curve,
     })
 }

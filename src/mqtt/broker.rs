@@ -146,18 +146,7 @@ fn sweep_nodelay(done: &mut std::collections::HashSet<(i32, String)>) {
         if !target.starts_with("socket:") || !done.insert((fd, target)) {
             continue;
         }
-        let one: libc::c_int = 1;
-        // SAFETY: setsockopt on a descriptor of this process with a properly sized int option; a
-        // descriptor that is not a TCP socket (or was closed meanwhile) just returns an error.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::IPPROTO_TCP,
-                libc::TCP_NODELAY,
-                &one as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
+        let _ = crate::sys::set_tcp_nodelay_raw(fd);
     }
     if done.len() > 100_000 {
         done.clear();

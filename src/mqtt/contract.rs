@@ -9,6 +9,7 @@
 //! [`SCHEMA_MAJOR`] is refused with an error reply (`unsupported_schema`); unknown fields are
 //! ignored, so minor versions may add fields.
 
+use crate::sys::now_ms;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -22,13 +23,6 @@ pub const STATUS_ONLINE: &str = "online";
 pub const STATUS_STOPPED: &str = "stopped";
 pub const STATUS_OFFLINE: &str = "offline";
 
-/// Milliseconds since the Unix epoch, UTC.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// The topic names of one node.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,7 +2,8 @@
 //! Expiry) or MQTT 3.1.1 (`reply_to` / `request_id` in the JSON). Used by `sgbd-edge kiosk`, the
 //! demo kiosk, the tests and `bench serve`.
 
-use super::contract::{self, now_ms, EventMsg, RecommendRequest, Topics, SCHEMA_VERSION};
+use crate::sys::now_ms;
+use super::contract::{self, EventMsg, RecommendRequest, Topics, SCHEMA_VERSION};
 use super::subscriber::{self, V4Loop, V5Loop};
 use super::MqttError;
 use bytes::Bytes;

@@ -63,7 +63,7 @@ pub fn load_active(cfg: &Config, store: &Store) -> Result<Option<(OnlineRanker, 
 }
 
 /// A training thread pool at `online.nice`, so serving threads win the CPU while a round runs.
-fn training_pool(cfg: &Config) -> Option<rayon::ThreadPool> {
+pub(crate) fn training_pool(cfg: &Config) -> Option<rayon::ThreadPool> {
     let nice = cfg.online.nice;
     let mut b = rayon::ThreadPoolBuilder::new()
         .thread_name(|i| format!("train-{i}"))
@@ -80,14 +80,11 @@ fn training_pool(cfg: &Config) -> Option<rayon::ThreadPool> {
     }
 }
 
-/// Lowers the calling thread's priority (Linux: `setpriority` on a thread id affects that thread).
+/// Lowers the calling thread's priority (a failure is logged and otherwise ignored).
 fn set_nice(nice: i32) {
     if nice > 0 {
-        // SAFETY: plain syscall with scalar arguments.
-        let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
-        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS as _, tid, nice) };
-        if rc != 0 {
-            tracing::debug!(nice, "setpriority failed");
+        if let Err(e) = crate::sys::set_thread_nice(nice) {
+            tracing::debug!(nice, error = %e, "setpriority failed");
         }
     }
 }
@@ -299,7 +296,7 @@ impl Trainer {
     ) -> ModelAnnouncement {
         ModelAnnouncement {
             schema_version: crate::mqtt::contract::SCHEMA_VERSION.into(),
-            ts: crate::mqtt::contract::now_ms(),
+            ts: crate::sys::now_ms(),
             node_id: self.cfg.node.node_id.clone(),
             store_id: self.cfg.node.store_id.clone(),
             event: event.into(),
@@ -329,7 +326,7 @@ impl Trainer {
         self.metrics.incr("online.rounds");
         self.metrics
             .observe_ms("online.round_ms", t0.elapsed().as_secs_f64() * 1e3);
-        if let Some(rss) = crate::learn::trainer::peak_rss_bytes() {
+        if let Some(rss) = crate::sys::peak_rss_bytes() {
             self.metrics.set("online.peak_rss_mb", rss >> 20);
         }
         let out = match res {
@@ -375,7 +372,7 @@ impl Trainer {
 
     /// Refreshed suggestions for kiosks with an event in the last `online.push_window_s`.
     fn push_recent(&self, version: &str) {
-        let since = crate::mqtt::contract::now_ms() - (self.cfg.online.push_window_s as i64) * 1000;
+        let since = crate::sys::now_ms() - (self.cfg.online.push_window_s as i64) * 1000;
         let events = match self.store.interactions() {
             Ok(e) => e,
             Err(_) => return,
@@ -395,7 +392,7 @@ impl Trainer {
             let ctx = RequestCtx {
                 kiosk: Some(kiosk.clone()),
                 exclude: vec![],
-                now_ms: crate::mqtt::contract::now_ms(),
+                now_ms: crate::sys::now_ms(),
             };
             let rec = ranker.recommend(&user, k, &ctx);
             self.publisher.push(&kiosk, &user, &rec);

@@ -388,7 +388,7 @@ pub fn run(cfg: &Config, store: &Store, reg: &Registry, stop: &AtomicBool, hooks
         "events": events_used, "warm_start_rows": warm_rows,
         "optim": kind.label(), "model": model_name, "epochs": epochs, "best_epoch": best_epoch,
         "train_s": train_s, "round_s": t_round.elapsed().as_secs_f64(),
-        "peak_rss_bytes": trainer::peak_rss_bytes(),
+        "peak_rss_bytes": crate::sys::peak_rss_bytes(),
         "projection": serving.projection.as_ref().map(|p| p.feature_dim),
         "shuffled_labels": hooks.shuffle_train_items,
     });

@@ -24,9 +24,7 @@
 use crate::store::{ModelStatus, ModelVersionRow, NewModelVersion, Store, StoreError};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// File names inside a version folder.
@@ -83,22 +81,16 @@ pub struct Manifest {
     pub files: BTreeMap<String, String>,
 }
 
-/// Hex sha256 of a file, streamed.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(io(path))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(io(path))?;
-    Ok(hex::encode(h.finalize()))
+fn sha256_file(path: &Path) -> Result<String> {
+    crate::sys::sha256_file(path).map_err(io(path))
 }
 
 fn fsync_path(path: &Path) -> Result<()> {
-    std::fs::File::open(path).and_then(|f| f.sync_all()).map_err(io(path))
+    crate::sys::fsync_path(path).map_err(io(path))
 }
 
-/// Writes `bytes` to `path` and fsyncs it.
-pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = std::fs::File::create(path).map_err(io(path))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(io(path))
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    crate::sys::write_synced(path, bytes).map_err(io(path))
 }
 
 /// Everything serving needs from a trained model.
@@ -256,7 +248,7 @@ impl Registry {
     /// A new version string: UTC time to the millisecond plus the model kind, e.g.
     /// `20261127T010203.456Z-lightgcn` (sortable, unique per node).
     pub fn new_version(model: &str) -> String {
-        let ms = crate::store::now_ms();
+        let ms = crate::sys::now_ms();
         let secs = ms.div_euclid(1000);
         let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
         let (y, m, d) = civil_from_days(days);
@@ -315,7 +307,7 @@ impl Registry {
             let manifest = Manifest {
                 version: version.to_string(),
                 parent: parent.map(str::to_string),
-                created_ms: crate::store::now_ms(),
+                created_ms: crate::sys::now_ms(),
                 model: model.to_string(),
                 files,
             };
@@ -467,9 +459,7 @@ impl Registry {
         match version {
             Some(v) => {
                 self.activate(store, v, true)?;
-                let tmp = self.root.join(format!("{PINNED}.tmp"));
-                write_synced(&tmp, v.as_bytes())?;
-                std::fs::rename(&tmp, &p).map_err(io(&p))?;
+                crate::sys::write_atomic(&p, v.as_bytes(), true).map_err(io(&p))?;
                 tracing::info!(version = v, "model version pinned");
             }
             None => {

@@ -1,7 +1,8 @@
 //! Interactions (kiosk events and imported histories): idempotent ingest and the reads the
 //! recommender needs.
 
-use super::{now_ms, Event, EventKind, Result, Store, StoreError};
+use crate::sys::now_ms;
+use super::{Event, EventKind, Result, Store, StoreError};
 use rusqlite::{params, Connection, Row};
 use std::collections::HashSet;
 

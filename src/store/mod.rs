@@ -286,10 +286,6 @@ pub fn open_config(cfg: &crate::config::Config) -> Result<Store> {
     Store::open(&db_path(cfg), cfg.store.busy_timeout_ms)
 }
 
-/// Milliseconds since the Unix epoch, now.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
 
 pub(crate) fn io_err(path: &Path, source: std::io::Error) -> StoreError {
     StoreError::Io { path: path.to_path_buf(), source }

@@ -1,12 +1,11 @@
 //! A VC0706 camera simulator on a pseudo-terminal pair (test support).
 //!
-//! [`Simulator::start`] opens a pty with `openpty`, and answers the VC0706 commands that
+//! [`Simulator::start`] opens a pty ([`crate::sys::open_raw_pty`]), and answers the VC0706 commands that
 //! [`super::Vc0706`] sends on the master side; clients open [`Simulator::port_path`] (the slave)
 //! with `serialport` like a real `/dev/ttyUSB0`. Faults can be injected while it runs: dropped
 //! bytes in frame-buffer chunks, a wrong frame length, a stalled device, an unplugged port.
 use super::*;
 use std::fs::File;
-use std::os::fd::{FromRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -43,43 +42,11 @@ pub struct Simulator {
     thread: Option<JoinHandle<()>>,
 }
 
-fn last_os_error(what: &str) -> std::io::Error {
-    let e = std::io::Error::last_os_error();
-    std::io::Error::new(e.kind(), format!("{what}: {e}"))
-}
-
 impl Simulator {
     /// Opens a pty pair and starts answering on its master; `jpeg` is the picture the camera sees.
     pub fn start(jpeg: Vec<u8>) -> std::io::Result<Simulator> {
-        let (mut master, mut slave): (RawFd, RawFd) = (-1, -1);
-        // SAFETY: openpty writes two fds; name, termios and winsize may be null.
-        let rc =
-            unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
-        if rc != 0 {
-            return Err(last_os_error("openpty"));
-        }
-        // SAFETY: both fds were just returned by openpty and are owned here from now on.
-        let (master, slave) = unsafe { (File::from_raw_fd(master), File::from_raw_fd(slave)) };
-        use std::os::fd::AsRawFd;
         // Raw mode on the line (no echo, no CR/LF translation) until a client sets its own.
-        // SAFETY: termios is plain data, filled by tcgetattr before use.
-        unsafe {
-            let mut t: libc::termios = std::mem::zeroed();
-            if libc::tcgetattr(slave.as_raw_fd(), &mut t) != 0 {
-                return Err(last_os_error("tcgetattr"));
-            }
-            libc::cfmakeraw(&mut t);
-            if libc::tcsetattr(slave.as_raw_fd(), libc::TCSANOW, &t) != 0 {
-                return Err(last_os_error("tcsetattr"));
-            }
-        }
-        let mut buf = [0 as libc::c_char; 256];
-        // SAFETY: buf is writable for its whole length.
-        if unsafe { libc::ttyname_r(slave.as_raw_fd(), buf.as_mut_ptr(), buf.len()) } != 0 {
-            return Err(last_os_error("ttyname_r"));
-        }
-        // SAFETY: ttyname_r wrote a NUL-terminated string into buf.
-        let path = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned();
+        let crate::sys::Pty { controller: master, device: slave, path } = crate::sys::open_raw_pty()?;
         let state = Arc::new(Mutex::new(State { jpeg, ..State::default() }));
         let unplug = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
@@ -142,19 +109,17 @@ impl Drop for Simulator {
 }
 
 fn serve(mut master: File, state: Arc<Mutex<State>>, unplug: Arc<AtomicBool>, stop: Arc<AtomicBool>) {
-    use std::os::fd::AsRawFd;
     let mut inbuf: Vec<u8> = Vec::new();
     let mut tmp = [0u8; 4096];
     while !stop.load(Ordering::SeqCst) && !unplug.load(Ordering::SeqCst) {
-        let mut pfd = libc::pollfd { fd: master.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut pfd, 1, 20) };
-        if r <= 0 || pfd.revents & libc::POLLIN == 0 {
-            if r > 0 {
-                // POLLHUP with no client: wait instead of spinning.
+        match crate::sys::wait_readable(&master, 20) {
+            Ok(crate::sys::Readiness::Readable) => {}
+            // POLLHUP with no client: wait instead of spinning.
+            Ok(crate::sys::Readiness::HungUp) => {
                 std::thread::sleep(Duration::from_millis(5));
+                continue;
             }
-            continue;
+            Ok(crate::sys::Readiness::Idle) | Err(_) => continue,
         }
         let n = match master.read(&mut tmp) {
             Ok(n) => n,

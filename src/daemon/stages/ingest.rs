@@ -2,9 +2,10 @@
 //! after commit, feeds the rankers, pushes fresh suggestions, forwards to the fleet through the
 //! outbox; applies catalogue updates.
 
+use crate::sys::now_ms;
 use super::reply::{error_payload, node_id, send_reply, ReplyTarget};
 use crate::daemon::{Ctx, LiveSettings};
-use crate::mqtt::contract::{self, now_ms, ErrorCode, EventAck, FleetEvent, FleetEvents};
+use crate::mqtt::contract::{self, ErrorCode, EventAck, FleetEvent, FleetEvents};
 use crate::serve::{Ranker, RequestCtx};
 use crate::store::{Event, NewItem, Store};
 use bytes::Bytes;

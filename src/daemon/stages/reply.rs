@@ -1,9 +1,10 @@
 //! Answering a kiosk: where a reply goes (MQTT 5 Response Topic, JSON `reply_to`, or the kiosk's
 //! default reply topic), error replies, and refusing a payload that does not decode.
 
+use crate::sys::now_ms;
 use crate::daemon::Ctx;
 use crate::mqtt::client::InMsg;
-use crate::mqtt::contract::{self, now_ms, DecodeError, ErrorBody, ErrorCode, ErrorReply};
+use crate::mqtt::contract::{self, DecodeError, ErrorBody, ErrorCode, ErrorReply};
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use rumqttc::v5::mqttbytes::QoS;

@@ -1,9 +1,10 @@
 //! The request stage: recommendation requests answered from memory.
 
+use crate::sys::now_ms;
 use super::reply::{error_payload, node_id, props_of, refuse, reply_target, send_reply};
 use crate::daemon::{Ctx, LiveSettings};
 use crate::mqtt::client::InMsg;
-use crate::mqtt::contract::{self, decode, now_ms, ErrorCode, RecommendReply, RecommendRequest};
+use crate::mqtt::contract::{self, decode, ErrorCode, RecommendReply, RecommendRequest};
 use crate::serve::{ReplyCache, RequestCtx};
 use bytes::Bytes;
 use std::sync::Arc;

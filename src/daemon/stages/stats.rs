@@ -1,9 +1,10 @@
 //! The stats publisher: `stats` (QoS 0) every `mqtt.stats_interval_s`.
 
+use crate::sys::now_ms;
 use super::reply::node_id;
 use crate::daemon::health;
 use crate::daemon::Ctx;
-use crate::mqtt::contract::{self, now_ms, Stats};
+use crate::mqtt::contract::{self, Stats};
 use rumqttc::v5::mqttbytes::QoS;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +23,7 @@ fn stats(ctx: &Ctx, db_rows: Option<crate::store::TableCounts>) -> Stats {
         counters: m.counters(),
         latencies: m.latency_summaries().into_iter().map(|(k, v)| (k, v.into())).collect(),
         outbox_backlog: m.get("outbox.backlog"),
-        disk_free_bytes: health::disk_free(&data_dir),
+        disk_free_bytes: crate::sys::disk_free_bytes(&data_dir).ok(),
         gpu_load_pct: health::gpu_load_pct(),
         db_rows,
         temperatures_c: health::temperatures_c(),

@@ -1,8 +1,8 @@
 //! The status task: `status.json`, systemd `STATUS=` and the watchdog.
 
+use crate::sys::now_ms;
 use crate::daemon::health::{self, StageState, StatusFile};
 use crate::daemon::Ctx;
-use crate::mqtt::contract::now_ms;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
