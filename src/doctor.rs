@@ -6,6 +6,8 @@
 
 use crate::config::{BrokerMode, CameraKind, Config, Issues, Validate};
 use crate::modelfiles::{self, FileState};
+use crate::mqtt::kiosk::Protocol;
+use crate::mqtt::probe::Probe;
 use crate::store::{self, ModelVersionRow, Store, TableCounts};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -265,24 +267,76 @@ fn broker_listening(host: &str, port: u16) -> Result<std::net::SocketAddr, Strin
     Err(last)
 }
 
+/// A real MQTT handshake (CONNECT, CONNACK, DISCONNECT) with a client id of its own.
+fn mqtt_probe(cfg: &Config, port: u16, protocol: Protocol, node_credentials: bool) -> Result<Duration, String> {
+    let (credentials, tls) = if node_credentials {
+        (
+            crate::mqtt::credentials(&cfg.mqtt).map_err(|e| e.to_string())?,
+            crate::mqtt::tls::from_config(&cfg.mqtt).map_err(|e| e.to_string())?,
+        )
+    } else {
+        (None, None)
+    };
+    let p = Probe {
+        host: cfg.mqtt.host.clone(),
+        port,
+        protocol,
+        client_id: format!("{}-doctor-{}-{protocol:?}", cfg.node.node_id, std::process::id()),
+        credentials,
+        tls,
+        timeout: BROKER_TIMEOUT,
+    };
+    crate::mqtt::probe::handshake(&p).map_err(|e| e.to_string())
+}
+
 fn check_broker(cfg: &Config) -> Check {
     let (host, port) = (cfg.mqtt.host.as_str(), cfg.mqtt.port);
-    match (broker_listening(host, port), cfg.mqtt.broker) {
-        (Ok(a), _) => Check::new("broker", CheckStatus::Ok, format!("{a} accepts connections")),
-        (Err(_), BrokerMode::Embedded) => {
-            // Nothing listening is normal while the daemon is stopped; not while it runs.
-            let running = daemon_state(cfg.data_dir(), crate::sys::now_ms()).running;
-            let status = if running { CheckStatus::Warn } else { CheckStatus::Ok };
-            let why = if running { "the daemon runs but " } else { "" };
-            Check::new(
-                "broker",
-                status,
-                format!("{why}nothing listens on {host}:{port}; the embedded broker is started by `run`"),
-            )
+    let running = daemon_state(cfg.data_dir(), crate::sys::now_ms()).running;
+    match cfg.mqtt.broker {
+        BrokerMode::Embedded => {
+            if broker_listening(host, port).is_err() {
+                // Nothing listening is normal while the daemon is stopped; not while it runs.
+                let status = if running { CheckStatus::Warn } else { CheckStatus::Ok };
+                let why = if running { "the daemon runs but " } else { "" };
+                return Check::new(
+                    "broker",
+                    status,
+                    format!("{why}nothing listens on {host}:{port}; the embedded broker is started by `run`"),
+                );
+            }
+            // Both listeners must complete an MQTT session, each in both protocol versions.
+            let mut ok = Vec::new();
+            let mut bad = Vec::new();
+            for (p, v) in [(port, Protocol::V5), (port + 1, Protocol::V311)] {
+                match mqtt_probe(cfg, p, v, false) {
+                    Ok(t) => ok.push(format!("{host}:{p} MQTT {} CONNACK in {} ms", v.label(), t.as_millis())),
+                    Err(e) => bad.push(format!("{host}:{p} MQTT {}: {e}", v.label())),
+                }
+            }
+            if bad.is_empty() {
+                Check::new("broker", CheckStatus::Ok, ok.join("; "))
+            } else {
+                Check::new("broker", CheckStatus::Fail, format!("embedded broker refuses sessions: {}", bad.join("; ")))
+            }
         }
-        (Err(e), BrokerMode::External) => {
-            Check::new("broker", CheckStatus::Fail, format!("external broker unreachable: {e}"))
-        }
+        // While the daemon runs, a probe with the node's credentials could take over its session
+        // (mosquitto's `use_username_as_clientid`): reachability and the daemon's own view only.
+        BrokerMode::External if running => match broker_listening(host, port) {
+            Ok(a) => {
+                let connected = daemon_state(cfg.data_dir(), crate::sys::now_ms())
+                    .status
+                    .and_then(|s| s.get("broker_connected").and_then(|b| b.as_bool()));
+                match connected {
+                    Some(true) => Check::new("broker", CheckStatus::Ok, format!("{a} reachable; the daemon's MQTT session is up")),
+                    _ => Check::new("broker", CheckStatus::Warn, format!("{a} reachable, but the daemon reports no MQTT session (credentials, TLS or ACL? see its log)")),
+                }
+            }
+            Err(e) => Check::new("broker", CheckStatus::Fail, format!("external broker unreachable: {e}")),
+        },
+        BrokerMode::External => match mqtt_probe(cfg, port, Protocol::V5, true) {
+            Ok(t) => Check::new("broker", CheckStatus::Ok, format!("{host}:{port} MQTT 5 session with the node's credentials (CONNACK in {} ms)", t.as_millis())),
+            Err(e) => Check::new("broker", CheckStatus::Fail, format!("external broker: {e}")),
+        },
     }
 }
 

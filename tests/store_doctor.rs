@@ -124,14 +124,28 @@ fn active_model_checksum_cameras_and_external_broker() {
         },
     ];
     assert!(matches!(cfg.capture.cameras[2].source, CameraKind::Serial { .. }));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // An external broker is checked with a real MQTT session (here an in-process rumqttd).
+    let port = sgbd_edge::mqtt::broker::free_port_pair().unwrap();
+    sgbd_edge::mqtt::broker::start_embedded("127.0.0.1", port, 1 << 20).unwrap();
     cfg.mqtt.broker = BrokerMode::External;
-    cfg.mqtt.port = listener.local_addr().unwrap().port();
-    let c = doctor::run_checks(&cfg);
+    cfg.mqtt.port = port;
+    let mut c = doctor::run_checks(&cfg);
+    for _ in 0..50 {
+        if find(&c, "broker").status == CheckStatus::Ok {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        c = doctor::run_checks(&cfg);
+    }
     assert_eq!(find(&c, "camera a").status, CheckStatus::Ok);
     assert_eq!(find(&c, "camera b").status, CheckStatus::Fail);
     assert_eq!(find(&c, "camera c").status, CheckStatus::Fail);
-    assert_eq!(find(&c, "broker").status, CheckStatus::Ok);
+    assert_eq!(find(&c, "broker").status, CheckStatus::Ok, "{:?}", find(&c, "broker"));
+    // Something that accepts TCP but is not an MQTT broker fails, as does nothing at all.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    cfg.mqtt.port = listener.local_addr().unwrap().port();
+    let c = doctor::run_checks(&cfg);
+    assert_eq!(find(&c, "broker").status, CheckStatus::Fail, "{:?}", find(&c, "broker"));
     drop(listener);
     let c = doctor::run_checks(&cfg);
     assert_eq!(find(&c, "broker").status, CheckStatus::Fail, "{:?}", find(&c, "broker"));

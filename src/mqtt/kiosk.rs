@@ -20,6 +20,16 @@ pub enum Protocol {
     V311,
 }
 
+impl Protocol {
+    /// `5` or `3.1.1`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::V5 => "5",
+            Protocol::V311 => "3.1.1",
+        }
+    }
+}
+
 /// A reply as received: the JSON, and the MQTT 5 correlation data if any.
 #[derive(Debug, Clone)]
 pub struct KioskReply {

@@ -6,6 +6,7 @@ pub mod broker;
 pub mod client;
 pub mod contract;
 pub mod kiosk;
+pub mod probe;
 pub mod ratelimit;
 pub mod subscriber;
 pub mod tls;
