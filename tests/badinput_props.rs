@@ -1,6 +1,9 @@
 //! Bad input: every parser of outside data must return an error, never panic, on arbitrary bytes
 //! (property tests), and on the fixed corpus of nasty cases in `tests/corpus/` (run in CI).
 //! Also the resource limits: payload size, image dimensions (decompression bombs).
+#[allow(dead_code)]
+#[path = "harness/mod.rs"]
+mod harness;
 
 use proptest::prelude::*;
 use sgbd_edge::capture::planogram::{self, DecodeLimits};
@@ -167,17 +170,13 @@ fn crc32(data: &[u8]) -> u32 {
     !c
 }
 
-fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus")
-}
-
 /// Every file of `tests/corpus/` through every parser; files named `*.accept.*` must be accepted
 /// by at least one parser (they are the valid controls), all others only must not panic.
 #[test]
 fn fixed_corpus_of_nasty_cases() {
     let dir = tempfile::tempdir().unwrap();
     let mut n = 0;
-    let mut files: Vec<PathBuf> = std::fs::read_dir(corpus_dir())
+    let mut files: Vec<PathBuf> = std::fs::read_dir(harness::repo("tests/corpus"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();

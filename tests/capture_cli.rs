@@ -1,14 +1,10 @@
 //! `sgbd-edge capture --once` and `capture compose-demo` through the binary.
-use std::path::Path;
-use std::process::Command;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sgbd-edge"))
-}
-
-fn assets() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo")
-}
+#[allow(dead_code)]
+#[path = "harness/mod.rs"]
+mod harness;
+use harness::daemon::bin;
+use harness::demo_assets;
 
 #[test]
 fn capture_once_runs_the_demo_shelf_and_reports_bad_pictures() {
@@ -18,7 +14,7 @@ fn capture_once_runs_the_demo_shelf_and_reports_bad_pictures() {
     // compose-demo writes the shelf and a planogram for our folder.
     let out = bin()
         .args(["capture", "compose-demo", "--assets"])
-        .arg(assets())
+        .arg(demo_assets())
         .arg("--out")
         .arg(tmp.path().join("shelf"))
         .arg("--incoming")

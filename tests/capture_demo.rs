@@ -1,20 +1,20 @@
 //! The bundled demo assets: catalogue, photos, composed shelf and its planogram stay consistent.
-use sgbd_edge::capture::{demo, planogram};
-use std::path::Path;
 
-fn assets() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/demo"))
-}
+#[allow(dead_code)]
+#[path = "harness/mod.rs"]
+mod harness;
+use harness::demo_assets;
+use sgbd_edge::capture::{demo, planogram};
 
 #[test]
 fn catalog_rows_have_their_photos() {
-    let cat = demo::read_catalog(assets()).unwrap();
+    let cat = demo::read_catalog(&demo_assets()).unwrap();
     assert_eq!(cat.len(), 36);
     let types: std::collections::HashSet<_> = cat.iter().map(|p| p.article_type.as_str()).collect();
     assert_eq!(types.len(), 12);
     for p in &cat {
         assert!(!p.title.is_empty(), "{}", p.sku);
-        let bytes = std::fs::read(assets().join("images").join(format!("{}.jpg", p.sku))).unwrap();
+        let bytes = std::fs::read(demo_assets().join("images").join(format!("{}.jpg", p.sku))).unwrap();
         let img = planogram::decode(&bytes, &p.sku, planogram::DecodeLimits::default()).unwrap();
         assert_eq!(img.dimensions(), (224, 224), "{}", p.sku);
     }
@@ -23,17 +23,17 @@ fn catalog_rows_have_their_photos() {
 #[test]
 fn committed_shelf_is_what_compose_demo_writes() {
     let tmp = tempfile::tempdir().unwrap();
-    let d = demo::compose_demo(assets(), tmp.path(), "./var/incoming/shelf-a").unwrap();
-    let committed_toml = std::fs::read_to_string(assets().join("shelf/planogram.toml")).unwrap();
+    let d = demo::compose_demo(&demo_assets(), tmp.path(), "./var/incoming/shelf-a").unwrap();
+    let committed_toml = std::fs::read_to_string(demo_assets().join("shelf/planogram.toml")).unwrap();
     assert_eq!(std::fs::read_to_string(&d.planogram_path).unwrap(), committed_toml);
     // The planogram parses as a config section and each crop of the committed shelf is its product.
     let cfg = sgbd_edge::config::validate_str(&format!("[capture]\n{committed_toml}")).unwrap();
     let slots = &cfg.capture.cameras[0].slots;
     assert_eq!(slots.len(), 12);
-    let shelf_bytes = std::fs::read(assets().join("shelf/shelf-a.jpg")).unwrap();
+    let shelf_bytes = std::fs::read(demo_assets().join("shelf/shelf-a.jpg")).unwrap();
     let shelf = planogram::decode(&shelf_bytes, "shelf", planogram::DecodeLimits::default()).unwrap();
     let photo = |sku: &str| {
-        let b = std::fs::read(assets().join("images").join(format!("{sku}.jpg"))).unwrap();
+        let b = std::fs::read(demo_assets().join("images").join(format!("{sku}.jpg"))).unwrap();
         planogram::dhash(&planogram::decode(&b, sku, planogram::DecodeLimits::default()).unwrap())
     };
     for (i, s) in slots.iter().enumerate() {

@@ -1,5 +1,9 @@
 //! Capture end to end: demo shelf in a folder -> crops -> store; change detection, unknown SKUs,
 //! bad input, several cameras at once.
+
+#[allow(dead_code)]
+#[path = "harness/mod.rs"]
+mod harness;
 use sgbd_edge::capture::folder::FolderSource;
 use sgbd_edge::capture::pipeline::{CameraThreads, Capturer, CropOutcome};
 use sgbd_edge::capture::status::CameraState;
@@ -7,16 +11,13 @@ use sgbd_edge::capture::{demo, planogram, vc0706, CaptureError, Frame, Source};
 use sgbd_edge::config::{CameraConfig, CameraKind, Config, SlotConfig};
 use sgbd_edge::store::Store;
 use sgbd_edge::telemetry::Metrics;
-use std::path::{Path, PathBuf};
+use harness::demo_assets;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-fn assets() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo")
-}
-
 fn demo_slots() -> Vec<SlotConfig> {
-    let text = std::fs::read_to_string(assets().join("shelf/planogram.toml")).unwrap();
+    let text = std::fs::read_to_string(demo_assets().join("shelf/planogram.toml")).unwrap();
     let cfg = sgbd_edge::config::validate_str(&format!("[capture]\n{text}")).unwrap();
     cfg.capture.cameras[0].slots.clone()
 }
@@ -37,13 +38,13 @@ fn folder_cam(id: &str, dir: &Path, slots: Vec<SlotConfig>) -> CameraConfig {
 
 fn store_with_catalog() -> Store {
     let mut store = Store::open_in_memory().unwrap();
-    let s = sgbd_edge::store::import_catalog_csv(&mut store, &assets().join("catalog.csv")).unwrap();
+    let s = sgbd_edge::store::import_catalog_csv(&mut store, &demo_assets().join("catalog.csv")).unwrap();
     assert_eq!(s.inserted, 36);
     store
 }
 
 fn shelf_bytes() -> Vec<u8> {
-    std::fs::read(assets().join("shelf/shelf-a.jpg")).unwrap()
+    std::fs::read(demo_assets().join("shelf/shelf-a.jpg")).unwrap()
 }
 
 /// The demo shelf with the products of slots `a` and `b` swapped.
@@ -52,7 +53,7 @@ fn swapped_shelf(a: usize, b: usize) -> Vec<u8> {
     let mut photos: Vec<_> = slots
         .iter()
         .map(|s| {
-            let bytes = std::fs::read(assets().join("images").join(format!("{}.jpg", s.sku))).unwrap();
+            let bytes = std::fs::read(demo_assets().join("images").join(format!("{}.jpg", s.sku))).unwrap();
             planogram::decode(&bytes, &s.sku, planogram::DecodeLimits::default()).unwrap()
         })
         .collect();

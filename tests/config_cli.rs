@@ -1,15 +1,11 @@
 //! The technician's config workflow through the real binary: shipped configs validate, a bad file
 //! lists every problem and exits 78, the printed default is itself valid.
+#[allow(dead_code)]
+#[path = "harness/mod.rs"]
+mod harness;
 
-use std::process::Command;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sgbd-edge"))
-}
-
-fn repo(p: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
+use harness::daemon::bin;
+use harness::repo;
 
 #[test]
 fn shipped_configs_are_valid() {

@@ -3,9 +3,12 @@
 //! writes work again once space / write access is back, and the database is never corrupted.
 //! Needs root to mount a 2 MiB tmpfs as the data directory; skipped visibly otherwise.
 
-mod common_mqtt;
+#[allow(dead_code)]
+#[path = "harness/mod.rs"]
+mod harness;
 
-use common_mqtt::{free_port_pair, kiosk_when_ready, write_config, Daemon};
+use harness::daemon::{free_port_pair, write_config, Daemon};
+use harness::mqtt::kiosk_when_ready;
 use sgbd_edge::mqtt::kiosk::{KioskClient, Protocol};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

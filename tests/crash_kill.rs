@@ -2,9 +2,12 @@
 //! and check after every kill that each acknowledged event (acks are sent after the commit) is
 //! stored exactly once and that SQLite's `PRAGMA integrity_check` is ok.
 
-mod common_mqtt;
+#[allow(dead_code)]
+#[path = "harness/mod.rs"]
+mod harness;
 
-use common_mqtt::{free_port_pair, kiosk_when_ready, write_config, Daemon};
+use harness::daemon::{free_port_pair, write_config, Daemon};
+use harness::mqtt::kiosk_when_ready;
 use rand::Rng;
 use sgbd_edge::mqtt::kiosk::Protocol;
 use std::collections::{HashMap, HashSet};

@@ -2,9 +2,13 @@
 //! installed): both protocol levels on one port, Last Will on kill -9, reconnect after a broker
 //! restart with `online` and the birth republished.
 
-mod common_mqtt;
+#[allow(dead_code)]
+#[path = "harness/mod.rs"]
+mod harness;
 
-use common_mqtt::*;
+use harness::broker::Mosquitto;
+use harness::daemon::*;
+use harness::mqtt::*;
 use sgbd_edge::mqtt::kiosk::{parse_reply, Protocol};
 use std::time::Duration;
 

@@ -1,11 +1,13 @@
 //! systemd notifications from the daemon binary: READY=1 once serving, STATUS= lines a technician
 //! can read, WATCHDOG=1 while the pipeline makes progress, STOPPING=1 on SIGTERM, exit 0.
 
-mod common_mqtt;
+#[allow(dead_code)]
+#[path = "harness/mod.rs"]
+mod harness;
 
-use common_mqtt::*;
+use harness::daemon::*;
 use std::os::unix::net::UnixDatagram;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -16,7 +18,7 @@ fn notify_ready_status_watchdog_and_stopping() {
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    let mut child = Command::new(BIN)
+    let mut child = bin()
         .args(["run", "--config"])
         .arg(&cfg)
         .env("NOTIFY_SOCKET", &sock_path)

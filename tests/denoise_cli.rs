@@ -1,9 +1,9 @@
 //! The `models verify`, `caption` and `denoise` commands, end to end through the binary.
-use std::process::Command;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sgbd-edge"))
-}
+#[allow(dead_code)]
+#[path = "harness/mod.rs"]
+mod harness;
+use harness::daemon::bin;
 
 fn config(dir: &std::path::Path) -> std::path::PathBuf {
     let p = dir.join("c.toml");

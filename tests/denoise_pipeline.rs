@@ -1,5 +1,9 @@
 //! A catalogue through captioning (tiny random BLIP), cleaning, embedding and the store; and the
 //! injected-noise robustness check on real H&M descriptions (skips without SGBD_DATA).
+
+#[allow(dead_code)]
+#[path = "harness/mod.rs"]
+mod harness;
 use candle_core::Device;
 use sgbd_edge::config::Config;
 use sgbd_edge::denoise::features::{read_catalog, CatalogItem};
@@ -7,20 +11,9 @@ use sgbd_edge::denoise::testutil::*;
 use sgbd_edge::denoise::text::Denoiser;
 use sgbd_edge::denoise::{pipeline, robustness, Captioner, TextEncoder};
 use sgbd_edge::store::{FeatureKind, Store};
-use std::path::PathBuf;
-
-fn data() -> Option<PathBuf> {
-    match std::env::var("SGBD_DATA") {
-        Ok(d) if PathBuf::from(&d).is_dir() => Some(PathBuf::from(d)),
-        _ => {
-            eprintln!("skipping: SGBD_DATA not set");
-            None
-        }
-    }
-}
 
 fn hm_items(n: usize) -> Option<Vec<CatalogItem>> {
-    let d = data()?.join("hm_sample");
+    let d = harness::sgbd_data()?.join("hm_sample");
     Some(read_catalog(&d.join("articles_sample.csv"), Some(&d.join("images")), Some(n)).unwrap())
 }
 

@@ -2,13 +2,12 @@
 //! systemd unit, the sysusers/tmpfiles snippets and the maintainer scripts name the same binary,
 //! config file, user, state directory and unit. (`.ci/deb.sh` builds and installs the real package;
 //! this catches a rename in one place quickly, without dpkg.)
+#[allow(dead_code)]
+#[path = "harness/mod.rs"]
+mod harness;
 
-use std::path::{Path, PathBuf};
+use harness::repo;
 use std::process::Command;
-
-fn repo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
 
 fn read(p: &str) -> String {
     std::fs::read_to_string(repo(p)).unwrap_or_else(|e| panic!("{p}: {e}"))

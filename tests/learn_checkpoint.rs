@@ -1,8 +1,11 @@
 //! Checkpoints: model + optimiser state saved every epoch; a resumed run continues exactly as an
 //! uninterrupted one; mismatched checkpoints are refused with a clear error.
-mod common_learn;
+#[allow(dead_code)]
+#[path = "harness/mod.rs"]
+mod harness;
 
 use candle_core::DType;
+use harness::planted::World;
 use rand::SeedableRng;
 use sgbd_edge::learn::lightgcn::LightGcn;
 use sgbd_edge::learn::model::Recommender;
@@ -15,7 +18,7 @@ fn run(
     ckpt: Option<std::path::PathBuf>,
     kind: OptimKind,
 ) -> sgbd_edge::learn::Result<TrainReport> {
-    let data = common_learn::planted(40, 30, 2, 5, 4);
+    let data = World::new(2, 20, 15, 5).seed(4).interactions();
     let mut rng = rand::rngs::StdRng::seed_from_u64(init_seed);
     let mut model = LightGcn::new(40, 30, &data.train, 8, 2, 1e-4, DType::F32, &mut rng).unwrap();
     let params = OptimParams {

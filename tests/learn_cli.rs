@@ -1,12 +1,15 @@
 //! `sgbd-edge train` and `sgbd-edge bench train` end to end on a tiny .inter file; bad input
 //! gives a clear error; the real Baby file loads with the documented counts when SGBD_DATA is set.
-mod common_learn;
+#[allow(dead_code)]
+#[path = "harness/mod.rs"]
+mod harness;
 
+use harness::planted::World;
 use std::io::Write;
 use std::process::Command;
 
 fn write_inter(dir: &std::path::Path) -> std::path::PathBuf {
-    let d = common_learn::planted(40, 24, 2, 5, 9);
+    let d = World::new(2, 20, 12, 5).seed(9).interactions();
     let p = dir.join("tiny.inter");
     let mut f = std::fs::File::create(&p).unwrap();
     writeln!(f, "userID\titemID\tx_label").unwrap();
@@ -19,7 +22,7 @@ fn write_inter(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sgbd-edge"));
+    let mut c = harness::daemon::bin();
     c.env_remove("SGBD_CONFIG").env("RUST_LOG", "warn");
     c
 }
@@ -129,11 +132,8 @@ fn bad_data_is_a_clear_error() {
 
 #[test]
 fn real_baby_split_loads() {
-    let Some(root) = std::env::var_os("SGBD_DATA") else {
-        eprintln!("skipping: SGBD_DATA not set");
-        return;
-    };
-    let p = std::path::Path::new(&root).join("mmrec_baby");
+    let Some(root) = harness::sgbd_data() else { return };
+    let p = root.join("mmrec_baby");
     if !p.exists() {
         eprintln!("skipping: {} absent", p.display());
         return;

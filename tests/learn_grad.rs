@@ -1,9 +1,11 @@
 //! Finite-difference gradient checks (f64, tiny sizes) of the CSR ops and of the MF and
 //! LightGCN losses.
-mod common_learn;
+#[allow(dead_code)]
+#[path = "harness/mod.rs"]
+mod harness;
 
 use candle_core::{DType, Device, Tensor, Var};
-use common_learn::grad_check;
+use harness::grad::grad_check;
 use rand::{Rng, SeedableRng};
 use sgbd_edge::learn::lightgcn::LightGcn;
 use sgbd_edge::learn::mf::MfBpr;

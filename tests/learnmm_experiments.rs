@@ -11,6 +11,9 @@
 //! (80), LEARNMM_PATIENCE (20), LEARNMM_NOISE (comma list of sigma, 0), LEARNMM_SWAP (comma list of
 //! fractions, 0), LEARNMM_CORRUPT_SEED (7), LEARNMM_JSON (write all reports), LEARNMM_RHO (0.05),
 //! LEARNMM_ALPHA2 (0.2), LEARNMM_FREEDOM_LAMBDA, LEARNMM_FREEDOM_DROPOUT, LEARNMM_VBPR_REG.
+#[allow(dead_code)]
+#[path = "harness/mod.rs"]
+mod harness;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -26,7 +29,6 @@ use sgbd_edge::learn::npy::Modality;
 use sgbd_edge::learn::optim::{build, OptimKind, OptimParams, Variant};
 use sgbd_edge::learn::trainer::{fit, Hooks, TrainOptions};
 use sgbd_edge::learn::vbpr::{Vbpr, VbprParams};
-use std::path::PathBuf;
 
 fn env_or(key: &str, default: &str) -> String {
     std::env::var(key).unwrap_or_else(|_| default.to_string())
@@ -49,11 +51,8 @@ fn mean_sd(x: &[f64]) -> (f64, f64) {
 #[test]
 #[ignore = "long experiment: run explicitly with --ignored"]
 fn multimodal_experiments() {
-    let Some(root) = std::env::var_os("SGBD_DATA") else {
-        eprintln!("skipping: SGBD_DATA not set");
-        return;
-    };
-    let dir = PathBuf::from(root).join(env_or("LEARNMM_DATASET", "tiktok_mmssl"));
+    let Some(root) = harness::sgbd_data() else { return };
+    let dir = root.join(env_or("LEARNMM_DATASET", "tiktok_mmssl"));
     let data = load_inter(&find_inter(&dir).unwrap()).unwrap();
     let feature_files: Vec<String> = list("LEARNMM_FEATURES", "image_feat.npy,audio_feat.npy");
     let clean: Vec<Modality> = feature_files.iter().map(|f| Modality::load(&dir.join(f), data.n_items).unwrap()).collect();

@@ -1,4 +1,7 @@
 //! FREEDOM's item-item kNN graph against a brute-force dense computation.
+#[allow(dead_code)]
+#[path = "harness/mod.rs"]
+mod harness;
 
 use rand::{Rng, SeedableRng};
 use sgbd_edge::learn::knn::{item_graph, knn_graph, knn_indices, weighted_sum, KnnParams};
@@ -77,11 +80,8 @@ fn weighted_modality_sum_matches_dense() {
 
 #[test]
 fn real_tiktok_graph_is_bounded_and_normalised() {
-    let Some(root) = std::env::var_os("SGBD_DATA") else {
-        eprintln!("skipping: SGBD_DATA not set");
-        return;
-    };
-    let dir = std::path::PathBuf::from(root).join("tiktok_mmssl");
+    let Some(root) = harness::sgbd_data() else { return };
+    let dir = root.join("tiktok_mmssl");
     let img = sgbd_edge::learn::npy::Modality::load(&dir.join("image_feat.npy"), 6710).unwrap();
     let aud = sgbd_edge::learn::npy::Modality::load(&dir.join("audio_feat.npy"), 6710).unwrap();
     let g = item_graph(6710, &[(img.dim, &img.data), (aud.dim, &aud.data)], &[0.1, 0.9], &KnnParams::default()).unwrap();

@@ -1,46 +1,102 @@
 //! VBPR and FREEDOM: gradient checks in f64, FREEDOM's degree-sensitive edge pruning, and
 //! planted data where only the item features can place cold items.
 
-mod common_learnmm;
+#[allow(dead_code)]
+#[path = "harness/mod.rs"]
+mod harness;
 
-use candle_core::DType;
-use common_learnmm::{epoch_batches, grad_check, planted, scores, train_adam};
+use candle_core::{DType, Device};
+use harness::grad::model_grad_check;
+use harness::planted::{Multimodal, World};
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use sgbd_edge::learn::freedom::{weighted_sample_without_replacement, Freedom, FreedomParams};
 use sgbd_edge::learn::model::{Batch, Recommender};
 use sgbd_edge::learn::vbpr::{Vbpr, VbprParams};
 use std::collections::HashSet;
 
-fn tiny_batch(p: &common_learnmm::Planted, seed: u64) -> Batch {
+/// Two item feature modalities: items of a group have features near the group's axis in each.
+const MODALITIES: &[(&str, usize)] = &[("image", 6), ("audio", 5)];
+
+/// One epoch of shuffled (user, pos, uniform negative not in the user's train items) triples.
+fn epoch_batches(n_items: usize, train: &[(u32, u32)], batch: usize, rng: &mut StdRng) -> Vec<Batch> {
+    let seen: HashSet<(u32, u32)> = train.iter().copied().collect();
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.random_range(0..=i));
+    }
+    order
+        .chunks(batch)
+        .map(|chunk| {
+            let (mut us, mut ps, mut ns) = (vec![], vec![], vec![]);
+            for &k in chunk {
+                let (u, p) = train[k];
+                let n = loop {
+                    let n = rng.random_range(0..n_items as u32);
+                    if !seen.contains(&(u, n)) {
+                        break n;
+                    }
+                };
+                us.push(u);
+                ps.push(p);
+                ns.push(n);
+            }
+            Batch::from_vecs(us, ps, ns, &Device::Cpu).unwrap()
+        })
+        .collect()
+}
+
+/// Trains with Adam (candle_nn's AdamW without weight decay) for `epochs`.
+fn train_adam(model: &mut dyn Recommender, n_items: usize, train: &[(u32, u32)], epochs: usize, lr: f64, seed: u64) {
+    use candle_nn::Optimizer;
+    let vars = model.named_vars().into_iter().map(|(_, v)| v).collect();
+    let params = candle_nn::ParamsAdamW { lr, weight_decay: 0.0, ..Default::default() };
+    let mut opt = candle_nn::AdamW::new(vars, params).unwrap();
+    let mut rng = StdRng::seed_from_u64(seed);
+    for _ in 0..epochs {
+        model.on_epoch_start(&mut rng).unwrap();
+        for b in epoch_batches(n_items, train, 64, &mut rng) {
+            let loss = model.batch_loss(&b).unwrap();
+            opt.backward_step(&loss).unwrap();
+        }
+    }
+}
+
+/// Scores [U, I] from the model's final embeddings.
+fn scores(model: &dyn Recommender) -> Vec<Vec<f32>> {
+    let (u, i) = model.embeddings().unwrap();
+    u.matmul(&i.t().unwrap()).unwrap().to_dtype(DType::F32).unwrap().to_vec2().unwrap()
+}
+
+fn tiny_batch(p: &Multimodal, seed: u64) -> Batch {
     let mut rng = StdRng::seed_from_u64(seed);
     epoch_batches(p.n_items, &p.train, 24, &mut rng).remove(0)
 }
 
 #[test]
 fn vbpr_gradients_match_finite_differences() {
-    let p = planted(4, 6, 1, 3, 11);
+    let p = World::new(2, 4, 6, 3).cold(1).features(MODALITIES).seed(11).multimodal();
     let mut rng = StdRng::seed_from_u64(1);
     let params = VbprParams { dim: 4, reg: 0.3 };
     let m = Vbpr::new(p.n_users, p.n_items, &p.modalities, &params, DType::F64, &mut rng).unwrap();
-    let worst = grad_check(&m, &tiny_batch(&p, 2), 12, 3);
+    let worst = model_grad_check(&m, &tiny_batch(&p, 2), 12, 3);
     eprintln!("vbpr worst relative error {worst:.2e}");
 }
 
 #[test]
 fn freedom_gradients_match_finite_differences() {
-    let p = planted(4, 6, 1, 3, 12);
+    let p = World::new(2, 4, 6, 3).cold(1).features(MODALITIES).seed(12).multimodal();
     let mut rng = StdRng::seed_from_u64(1);
     let params = FreedomParams { dim: 4, dropout: 0.5, lambda: 0.7, knn: sgbd_edge::learn::knn::KnnParams { k: 3, ..Default::default() }, ..Default::default() };
     let mut m = Freedom::new(p.n_users, p.n_items, &p.train, &p.modalities, &params, DType::F64, &mut rng).unwrap();
     m.on_epoch_start(&mut rng).unwrap();
-    let worst = grad_check(&m, &tiny_batch(&p, 2), 12, 3);
+    let worst = model_grad_check(&m, &tiny_batch(&p, 2), 12, 3);
     eprintln!("freedom worst relative error {worst:.2e}");
     // lambda = 0: the feature tables and projections are not parameters (they get no gradient).
     let params0 = FreedomParams { lambda: 0.0, ..params };
     let m0 = Freedom::new(p.n_users, p.n_items, &p.train, &p.modalities, &params0, DType::F64, &mut rng).unwrap();
     assert_eq!(m0.named_vars().len(), 2);
-    grad_check(&m0, &tiny_batch(&p, 2), 8, 4);
+    model_grad_check(&m0, &tiny_batch(&p, 2), 8, 4);
 }
 
 #[test]
@@ -96,7 +152,7 @@ fn pruning_keeps_the_count_without_duplicates_and_favours_low_degree() {
 }
 
 /// Mean over users of P(score(cold item of own group) > score(cold item of the other group)).
-fn cold_auc(p: &common_learnmm::Planted, s: &[Vec<f32>]) -> f64 {
+fn cold_auc(p: &Multimodal, s: &[Vec<f32>]) -> f64 {
     let mut total = 0.0;
     for u in 0..p.n_users {
         let g = p.user_group[u];
@@ -115,7 +171,7 @@ fn cold_auc(p: &common_learnmm::Planted, s: &[Vec<f32>]) -> f64 {
 
 #[test]
 fn features_place_cold_items_for_their_group() {
-    let p = planted(15, 20, 3, 6, 21);
+    let p = World::new(2, 15, 20, 6).cold(3).features(MODALITIES).seed(21).multimodal();
     for (name, mut model) in [
         ("vbpr", Box::new(Vbpr::new(p.n_users, p.n_items, &p.modalities, &VbprParams { dim: 8, reg: 1e-4 }, DType::F32, &mut StdRng::seed_from_u64(1)).unwrap()) as Box<dyn Recommender>),
         ("freedom", Box::new(Freedom::new(p.n_users, p.n_items, &p.train, &p.modalities,

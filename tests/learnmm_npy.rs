@@ -1,8 +1,10 @@
 //! `.npy` reading: files written here (checked against candle's independent reader) and, when
 //! SGBD_DATA is set, the real TikTok feature file.
+#[allow(dead_code)]
+#[path = "harness/mod.rs"]
+mod harness;
 
 use sgbd_edge::learn::npy::{read_features, read_npy, write_npy_f16, write_npy_f32};
-use std::path::PathBuf;
 
 #[test]
 fn roundtrip_f32_and_f16_match_candle_reader() {
@@ -37,11 +39,8 @@ fn roundtrip_f32_and_f16_match_candle_reader() {
 
 #[test]
 fn real_tiktok_image_features() {
-    let Some(root) = std::env::var_os("SGBD_DATA") else {
-        eprintln!("skipping: SGBD_DATA not set");
-        return;
-    };
-    let path = PathBuf::from(root).join("tiktok_mmssl/image_feat.npy");
+    let Some(root) = harness::sgbd_data() else { return };
+    let path = root.join("tiktok_mmssl/image_feat.npy");
     let (r, c, v) = read_features(&path).unwrap();
     assert_eq!((r, c), (6710, 128));
     assert!(v.iter().all(|x| x.is_finite()));

@@ -1,9 +1,12 @@
 //! The daemon binary with its embedded broker, driven over MQTT on loopback.
 
-mod common_mqtt;
+#[allow(dead_code)]
+#[path = "harness/mod.rs"]
+mod harness;
 
 use bytes::Bytes;
-use common_mqtt::*;
+use harness::daemon::*;
+use harness::mqtt::*;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use rumqttc::v5::mqttbytes::QoS;
 use sgbd_edge::mqtt::kiosk::{parse_reply, Protocol};

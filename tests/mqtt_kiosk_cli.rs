@@ -1,13 +1,15 @@
 //! `sgbd-edge kiosk`: prints the reply JSON, exit 0; exit 3 when nothing answers in time.
 
-mod common_mqtt;
+#[allow(dead_code)]
+#[path = "harness/mod.rs"]
+mod harness;
 
-use common_mqtt::*;
+use harness::daemon::*;
+use harness::mqtt::*;
 use sgbd_edge::mqtt::kiosk::Protocol;
-use std::process::Command;
 
 fn kiosk(cfg: &std::path::Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(BIN)
+    let out = bin()
         .args(["kiosk", "--config"])
         .arg(cfg)
         .args(args)

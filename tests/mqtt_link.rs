@@ -2,35 +2,22 @@
 //! unclean death, `stopped` on a clean one), v5 properties through rumqttd, and the durable outbox
 //! across a broker restart (mosquitto, skipped with a message when it is not installed).
 
-mod common_mqtt;
+#[allow(dead_code)]
+#[path = "harness/mod.rs"]
+mod harness;
 
-use common_mqtt::*;
+use harness::broker::Mosquitto;
+use harness::daemon::free_port_pair;
+use harness::mqtt::{link_options, Observer};
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use rumqttc::v5::mqttbytes::QoS;
-use sgbd_edge::mqtt::{Link, LinkOptions, Topics};
+use sgbd_edge::mqtt::{Link, Topics};
 use sgbd_edge::store::Store;
 use sgbd_edge::telemetry::Metrics;
 use std::sync::Arc;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(5);
-
-fn opts(port: u16, topics: Topics, id: &str) -> LinkOptions {
-    LinkOptions {
-        client_id: id.into(),
-        host: "127.0.0.1".into(),
-        port,
-        keep_alive_s: 5,
-        credentials: None,
-        reconnect_max_s: 1,
-        max_packet_bytes: 1 << 20,
-        topics,
-        outbox_window: 8,
-        queue_capacity: 64,
-        tls: None,
-        session_expiry_s: None,
-    }
-}
 
 async fn wait_connected(l: &Link) {
     for _ in 0..200 {
@@ -60,7 +47,7 @@ async fn embedded_broker_lwt_offline_on_unclean_death_and_stopped_on_clean_stop(
     let link = rt
         .spawn(async move {
             let (l, _rx) = Link::start(
-                opts(port, t2, "n-lwt"),
+                link_options(port, t2, "n-lwt"),
                 vec![],
                 "{}".into(),
                 None,
@@ -85,7 +72,7 @@ async fn embedded_broker_lwt_offline_on_unclean_death_and_stopped_on_clean_stop(
 
     // Clean stop: `stopped` (acknowledged), and no `offline` after it.
     let (l, _rx) = Link::start(
-        opts(port, topics.clone(), "n-lwt"),
+        link_options(port, topics.clone(), "n-lwt"),
         vec![],
         "{}".into(),
         None,
@@ -156,7 +143,7 @@ async fn outbox_survives_broker_restart_nothing_lost() {
     let producer = Store::open(&db, 5000).unwrap();
     let metrics = Arc::new(Metrics::default());
     let (link, _rx) = Link::start(
-        opts(port, topics.clone(), "n-ob"),
+        link_options(port, topics.clone(), "n-ob"),
         vec![],
         "{}".into(),
         Some(Store::open(&db, 5000).unwrap()),

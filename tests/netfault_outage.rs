@@ -11,11 +11,14 @@
 //! must be delivered waits in SQLite (the outbox), not in memory. Skipped (with a message) when
 //! mosquitto is not installed.
 
-mod common_mqtt;
-mod common_netfault;
+#[allow(dead_code)]
+#[path = "harness/mod.rs"]
+mod harness;
 
-use common_mqtt::*;
-use common_netfault::*;
+use harness::broker::Mosquitto;
+use harness::daemon::*;
+use harness::mqtt::*;
+use harness::netfault::*;
 use sgbd_edge::mqtt::kiosk::{KioskClient, KioskSession, Protocol};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -7,11 +7,14 @@
 //! stored once. Run against the daemon binary with its embedded broker (rumqttd) and against
 //! mosquitto (skipped with a message when it is not installed).
 
-mod common_mqtt;
-mod common_netfault;
+#[allow(dead_code)]
+#[path = "harness/mod.rs"]
+mod harness;
 
-use common_mqtt::*;
-use common_netfault::*;
+use harness::broker::Mosquitto;
+use harness::daemon::*;
+use harness::mqtt::*;
+use harness::netfault::*;
 use rumqttc::QoS;
 use sgbd_edge::mqtt::kiosk::{parse_reply, Protocol};
 use std::sync::Arc;

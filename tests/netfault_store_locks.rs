@@ -7,11 +7,13 @@
 //! connection then saw no other user, checkpointed and deleted the WAL under the running daemon,
 //! whose later commits went to an unlinked file.
 
-mod common_mqtt;
-mod common_netfault;
+#[allow(dead_code)]
+#[path = "harness/mod.rs"]
+mod harness;
 
-use common_mqtt::*;
-use common_netfault::stored_counts;
+use harness::daemon::*;
+use harness::mqtt::*;
+use harness::netfault::stored_counts;
 use sgbd_edge::mqtt::kiosk::Protocol;
 use std::time::Duration;
 

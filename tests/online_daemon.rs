@@ -3,23 +3,20 @@
 //! change and carry the new model version; pushes and the fleet announcement go out; the fleet
 //! pins and unpins over `cmd/model-pin`.
 
-mod common_mqtt;
-mod common_online;
+#[allow(dead_code)]
+#[path = "harness/mod.rs"]
+mod harness;
 
-use common_mqtt::*;
-use common_online::{catalog, user, Planted};
+use harness::daemon::*;
+use harness::mqtt::*;
+use harness::online::TEXT;
+use harness::planted::{user, World};
 use rumqttc::v5::mqttbytes::QoS;
 use sgbd_edge::mqtt::kiosk::{parse_reply, Protocol};
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(3);
-const P: Planted = Planted {
-    groups: 2,
-    items_per_group: 15,
-    users_per_group: 20,
-    per_user: 6,
-    feature_dim: 8,
-};
+const P: World = World::new(2, 20, 15, 6).features(TEXT).seed(2);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kiosk_events_trigger_training_promotion_and_new_replies() {
@@ -29,7 +26,7 @@ async fn kiosk_events_trigger_training_promotion_and_new_replies() {
                  [online]\nmin_new_events = 240\nmin_interval_s = 0\npoll_s = 1\nepochs = 40\npatience = 10\npush_window_s = 600\n";
     let cfg_path = write_config(dir.path(), port, false, extra);
     let cfg = sgbd_edge::config::Config::load(&cfg_path).unwrap();
-    catalog(&sgbd_edge::store::open_config(&cfg).unwrap(), &P, true, 1);
+    P.catalog(&sgbd_edge::store::open_config(&cfg).unwrap(), true);
 
     let mut d = Daemon::spawn(&cfg_path);
     let kiosks = [
@@ -51,7 +48,7 @@ async fn kiosk_events_trigger_training_promotion_and_new_replies() {
     assert!(before.fallback);
 
     // Planted purchases: group-g users at kiosk k<g> buy 6 of their group's 15 items.
-    let evs = common_online::events(&P, 2, 0, "e");
+    let evs = P.events(0, "e");
     assert_eq!(evs.len(), 240);
     for e in &evs {
         let g: usize = e.user[1..2].parse().unwrap();
@@ -154,7 +151,7 @@ async fn kiosk_events_trigger_training_promotion_and_new_replies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_serves_the_registry_active_model_on_startup_and_popularity_when_it_is_damaged() {
-    use common_online::{config, events, open};
+    use harness::online::{config, open};
     use sgbd_edge::online::RoundHooks;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port_pair();
@@ -164,8 +161,8 @@ async fn daemon_serves_the_registry_active_model_on_startup_and_popularity_when_
     lib_cfg.node = sgbd_edge::config::Config::load(&cfg_path).unwrap().node;
     {
         let mut s = open(&lib_cfg);
-        catalog(&s, &P, false, 1);
-        s.insert_events(&events(&P, 2, 0, "a")).unwrap();
+        P.catalog(&s, false);
+        s.insert_events(&P.events(0, "a")).unwrap();
     }
     let reg = sgbd_edge::registry::Registry::from_config(&lib_cfg);
     let r = sgbd_edge::online::round::run(
@@ -202,15 +199,9 @@ async fn daemon_serves_the_registry_active_model_on_startup_and_popularity_when_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_daemon_follows_cli_rollback_and_serves_new_items_from_features() {
-    use common_online::{config, events, feature, open};
+    use harness::online::{config, open};
     use sgbd_edge::online::{Decision, RoundHooks};
-    let p = Planted {
-        groups: 2,
-        items_per_group: 15,
-        users_per_group: 40,
-        per_user: 6,
-        feature_dim: 8,
-    };
+    let p = World::new(2, 40, 15, 6).features(TEXT).seed(2);
     let dir = tempfile::tempdir().unwrap();
     let port = free_port_pair();
     let cfg_path = write_config(dir.path(), port, false, "\n[online]\nenabled = false\npoll_s = 1\n");
@@ -219,8 +210,8 @@ async fn running_daemon_follows_cli_rollback_and_serves_new_items_from_features(
     lib_cfg.online.tolerance = 0.2;
     {
         let mut s = open(&lib_cfg);
-        catalog(&s, &p, true, 1);
-        s.insert_events(&events(&p, 2, 0, "a")).unwrap();
+        p.catalog(&s, true);
+        s.insert_events(&p.events(0, "a")).unwrap();
     }
     let reg = sgbd_edge::registry::Registry::from_config(&lib_cfg);
     let run = || {
@@ -249,13 +240,13 @@ async fn running_daemon_follows_cli_rollback_and_serves_new_items_from_features(
     );
 
     // `models rollback` from the command line; the daemon swaps within online.poll_s.
-    let out = std::process::Command::new(BIN)
+    let out = bin()
         .args(["models", "rollback", "--config"])
         .arg(&cfg_path)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let list = std::process::Command::new(BIN)
+    let list = bin()
         .args(["models", "list", "--config"])
         .arg(&cfg_path)
         .output()
@@ -291,7 +282,7 @@ async fn running_daemon_follows_cli_rollback_and_serves_new_items_from_features(
             "fresh",
             sgbd_edge::store::FeatureKind::Text,
             "test-encoder",
-            &feature(&p, 0, &mut rng),
+            &p.feature(0, &mut rng),
         )
         .unwrap();
     }
@@ -317,7 +308,7 @@ async fn running_daemon_follows_cli_rollback_and_serves_new_items_from_features(
 /// active version is served, nothing half-written was registered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_killed_mid_training_keeps_the_previous_active_model() {
-    use common_online::{config, events, open};
+    use harness::online::{config, open};
     use sgbd_edge::online::{Decision, RoundHooks};
     let dir = tempfile::tempdir().unwrap();
     let port = free_port_pair();
@@ -329,8 +320,8 @@ async fn daemon_killed_mid_training_keeps_the_previous_active_model() {
     lib_cfg.node = sgbd_edge::config::Config::load(&cfg_path).unwrap().node;
     {
         let mut s = open(&lib_cfg);
-        catalog(&s, &P, false, 1);
-        s.insert_events(&events(&P, 2, 0, "a")).unwrap();
+        P.catalog(&s, false);
+        s.insert_events(&P.events(0, "a")).unwrap();
     }
     let reg = sgbd_edge::registry::Registry::from_config(&lib_cfg);
     let v1 = sgbd_edge::online::round::run(
@@ -343,7 +334,7 @@ async fn daemon_killed_mid_training_keeps_the_previous_active_model() {
     .unwrap();
     assert_eq!(v1.decision, Decision::Promoted);
     // New events so the daemon starts a round at once.
-    open(&lib_cfg).insert_events(&events(&P, 3, 1_000_000, "b")).unwrap();
+    open(&lib_cfg).insert_events(&P.seed(3).events(1_000_000, "b")).unwrap();
 
     let mut d = Daemon::spawn(&cfg_path);
     let until = Instant::now() + Duration::from_secs(30);

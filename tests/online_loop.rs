@@ -1,22 +1,19 @@
 //! The learning loop's library pieces on planted data: promotion gate, rollback, crash safety,
 //! cold start through item features, serving rules.
 
-mod common_online;
+#[allow(dead_code)]
+#[path = "harness/mod.rs"]
+mod harness;
 
-use common_online::*;
+use harness::online::{config, open, TEXT};
+use harness::planted::{sku, user, World};
 use sgbd_edge::online::{self, Decision, FailPoint, Filter, OnlineError, RoundHooks};
 use sgbd_edge::registry::Registry;
 use sgbd_edge::serve::{Ranker, RequestCtx};
 use sgbd_edge::store::{Event, EventKind, FeatureKind, ModelStatus, NewItem};
 use std::sync::atomic::AtomicBool;
 
-const GATE: Planted = Planted {
-    groups: 2,
-    items_per_group: 40,
-    users_per_group: 50,
-    per_user: 8,
-    feature_dim: 8,
-};
+const GATE: World = World::new(2, 50, 40, 8).features(TEXT).seed(2);
 
 fn ctx() -> RequestCtx {
     RequestCtx {
@@ -32,9 +29,9 @@ fn run(cfg: &sgbd_edge::config::Config, hooks: &RoundHooks) -> Result<online::Ro
 
 fn more_events(cfg: &sgbd_edge::config::Config, seed: u64, tag: &str) {
     let mut store = open(cfg);
-    let p = Planted { per_user: 2, ..GATE };
+    let p = World { per_user: 2, ..GATE }.seed(seed);
     // Later timestamps than the first batch; a repeat of an item is de-duplicated by the split.
-    store.insert_events(&events(&p, seed, 1_000_000, tag)).unwrap();
+    store.insert_events(&p.events(1_000_000, tag)).unwrap();
 }
 
 #[test]
@@ -43,8 +40,8 @@ fn gate_promotes_better_refuses_shuffled_and_rollback_restores() {
     let mut cfg = config(dir.path());
     {
         let mut s = open(&cfg);
-        catalog(&s, &GATE, false, 1);
-        s.insert_events(&events(&GATE, 2, 0, "a")).unwrap();
+        GATE.catalog(&s, false);
+        s.insert_events(&GATE.events(0, "a")).unwrap();
     }
 
     // Round 1: no active model, the candidate must beat store popularity.
@@ -117,8 +114,8 @@ fn crash_between_steps_leaves_the_previous_active_model_loadable() {
     let cfg = config(dir.path());
     {
         let mut s = open(&cfg);
-        catalog(&s, &GATE, false, 1);
-        s.insert_events(&events(&GATE, 2, 0, "a")).unwrap();
+        GATE.catalog(&s, false);
+        s.insert_events(&GATE.events(0, "a")).unwrap();
     }
     let r1 = run(&cfg, &RoundHooks::default()).unwrap();
     assert_eq!(r1.decision, Decision::Promoted);
@@ -187,18 +184,12 @@ fn crash_between_steps_leaves_the_previous_active_model_loadable() {
 
 #[test]
 fn new_item_with_features_reaches_buyers_of_similar_items_and_cold_users_get_content_fallback() {
-    let p = Planted {
-        groups: 2,
-        items_per_group: 15,
-        users_per_group: 40,
-        per_user: 6,
-        feature_dim: 8,
-    };
+    let p = World::new(2, 40, 15, 6).features(TEXT).seed(2);
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
     let mut store = open(&cfg);
-    catalog(&store, &p, true, 1);
-    store.insert_events(&events(&p, 2, 0, "a")).unwrap();
+    p.catalog(&store, true);
+    store.insert_events(&p.events(0, "a")).unwrap();
     let r1 = run(&cfg, &RoundHooks::default()).unwrap();
     assert_eq!(r1.decision, Decision::Promoted, "{}", r1.metrics);
     assert_eq!(r1.metrics["projection"], 8);
@@ -215,7 +206,7 @@ fn new_item_with_features_reaches_buyers_of_similar_items_and_cold_users_get_con
         .unwrap();
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(9);
     store
-        .set_item_feature("new-a", FeatureKind::Text, "test-encoder", &feature(&p, 0, &mut rng))
+        .set_item_feature("new-a", FeatureKind::Text, "test-encoder", &p.feature(0, &mut rng))
         .unwrap();
     // And an out-of-stock group-0 item.
     store

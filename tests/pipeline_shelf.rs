@@ -3,9 +3,13 @@
 //! MiniLM text feature when the model files are present) and reported in `status.json`; a corrupt
 //! picture degrades the camera while the daemon keeps serving kiosks.
 
-mod common_mqtt;
+#[allow(dead_code)]
+#[path = "harness/mod.rs"]
+mod harness;
 
-use common_mqtt::*;
+use harness::daemon::*;
+use harness::mqtt::*;
+use harness::repo;
 use sgbd_edge::config::Config;
 use sgbd_edge::mqtt::kiosk::Protocol;
 use sgbd_edge::store::{FeatureKind, Store};
@@ -14,10 +18,6 @@ use std::time::{Duration, Instant};
 
 const SKUS: [&str; 12] =
     ["10003", "10185", "10144", "10037", "10098", "10198", "10272", "14908", "10775", "12412", "10332", "10604"];
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// A node with the demo shelf camera watching `<dir>/incoming` and models from `models_dir`.
 struct Node {
@@ -32,7 +32,7 @@ impl Node {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port_pair();
         let incoming = dir.path().join("incoming");
-        let planogram = std::fs::read_to_string(repo().join("assets/demo/shelf/planogram.toml")).unwrap();
+        let planogram = std::fs::read_to_string(repo("assets/demo/shelf/planogram.toml")).unwrap();
         assert!(planogram.contains("./var/incoming/shelf-a"));
         let camera = planogram.replace("./var/incoming/shelf-a", &incoming.display().to_string());
         let extra = format!(
@@ -89,7 +89,7 @@ fn clean(sku: &str) -> String {
 }
 
 fn shelf_jpeg() -> Vec<u8> {
-    std::fs::read(repo().join("assets/demo/shelf/shelf-a.jpg")).unwrap()
+    std::fs::read(repo("assets/demo/shelf/shelf-a.jpg")).unwrap()
 }
 
 /// Polls `f` every 100 ms until it returns `Some` or `secs` pass.
@@ -263,7 +263,7 @@ async fn crops_left_undenoised_are_picked_up_at_the_next_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minilm_text_features_stored_with_the_model_id() {
-    let models = std::env::var_os("SGBD_MODELS_DIR").map(PathBuf::from).unwrap_or_else(|| repo().join("models"));
+    let models = std::env::var_os("SGBD_MODELS_DIR").map(PathBuf::from).unwrap_or_else(|| repo("models"));
     if !models.join("all-MiniLM-L6-v2/model.safetensors").is_file() {
         eprintln!(
             "skipping: MiniLM files not in {} (run `sgbd-edge models fetch` or set SGBD_MODELS_DIR)",

@@ -2,9 +2,12 @@
 //! rate gets `rate_limited` error replies and a `serve.rate_limited` count in stats, other kiosks
 //! are not affected, and the kiosk is served again once its bucket refills.
 
-mod common_mqtt;
+#[allow(dead_code)]
+#[path = "harness/mod.rs"]
+mod harness;
 
-use common_mqtt::{free_port_pair, kiosk_when_ready, topics, write_config, Daemon, Observer};
+use harness::daemon::{free_port_pair, topics, write_config, Daemon};
+use harness::mqtt::{kiosk_when_ready, Observer};
 use sgbd_edge::mqtt::kiosk::Protocol;
 use std::time::Duration;
 

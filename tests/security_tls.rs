@@ -1,11 +1,14 @@
 //! TLS, credentials and ACLs against a real mosquitto run from `systemd/mosquitto/` (skipped with a
 //! message when mosquitto is not installed). The CA and certificates are made at test time.
 
-mod common_mqtt;
-mod common_security;
+#[allow(dead_code)]
+#[path = "harness/mod.rs"]
+mod harness;
 
-use common_mqtt::{topics, write_config, Daemon};
-use common_security::{have_mosquitto, Pki, SecureBroker};
+use harness::broker::{have_mosquitto, SecureBroker};
+use harness::daemon::{bin, topics, write_config, Daemon};
+use harness::pki::Pki;
+use harness::write;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
@@ -126,13 +129,13 @@ async fn tls_credentials_certificates_and_acls_against_mosquitto() {
     );
 
     // The daemon over mutual TLS with a password from a file.
-    let pw = common_security::write(dir.path(), "mqtt-password", "node-secret\n");
+    let pw = write(dir.path(), "mqtt-password", "node-secret\n");
     let extra = format!(
         "host = \"127.0.0.1\"\nusername = \"edge-t\"\npassword_file = \"{}\"\n\n[mqtt.tls]\nca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n",
         pw.display(), pki.ca.display(), pki.node_cert.display(), pki.node_key.display()
     );
     let cfg = write_config(dir.path(), broker.mtls_port, true, &extra);
-    let out = std::process::Command::new(common_mqtt::BIN)
+    let out = bin()
         .args(["validate", "--config"])
         .arg(&cfg)
         .output()
@@ -228,12 +231,12 @@ async fn tls_credentials_certificates_and_acls_against_mosquitto() {
 fn bad_pem_files_give_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
-    let garbage = common_security::write(
+    let garbage = write(
         dir.path(),
         "garbage.pem",
         "-----BEGIN CERTIFICATE-----\nnot base64!!\n-----END CERTIFICATE-----\n",
     );
-    let empty = common_security::write(dir.path(), "empty.pem", "hello\n");
+    let empty = write(dir.path(), "empty.pem", "hello\n");
     let missing = dir.path().join("missing.pem");
     let err = |t: sgbd_edge::config::TlsConfig| sgbd_edge::mqtt::tls::client_config(&t).unwrap_err().to_string();
 

@@ -1,14 +1,17 @@
 //! A short soak through the command line: the real daemon binary as a child process under kiosk
 //! load, with a fine-tune round. Asserts that no acknowledged event is lost, that a round
 //! completed, and that the daemon's RSS was sampled per window and it stopped cleanly.
+#[allow(dead_code)]
+#[path = "harness/mod.rs"]
+mod harness;
 
-use std::process::Command;
+use harness::daemon::bin;
 
 #[test]
 fn short_soak_loses_no_event_and_completes_a_round() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("soak.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_sgbd-edge"))
+    let out = bin()
         .args([
             "bench", "soak", "--minutes", "0.34", "--window-s", "5", "--warmup-s", "5", "--kiosks", "4", "--rate",
             "40", "--events-rate", "40", "--round-interval-s", "8", "--json",

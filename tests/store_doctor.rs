@@ -1,4 +1,7 @@
 //! `doctor` checks and the `status` report on temporary appliances.
+#[allow(dead_code)]
+#[path = "harness/mod.rs"]
+mod harness;
 
 use sgbd_edge::config::{BrokerMode, CameraConfig, CameraKind, Config};
 use sgbd_edge::doctor::{self, Check, CheckStatus};
@@ -137,8 +140,8 @@ fn active_model_checksum_cameras_and_external_broker() {
     assert_eq!(find(&c, "broker").status, CheckStatus::Fail, "{:?}", find(&c, "broker"));
 }
 
-fn bin(args: &[&str], cfg_path: &Path) -> (i32, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sgbd-edge"))
+fn cli(args: &[&str], cfg_path: &Path) -> (i32, String) {
+    let out = harness::daemon::bin()
         .args(args)
         .arg("--config")
         .arg(cfg_path)
@@ -156,14 +159,14 @@ fn cli_doctor_exit_codes_and_status_json() {
     std::fs::write(&cfg_path, format!("[node]\ndata_dir = {:?}\n", data.display().to_string())).unwrap();
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("sgbd.db"), vec![7u8; 4096]).unwrap();
-    let (code, out) = bin(&["doctor"], &cfg_path);
+    let (code, out) = cli(&["doctor"], &cfg_path);
     assert_eq!(code, 1, "{out}");
     assert!(out.lines().any(|l| l.starts_with("FAIL database") && l.contains("sgbd.db")), "{out}");
     assert!(out.lines().any(|l| l.starts_with("ok   disk")), "{out}");
 
     let bad_cfg = dir.path().join("bad.toml");
     std::fs::write(&bad_cfg, "[store]\nbusy_timeout_ms = \"soon\"\n").unwrap();
-    let (code, out) = bin(&["doctor"], &bad_cfg);
+    let (code, out) = cli(&["doctor"], &bad_cfg);
     assert_eq!(code, 1);
     assert!(out.starts_with("FAIL config"), "{out}");
 
@@ -189,7 +192,7 @@ fn cli_doctor_exit_codes_and_status_json() {
         .to_string(),
     )
     .unwrap();
-    let (code, out) = bin(&["status", "--json"], &cfg_path);
+    let (code, out) = cli(&["status", "--json"], &cfg_path);
     assert_eq!(code, 0, "{out}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["counts"]["interactions"], 1);
@@ -197,7 +200,7 @@ fn cli_doctor_exit_codes_and_status_json() {
     assert_eq!(v["counts"]["outbox"], 1);
     assert_eq!(v["daemon"]["running"], true);
     assert_eq!(v["daemon"]["status"]["pid"], 1234);
-    let (code, out) = bin(&["status"], &cfg_path);
+    let (code, out) = cli(&["status"], &cfg_path);
     assert_eq!(code, 0);
     assert!(
         out.contains("outbox backlog 1") && out.contains("running: pid 1234") && out.contains("stage ingest"),

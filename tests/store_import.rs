@@ -1,16 +1,14 @@
 //! Imports: layouts detected by header, per-row errors with line numbers, idempotence, MMRec
 //! `.inter` mapping, the `import` CLI's exit codes, and (with SGBD_DATA) the real files.
+#[allow(dead_code)]
+#[path = "harness/mod.rs"]
+mod harness;
 
 use sgbd_edge::store::{
     import_catalog_csv, import_interactions, import_interactions_with, EventKind, InterImportOptions, Store, StoreError,
 };
-use std::path::{Path, PathBuf};
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
+use harness::write;
+use std::path::Path;
 
 fn lines(errors: &[(usize, String)]) -> Vec<usize> {
     errors.iter().map(|(l, _)| *l).collect()
@@ -192,7 +190,7 @@ fn mmrec_inter_files_keep_split_order_and_timestamps() {
 fn cli(args: &[&str], data_dir: &Path) -> (i32, String) {
     let cfg = data_dir.join("c.toml");
     std::fs::write(&cfg, format!("[node]\ndata_dir = {:?}\n", data_dir.join("var").display().to_string())).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sgbd-edge"))
+    let out = harness::daemon::bin()
         .args(args)
         .arg("--config")
         .arg(&cfg)
@@ -227,19 +225,9 @@ fn import_cli_exit_codes_and_summary() {
     assert!(out.contains("0 inserted, 1 duplicates"), "{out}");
 }
 
-fn data_dir() -> Option<PathBuf> {
-    match std::env::var_os("SGBD_DATA") {
-        Some(d) if Path::new(&d).is_dir() => Some(PathBuf::from(d)),
-        _ => {
-            eprintln!("skipping: SGBD_DATA not set");
-            None
-        }
-    }
-}
-
 #[test]
 fn real_hm_interactions_join_the_real_catalogue() {
-    let Some(data) = data_dir() else { return };
+    let Some(data) = harness::sgbd_data() else { return };
     let hm = data.join("hm_sample");
     let tmp = tempfile::tempdir().unwrap();
     let mut s = Store::open(&tmp.path().join("sgbd.db"), 5000).unwrap();

@@ -1,94 +1,16 @@
-//! Shared helpers of the MQTT / daemon integration tests: temporary configs, the daemon binary,
-//! an observing MQTT 5 client, and a mosquitto broker when one is installed.
-#![allow(dead_code)]
+//! MQTT clients of the tests: a kiosk that waits until the daemon answers, an observing MQTT 5
+//! client that records everything on its filters, and the node's link options on loopback.
 
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use sgbd_edge::mqtt::kiosk::{KioskClient, Protocol};
-use sgbd_edge::mqtt::Topics;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use sgbd_edge::mqtt::{LinkOptions, Topics};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_sgbd-edge");
-
-pub fn free_port_pair() -> u16 {
-    sgbd_edge::mqtt::broker::free_port_pair().expect("free port pair")
-}
-
-/// Writes a config for a node on `port` with its data under `dir`.
-pub fn write_config(dir: &Path, port: u16, external: bool, extra: &str) -> PathBuf {
-    let p = dir.join("config.toml");
-    let broker = if external { "external" } else { "embedded" };
-    let text = format!(
-        "[node]\nstore_id = \"s1\"\nnode_id = \"edge-t\"\ndata_dir = \"{}\"\n\n[log]\nfilter = \"info,rumqttd=off\"\n\n[mqtt]\nbroker = \"{broker}\"\nport = {port}\nstats_interval_s = 1\nreconnect_max_s = 1\n{extra}\n",
-        dir.join("var").display()
-    );
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-pub fn topics() -> Topics {
-    Topics::new("sgbd", "s1", "edge-t")
-}
-
-/// The daemon binary, killed when dropped.
-pub struct Daemon {
-    pub child: Child,
-    pub log: PathBuf,
-}
-
-impl Daemon {
-    pub fn spawn(config: &Path) -> Daemon {
-        let log = config.with_extension("log");
-        let f = std::fs::File::create(&log).unwrap();
-        let child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(f)
-            .spawn()
-            .unwrap();
-        Daemon { child, log }
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    pub fn signal(&self, sig: i32) {
-        // SAFETY: plain kill(2) on our own child.
-        unsafe {
-            libc::kill(self.pid(), sig);
-        }
-    }
-
-    /// Waits for the exit status (None on timeout).
-    pub fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let until = Instant::now() + timeout;
-        while Instant::now() < until {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use super::daemon::topics;
 
 /// Connects a kiosk and waits until the daemon answers a request (the daemon is up).
 pub async fn kiosk_when_ready(port: u16, kiosk: &str, protocol: Protocol) -> KioskClient {
@@ -237,89 +159,20 @@ impl Observer {
     }
 }
 
-/// A mosquitto broker on loopback, when `mosquitto` is on PATH.
-pub struct Mosquitto {
-    pub port: u16,
-    conf: PathBuf,
-    child: Option<Child>,
-}
-
-impl Mosquitto {
-    /// `None` (with a visible message) when mosquitto is not installed.
-    pub fn start(dir: &Path) -> Option<Mosquitto> {
-        let found = Command::new("mosquitto")
-            .arg("-h")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok();
-        if !found {
-            eprintln!("skipping: mosquitto not on PATH (apt-get install -y mosquitto)");
-            return None;
-        }
-        let port = free_port_pair();
-        let conf = dir.join("mosquitto.conf");
-        let pdir = dir.join("mosq-data");
-        std::fs::create_dir_all(&pdir).unwrap();
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nlog_dest stderr\nset_tcp_nodelay true\n# Run as root (CI), mosquitto would switch to its own user and fail to write its persistence here.\nuser root\n",
-                pdir.display()
-            ),
-        )
-        .unwrap();
-        let mut m = Mosquitto {
-            port,
-            conf,
-            child: None,
-        };
-        m.resume();
-        Some(m)
-    }
-
-    /// Starts (again) on the same port and persistence directory; waits until it listens.
-    pub fn resume(&mut self) {
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&self.conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let until = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < until, "mosquitto did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Deletes its persistence (retained messages, sessions); call while stopped.
-    pub fn wipe(&self) {
-        if let Some(dir) = self.conf.parent() {
-            let _ = std::fs::remove_dir_all(dir.join("mosq-data"));
-            std::fs::create_dir_all(dir.join("mosq-data")).unwrap();
-        }
-    }
-
-    /// Stops it with SIGTERM (it saves its persistence file) and waits.
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: kill(2) on our own child.
-            unsafe {
-                libc::kill(c.id() as i32, libc::SIGTERM);
-            }
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+/// Options of the node's client ([`sgbd_edge::mqtt::Link`]) for a broker on loopback.
+pub fn link_options(port: u16, topics: Topics, id: &str) -> LinkOptions {
+    LinkOptions {
+        client_id: id.into(),
+        host: "127.0.0.1".into(),
+        port,
+        keep_alive_s: 5,
+        credentials: None,
+        reconnect_max_s: 1,
+        max_packet_bytes: 1 << 20,
+        topics,
+        outbox_window: 8,
+        queue_capacity: 64,
+        tls: None,
+        session_expiry_s: None,
     }
 }
