@@ -1,11 +1,8 @@
 //! Planted preferences (4 user groups x 4 item groups) are learned by every model and optimiser:
 //! test Recall@10 far above a random ranking's.
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
 
 use candle_core::DType;
-use harness::planted::World;
+use crate::harness::planted::World;
 use rand::SeedableRng;
 use sgbd_edge::learn::lightgcn::LightGcn;
 use sgbd_edge::learn::mf::MfBpr;
@@ -15,6 +12,7 @@ use sgbd_edge::learn::trainer::{fit, Hooks, TrainOptions};
 
 #[test]
 fn planted_preferences_are_learned_by_every_model_and_optimiser() {
+    let _turn = crate::harness::shared();
     let (n_users, n_items, per_user) = (80, 80, 6);
     let data = World::new(4, n_users / 4, n_items / 4, per_user).seed(3).interactions();
     // random ranking: 1 test item among the n_items - per_user unmasked ones

@@ -1,13 +1,11 @@
 //! The bundled demo assets: catalogue, photos, composed shelf and its planogram stay consistent.
 
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
-use harness::demo_assets;
+use crate::harness::demo_assets;
 use sgbd_edge::capture::{demo, planogram};
 
 #[test]
 fn catalog_rows_have_their_photos() {
+    let _turn = crate::harness::shared();
     let cat = demo::read_catalog(&demo_assets()).unwrap();
     assert_eq!(cat.len(), 36);
     let types: std::collections::HashSet<_> = cat.iter().map(|p| p.article_type.as_str()).collect();
@@ -22,6 +20,7 @@ fn catalog_rows_have_their_photos() {
 
 #[test]
 fn committed_shelf_is_what_compose_demo_writes() {
+    let _turn = crate::harness::shared();
     let tmp = tempfile::tempdir().unwrap();
     let d = demo::compose_demo(&demo_assets(), tmp.path(), "./var/incoming/shelf-a").unwrap();
     let committed_toml = std::fs::read_to_string(demo_assets().join("shelf/planogram.toml")).unwrap();

@@ -153,6 +153,8 @@ fn shoot(script: Vec<Reply>, frame_len: u32, frame: Vec<u8>, size_code: u8) -> R
 /// reaches the frame transfer), and a frame length over `max_frame_bytes` is refused up front.
 #[test]
 fn scripted_camera_controls() {
+    // Serial timeouts of 25 ms with one retry: the controls must get their picture.
+    let _turn = crate::harness::exclusive();
     let mut frame = vec![0xFF, 0xD8];
     frame.extend((0..300u32).map(|i| (i * 7 % 251) as u8));
     frame.extend_from_slice(&[0xFF, 0xD9]);
@@ -178,6 +180,7 @@ proptest! {
         jpeg_framed in any::<bool>(),
         size_code in prop_oneof![Just(0u8), any::<u8>()],
     ) {
+        let _turn = crate::harness::shared();
         let mut frame = body;
         if jpeg_framed {
             frame.splice(0..0, [0xFF, 0xD8]);

@@ -1,14 +1,11 @@
 //! Imports: layouts detected by header, per-row errors with line numbers, idempotence, MMRec
-//! `.inter` mapping, the `import` CLI's exit codes, and (with SGBD_DATA) the real files.
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
+//! `.inter` mapping, and (with SGBD_DATA) the real files. (The `import` command's exit codes:
+//! `system::cli::import`.)
 
+use crate::harness::write;
 use sgbd_edge::store::{
     import_catalog_csv, import_interactions, import_interactions_with, EventKind, InterImportOptions, Store, StoreError,
 };
-use harness::write;
-use std::path::Path;
 
 fn lines(errors: &[(usize, String)]) -> Vec<usize> {
     errors.iter().map(|(l, _)| *l).collect()
@@ -16,6 +13,7 @@ fn lines(errors: &[(usize, String)]) -> Vec<usize> {
 
 #[test]
 fn generic_catalogue_reports_bad_rows_by_line_and_imports_the_rest() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let csv = write(
         dir.path(),
@@ -58,6 +56,7 @@ fn generic_catalogue_reports_bad_rows_by_line_and_imports_the_rest() {
 
 #[test]
 fn hm_and_myntra_layouts_are_detected_with_their_photos() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("images/011")).unwrap();
     std::fs::write(dir.path().join("images/011/0111565001.jpg"), b"jpeg").unwrap();
@@ -98,6 +97,7 @@ fn hm_and_myntra_layouts_are_detected_with_their_photos() {
 
 #[test]
 fn unusable_files_are_errors() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let mut s = Store::open_in_memory().unwrap();
     let odd = write(dir.path(), "odd.csv", "name,price\nx,1\n");
@@ -111,6 +111,7 @@ fn unusable_files_are_errors() {
 
 #[test]
 fn events_csv_is_idempotent_and_reports_bad_rows() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let csv = write(
         dir.path(),
@@ -141,6 +142,7 @@ fn events_csv_is_idempotent_and_reports_bad_rows() {
 
 #[test]
 fn mmrec_inter_files_keep_split_order_and_timestamps() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let three =
         write(dir.path(), "baby.inter", "userID\titemID\tx_label\n0\t5\t0\n0\t7\t2\n1\t5\t1\n1\t9\t3\n1\t5\t0\n");
@@ -187,47 +189,10 @@ fn mmrec_inter_files_keep_split_order_and_timestamps() {
     assert_eq!((sum.inserted, lines(&sum.errors)), (0, vec![2]));
 }
 
-fn cli(args: &[&str], data_dir: &Path) -> (i32, String) {
-    let cfg = data_dir.join("c.toml");
-    std::fs::write(&cfg, format!("[node]\ndata_dir = {:?}\n", data_dir.join("var").display().to_string())).unwrap();
-    let out = harness::daemon::bin()
-        .args(args)
-        .arg("--config")
-        .arg(&cfg)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
-
-#[test]
-fn import_cli_exit_codes_and_summary() {
-    let dir = tempfile::tempdir().unwrap();
-    let good = write(dir.path(), "cat.csv", "sku,title\nA,a\nB,b\n,c\n");
-    let (code, out) = cli(&["import", "catalog", good.to_str().unwrap()], dir.path());
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("3 rows, 2 inserted, 0 duplicates, 1 errors"), "{out}");
-    assert!(out.contains("line 4: empty sku"), "{out}");
-    assert!(dir.path().join("var/sgbd.db").is_file(), "db under data_dir");
-    let all_bad = write(dir.path(), "bad.csv", "sku,title\n,x\n,y\n");
-    assert_eq!(cli(&["import", "catalog", all_bad.to_str().unwrap()], dir.path()).0, 1);
-    let unusable = write(dir.path(), "u.csv", "what,ever\n1,2\n");
-    let (code, out) = cli(&["import", "interactions", unusable.to_str().unwrap()], dir.path());
-    assert_eq!(code, 1);
-    assert!(out.contains("line 1"), "{out}");
-    let ev = write(dir.path(), "ev.csv", "event_id,user,sku,kind,ts_ms\ne1,u,A,view,1\n");
-    assert_eq!(cli(&["import", "interactions", ev.to_str().unwrap()], dir.path()).0, 0);
-    let (code, out) = cli(&["import", "interactions", ev.to_str().unwrap()], dir.path());
-    assert_eq!(code, 0, "re-import of only duplicates is a success");
-    assert!(out.contains("0 inserted, 1 duplicates"), "{out}");
-}
-
 #[test]
 fn real_hm_interactions_join_the_real_catalogue() {
-    let Some(data) = harness::sgbd_data() else { return };
+    let _turn = crate::harness::shared();
+    let Some(data) = crate::harness::sgbd_data() else { return };
     let hm = data.join("hm_sample");
     let tmp = tempfile::tempdir().unwrap();
     let mut s = Store::open(&tmp.path().join("sgbd.db"), 5000).unwrap();

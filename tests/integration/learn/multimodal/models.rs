@@ -1,13 +1,9 @@
 //! VBPR and FREEDOM: gradient checks in f64, FREEDOM's degree-sensitive edge pruning, and
 //! planted data where only the item features can place cold items.
 
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
-
 use candle_core::{DType, Device};
-use harness::grad::model_grad_check;
-use harness::planted::{Multimodal, World};
+use crate::harness::grad::model_grad_check;
+use crate::harness::planted::{Multimodal, World};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sgbd_edge::learn::freedom::{weighted_sample_without_replacement, Freedom, FreedomParams};
@@ -75,6 +71,7 @@ fn tiny_batch(p: &Multimodal, seed: u64) -> Batch {
 
 #[test]
 fn vbpr_gradients_match_finite_differences() {
+    let _turn = crate::harness::shared();
     let p = World::new(2, 4, 6, 3).cold(1).features(MODALITIES).seed(11).multimodal();
     let mut rng = StdRng::seed_from_u64(1);
     let params = VbprParams { dim: 4, reg: 0.3 };
@@ -85,6 +82,7 @@ fn vbpr_gradients_match_finite_differences() {
 
 #[test]
 fn freedom_gradients_match_finite_differences() {
+    let _turn = crate::harness::shared();
     let p = World::new(2, 4, 6, 3).cold(1).features(MODALITIES).seed(12).multimodal();
     let mut rng = StdRng::seed_from_u64(1);
     let params = FreedomParams { dim: 4, dropout: 0.5, lambda: 0.7, knn: sgbd_edge::learn::knn::KnnParams { k: 3, ..Default::default() }, ..Default::default() };
@@ -101,6 +99,7 @@ fn freedom_gradients_match_finite_differences() {
 
 #[test]
 fn pruning_keeps_the_count_without_duplicates_and_favours_low_degree() {
+    let _turn = crate::harness::shared();
     // Weighted sampling without replacement: exact count, distinct, frequency ordered by weight.
     let w = [1.0, 1.0, 4.0, 4.0, 0.0, 2.0];
     let mut rng = StdRng::seed_from_u64(5);
@@ -171,6 +170,7 @@ fn cold_auc(p: &Multimodal, s: &[Vec<f32>]) -> f64 {
 
 #[test]
 fn features_place_cold_items_for_their_group() {
+    let _turn = crate::harness::shared();
     let p = World::new(2, 15, 20, 6).cold(3).features(MODALITIES).seed(21).multimodal();
     for (name, mut model) in [
         ("vbpr", Box::new(Vbpr::new(p.n_users, p.n_items, &p.modalities, &VbprParams { dim: 8, reg: 1e-4 }, DType::F32, &mut StdRng::seed_from_u64(1)).unwrap()) as Box<dyn Recommender>),
@@ -203,6 +203,7 @@ fn features_place_cold_items_for_their_group() {
 
 #[test]
 fn params_parse_from_toml_with_defaults_and_reject_unknown_keys() {
+    let _turn = crate::harness::shared();
     let f: FreedomParams = toml::from_str("dropout = 0.9\nmodality_weights = [0.2, 0.8]\n[knn]\nk = 5\n").unwrap();
     assert_eq!((f.dropout, f.knn.k, f.dim), (0.9, 5, 64));
     assert_eq!(f.modality_weights, vec![0.2, 0.8]);

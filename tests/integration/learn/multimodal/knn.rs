@@ -1,7 +1,4 @@
 //! FREEDOM's item-item kNN graph against a brute-force dense computation.
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
 
 use rand::{Rng, SeedableRng};
 use sgbd_edge::learn::knn::{item_graph, knn_graph, knn_indices, weighted_sum, KnnParams};
@@ -43,6 +40,7 @@ fn assert_close(a: &[f32], b: &[f64]) {
 
 #[test]
 fn blocked_knn_matches_brute_force() {
+    let _turn = crate::harness::shared();
     let (n, d, k) = (53, 6, 5);
     let x = random_feats(n, d, 1);
     for symmetrize in [false, true] {
@@ -63,6 +61,7 @@ fn blocked_knn_matches_brute_force() {
 
 #[test]
 fn weighted_modality_sum_matches_dense() {
+    let _turn = crate::harness::shared();
     let n = 40;
     let (x1, x2) = (random_feats(n, 4, 2), random_feats(n, 9, 3));
     let p = KnnParams { k: 4, symmetrize: false, block_rows: 16 };
@@ -80,7 +79,8 @@ fn weighted_modality_sum_matches_dense() {
 
 #[test]
 fn real_tiktok_graph_is_bounded_and_normalised() {
-    let Some(root) = harness::sgbd_data() else { return };
+    let _turn = crate::harness::shared();
+    let Some(root) = crate::harness::sgbd_data() else { return };
     let dir = root.join("tiktok_mmssl");
     let img = sgbd_edge::learn::npy::Modality::load(&dir.join("image_feat.npy"), 6710).unwrap();
     let aud = sgbd_edge::learn::npy::Modality::load(&dir.join("audio_feat.npy"), 6710).unwrap();

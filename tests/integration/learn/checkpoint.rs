@@ -1,11 +1,8 @@
 //! Checkpoints: model + optimiser state saved every epoch; a resumed run continues exactly as an
 //! uninterrupted one; mismatched checkpoints are refused with a clear error.
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
 
 use candle_core::DType;
-use harness::planted::World;
+use crate::harness::planted::World;
 use rand::SeedableRng;
 use sgbd_edge::learn::lightgcn::LightGcn;
 use sgbd_edge::learn::model::Recommender;
@@ -55,6 +52,7 @@ fn same(a: &sgbd_edge::learn::eval::RankMetrics, b: &sgbd_edge::learn::eval::Ran
 
 #[test]
 fn resume_gives_the_same_next_loss_as_not_stopping() {
+    let _turn = crate::harness::shared();
     let kind = OptimKind::Sgbd(Variant::S1);
     let full = run(4, 1, None, kind).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -74,6 +72,7 @@ fn resume_gives_the_same_next_loss_as_not_stopping() {
 
 #[test]
 fn mismatched_or_damaged_checkpoints_are_refused() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     run(1, 1, Some(dir.path().to_path_buf()), OptimKind::Adam).unwrap();
     let e = run(2, 1, Some(dir.path().to_path_buf()), OptimKind::Mg).unwrap_err();

@@ -1,4 +1,5 @@
 //! The VC0706 serial camera client against the pty simulator, with injected faults.
+
 use sgbd_edge::capture::vc0706::{self, sim, Resolution, SerialCamera, SerialSettings};
 use sgbd_edge::capture::{planogram, CaptureError, Source};
 use std::time::{Duration, Instant};
@@ -26,6 +27,8 @@ fn frame(cam: &mut SerialCamera) -> Result<Vec<u8>, CaptureError> {
 
 #[test]
 fn takes_a_picture_and_sets_the_image_size() {
+    // Serial timeouts of 150 ms: the exact command counts and time bounds need a quiet machine.
+    let _turn = crate::harness::exclusive();
     let jpeg = test_jpeg(3);
     let s = sim::Simulator::start(jpeg.clone()).unwrap();
     let mut cam = SerialCamera::new("cam", settings(s.port_path()));
@@ -47,6 +50,8 @@ fn takes_a_picture_and_sets_the_image_size() {
 
 #[test]
 fn dropped_bytes_are_detected_and_the_chunk_retried() {
+    // Serial timeouts of 150 ms: the exact command counts and time bounds need a quiet machine.
+    let _turn = crate::harness::exclusive();
     let jpeg = test_jpeg(5);
     let s = sim::Simulator::start(jpeg.clone()).unwrap();
     let mut cam = SerialCamera::new("cam", settings(s.port_path()));
@@ -61,6 +66,8 @@ fn dropped_bytes_are_detected_and_the_chunk_retried() {
 
 #[test]
 fn a_wrong_frame_length_is_caught_by_the_jpeg_markers() {
+    // Serial timeouts of 150 ms: the exact command counts and time bounds need a quiet machine.
+    let _turn = crate::harness::exclusive();
     let jpeg = test_jpeg(9);
     let s = sim::Simulator::start(jpeg.clone()).unwrap();
     let mut cam = SerialCamera::new("cam", settings(s.port_path()));
@@ -76,6 +83,8 @@ fn a_wrong_frame_length_is_caught_by_the_jpeg_markers() {
 
 #[test]
 fn a_stalled_camera_times_out_and_recovers() {
+    // Serial timeouts of 150 ms: the exact command counts and time bounds need a quiet machine.
+    let _turn = crate::harness::exclusive();
     let jpeg = test_jpeg(11);
     let s = sim::Simulator::start(jpeg.clone()).unwrap();
     let mut cam = SerialCamera::new("cam", settings(s.port_path()));
@@ -91,6 +100,8 @@ fn a_stalled_camera_times_out_and_recovers() {
 
 #[test]
 fn an_unplugged_camera_gives_errors_not_panics() {
+    // Serial timeouts of 150 ms: the exact command counts and time bounds need a quiet machine.
+    let _turn = crate::harness::exclusive();
     let jpeg = test_jpeg(13);
     let mut s = sim::Simulator::start(jpeg.clone()).unwrap();
     let path = s.port_path().to_string();
@@ -109,6 +120,7 @@ fn an_unplugged_camera_gives_errors_not_panics() {
 
 #[test]
 fn a_missing_port_is_a_clear_error() {
+    let _turn = crate::harness::shared();
     let mut cam = SerialCamera::new("cam", settings("/dev/does-not-exist-vc0706"));
     let e = frame(&mut cam).unwrap_err();
     assert!(matches!(e, CaptureError::Serial { .. }), "{e:?}");
@@ -116,6 +128,7 @@ fn a_missing_port_is_a_clear_error() {
 
 #[test]
 fn command_bytes_match_the_datasheet() {
+    let _turn = crate::harness::shared();
     assert_eq!(vc0706::command(vc0706::RESET, &[]), [0x56, 0x00, 0x26, 0x00]);
     assert_eq!(vc0706::command(vc0706::FBUF_CTRL, &[0x00]), [0x56, 0x00, 0x36, 0x01, 0x00]);
     assert_eq!(vc0706::command(vc0706::GET_FBUF_LEN, &[0x00]), [0x56, 0x00, 0x34, 0x01, 0x00]);

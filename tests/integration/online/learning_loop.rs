@@ -1,12 +1,8 @@
 //! The learning loop's library pieces on planted data: promotion gate, rollback, crash safety,
 //! cold start through item features, serving rules.
 
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
-
-use harness::online::{config, open, TEXT};
-use harness::planted::{sku, user, World};
+use crate::harness::online::{config, open, TEXT};
+use crate::harness::planted::{sku, user, World};
 use sgbd_edge::online::{self, Decision, FailPoint, Filter, OnlineError, RoundHooks};
 use sgbd_edge::registry::Registry;
 use sgbd_edge::serve::{Ranker, RequestCtx};
@@ -36,6 +32,7 @@ fn more_events(cfg: &sgbd_edge::config::Config, seed: u64, tag: &str) {
 
 #[test]
 fn gate_promotes_better_refuses_shuffled_and_rollback_restores() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     {
@@ -110,6 +107,7 @@ fn gate_promotes_better_refuses_shuffled_and_rollback_restores() {
 
 #[test]
 fn crash_between_steps_leaves_the_previous_active_model_loadable() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
     {
@@ -184,6 +182,7 @@ fn crash_between_steps_leaves_the_previous_active_model_loadable() {
 
 #[test]
 fn new_item_with_features_reaches_buyers_of_similar_items_and_cold_users_get_content_fallback() {
+    let _turn = crate::harness::shared();
     let p = World::new(2, 40, 15, 6).features(TEXT).seed(2);
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());

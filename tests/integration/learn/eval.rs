@@ -1,5 +1,6 @@
 //! Ranking metrics on a hand-built case (expected values computed here by hand), masking rules,
 //! and early stopping with test metrics taken at the best-valid epoch.
+
 use candle_core::{Device, Tensor, Var};
 use rand::rngs::StdRng;
 use sgbd_edge::learn::data::{Interactions, UserItems};
@@ -66,6 +67,7 @@ fn close(a: f64, b: f64) {
 
 #[test]
 fn hand_built_metrics() {
+    let _turn = crate::harness::shared();
     // 3 users, 6 items, d = 1; user 0 ranks items 0,1,2,...; user 1 ranks 5,4,3,...
     let users = Tensor::new(&[[1f32], [-1.0], [1.0]], &Device::Cpu).unwrap();
     let items = Tensor::new(&[[6f32], [5.0], [4.0], [3.0], [2.0], [1.0]], &Device::Cpu).unwrap();
@@ -94,6 +96,7 @@ fn hand_built_metrics() {
 
 #[test]
 fn train_items_masked_valid_items_not_masked_at_test() {
+    let _turn = crate::harness::shared();
     // user 0: train item 0, valid item 1, test item 2; scores rank 0 > 1 > 2 > 3
     let data = Interactions {
         n_users: 1,
@@ -113,6 +116,7 @@ fn train_items_masked_valid_items_not_masked_at_test() {
 
 #[test]
 fn early_stopping_reports_test_at_best_valid_epoch() {
+    let _turn = crate::harness::shared();
     // 1 user, items 0..6; train {0}, valid {1}, test {2}.
     // epoch 0: valid at rank 3, epoch 1: valid first (best), epochs 2+: valid last, test first.
     let data = Interactions {

@@ -40,6 +40,7 @@ fn assert_refused_untouched(path: &Path) {
 
 #[test]
 fn migrations_from_empty_create_every_table_and_parent_dir() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/deeper/sgbd.db");
     let s = Store::open(&path, 1000).unwrap();
@@ -66,6 +67,7 @@ fn migrations_from_empty_create_every_table_and_parent_dir() {
 
 #[test]
 fn newer_schema_is_refused_and_left_alone() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sgbd.db");
     drop(Store::open(&path, 1000).unwrap());
@@ -86,6 +88,7 @@ fn newer_schema_is_refused_and_left_alone() {
 
 #[test]
 fn non_sqlite_files_are_refused_untouched() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let text = dir.path().join("notes.db");
     std::fs::write(&text, "this is a text file, not a database\n".repeat(200)).unwrap();
@@ -103,6 +106,7 @@ fn non_sqlite_files_are_refused_untouched() {
 
 #[test]
 fn another_applications_database_is_refused_untouched() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("other.db");
     let c = rusqlite::Connection::open(&path).unwrap();
@@ -113,6 +117,7 @@ fn another_applications_database_is_refused_untouched() {
 
 #[test]
 fn truncated_database_is_refused_untouched() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.db");
     populated_db(&good);
@@ -130,6 +135,7 @@ fn truncated_database_is_refused_untouched() {
 
 #[test]
 fn corrupt_page_is_found_by_integrity_check() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sgbd.db");
     populated_db(&path);
@@ -148,6 +154,7 @@ fn corrupt_page_is_found_by_integrity_check() {
 
 #[test]
 fn outbox_and_events_survive_reopen() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sgbd.db");
     let ids = {
@@ -172,6 +179,7 @@ fn outbox_and_events_survive_reopen() {
 
 #[test]
 fn model_activation_is_exclusive_across_connections() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sgbd.db");
     let a = Store::open(&path, 2000).unwrap();
@@ -205,6 +213,7 @@ fn model_activation_is_exclusive_across_connections() {
 
 #[test]
 fn one_writer_and_readers_see_whole_batches_without_busy_errors() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sgbd.db");
     drop(Store::open(&path, 5000).unwrap());
@@ -283,6 +292,7 @@ fn one_writer_and_readers_see_whole_batches_without_busy_errors() {
 
 #[test]
 fn two_writers_wait_for_each_other_instead_of_failing() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sgbd.db");
     drop(Store::open(&path, 5000).unwrap());

@@ -1,13 +1,11 @@
 //! `.npy` reading: files written here (checked against candle's independent reader) and, when
 //! SGBD_DATA is set, the real TikTok feature file.
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
 
 use sgbd_edge::learn::npy::{read_features, read_npy, write_npy_f16, write_npy_f32};
 
 #[test]
 fn roundtrip_f32_and_f16_match_candle_reader() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let data: Vec<f32> = (0..24).map(|i| (i as f32 - 11.0) * 0.37).collect();
     let p32 = dir.path().join("a.npy");
@@ -39,7 +37,8 @@ fn roundtrip_f32_and_f16_match_candle_reader() {
 
 #[test]
 fn real_tiktok_image_features() {
-    let Some(root) = harness::sgbd_data() else { return };
+    let _turn = crate::harness::shared();
+    let Some(root) = crate::harness::sgbd_data() else { return };
     let path = root.join("tiktok_mmssl/image_feat.npy");
     let (r, c, v) = read_features(&path).unwrap();
     assert_eq!((r, c), (6710, 128));

@@ -1,9 +1,6 @@
 //! Bad input: every parser of outside data must return an error, never panic, on arbitrary bytes
 //! (property tests), and on the fixed corpus of nasty cases in `tests/corpus/` (run in CI).
 //! Also the resource limits: payload size, image dimensions (decompression bombs).
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
 
 use proptest::prelude::*;
 use sgbd_edge::capture::planogram::{self, DecodeLimits};
@@ -82,12 +79,14 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let _turn = crate::harness::shared();
         let dir = tempfile::tempdir().unwrap();
         feed_all(&bytes, dir.path());
     }
 
     #[test]
     fn json_shaped_payloads_never_panic(bytes in json_like()) {
+        let _turn = crate::harness::shared();
         let dir = tempfile::tempdir().unwrap();
         feed_all(&bytes, dir.path());
     }
@@ -101,6 +100,7 @@ proptest! {
             Just("kiosk_rate_per_s = nan".to_string()), Just("port = 70000".to_string()),
             Just("max_payload_bytes = -1".to_string()),
         ], 0..20)) {
+        let _turn = crate::harness::shared();
         let _ = sgbd_edge::config::validate_str(&lines.join("\n"));
     }
 
@@ -113,6 +113,7 @@ proptest! {
             Just("userID\titemID\trating\ttimestamp\tx_label"), Just(""),
         ],
         tab in any::<bool>()) {
+        let _turn = crate::harness::shared();
         let sep = if tab { "\t" } else { "," };
         let mut text = format!("{header}\n");
         for r in &rows { text.push_str(&r.join(sep)); text.push('\n'); }
@@ -123,6 +124,7 @@ proptest! {
 
 #[test]
 fn oversized_payload_is_refused_before_parsing() {
+    let _turn = crate::harness::shared();
     let big = format!(
         "{{\"schema_version\":\"1.0\",\"ts\":1,\"user\":\"{}\"}}",
         "a".repeat(MAX)
@@ -133,6 +135,7 @@ fn oversized_payload_is_refused_before_parsing() {
 
 #[test]
 fn image_dimension_limits_refuse_decompression_bombs() {
+    let _turn = crate::harness::shared();
     // A tiny PNG that claims 60000 x 60000 pixels: refused from its header, nothing allocated.
     let mut png = Vec::new();
     let img = image::RgbImage::new(8, 8);
@@ -174,9 +177,10 @@ fn crc32(data: &[u8]) -> u32 {
 /// by at least one parser (they are the valid controls), all others only must not panic.
 #[test]
 fn fixed_corpus_of_nasty_cases() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let mut n = 0;
-    let mut files: Vec<PathBuf> = std::fs::read_dir(harness::repo("tests/corpus"))
+    let mut files: Vec<PathBuf> = std::fs::read_dir(crate::harness::repo("tests/corpus"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();

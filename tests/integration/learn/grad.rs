@@ -1,11 +1,8 @@
 //! Finite-difference gradient checks (f64, tiny sizes) of the CSR ops and of the MF and
 //! LightGCN losses.
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
 
 use candle_core::{DType, Device, Tensor, Var};
-use harness::grad::grad_check;
+use crate::harness::grad::grad_check;
 use rand::{Rng, SeedableRng};
 use sgbd_edge::learn::lightgcn::LightGcn;
 use sgbd_edge::learn::mf::MfBpr;
@@ -42,6 +39,7 @@ fn dense_mul(a: &Csr, x: &[f64], d: usize) -> Vec<f64> {
 
 #[test]
 fn spmm_forward_matches_dense_and_gradient_checks() {
+    let _turn = crate::harness::shared();
     let a = Arc::new(random_csr(7, 5, 18, 1));
     let x = Var::from_tensor(&Tensor::randn(0f64, 1.0, (5, 3), &Device::Cpu).unwrap()).unwrap();
     let y: Vec<f64> = spmm(&a, x.as_tensor())
@@ -91,6 +89,7 @@ fn spmm_forward_matches_dense_and_gradient_checks() {
 
 #[test]
 fn propagate_mean_matches_layers_and_gradient_checks() {
+    let _turn = crate::harness::shared();
     let a = Arc::new(random_csr(6, 6, 20, 3)); // not symmetric: exercises the transpose
     let op = SparseOp::new(a.clone());
     let x = Var::from_tensor(&Tensor::randn(0f64, 1.0, (6, 4), &Device::Cpu).unwrap()).unwrap();
@@ -138,6 +137,7 @@ fn batch(n_users: u32, n_items: u32, b: usize, seed: u64) -> Batch {
 
 #[test]
 fn mf_loss_gradient_checks() {
+    let _turn = crate::harness::shared();
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let m = MfBpr::new(6, 9, 4, 0.3, DType::F64, &mut rng).unwrap();
     let b = batch(6, 9, 10, 6);
@@ -148,6 +148,7 @@ fn mf_loss_gradient_checks() {
 
 #[test]
 fn lightgcn_loss_gradient_checks() {
+    let _turn = crate::harness::shared();
     let mut rng = rand::rngs::StdRng::seed_from_u64(8);
     let edges: Vec<(u32, u32)> = (0..25)
         .map(|_| (rng.random_range(0..7), rng.random_range(0..8)))
@@ -190,6 +191,7 @@ fn flat(t: &Tensor) -> Vec<f64> {
 /// with duplicate rows in the batch and isolated nodes in the graph.
 #[test]
 fn lightgcn_fused_gradients_match_autograd() {
+    let _turn = crate::harness::shared();
     let mut rng = rand::rngs::StdRng::seed_from_u64(21);
     let (nu, ni) = (30u32, 25u32);
     // users 28, 29 and items 23, 24 have no edges
@@ -223,6 +225,7 @@ fn lightgcn_fused_gradients_match_autograd() {
 /// f32 (AVX2 kernel where the CPU has it) and f64 (generic kernel) agree on the same weights.
 #[test]
 fn lightgcn_f32_kernel_matches_f64() {
+    let _turn = crate::harness::shared();
     let mut rng = rand::rngs::StdRng::seed_from_u64(22);
     let (nu, ni) = (40u32, 30u32);
     let edges: Vec<(u32, u32)> = (0..200)

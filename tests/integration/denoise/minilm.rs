@@ -5,6 +5,7 @@
 //! (sbert.net, "Computing Embeddings" usage page and "Semantic Textual Similarity" page), printed
 //! there to 4 decimals for `SentenceTransformer("all-MiniLM-L6-v2")` with cosine similarity.
 //! Needs the model files: `sgbd-edge models fetch` (CI runs it first); skips with a message otherwise.
+
 use sgbd_edge::config::Config;
 use sgbd_edge::denoise::embed::cosine;
 use sgbd_edge::denoise::packed_bert::Precision;
@@ -62,6 +63,7 @@ fn check_within(enc: &TextEncoder, a: &[&str], b: &[&str], expected: &[[f32; 3]]
 
 #[test]
 fn minilm_matches_published_sentence_transformers_scores() {
+    let _turn = crate::harness::shared();
     let Some(enc) = encoder() else { return };
     assert_eq!(enc.dim(), 384);
     // sbert.net, usage page: similarities of three sentences with themselves.
@@ -72,6 +74,7 @@ fn minilm_matches_published_sentence_transformers_scores() {
 
 #[test]
 fn int8_encoder_stays_close_to_f32_and_to_the_published_scores() {
+    let _turn = crate::harness::shared();
     let (Some(f32), Some(int8)) = (encoder(), encoder_at(false, Precision::Int8)) else { return };
     assert_eq!(int8.model_id, format!("{}+int8", f32.model_id), "stored features must say they are int8");
     assert_eq!(int8.precision(), Some(Precision::Int8));
@@ -94,6 +97,7 @@ fn int8_encoder_stays_close_to_f32_and_to_the_published_scores() {
 
 #[test]
 fn our_encoder_equals_candles_bert_model() {
+    let _turn = crate::harness::shared();
     let (Some(ours), Some(upstream)) = (encoder(), encoder_with(true)) else { return };
     let texts = [
         "A navy blue cotton shirt with long sleeves and a button-down collar.",
@@ -111,6 +115,7 @@ fn our_encoder_equals_candles_bert_model() {
 
 #[test]
 fn batched_and_single_embeddings_agree_and_are_unit_length() {
+    let _turn = crate::harness::shared();
     let Some(enc) = encoder() else { return };
     let texts = ["short", "a somewhat longer sentence about a navy blue cotton shirt with long sleeves", "mid length text here"];
     let batched = enc.embed(&texts).unwrap();
@@ -127,6 +132,7 @@ fn batched_and_single_embeddings_agree_and_are_unit_length() {
 
 #[test]
 fn caption_filter_drops_an_off_topic_phrase_and_near_duplicates() {
+    let _turn = crate::harness::shared();
     let Some(enc) = encoder() else { return };
     let cfg = Config::default().denoise;
     let d = sgbd_edge::denoise::clean_description(

@@ -1,6 +1,7 @@
 //! The real BLIP loading, preprocessing and decoding code on tiny random checkpoints in the HF
 //! tensor layout (safetensors f32, GGUF Q8_0 and Q4K): our vision encoder and our cached, batched
 //! decoder against candle's upstream vision model and (uncached, one image at a time) decoder.
+
 use candle_core::quantized::GgmlDType;
 use candle_core::Device;
 use image::{DynamicImage, Rgb, RgbImage};
@@ -62,6 +63,7 @@ fn tokenizer(dir: &Path) -> std::path::PathBuf {
 
 #[test]
 fn tiny_blip_safetensors_and_q8_gguf_cached_equals_uncached() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny_blip_config(32, 2);
     let tok = tokenizer(dir.path());
@@ -82,6 +84,7 @@ fn tiny_blip_safetensors_and_q8_gguf_cached_equals_uncached() {
 
 #[test]
 fn tiny_blip_q4k_gguf_cached_equals_uncached() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     // Q4K blocks are 256 wide: hidden 256 so that the matrices really are quantized.
     let cfg = tiny_blip_config(256, 1);
@@ -97,6 +100,7 @@ fn tiny_blip_q4k_gguf_cached_equals_uncached() {
 
 #[test]
 fn preprocessing_fills_crops_and_normalises() {
+    let _turn = crate::harness::shared();
     // A flat colour stays flat after resize-to-fill; values follow (v/255 - mean) / std.
     let img = DynamicImage::ImageRgb8(RgbImage::from_pixel(360, 540, Rgb([255, 0, 128])));
     let t = preprocess(&img, 384, &Device::Cpu).unwrap();
@@ -116,6 +120,7 @@ fn preprocessing_fills_crops_and_normalises() {
 
 #[test]
 fn missing_blip_files_give_a_clear_error_and_degraded_denoiser() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = sgbd_edge::config::Config::default().denoise;
     cfg.models_dir = dir.path().to_path_buf();

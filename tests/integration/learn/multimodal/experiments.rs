@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! SGBD_DATA=/path/to/data LEARNMM_MODELS=freedom,vbpr LEARNMM_OPTIMS=adam,mg,sgbd LEARNMM_SEEDS=999,1000,1001 \
-//!   nice -n 10 cargo test --release --test learnmm_experiments -- --ignored --nocapture
+//!   nice -n 10 cargo test --release --test integration learn::multimodal::experiments -- --ignored --nocapture
 //! ```
 //!
 //! Environment (all optional except SGBD_DATA): LEARNMM_DATASET (tiktok_mmssl), LEARNMM_FEATURES
@@ -11,12 +11,6 @@
 //! (80), LEARNMM_PATIENCE (20), LEARNMM_NOISE (comma list of sigma, 0), LEARNMM_SWAP (comma list of
 //! fractions, 0), LEARNMM_CORRUPT_SEED (7), LEARNMM_JSON (write all reports), LEARNMM_RHO (0.05),
 //! LEARNMM_ALPHA2 (0.2), LEARNMM_FREEDOM_LAMBDA, LEARNMM_FREEDOM_DROPOUT, LEARNMM_VBPR_REG.
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
-
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use candle_core::DType;
 use rand::rngs::StdRng;
@@ -51,7 +45,9 @@ fn mean_sd(x: &[f64]) -> (f64, f64) {
 #[test]
 #[ignore = "long experiment: run explicitly with --ignored"]
 fn multimodal_experiments() {
-    let Some(root) = harness::sgbd_data() else { return };
+    // Hours of training, and it reports seconds per epoch.
+    let _turn = crate::harness::exclusive();
+    let Some(root) = crate::harness::sgbd_data() else { return };
     let dir = root.join(env_or("LEARNMM_DATASET", "tiktok_mmssl"));
     let data = load_inter(&find_inter(&dir).unwrap()).unwrap();
     let feature_files: Vec<String> = list("LEARNMM_FEATURES", "image_feat.npy,audio_feat.npy");

@@ -1,6 +1,7 @@
 //! The log leaves out rumqttd's false alarm on a clean client disconnect (`ERROR router-drop`) and
 //! nothing else: checked against the real embedded broker, with one log layer filtered as the
 //! daemon's is and one unfiltered layer beside it that must see the event.
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,6 +35,8 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_disconnect_logs_no_false_error_but_other_broker_lines_stay() {
+    // Installs the process-wide tracing subscriber and counts every broker line logged meanwhile.
+    let _turn = crate::harness::exclusive();
     let (filtered, raw) = (Buf::default(), Buf::default());
     tracing_subscriber::registry()
         .with(tracing_subscriber::EnvFilter::new("info"))

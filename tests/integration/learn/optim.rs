@@ -1,4 +1,5 @@
 //! SAM, Mirror Gradient and SGBD against hand-written references on a tiny smooth problem.
+
 use candle_core::{Device, Tensor, Var};
 use sgbd_edge::learn::optim::{build, BaseOptimizer, Composite, OptimKind, OptimParams, Optimizer, Sgd, Variant};
 use std::cell::RefCell;
@@ -80,6 +81,7 @@ fn close(a: &[f64], b: &[f64], tol: f64) {
 
 #[test]
 fn sam_perturbs_by_rho_and_restores_bit_for_bit() {
+    let _turn = crate::harness::shared();
     let vars = start();
     let theta0 = flat(&vars);
     let p = OptimParams {
@@ -122,6 +124,7 @@ fn sam_perturbs_by_rho_and_restores_bit_for_bit() {
 /// theta' = theta - a1 eta g(theta); theta = theta' + a2 eta g(theta'); others theta -= eta g.
 #[test]
 fn mirror_gradient_with_sgd_is_algorithm_1() {
+    let _turn = crate::harness::shared();
     let (eta, a1, a2, beta) = (0.2, 1.0, 0.3, 3);
     let p = OptimParams {
         alpha1: a1,
@@ -153,6 +156,7 @@ fn mirror_gradient_with_sgd_is_algorithm_1() {
 /// MG over Adam: both sub-steps go through one Adam state (moments and step counter).
 #[test]
 fn mirror_gradient_over_adam_shares_one_state() {
+    let _turn = crate::harness::shared();
     let p = OptimParams {
         lr: 0.05,
         alpha1: 1.0,
@@ -204,6 +208,7 @@ fn mirror_gradient_over_adam_shares_one_state() {
 /// SGBD variants with SGD, against the reference on one mirror batch and one plain batch.
 #[test]
 fn sgbd_variants_match_reference_and_cost() {
+    let _turn = crate::harness::shared();
     let (eta, rho) = (0.1, 0.2);
     let p = OptimParams {
         rho,
@@ -258,6 +263,7 @@ fn sgbd_variants_match_reference_and_cost() {
 
 #[test]
 fn bad_loss_is_an_error_and_parameters_are_kept() {
+    let _turn = crate::harness::shared();
     let vars = start();
     let theta0 = flat(&vars);
     let mut opt = build(OptimKind::Sgbd(Variant::S1), &OptimParams::default(), named(&vars)).unwrap();
@@ -279,6 +285,7 @@ fn bad_loss_is_an_error_and_parameters_are_kept() {
 /// `batch_loss`): the fused LightGCN path feeds SAM's perturbed and MG's mirror evaluations too.
 #[test]
 fn fused_gradients_drive_every_strategy_like_autograd() {
+    let _turn = crate::harness::shared();
     use rand::{Rng, SeedableRng};
     use sgbd_edge::learn::lightgcn::LightGcn;
     use sgbd_edge::learn::model::{Batch, Recommender};

@@ -1,9 +1,6 @@
 //! A catalogue through captioning (tiny random BLIP), cleaning, embedding and the store; and the
 //! injected-noise robustness check on real H&M descriptions (skips without SGBD_DATA).
 
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
 use candle_core::Device;
 use sgbd_edge::config::Config;
 use sgbd_edge::denoise::features::{read_catalog, CatalogItem};
@@ -13,12 +10,13 @@ use sgbd_edge::denoise::{pipeline, robustness, Captioner, TextEncoder};
 use sgbd_edge::store::{FeatureKind, Store};
 
 fn hm_items(n: usize) -> Option<Vec<CatalogItem>> {
-    let d = harness::sgbd_data()?.join("hm_sample");
+    let d = crate::harness::sgbd_data()?.join("hm_sample");
     Some(read_catalog(&d.join("articles_sample.csv"), Some(&d.join("images")), Some(n)).unwrap())
 }
 
 #[test]
 fn catalogue_with_tiny_blip_stores_text_caption_and_features() {
+    let _turn = crate::harness::shared();
     let Some(items) = hm_items(40) else { return };
     // Items whose photo is in the sample.
     let items: Vec<CatalogItem> = items.into_iter().filter(|i| i.image.as_ref().is_some_and(|p| p.is_file())).take(3).collect();
@@ -64,6 +62,7 @@ fn catalogue_with_tiny_blip_stores_text_caption_and_features() {
 
 #[test]
 fn degraded_pipeline_without_models_still_cleans_and_stores() {
+    let _turn = crate::harness::shared();
     let Some(items) = hm_items(5) else { return };
     let mut cfg = Config::default().denoise;
     cfg.models_dir = tempfile::tempdir().unwrap().path().to_path_buf();
@@ -78,6 +77,7 @@ fn degraded_pipeline_without_models_still_cleans_and_stores() {
 
 #[test]
 fn injected_noise_is_removed_from_real_descriptions_by_the_rules() {
+    let _turn = crate::harness::shared();
     let Some(items) = hm_items(150) else { return };
     let cfg = Config::default().denoise;
     let r = robustness::check(&items, &cfg, None, 7).unwrap();

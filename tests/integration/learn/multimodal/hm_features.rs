@@ -3,11 +3,8 @@
 //!
 //! ```text
 //! SGBD_DATA=... LEARNMM_MINILM_DIR=.../all-MiniLM-L6-v2 LEARNMM_HM_OUT=/tmp/hm_feats \
-//!   nice -n 10 cargo test --release --test learnmm_hm_features -- --ignored --nocapture
+//!   nice -n 10 cargo test --release --test integration learn::multimodal::hm_features -- --ignored --nocapture
 //! ```
-
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::path::PathBuf;
 
@@ -18,6 +15,8 @@ use std::path::PathBuf;
 #[test]
 #[ignore = "needs the MiniLM files; run explicitly with --ignored"]
 fn hm_text_features() {
+    // The whole H&M sample through MiniLM, and it reports its time.
+    let _turn = crate::harness::exclusive();
     use sgbd_edge::denoise::features::{embed_catalog, order_by_mapping, read_catalog, TextMode};
     let (Some(root), Ok(minilm), Ok(out)) =
         (std::env::var_os("SGBD_DATA"), std::env::var("LEARNMM_MINILM_DIR"), std::env::var("LEARNMM_HM_OUT"))

@@ -1,9 +1,6 @@
 //! Capture end to end: demo shelf in a folder -> crops -> store; change detection, unknown SKUs,
 //! bad input, several cameras at once.
 
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
 use sgbd_edge::capture::folder::FolderSource;
 use sgbd_edge::capture::pipeline::{CameraThreads, Capturer, CropOutcome};
 use sgbd_edge::capture::status::CameraState;
@@ -11,7 +8,7 @@ use sgbd_edge::capture::{demo, planogram, vc0706, CaptureError, Frame, Source};
 use sgbd_edge::config::{CameraConfig, CameraKind, Config, SlotConfig};
 use sgbd_edge::store::Store;
 use sgbd_edge::telemetry::Metrics;
-use harness::demo_assets;
+use crate::harness::demo_assets;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -68,6 +65,7 @@ fn frame(cam: &str, bytes: Vec<u8>, ms: i64) -> Frame {
 
 #[test]
 fn demo_shelf_from_a_folder_is_cut_into_stored_crops_and_unchanged_ones_are_skipped() {
+    let _turn = crate::harness::shared();
     let tmp = tempfile::tempdir().unwrap();
     let incoming = tmp.path().join("incoming");
     let cfg = config(&tmp.path().join("var"), vec![folder_cam("shelf-a", &incoming, demo_slots())]);
@@ -120,6 +118,7 @@ fn demo_shelf_from_a_folder_is_cut_into_stored_crops_and_unchanged_ones_are_skip
 
 #[test]
 fn an_unknown_sku_becomes_a_new_item_once() {
+    let _turn = crate::harness::shared();
     let tmp = tempfile::tempdir().unwrap();
     let mut slots = demo_slots();
     slots[3].sku = "NEW-SKU-1".into();
@@ -143,6 +142,7 @@ fn an_unknown_sku_becomes_a_new_item_once() {
 
 #[test]
 fn bad_pictures_and_bad_slots_are_counted_and_the_rest_keeps_running() {
+    let _turn = crate::harness::shared();
     let tmp = tempfile::tempdir().unwrap();
     let mut slots = demo_slots();
     // A slot outside the frame (as a planogram edited without `validate` could hold).
@@ -178,6 +178,7 @@ fn bad_pictures_and_bad_slots_are_counted_and_the_rest_keeps_running() {
 
 #[test]
 fn a_decompression_bomb_is_refused_before_decoding() {
+    let _turn = crate::harness::shared();
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = config(tmp.path(), vec![folder_cam("c", &tmp.path().join("in"), demo_slots())]);
     cfg.capture.max_image_width = 512;
@@ -189,6 +190,7 @@ fn a_decompression_bomb_is_refused_before_decoding() {
 
 #[test]
 fn folder_source_waits_for_files_to_settle_and_ignores_others() {
+    let _turn = crate::harness::shared();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("in");
     std::fs::create_dir_all(&dir).unwrap();
@@ -212,6 +214,7 @@ fn folder_source_waits_for_files_to_settle_and_ignores_others() {
 
 #[test]
 fn several_cameras_at_once_and_a_stalled_one_is_degraded() {
+    let _turn = crate::harness::shared();
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     let sim = vc0706::sim::Simulator::start(shelf_bytes()).unwrap();
@@ -264,6 +267,7 @@ fn several_cameras_at_once_and_a_stalled_one_is_degraded() {
 
 #[test]
 fn a_similar_product_swap_is_caught_by_the_thumbnail_when_dhash_misses_it() {
+    let _turn = crate::harness::shared();
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(tmp.path(), vec![folder_cam("shelf-a", &tmp.path().join("in"), demo_slots())]);
     let store = store_with_catalog();
