@@ -1,19 +1,15 @@
 //! Another process reading the database while the daemon runs (a technician's `doctor`, an
 //! import, the fleet tooling) must not cost acknowledged events.
 //!
-//! Regression test for a lost-events bug found by `netfault_outage`: `Store::open` re-read the
+//! Regression test for a lost-events bug found by `netfault::outage`: `Store::open` re-read the
 //! database header through a second file descriptor on every open, and closing it dropped all of
 //! the daemon's POSIX locks on the file (SQLite's included). The next process to close its last
 //! connection then saw no other user, checkpointed and deleted the WAL under the running daemon,
 //! whose later commits went to an unlinked file.
 
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
-
-use harness::daemon::*;
-use harness::mqtt::*;
-use harness::netfault::stored_counts;
+use crate::harness::daemon::*;
+use crate::harness::mqtt::*;
+use crate::harness::netfault::stored_counts;
 use sgbd_edge::mqtt::kiosk::Protocol;
 use std::time::Duration;
 
@@ -32,6 +28,8 @@ fn deleted_db_files(pid: i32) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_process_reading_the_store_loses_no_acknowledged_event() {
+    // Interleaves its reads with the daemon's once-a-second stats connection.
+    let _turn = crate::harness::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port_pair();
     // Stats every second: the daemon opens a short-lived connection each time.

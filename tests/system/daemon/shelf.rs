@@ -3,13 +3,9 @@
 //! MiniLM text feature when the model files are present) and reported in `status.json`; a corrupt
 //! picture degrades the camera while the daemon keeps serving kiosks.
 
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
-
-use harness::daemon::*;
-use harness::mqtt::*;
-use harness::repo;
+use crate::harness::daemon::*;
+use crate::harness::mqtt::*;
+use crate::harness::repo;
 use sgbd_edge::config::Config;
 use sgbd_edge::mqtt::kiosk::Protocol;
 use sgbd_edge::store::{FeatureKind, Store};
@@ -126,6 +122,8 @@ async fn stop(mut d: Daemon) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shelf_picture_cut_denoised_and_stored() {
+    // Capture, denoise and MiniLM in the daemon under time limits; it times the shelf end to end.
+    let _turn = crate::harness::exclusive();
     let empty_models = tempfile::tempdir().unwrap();
     let n = Node::new(empty_models.path());
     n.import_noisy_catalogue();
@@ -190,6 +188,8 @@ async fn shelf_picture_cut_denoised_and_stored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_picture_degrades_the_camera_and_kiosks_are_still_served() {
+    // Capture, denoise and MiniLM in the daemon under time limits; it times the shelf end to end.
+    let _turn = crate::harness::exclusive();
     let empty_models = tempfile::tempdir().unwrap();
     let n = Node::new(empty_models.path());
     n.import_noisy_catalogue();
@@ -230,6 +230,8 @@ async fn corrupt_picture_degrades_the_camera_and_kiosks_are_still_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crops_left_undenoised_are_picked_up_at_the_next_start() {
+    // Capture, denoise and MiniLM in the daemon under time limits; it times the shelf end to end.
+    let _turn = crate::harness::exclusive();
     let empty_models = tempfile::tempdir().unwrap();
     let n = Node::new(empty_models.path());
     n.import_noisy_catalogue();
@@ -263,6 +265,8 @@ async fn crops_left_undenoised_are_picked_up_at_the_next_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minilm_text_features_stored_with_the_model_id() {
+    // Capture, denoise and MiniLM in the daemon under time limits; it times the shelf end to end.
+    let _turn = crate::harness::exclusive();
     let models = std::env::var_os("SGBD_MODELS_DIR").map(PathBuf::from).unwrap_or_else(|| repo("models"));
     if !models.join("all-MiniLM-L6-v2/model.safetensors").is_file() {
         eprintln!(

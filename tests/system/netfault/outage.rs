@@ -11,14 +11,10 @@
 //! must be delivered waits in SQLite (the outbox), not in memory. Skipped (with a message) when
 //! mosquitto is not installed.
 
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
-
-use harness::broker::Mosquitto;
-use harness::daemon::*;
-use harness::mqtt::*;
-use harness::netfault::*;
+use crate::harness::broker::Mosquitto;
+use crate::harness::daemon::*;
+use crate::harness::mqtt::*;
+use crate::harness::netfault::*;
 use sgbd_edge::mqtt::kiosk::{KioskClient, KioskSession, Protocol};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -110,6 +106,8 @@ fn spawn_kiosk(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_outage_nothing_lost_memory_bounded() {
+    // Bounds the daemon's RSS and floods the broker for half a minute.
+    let _turn = crate::harness::exclusive();
     let outage_s: u64 = std::env::var("SGBD_OUTAGE_SECS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -1,15 +1,12 @@
 //! The `import` command's exit codes and summary, through the binary.
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
 
-use harness::write;
+use crate::harness::write;
 use std::path::Path;
 
 fn cli(args: &[&str], data_dir: &Path) -> (i32, String) {
     let cfg = data_dir.join("c.toml");
     std::fs::write(&cfg, format!("[node]\ndata_dir = {:?}\n", data_dir.join("var").display().to_string())).unwrap();
-    let out = harness::daemon::bin()
+    let out = crate::harness::daemon::bin()
         .args(args)
         .arg("--config")
         .arg(&cfg)
@@ -24,6 +21,7 @@ fn cli(args: &[&str], data_dir: &Path) -> (i32, String) {
 
 #[test]
 fn import_cli_exit_codes_and_summary() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let good = write(dir.path(), "cat.csv", "sku,title\nA,a\nB,b\n,c\n");
     let (code, out) = cli(&["import", "catalog", good.to_str().unwrap()], dir.path());

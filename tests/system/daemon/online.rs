@@ -3,14 +3,10 @@
 //! change and carry the new model version; pushes and the fleet announcement go out; the fleet
 //! pins and unpins over `cmd/model-pin`.
 
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
-
-use harness::daemon::*;
-use harness::mqtt::*;
-use harness::online::TEXT;
-use harness::planted::{user, World};
+use crate::harness::daemon::*;
+use crate::harness::mqtt::*;
+use crate::harness::online::TEXT;
+use crate::harness::planted::{user, World};
 use rumqttc::v5::mqttbytes::QoS;
 use sgbd_edge::mqtt::kiosk::{parse_reply, Protocol};
 use std::time::{Duration, Instant};
@@ -20,6 +16,8 @@ const P: World = World::new(2, 20, 15, 6).features(TEXT).seed(2);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kiosk_events_trigger_training_promotion_and_new_replies() {
+    // Training rounds in the daemon under time limits, a kill timed into a round.
+    let _turn = crate::harness::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port_pair();
     let extra = "\n[learn]\nmodel = \"mf\"\ndim = 16\nlr = 0.05\nbatch = 64\nreg = 0.0\nseed = 7\n\n\
@@ -72,7 +70,7 @@ async fn kiosk_events_trigger_training_promotion_and_new_replies() {
     // The planted structure is learned: a popularity ranking mixes the two groups (about half each),
     // the promoted model ranks the user's own group first. Events reach the store from two kiosk
     // connections in whatever order the broker delivers them, so the training order varies from run
-    // to run: one item of five from the other group happens (CI saw it), as in `online_loop`'s 9 of 10.
+    // to run: one item of five from the other group happens (CI saw it), as in `online::learning_loop`'s 9 of 10.
     let own = after.items.iter().filter(|i| i.sku.starts_with("g0-")).count();
     assert!(own >= 4 && after.items[0].sku.starts_with("g0-"), "a group-0 user gets group-0 items: {:?}", after.items);
     let store = sgbd_edge::store::open_config(&cfg).unwrap();
@@ -151,7 +149,9 @@ async fn kiosk_events_trigger_training_promotion_and_new_replies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_serves_the_registry_active_model_on_startup_and_popularity_when_it_is_damaged() {
-    use harness::online::{config, open};
+    // Training rounds in the daemon under time limits, a kill timed into a round.
+    let _turn = crate::harness::exclusive();
+    use crate::harness::online::{config, open};
     use sgbd_edge::online::RoundHooks;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port_pair();
@@ -199,7 +199,9 @@ async fn daemon_serves_the_registry_active_model_on_startup_and_popularity_when_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_daemon_follows_cli_rollback_and_serves_new_items_from_features() {
-    use harness::online::{config, open};
+    // Training rounds in the daemon under time limits, a kill timed into a round.
+    let _turn = crate::harness::exclusive();
+    use crate::harness::online::{config, open};
     use sgbd_edge::online::{Decision, RoundHooks};
     let p = World::new(2, 40, 15, 6).features(TEXT).seed(2);
     let dir = tempfile::tempdir().unwrap();
@@ -308,7 +310,9 @@ async fn running_daemon_follows_cli_rollback_and_serves_new_items_from_features(
 /// active version is served, nothing half-written was registered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_killed_mid_training_keeps_the_previous_active_model() {
-    use harness::online::{config, open};
+    // Training rounds in the daemon under time limits, a kill timed into a round.
+    let _turn = crate::harness::exclusive();
+    use crate::harness::online::{config, open};
     use sgbd_edge::online::{Decision, RoundHooks};
     let dir = tempfile::tempdir().unwrap();
     let port = free_port_pair();

@@ -1,14 +1,12 @@
 //! The technician's config workflow through the real binary: shipped configs validate, a bad file
 //! lists every problem and exits 78, the printed default is itself valid.
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
 
-use harness::daemon::bin;
-use harness::repo;
+use crate::harness::daemon::bin;
+use crate::harness::repo;
 
 #[test]
 fn shipped_configs_are_valid() {
+    let _turn = crate::harness::shared();
     for f in ["firmware-config/dev.toml", "firmware-config/jetson-orin.toml", "firmware-config/default.toml"] {
         let out = bin().arg("validate").arg("--config").arg(repo(f)).output().unwrap();
         assert!(out.status.success(), "{f}: {}", String::from_utf8_lossy(&out.stderr));
@@ -17,6 +15,7 @@ fn shipped_configs_are_valid() {
 
 #[test]
 fn bad_config_lists_every_problem_and_exits_78() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("bad.toml");
     std::fs::write(
@@ -36,6 +35,7 @@ fn bad_config_lists_every_problem_and_exits_78() {
 
 #[test]
 fn missing_file_exits_78_without_panicking() {
+    let _turn = crate::harness::shared();
     let out = bin().args(["validate", "--config", "/nonexistent/sgbd.toml"]).output().unwrap();
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
@@ -43,6 +43,7 @@ fn missing_file_exits_78_without_panicking() {
 
 #[test]
 fn printed_default_is_valid() {
+    let _turn = crate::harness::shared();
     let out = bin().arg("print-default-config").output().unwrap();
     assert!(out.status.success());
     let dir = tempfile::tempdir().unwrap();

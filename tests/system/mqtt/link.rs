@@ -2,12 +2,8 @@
 //! installed): the durable outbox across a broker restart. (Availability and v5 properties through
 //! the embedded broker: `integration::mqtt::link`.)
 
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
-
-use harness::broker::Mosquitto;
-use harness::mqtt::{link_options, Observer};
+use crate::harness::broker::Mosquitto;
+use crate::harness::mqtt::{link_options, Observer};
 use sgbd_edge::mqtt::{Link, Topics};
 use sgbd_edge::store::Store;
 use sgbd_edge::telemetry::Metrics;
@@ -28,6 +24,7 @@ async fn wait_connected(l: &Link) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbox_survives_broker_restart_nothing_lost() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let Some(mut mosq) = Mosquitto::start(dir.path()) else {
         return;

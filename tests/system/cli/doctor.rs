@@ -1,13 +1,10 @@
 //! `doctor` and `status` through the binary: exit codes, the report lines and `status --json`.
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
 
 use sgbd_edge::store::{self, Store};
 use std::path::Path;
 
 fn cli(args: &[&str], cfg_path: &Path) -> (i32, String) {
-    let out = harness::daemon::bin()
+    let out = crate::harness::daemon::bin()
         .args(args)
         .arg("--config")
         .arg(cfg_path)
@@ -19,6 +16,7 @@ fn cli(args: &[&str], cfg_path: &Path) -> (i32, String) {
 
 #[test]
 fn cli_doctor_exit_codes_and_status_json() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("var");
     let cfg_path = dir.path().join("c.toml");

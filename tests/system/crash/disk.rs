@@ -3,12 +3,8 @@
 //! writes work again once space / write access is back, and the database is never corrupted.
 //! Needs root to mount a 2 MiB tmpfs as the data directory; skipped visibly otherwise.
 
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
-
-use harness::daemon::{free_port_pair, write_config, Daemon};
-use harness::mqtt::kiosk_when_ready;
+use crate::harness::daemon::{free_port_pair, write_config, Daemon};
+use crate::harness::mqtt::kiosk_when_ready;
 use sgbd_edge::mqtt::kiosk::{KioskClient, Protocol};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -106,6 +102,7 @@ fn fill(dir: &Path) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_or_read_only_data_dir_gives_errors_keeps_serving_and_corrupts_nothing() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let Some(mount) = Mount::tmpfs(&dir.path().join("var"), "2M") else {
         return;
@@ -190,7 +187,7 @@ async fn full_or_read_only_data_dir_gives_errors_keeps_serving_and_corrupts_noth
     let missing: Vec<&String> = acked.difference(&stored).collect();
     assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
     eprintln!(
-        "crash_disk: {} acknowledged events all stored, {full_errors} refused on a full disk",
+        "crash::disk: {} acknowledged events all stored, {full_errors} refused on a full disk",
         acked.len()
     );
 }

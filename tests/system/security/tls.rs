@@ -1,14 +1,10 @@
 //! TLS, credentials and ACLs against a real mosquitto run from `systemd/mosquitto/` (skipped with a
 //! message when mosquitto is not installed). The CA and certificates are made at test time.
 
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
-
-use harness::broker::{have_mosquitto, SecureBroker};
-use harness::daemon::{bin, topics, write_config, Daemon};
-use harness::pki::Pki;
-use harness::write;
+use crate::harness::broker::{have_mosquitto, SecureBroker};
+use crate::harness::daemon::{bin, topics, write_config, Daemon};
+use crate::harness::pki::Pki;
+use crate::harness::write;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
@@ -83,6 +79,7 @@ async fn first_event(erx: &mut mpsc::UnboundedReceiver<String>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_credentials_certificates_and_acls_against_mosquitto() {
+    let _turn = crate::harness::shared();
     if !have_mosquitto() {
         return;
     }

@@ -2,17 +2,15 @@
 //! rate gets `rate_limited` error replies and a `serve.rate_limited` count in stats, other kiosks
 //! are not affected, and the kiosk is served again once its bucket refills.
 
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
-
-use harness::daemon::{free_port_pair, topics, write_config, Daemon};
-use harness::mqtt::{kiosk_when_ready, Observer};
+use crate::harness::daemon::{free_port_pair, topics, write_config, Daemon};
+use crate::harness::mqtt::{kiosk_when_ready, Observer};
 use sgbd_edge::mqtt::kiosk::Protocol;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flooding_kiosk_is_rate_limited_others_are_not() {
+    // A token bucket of 2 per second: the counts depend on the request pace.
+    let _turn = crate::harness::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port_pair();
     let cfg = write_config(dir.path(), port, false, "kiosk_rate_per_s = 2.0\nkiosk_burst = 5\n");

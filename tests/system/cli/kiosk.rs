@@ -1,11 +1,7 @@
 //! `sgbd-edge kiosk`: prints the reply JSON, exit 0; exit 3 when nothing answers in time.
 
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
-
-use harness::daemon::*;
-use harness::mqtt::*;
+use crate::harness::daemon::*;
+use crate::harness::mqtt::*;
 use sgbd_edge::mqtt::kiosk::Protocol;
 
 fn kiosk(cfg: &std::path::Path, args: &[&str]) -> (i32, String) {
@@ -23,6 +19,7 @@ fn kiosk(cfg: &std::path::Path, args: &[&str]) -> (i32, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kiosk_cli_event_recommend_and_timeout() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port_pair();
     let cfg = write_config(dir.path(), port, false, "");

@@ -1,10 +1,7 @@
 //! `sgbd-edge train` and `sgbd-edge bench train` end to end on a tiny .inter file; bad input
-//! gives a clear error; the real Baby file loads with the documented counts when SGBD_DATA is set.
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
+//! gives a clear error. (The real Baby file's counts: `integration::learn::data`.)
 
-use harness::planted::World;
+use crate::harness::planted::World;
 use std::io::Write;
 use std::process::Command;
 
@@ -22,13 +19,14 @@ fn write_inter(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 fn bin() -> Command {
-    let mut c = harness::daemon::bin();
+    let mut c = crate::harness::daemon::bin();
     c.env_remove("SGBD_CONFIG").env("RUST_LOG", "warn");
     c
 }
 
 #[test]
 fn train_writes_a_report() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let inter = write_inter(dir.path());
     let report = dir.path().join("r.json");
@@ -75,6 +73,7 @@ fn train_writes_a_report() {
 
 #[test]
 fn bench_train_prints_the_table() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let inter = write_inter(dir.path());
     let md = dir.path().join("b.md");
@@ -108,6 +107,7 @@ fn bench_train_prints_the_table() {
 
 #[test]
 fn bad_data_is_a_clear_error() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("bad.inter");
     std::fs::write(&p, "userID\titemID\tx_label\n0\t1\t0\n0\tseven\t0\n").unwrap();
@@ -132,6 +132,7 @@ fn bad_data_is_a_clear_error() {
 
 #[test]
 fn multimodal_models_train_from_the_cli() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     write_inter(dir.path());
     // 24 items, two modalities (4 and 3 dims); default file names are picked up beside the data

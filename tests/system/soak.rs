@@ -1,14 +1,13 @@
 //! A short soak through the command line: the real daemon binary as a child process under kiosk
 //! load, with a fine-tune round. Asserts that no acknowledged event is lost, that a round
 //! completed, and that the daemon's RSS was sampled per window and it stopped cleanly.
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
 
-use harness::daemon::bin;
+use crate::harness::daemon::bin;
 
 #[test]
 fn short_soak_loses_no_event_and_completes_a_round() {
+    // Samples the daemon's RSS per window under kiosk load, with a training round.
+    let _turn = crate::harness::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("soak.json");
     let out = bin()

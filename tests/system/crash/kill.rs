@@ -2,12 +2,8 @@
 //! and check after every kill that each acknowledged event (acks are sent after the commit) is
 //! stored exactly once and that SQLite's `PRAGMA integrity_check` is ok.
 
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
-
-use harness::daemon::{free_port_pair, write_config, Daemon};
-use harness::mqtt::kiosk_when_ready;
+use crate::harness::daemon::{free_port_pair, write_config, Daemon};
+use crate::harness::mqtt::kiosk_when_ready;
 use rand::Rng;
 use sgbd_edge::mqtt::kiosk::Protocol;
 use std::collections::{HashMap, HashSet};
@@ -20,6 +16,8 @@ const EVENTS_PER_RUN: usize = 5000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_ingest_loses_no_acknowledged_event() {
+    // Kills 10 to 150 ms into a stream: the kills must land with events in flight.
+    let _turn = crate::harness::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port_pair();
     let cfg_path = write_config(dir.path(), port, false, "");
@@ -123,7 +121,7 @@ async fn sigkill_during_ingest_loses_no_acknowledged_event() {
     }
     let acked = acked_all.lock().unwrap().len();
     eprintln!(
-        "crash_kill: {kills} kills survived ({mid_stream} mid-stream), {sent} events sent, {acked} acknowledged and all stored once, {:.1} s",
+        "crash::kill: {kills} kills survived ({mid_stream} mid-stream), {sent} events sent, {acked} acknowledged and all stored once, {:.1} s",
         started.elapsed().as_secs_f64()
     );
     assert_eq!(kills, KILLS);

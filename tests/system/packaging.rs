@@ -2,11 +2,8 @@
 //! systemd unit, the sysusers/tmpfiles snippets and the maintainer scripts name the same binary,
 //! config file, user, state directory and unit. (`.ci/deb.sh` builds and installs the real package;
 //! this catches a rename in one place quickly, without dpkg.)
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
 
-use harness::repo;
+use crate::harness::repo;
 use std::process::Command;
 
 fn read(p: &str) -> String {
@@ -81,6 +78,7 @@ fn tmpfiles_dirs() -> Vec<String> {
 
 #[test]
 fn unit_runs_the_packaged_binary_on_the_packaged_config() {
+    let _turn = crate::harness::shared();
     let assets = assets();
     assert!(
         assets.iter().any(|(s, _)| s == "$auto"),
@@ -105,6 +103,7 @@ fn unit_runs_the_packaged_binary_on_the_packaged_config() {
 
 #[test]
 fn user_and_state_dir_agree_between_unit_sysusers_and_tmpfiles() {
+    let _turn = crate::harness::shared();
     let (user, home) = sysusers_user();
     assert_eq!(unit_value("User"), user);
     assert_eq!(unit_value("Group"), user);
@@ -141,6 +140,7 @@ fn user_and_state_dir_agree_between_unit_sysusers_and_tmpfiles() {
 
 #[test]
 fn maintainer_scripts_are_valid_sh_and_name_the_same_things() {
+    let _turn = crate::harness::shared();
     assert_eq!(deb_metadata()["maintainer-scripts"].as_str(), Some("debian/"));
     let (user, home) = sysusers_user();
     for s in ["postinst", "prerm", "postrm"] {
@@ -185,6 +185,7 @@ fn maintainer_scripts_are_valid_sh_and_name_the_same_things() {
 
 #[test]
 fn package_inputs_exist() {
+    let _turn = crate::harness::shared();
     // Files this checkout must have; the three others come from other branches (`.ci/deb.sh` fails
     // without them), so here they are only reported.
     for p in [

@@ -1,13 +1,11 @@
 //! `sgbd-edge capture --once` and `capture compose-demo` through the binary.
 
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
-use harness::daemon::bin;
-use harness::demo_assets;
+use crate::harness::daemon::bin;
+use crate::harness::demo_assets;
 
 #[test]
 fn capture_once_runs_the_demo_shelf_and_reports_bad_pictures() {
+    let _turn = crate::harness::shared();
     let tmp = tempfile::tempdir().unwrap();
     let incoming = tmp.path().join("incoming");
     std::fs::create_dir_all(&incoming).unwrap();

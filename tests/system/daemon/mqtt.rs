@@ -1,12 +1,8 @@
 //! The daemon binary with its embedded broker, driven over MQTT on loopback.
 
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
-
 use bytes::Bytes;
-use harness::daemon::*;
-use harness::mqtt::*;
+use crate::harness::daemon::*;
+use crate::harness::mqtt::*;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use rumqttc::v5::mqttbytes::QoS;
 use sgbd_edge::mqtt::kiosk::{parse_reply, Protocol};
@@ -25,6 +21,8 @@ fn count_events(dir: &std::path::Path, event_id: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_idempotent_replies_correlated_and_clean_stop() {
+    // Stats every second, expiry windows under a second, the reply cache: timing on a quiet machine.
+    let _turn = crate::harness::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port_pair();
     let cfg = write_config(dir.path(), port, false, "");
@@ -159,6 +157,8 @@ async fn events_idempotent_replies_correlated_and_clean_stop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_payloads_get_error_replies_and_daemon_keeps_serving() {
+    // Stats every second, expiry windows under a second, the reply cache: timing on a quiet machine.
+    let _turn = crate::harness::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port_pair();
     let cfg = write_config(dir.path(), port, false, "max_payload_bytes = 1024");
@@ -277,6 +277,8 @@ async fn bad_payloads_get_error_replies_and_daemon_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_commands_catalog_update_and_rebirth() {
+    // Stats every second, expiry windows under a second, the reply cache: timing on a quiet machine.
+    let _turn = crate::harness::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port_pair();
     let cfg = write_config(dir.path(), port, false, "");

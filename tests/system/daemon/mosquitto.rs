@@ -2,13 +2,9 @@
 //! installed): both protocol levels on one port, Last Will on kill -9, reconnect after a broker
 //! restart with `online` and the birth republished.
 
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
-
-use harness::broker::Mosquitto;
-use harness::daemon::*;
-use harness::mqtt::*;
+use crate::harness::broker::Mosquitto;
+use crate::harness::daemon::*;
+use crate::harness::mqtt::*;
 use sgbd_edge::mqtt::kiosk::{parse_reply, Protocol};
 use std::time::Duration;
 
@@ -16,6 +12,7 @@ const T: Duration = Duration::from_secs(5);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_on_mosquitto_lwt_and_reconnect() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let Some(mut mosq) = Mosquitto::start(dir.path()) else {
         return;

@@ -7,14 +7,10 @@
 //! stored once. Run against the daemon binary with its embedded broker (rumqttd) and against
 //! mosquitto (skipped with a message when it is not installed).
 
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
-
-use harness::broker::Mosquitto;
-use harness::daemon::*;
-use harness::mqtt::*;
-use harness::netfault::*;
+use crate::harness::broker::Mosquitto;
+use crate::harness::daemon::*;
+use crate::harness::mqtt::*;
+use crate::harness::netfault::*;
 use rumqttc::QoS;
 use sgbd_edge::mqtt::kiosk::{parse_reply, Protocol};
 use std::sync::Arc;
@@ -95,9 +91,6 @@ async fn normal_kiosks(ports: (u16, u16), tag: &str, secs: u64) -> Normal {
     }
     all
 }
-
-/// The two scenarios flood the machine: run them one after the other, not side by side.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// `ports`: (MQTT 5, MQTT 3.1.1) of the broker the daemon at `dir` uses.
 async fn slow_kiosk_scenario(dir: &std::path::Path, ports: (u16, u16), broker: &str) {
@@ -190,7 +183,8 @@ async fn slow_kiosk_scenario(dir: &std::path::Path, ports: (u16, u16), broker: &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_kiosk_does_not_stall_others_embedded_broker() {
-    let _serial = SERIAL.lock().await;
+    // Floods the machine and bounds the others' p99 latency.
+    let _turn = crate::harness::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port_pair();
     let cfg = write_config(dir.path(), port, false, "");
@@ -206,7 +200,8 @@ async fn slow_kiosk_does_not_stall_others_embedded_broker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_kiosk_does_not_stall_others_mosquitto() {
-    let _serial = SERIAL.lock().await;
+    // Floods the machine and bounds the others' p99 latency.
+    let _turn = crate::harness::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let Some(mosq) = Mosquitto::start(dir.path()) else {
         return;

@@ -1,9 +1,6 @@
 //! The `models verify`, `caption` and `denoise` commands, end to end through the binary.
 
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
-use harness::daemon::bin;
+use crate::harness::daemon::bin;
 
 fn config(dir: &std::path::Path) -> std::path::PathBuf {
     let p = dir.join("c.toml");
@@ -18,6 +15,7 @@ fn config(dir: &std::path::Path) -> std::path::PathBuf {
 
 #[test]
 fn verify_and_caption_name_the_missing_file_and_hash() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
     let out = bin().args(["models", "verify", "--config"]).arg(&cfg).output().unwrap();
@@ -34,6 +32,7 @@ fn verify_and_caption_name_the_missing_file_and_hash() {
 
 #[test]
 fn denoise_prints_decisions_and_stores_cleaned_text() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
     let csv = dir.path().join("cat.csv");

@@ -1,17 +1,14 @@
 //! systemd notifications from the daemon binary: READY=1 once serving, STATUS= lines a technician
 //! can read, WATCHDOG=1 while the pipeline makes progress, STOPPING=1 on SIGTERM, exit 0.
 
-#[allow(dead_code)]
-#[path = "harness/mod.rs"]
-mod harness;
-
-use harness::daemon::*;
+use crate::harness::daemon::*;
 use std::os::unix::net::UnixDatagram;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 #[test]
 fn notify_ready_status_watchdog_and_stopping() {
+    let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port_pair();
     let cfg = write_config(dir.path(), port, false, "");
