@@ -1,0 +1,308 @@
+//! The learning loop's library pieces on planted data: promotion gate, rollback, crash safety,
+//! cold start through item features, serving rules.
+
+use crate::harness::online::{config, open, TEXT};
+use crate::harness::planted::{sku, user, World};
+use sgbd_edge::online::{self, Decision, FailPoint, Filter, OnlineError, RoundHooks};
+use sgbd_edge::registry::Registry;
+use sgbd_edge::serve::{Ranker, RequestCtx};
+use sgbd_edge::store::{Event, EventKind, FeatureKind, ModelStatus, NewItem};
+use std::sync::atomic::AtomicBool;
+
+const GATE: World = World::new(2, 50, 40, 8).features(TEXT).seed(2);
+
+fn ctx() -> RequestCtx {
+    RequestCtx {
+        now_ms: 1,
+        ..Default::default()
+    }
+}
+
+fn run(cfg: &sgbd_edge::config::Config, hooks: &RoundHooks) -> Result<online::RoundOutcome, OnlineError> {
+    let store = open(cfg);
+    online::round::run(cfg, &store, &Registry::from_config(cfg), &AtomicBool::new(false), hooks)
+}
+
+fn more_events(cfg: &sgbd_edge::config::Config, seed: u64, tag: &str) {
+    let mut store = open(cfg);
+    let p = World { per_user: 2, ..GATE }.seed(seed);
+    // Later timestamps than the first batch; a repeat of an item is de-duplicated by the split.
+    store.insert_events(&p.events(1_000_000, tag)).unwrap();
+}
+
+#[test]
+fn gate_promotes_better_refuses_shuffled_and_rollback_restores() {
+    let _turn = crate::harness::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    {
+        let mut s = open(&cfg);
+        GATE.catalog(&s, false);
+        s.insert_events(&GATE.events(0, "a")).unwrap();
+    }
+
+    // Round 1: no active model, the candidate must beat store popularity.
+    let r1 = run(&cfg, &RoundHooks::default()).unwrap();
+    assert_eq!(r1.baseline_name, "popularity");
+    assert_eq!(r1.decision, Decision::Promoted, "{}", r1.metrics);
+    assert!(
+        r1.candidate.recall_at(20) > r1.baseline.recall_at(20) + 0.1,
+        "{}",
+        r1.metrics
+    );
+    let store = open(&cfg);
+    assert_eq!(store.active_model().unwrap().unwrap().version, r1.version);
+    let row = store.model_version(&r1.version).unwrap().unwrap();
+    assert!(row.metrics["recall@20"].as_f64().unwrap() > 0.0);
+    assert_eq!(row.parent, None);
+    let (ranker, _) = online::load_active(&cfg, &store).unwrap().unwrap();
+    let rec = ranker.recommend(&user(0, 3), 10, &ctx());
+    assert_eq!(rec.model_version, r1.version);
+    assert!(!rec.fallback);
+    let bought = store.user_skus(&user(0, 3), &[EventKind::Purchase]).unwrap();
+    assert!(
+        rec.items.iter().all(|i| !bought.contains(&i.sku)),
+        "purchased items re-recommended"
+    );
+    let own = rec.items.iter().filter(|i| i.sku.starts_with("g0-")).count();
+    assert!(own >= 9, "a group-0 user gets group-0 items: {:?}", rec.items);
+
+    // Round 2: a deliberately bad candidate (shuffled item labels) is refused; v1 stays active.
+    more_events(&cfg, 3, "b");
+    let r2 = run(
+        &cfg,
+        &RoundHooks {
+            shuffle_train_items: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(r2.baseline_name, format!("active:{}", r1.version));
+    assert_eq!(r2.decision, Decision::Rejected, "{}", r2.metrics);
+    assert!(r2.candidate.recall_at(20) < r2.baseline.recall_at(20));
+    let store = open(&cfg);
+    assert_eq!(store.active_model().unwrap().unwrap().version, r1.version);
+    let row2 = store.model_version(&r2.version).unwrap().unwrap();
+    assert_eq!(row2.status, ModelStatus::Rejected);
+    assert_eq!(row2.metrics["decision"], "rejected");
+    assert_eq!(row2.parent.as_deref(), Some(r1.version.as_str()));
+    Registry::from_config(&cfg).verify(&row2).unwrap(); // metrics and files kept for every version
+
+    // Round 3: a normal fine-tune from v1 (warm start) passes the gate within the tolerance.
+    cfg.online.tolerance = 0.05;
+    more_events(&cfg, 4, "c");
+    let r3 = run(&cfg, &RoundHooks::default()).unwrap();
+    assert_eq!(r3.decision, Decision::Promoted, "{}", r3.metrics);
+    assert!(r3.metrics["warm_start_rows"].as_u64().unwrap() > 0);
+    assert_eq!(r3.parent.as_deref(), Some(r1.version.as_str()));
+    let store = open(&cfg);
+    assert_eq!(store.active_model().unwrap().unwrap().version, r3.version);
+
+    // Rollback: v1 is active again and replies carry it.
+    let back = Registry::from_config(&cfg).rollback(&store).unwrap();
+    assert_eq!(back.version, r1.version);
+    let (ranker, _) = online::load_active(&cfg, &store).unwrap().unwrap();
+    assert_eq!(ranker.recommend(&user(1, 0), 5, &ctx()).model_version, r1.version);
+}
+
+#[test]
+fn crash_between_steps_leaves_the_previous_active_model_loadable() {
+    let _turn = crate::harness::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    {
+        let mut s = open(&cfg);
+        GATE.catalog(&s, false);
+        s.insert_events(&GATE.events(0, "a")).unwrap();
+    }
+    let r1 = run(&cfg, &RoundHooks::default()).unwrap();
+    assert_eq!(r1.decision, Decision::Promoted);
+    more_events(&cfg, 3, "b");
+    let reg = Registry::from_config(&cfg);
+    let dirs = || std::fs::read_dir(reg.root()).unwrap().count();
+
+    // Shutdown mid-training: nothing written.
+    let before = dirs();
+    let store = open(&cfg);
+    let e = online::round::run(&cfg, &store, &reg, &AtomicBool::new(true), &RoundHooks::default());
+    assert!(matches!(e, Err(OnlineError::Aborted)), "{e:?}");
+    assert_eq!(dirs(), before);
+
+    for fp in [
+        FailPoint::AfterTraining,
+        FailPoint::AfterFilesWritten,
+        FailPoint::AfterRegistered,
+    ] {
+        let e = run(
+            &cfg,
+            &RoundHooks {
+                fail_at: Some(fp),
+                ..Default::default()
+            },
+        );
+        assert!(matches!(e, Err(OnlineError::Injected(p)) if p == fp), "{e:?}");
+        let store = open(&cfg);
+        assert_eq!(
+            store.active_model().unwrap().unwrap().version,
+            r1.version,
+            "after {fp:?}"
+        );
+        let (r, _) = online::load_active(&cfg, &store)
+            .unwrap()
+            .expect("previous active loads");
+        assert_eq!(r.model_version(), r1.version);
+    }
+    // The candidate registered before the "crash" stays a candidate, never active.
+    let store = open(&cfg);
+    let cands: Vec<_> = store
+        .model_versions()
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.status == ModelStatus::Candidate)
+        .collect();
+    assert_eq!(cands.len(), 1);
+    // A half-written version folder from a crash during the write is ignored.
+    std::fs::create_dir_all(reg.root().join(".tmp-crashed")).unwrap();
+    std::fs::write(reg.root().join(".tmp-crashed/serving.safetensors"), b"half").unwrap();
+    assert!(online::load_active(&cfg, &store).unwrap().is_some());
+    // The next round still works and its parent is v1.
+    let r = run(&cfg, &RoundHooks::default()).unwrap();
+    assert_eq!(r.parent.as_deref(), Some(r1.version.as_str()));
+
+    // A damaged active model fails its checksum: load_active reports it (the daemon then serves
+    // popularity), and activation refuses it.
+    let active = open(&cfg).active_model().unwrap().unwrap();
+    let f = reg.dir(&active.version).join("serving.safetensors");
+    let mut b = std::fs::read(&f).unwrap();
+    let n = b.len() / 2;
+    b[n] ^= 0xff;
+    std::fs::write(&f, b).unwrap();
+    assert!(online::load_active(&cfg, &open(&cfg)).is_err());
+}
+
+#[test]
+fn new_item_with_features_reaches_buyers_of_similar_items_and_cold_users_get_content_fallback() {
+    let _turn = crate::harness::shared();
+    let p = World::new(2, 40, 15, 6).features(TEXT).seed(2);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let mut store = open(&cfg);
+    p.catalog(&store, true);
+    store.insert_events(&p.events(0, "a")).unwrap();
+    let r1 = run(&cfg, &RoundHooks::default()).unwrap();
+    assert_eq!(r1.decision, Decision::Promoted, "{}", r1.metrics);
+    assert_eq!(r1.metrics["projection"], 8);
+
+    // A new group-0 item, known only by its features.
+    store
+        .upsert_item(&NewItem {
+            sku: "new-a".into(),
+            title: "new".into(),
+            description: String::new(),
+            attributes: serde_json::json!({"category": "g0"}),
+            image_path: None,
+        })
+        .unwrap();
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(9);
+    store
+        .set_item_feature("new-a", FeatureKind::Text, "test-encoder", &p.feature(0, &mut rng))
+        .unwrap();
+    // And an out-of-stock group-0 item.
+    store
+        .upsert_item(&NewItem {
+            sku: sku(0, 0),
+            title: "gone".into(),
+            description: String::new(),
+            attributes: serde_json::json!({"category": "g0", "in_stock": false}),
+            image_path: None,
+        })
+        .unwrap();
+    let (ranker, _) = online::load_active(&cfg, &store).unwrap().unwrap();
+    assert_eq!(ranker.n_projected(), 1);
+
+    // Group-0 users: 9 unbought group-0 items + the new one fill the top 10 when it outranks every
+    // group-1 item; group-1 users: it stays below all 9 of their unbought items.
+    let (mut hit0, mut hit1) = (0, 0);
+    for u in 0..p.users_per_group {
+        let rec = ranker.recommend(&user(0, u), 10, &ctx());
+        assert!(
+            rec.items.iter().all(|i| i.sku != sku(0, 0)),
+            "out-of-stock item recommended"
+        );
+        if let Some(it) = rec.items.iter().find(|i| i.sku == "new-a") {
+            hit0 += 1;
+            assert_eq!(it.reason, "new_in_catalogue");
+        }
+        if ranker
+            .recommend(&user(1, u), 9, &ctx())
+            .items
+            .iter()
+            .any(|i| i.sku == "new-a")
+        {
+            hit1 += 1;
+        }
+    }
+    assert!(
+        hit0 * 10 >= p.users_per_group * 8,
+        "new item reached {hit0}/{} group-0 users",
+        p.users_per_group
+    );
+    assert!(
+        hit1 * 10 <= p.users_per_group * 2,
+        "new item reached {hit1}/{} group-1 users",
+        p.users_per_group
+    );
+
+    // Category filter.
+    let rec = ranker.recommend_filtered(
+        &user(0, 1),
+        5,
+        &ctx(),
+        &Filter {
+            category: Some("G1".into()),
+        },
+    );
+    assert_eq!(rec.items.len(), 5);
+    assert!(rec.items.iter().all(|i| i.sku.starts_with("g1-")), "{:?}", rec.items);
+
+    // A cold-start user who just scanned two group-1 items: popularity blended with content
+    // similarity, flagged fallback, mostly group-1 items, with a similar_to reason.
+    let scans: Vec<Event> = [3, 4]
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| Event {
+            event_id: format!("new-{k}"),
+            user: "walk-in".into(),
+            sku: sku(1, i),
+            kind: EventKind::Scan,
+            ts_ms: 5_000_000 + k as i64,
+            kiosk: Some("k9".into()),
+        })
+        .collect();
+    ranker.observe(&scans);
+    let rec = ranker.recommend("walk-in", 6, &ctx());
+    assert!(rec.fallback);
+    assert_eq!(rec.model_version, r1.version);
+    let g1 = rec.items.iter().filter(|i| i.sku.starts_with("g1-")).count();
+    assert!(g1 >= 5, "{:?}", rec.items);
+    assert!(
+        rec.items.iter().any(|i| i.reason.starts_with("similar_to:g1-")),
+        "{:?}",
+        rec.items
+    );
+    // Observed purchases are excluded at once.
+    let first = ranker.recommend(&user(0, 2), 1, &ctx()).items[0].sku.clone();
+    ranker.observe(&[Event {
+        event_id: "buy-now".into(),
+        user: user(0, 2),
+        sku: first.clone(),
+        kind: EventKind::Purchase,
+        ts_ms: 6_000_000,
+        kiosk: None,
+    }]);
+    assert!(ranker
+        .recommend(&user(0, 2), 10, &ctx())
+        .items
+        .iter()
+        .all(|i| i.sku != first));
+}
