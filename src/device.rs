@@ -1,5 +1,7 @@
 //! Compute device selection: CUDA when built with the `cuda` feature and a GPU is present,
-//! otherwise the CPU, with a log line saying which and why.
+//! otherwise the CPU, with a log line saying which and why. Every concern that picks a device
+//! goes through [`select`] (the denoiser through `denoise::select_device`, which maps the
+//! `denoise.device` string onto a [`DevicePref`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +14,25 @@ pub enum DevicePref {
     Auto,
     Cpu,
     Cuda,
+}
+
+/// A device name that is none of `auto`, `cpu`, `cuda`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown device {0:?}: expected \"cpu\", \"cuda\" or \"auto\"")]
+pub struct UnknownDevice(pub String);
+
+impl std::str::FromStr for DevicePref {
+    type Err = UnknownDevice;
+
+    /// `cpu`, `cuda` or `auto` (exactly, lower case: the spelling of the configuration file).
+    fn from_str(s: &str) -> Result<Self, UnknownDevice> {
+        match s {
+            "auto" => Ok(DevicePref::Auto),
+            "cpu" => Ok(DevicePref::Cpu),
+            "cuda" => Ok(DevicePref::Cuda),
+            other => Err(UnknownDevice(other.to_string())),
+        }
+    }
 }
 
 /// Picks the device. Never fails: an unavailable GPU falls back to the CPU with a warning.
@@ -50,5 +71,30 @@ pub fn describe(d: &candle_core::Device) -> &'static str {
         "cuda"
     } else {
         "cpu"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_and_unknown_names_are_refused_clearly() {
+        assert_eq!("cpu".parse(), Ok(DevicePref::Cpu));
+        assert_eq!("cuda".parse(), Ok(DevicePref::Cuda));
+        assert_eq!("auto".parse(), Ok(DevicePref::Auto));
+        let e = "gpu".parse::<DevicePref>().unwrap_err();
+        assert_eq!(e, UnknownDevice("gpu".into()));
+        assert_eq!(e.to_string(), "unknown device \"gpu\": expected \"cpu\", \"cuda\" or \"auto\"");
+        assert!("CUDA".parse::<DevicePref>().is_err(), "the configuration's spelling only");
+    }
+
+    #[test]
+    fn cpu_is_the_cpu_and_cuda_falls_back_without_a_gpu() {
+        assert_eq!(describe(&select(DevicePref::Cpu)), "cpu");
+        if !cfg!(feature = "cuda") {
+            assert_eq!(describe(&select(DevicePref::Cuda)), "cpu");
+            assert_eq!(describe(&select(DevicePref::Auto)), "cpu");
+        }
     }
 }

@@ -1,8 +1,7 @@
 //! `caption` and `denoise` (owned by the denoise concern).
 use super::ConfigArg;
 use crate::denoise::features::{self, TextMode};
-use crate::denoise::text::Denoiser;
-use crate::denoise::{self, Captioner};
+use crate::denoise::{self, Captioner, Denoiser};
 use anyhow::Context;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -127,9 +126,9 @@ pub fn denoise(a: DenoiseArgs) -> anyhow::Result<ExitCode> {
         println!("wrote {} ({} x {})", a.write_npy.as_deref().map(|p| p.display().to_string()).unwrap_or_default(), rows.len(), rows.first().map(|r| r.len()).unwrap_or(0));
         return Ok(ExitCode::SUCCESS);
     }
-    let mut d = Denoiser::from_config(&cfg.denoise);
-    if d.captioner.is_none() {
-        eprintln!("captioning disabled (BLIP files missing or caption_enabled = false): degraded cleaning");
+    let (mut d, models) = Denoiser::load(&cfg.denoise);
+    if !models.captioning {
+        eprintln!("{}: degraded cleaning", models.caption_detail);
     }
     let store = if a.dry_run {
         None

@@ -5,12 +5,13 @@
 //! - `capture`: runs [`Capturer::process_frame`] with its own store connection; each changed crop
 //!   (already stored as a file and an `images` row) goes into a bounded queue to the denoiser
 //!   (a full queue makes the capture thread wait: back-pressure, not growth);
-//! - `denoise`: loads the models once (BLIP when its files are present and verified, MiniLM when
-//!   present), then per crop: caption it and pool the BLIP image feature (when BLIP is loaded),
-//!   clean the item's description (rule-based only without BLIP: degraded, said once in the log
-//!   and in `status.json`/stats), embed the item text with MiniLM (when loaded), and store the
-//!   features (with their model ids) and then the clean text (the text written last marks the item
-//!   done).
+//! - `denoise`: loads the models once ([`Denoiser::load`]: BLIP when its files are present and
+//!   verified, MiniLM when present), then per crop [`Denoiser::process_item`], the one denoise
+//!   path: caption the crop and pool the BLIP image feature (when BLIP is loaded), clean the
+//!   item's description (rule-based only without BLIP: degraded, said once in the log and in
+//!   `status.json`/stats), embed the item text with MiniLM (when loaded), and store the features
+//!   (with their model ids) and then the clean text (the text written last marks the item done:
+//!   [`backlog`] relies on it).
 //!
 //! Both stages beat their heartbeat (`capture`, `denoise`) at least every 500 ms between jobs.
 //! Shutdown: the stop flag ends both loops after the frame / item in hand (every row is written
@@ -20,9 +21,9 @@ use super::Ctx;
 use crate::capture::pipeline::{CameraThreads, Capturer, CropOutcome};
 use crate::capture::status::{CameraState, CameraStatus, StatusBoard};
 use crate::config::{CameraKind, Config};
-use crate::denoise::text::Denoiser;
-use crate::denoise::{Captioner, TextEncoder};
-use crate::store::{FeatureKind, Store};
+use crate::denoise::features::CatalogItem;
+use crate::denoise::{Denoiser, ItemResult, LoadReport};
+use crate::store::Store;
 use crate::telemetry::Metrics;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -64,6 +65,20 @@ pub struct DenoiseState {
     pub text_detail: String,
     /// Cleaning is rule-based only (no captions).
     pub degraded: bool,
+}
+
+impl DenoiseState {
+    /// The running denoiser with the models [`Denoiser::load`] found.
+    fn running(m: LoadReport) -> Self {
+        Self {
+            state: "running".into(),
+            captioning: m.captioning,
+            caption_detail: m.caption_detail,
+            text_model: m.text_model,
+            text_detail: m.text_detail,
+            degraded: !m.captioning,
+        }
+    }
 }
 
 impl Default for DenoiseState {
@@ -265,54 +280,17 @@ fn capture_loop(ctx: Arc<Ctx>, cfg: Config, mut capturer: Capturer, cams: Camera
     cams.stop();
 }
 
-/// Loads the captioner and the sentence encoder, recording why one is missing.
+/// Loads the models (the reasons of any left out go into the shared state).
 fn load_models(cfg: &Config, handle: &ShelfHandle) -> Denoiser {
-    let d = &cfg.denoise;
-    let caption = crate::modelfiles::caption_status(cfg);
-    let (captioner, caption_detail) = if caption.available {
-        let t = Instant::now();
-        match Captioner::from_config(d) {
-            Ok(c) => {
-                tracing::info!(model = %c.model_id, ms = t.elapsed().as_millis() as u64, "denoise: BLIP captioner loaded");
-                (Some(c), caption.detail)
-            }
-            Err(e) => (None, format!("captioning disabled: {e}")),
-        }
-    } else {
-        (None, caption.detail)
-    };
-    let (encoder, text_detail) = match TextEncoder::from_config(d) {
-        Ok(e) => {
-            let detail = format!("text features with {}", e.model_id);
-            (Some(e), detail)
-        }
-        Err(e) => (None, format!("no text features: {e}")),
-    };
-    let degraded = captioner.is_none();
-    if degraded {
-        tracing::warn!(reason = %caption_detail, "denoise: running degraded (rule-based cleaning only, no captions or image features)");
-    }
-    match &encoder {
-        Some(e) => tracing::info!(model = %e.model_id, "denoise: sentence encoder loaded (text features)"),
-        None => {
-            tracing::warn!(reason = %text_detail, "denoise: no sentence encoder (no text features, no similarity filter)")
-        }
-    }
-    handle.set_denoise(|s| {
-        *s = DenoiseState {
-            state: "running".into(),
-            captioning: !degraded,
-            caption_detail,
-            text_model: encoder.as_ref().map(|e| e.model_id.clone()),
-            text_detail,
-            degraded,
-        }
-    });
-    Denoiser { cfg: d.clone(), captioner, encoder }
+    let (denoiser, models) = Denoiser::load(&cfg.denoise);
+    handle.set_denoise(|s| *s = DenoiseState::running(models));
+    denoiser
 }
 
 /// Items with a crop from one of the configured cameras but no clean description yet (crops
-/// queued when the daemon last stopped, or whose merchant description changed).
+/// queued when the daemon last stopped, a pass stopped between its writes, or items whose
+/// merchant description changed). "No clean description" is "not done" because
+/// [`Denoiser::process_item`] writes the clean text last (`denoise::pipeline`).
 fn backlog(cfg: &Config, store: &Store) -> Vec<Job> {
     let cams: Vec<String> = cfg.capture.cameras.iter().map(|c| format!("{}/", c.id)).collect();
     let Ok(items) = store.items() else { return Vec::new() };
@@ -386,7 +364,7 @@ fn denoise_loop(
         }
         let t = Instant::now();
         match denoise_one(&mut denoiser, &store, &job) {
-            Ok(line) => {
+            Ok(r) => {
                 let ms = t.elapsed().as_secs_f64() * 1e3;
                 metrics.observe_ms("denoise.ms", ms);
                 if let Some(c) = job.captured_ms {
@@ -395,13 +373,14 @@ fn denoise_loop(
                 metrics.incr("denoise.items");
                 batch.0 += 1;
                 batch.2 = Instant::now();
+                let (kept, dropped) = r.kept_dropped();
                 tracing::info!(
                     sku = %job.sku,
                     ms = ms.round() as u64,
-                    phrases_kept = line.kept,
-                    phrases_dropped = line.dropped,
-                    caption = line.caption.as_deref().unwrap_or("-"),
-                    text = %line.item_text,
+                    phrases_kept = kept,
+                    phrases_dropped = dropped,
+                    caption = r.denoised.caption.as_deref().unwrap_or("-"),
+                    text = %r.denoised.item_text,
                     "denoise: item stored"
                 );
             }
@@ -413,49 +392,12 @@ fn denoise_loop(
     }
 }
 
-/// What one item's denoising produced (for the log line).
-struct Done {
-    kept: usize,
-    dropped: usize,
-    caption: Option<String>,
-    item_text: String,
-}
-
-fn attributes(v: &serde_json::Value) -> Vec<(String, String)> {
-    v.as_object()
-        .into_iter()
-        .flatten()
-        .filter_map(|(k, v)| match v {
-            serde_json::Value::String(s) if !s.is_empty() => Some((k.clone(), s.clone())),
-            serde_json::Value::Number(n) => Some((k.clone(), n.to_string())),
-            _ => None,
-        })
-        .collect()
-}
-
-fn denoise_one(d: &mut Denoiser, store: &Store, job: &Job) -> Result<Done, crate::denoise::DenoiseError> {
-    let Some(item) = store.item_by_sku(&job.sku)? else {
+/// The item of `job` as the store holds it, with its crop, through the one denoise path.
+fn denoise_one(d: &mut Denoiser, store: &Store, job: &Job) -> Result<ItemResult, crate::denoise::DenoiseError> {
+    let Some(row) = store.item_by_sku(&job.sku)? else {
         return Err(crate::denoise::DenoiseError::Config(format!("item {} is not in the store", job.sku)));
     };
-    // Decode the crop only when a captioner will look at it.
-    let photo = match (&d.captioner, &job.crop) {
-        (Some(_), Some(p)) => Some(crate::denoise::load_image(Path::new(p))?),
-        _ => None,
-    };
-    let attrs = attributes(&item.attributes);
-    let (dn, image_feature) = crate::denoise::text::denoise(d, photo.as_ref(), &item.title, &item.description, &attrs)?;
-    if let (Some(f), Some(cap)) = (&image_feature, &d.captioner) {
-        store.set_item_feature(&item.sku, FeatureKind::Image, &cap.model_id, f)?;
-    }
-    if let Some(enc) = &d.encoder {
-        if let Some(f) = enc.embed(&[dn.item_text.as_str()])?.pop() {
-            store.set_item_feature(&item.sku, FeatureKind::Text, &enc.model_id, &f)?;
-        }
-    }
-    // Written last: an item with a clean description is done.
-    store.set_item_text(&item.sku, &dn.clean_description, dn.caption.as_deref())?;
-    let kept = dn.phrases.iter().filter(|p| p.kept).count();
-    Ok(Done { kept, dropped: dn.phrases.len() - kept, caption: dn.caption, item_text: dn.item_text })
+    d.process_item(&CatalogItem::from_row(&row, job.crop.clone()), Some(store))
 }
 
 /// `run --demo`: copies `<demo_dir>/shelf/<camera id>.jpg` into each folder camera's directory
@@ -492,12 +434,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn attributes_keep_strings_and_numbers() {
-        let v = serde_json::json!({"colour": "Red", "year": 2011, "empty": "", "nested": {"a": 1}});
-        let mut a = attributes(&v);
-        a.sort();
-        assert_eq!(a, vec![("colour".into(), "Red".into()), ("year".into(), "2011".into())]);
-        assert!(attributes(&serde_json::Value::Null).is_empty());
+    fn a_crash_between_the_writes_keeps_the_crop_in_the_backlog_until_a_pass_completes_it() {
+        use crate::denoise::pipeline::testing::*;
+        use crate::store::{FeatureKind, NewItem};
+        let d = tempfile::tempdir().unwrap();
+        let mut cfg = Config::default();
+        cfg.node.data_dir = d.path().join("var");
+        cfg.capture.cameras = vec![crate::config::CameraConfig {
+            id: "shelf-a".into(),
+            source: CameraKind::Folder { dir: d.path().join("in"), done_dir: "done".into() },
+            slots: vec![],
+        }];
+        let store = crate::store::open_config(&cfg).unwrap();
+        let item = NewItem {
+            sku: "10003".into(),
+            title: "Denim jacket".into(),
+            description: "Jacket in washed denim. FREE SHIPPING!!!".into(),
+            attributes: serde_json::json!({"colour": "blue"}),
+            image_path: None,
+        };
+        store.upsert_item(&item).unwrap();
+        let crop = photo(&d.path().join("crop.png"));
+        store.add_image("10003", &crop.display().to_string(), "shelf-a/0", 1, None).unwrap();
+        let queued = |st: &Store| backlog(&cfg, st).into_iter().map(|j| j.sku).collect::<Vec<_>>();
+        assert_eq!(queued(&store), ["10003"]);
+        let mut denoiser = tiny_denoiser(d.path());
+        let job = Job { sku: "10003".into(), crop: Some(crop), captured_ms: None };
+        // The image feature write fails after the text feature was written.
+        let side = side_connection(&crate::store::db_path(&cfg));
+        fail_image_feature_writes(&side);
+        assert!(denoise_one(&mut denoiser, &store, &job).is_err());
+        assert_eq!(store.item_features(FeatureKind::Text).unwrap().len(), 1, "the first write happened");
+        assert_eq!(store.item_by_sku("10003").unwrap().unwrap().clean_description, None);
+        assert_eq!(queued(&store), ["10003"], "still to be denoised at the next start");
+        // The next pass completes it and takes it off the backlog.
+        heal(&side);
+        let r = denoise_one(&mut denoiser, &store, &job).unwrap();
+        assert!(r.denoised.caption.is_some());
+        assert!(queued(&store).is_empty());
+        let row = store.item_by_sku("10003").unwrap().unwrap();
+        assert_eq!(row.clean_description.as_deref(), Some("Jacket in washed denim."));
+        assert_eq!(store.item_features(FeatureKind::Image).unwrap().len(), 1);
     }
 
     #[test]

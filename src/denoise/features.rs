@@ -18,6 +18,46 @@ pub struct CatalogItem {
     pub image: Option<PathBuf>,
 }
 
+impl CatalogItem {
+    /// An item as the store holds it, with `image` the photo to caption (the daemon: a shelf crop).
+    /// Attributes keep the string and number values of the stored JSON object.
+    pub fn from_row(row: &crate::store::ItemRow, image: Option<PathBuf>) -> Self {
+        CatalogItem {
+            sku: row.sku.clone(),
+            title: row.title.clone(),
+            description: row.description.clone(),
+            attributes: attributes_of(&row.attributes),
+            image,
+        }
+    }
+
+    /// The store row of this catalogue item (its photo path only when the file exists).
+    pub fn to_new_item(&self) -> crate::store::NewItem {
+        let attrs: serde_json::Map<String, serde_json::Value> =
+            self.attributes.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+        crate::store::NewItem {
+            sku: self.sku.clone(),
+            title: self.title.clone(),
+            description: self.description.clone(),
+            attributes: serde_json::Value::Object(attrs),
+            image_path: self.image.as_ref().filter(|p| p.is_file()).map(|p| p.display().to_string()),
+        }
+    }
+}
+
+/// The non-empty string and the number values of a JSON object, as `(key, text)`.
+fn attributes_of(v: &serde_json::Value) -> Vec<(String, String)> {
+    v.as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| match v {
+            serde_json::Value::String(s) if !s.is_empty() => Some((k.clone(), s.clone())),
+            serde_json::Value::Number(n) => Some((k.clone(), n.to_string())),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Which layout a catalogue file has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CatalogLayout {
@@ -206,6 +246,36 @@ mod tests {
         let bad = dir.path().join("b.csv");
         std::fs::write(&bad, "x,y\n1,2\n").unwrap();
         assert!(matches!(read_catalog(&bad, None, None), Err(DenoiseError::Catalog { .. })));
+    }
+
+    #[test]
+    fn attributes_keep_strings_and_numbers() {
+        let v = serde_json::json!({"colour": "Red", "year": 2011, "empty": "", "nested": {"a": 1}});
+        let mut a = attributes_of(&v);
+        a.sort();
+        assert_eq!(a, vec![("colour".into(), "Red".into()), ("year".into(), "2011".into())]);
+        assert!(attributes_of(&serde_json::Value::Null).is_empty());
+    }
+
+    #[test]
+    fn store_rows_round_trip_through_catalogue_items() {
+        let dir = tempfile::tempdir().unwrap();
+        let photo = dir.path().join("a.jpg");
+        std::fs::write(&photo, b"x").unwrap();
+        let it = CatalogItem {
+            sku: "A1".into(),
+            title: "Jacket".into(),
+            description: "Denim.".into(),
+            attributes: vec![("colour".into(), "blue".into())],
+            image: Some(photo.clone()),
+        };
+        let st = crate::store::Store::open_in_memory().unwrap();
+        st.upsert_item(&it.to_new_item()).unwrap();
+        let row = st.item_by_sku("A1").unwrap().unwrap();
+        assert_eq!(row.image_path.as_deref(), Some(photo.to_str().unwrap()));
+        assert_eq!(CatalogItem::from_row(&row, Some(photo)), it);
+        let absent = CatalogItem { image: Some(dir.path().join("none.jpg")), ..it };
+        assert_eq!(absent.to_new_item().image_path, None, "a photo that is not there is not recorded");
     }
 
     #[test]

@@ -9,7 +9,10 @@
 //! - [`text`]: splitting a merchant description into phrases and dropping noise,
 //! - [`features`]: catalogue readers (H&M, Myntra) and item text feature builders,
 //! - [`robustness`]: injected-noise check of the cleaning on real descriptions,
-//! - [`pipeline`]: a whole catalogue through captioning, cleaning, embedding and the store,
+//! - [`pipeline`]: the one denoise path: [`Denoiser::load`] (models as configured, degraded with
+//!   a logged reason) and [`Denoiser::process_batch`] / [`Denoiser::process_item`] (caption,
+//!   clean, embed, store features first and the clean text last); the CLI's whole catalogue
+//!   ([`pipeline::denoise_catalog`]) and the daemon's shelf stage both go through it,
 //! - [`testutil`]: random BLIP checkpoints in the real tensor layout, for tests and benchmarks.
 pub mod bert;
 pub mod blip;
@@ -28,7 +31,8 @@ pub mod weights;
 
 pub use blip::{Caption, Captioner, DecodeMode};
 pub use embed::TextEncoder;
-pub use text::{clean_description, denoise, Denoised, PhraseDecision};
+pub use pipeline::{Denoiser, ItemResult, LoadReport};
+pub use text::{clean_description, Denoised, PhraseDecision};
 
 /// Errors of the denoise concern.
 #[derive(Debug, thiserror::Error)]
@@ -49,24 +53,30 @@ pub enum DenoiseError {
     Store(#[from] crate::store::StoreError),
     #[error("configuration: {0}")]
     Config(String),
+    #[error("denoise.device: {0}")]
+    Device(#[from] crate::device::UnknownDevice),
 }
 
 pub type Result<T> = std::result::Result<T, DenoiseError>;
 
-/// The device named in the configuration ("cpu" or "cuda"). Without the `cuda` feature, or when no
-/// GPU answers, the CPU is used and a log line says so.
+/// `denoise.device` as a [`crate::device::DevicePref`]: `cpu`, `cuda` (or `auto`); anything else
+/// is [`DenoiseError::Device`] naming the value and the accepted ones.
+pub fn device_pref(name: &str) -> Result<crate::device::DevicePref> {
+    Ok(name.parse()?)
+}
+
+/// The device `denoise.device` names, picked by [`crate::device::select`] (which falls back to the
+/// CPU with a log line when the binary has no `cuda` feature or no GPU answers). An unknown name,
+/// which `validate` refuses and [`Denoiser::load`] reports as the reason captioning is disabled
+/// before ever getting here, gives the CPU with an error line.
 pub fn select_device(name: &str) -> candle_core::Device {
-    if name == "cuda" {
-        if cfg!(feature = "cuda") {
-            match candle_core::Device::new_cuda(0) {
-                Ok(d) => return d,
-                Err(e) => tracing::warn!(error = %e, "CUDA device unavailable, captioning on the CPU"),
-            }
-        } else {
-            tracing::warn!("built without the `cuda` feature, captioning on the CPU");
+    match device_pref(name) {
+        Ok(pref) => crate::device::select(pref),
+        Err(e) => {
+            tracing::error!(error = %e, "using the CPU");
+            candle_core::Device::Cpu
         }
     }
-    candle_core::Device::Cpu
 }
 
 /// Loads an image file (JPEG/PNG) with a clear error.

@@ -312,62 +312,8 @@ fn finish(inp: &CleanInput, decisions: Vec<PhraseDecision>) -> Denoised {
     }
 }
 
-/// Holds what cleaning needs: configuration, and the models that could be loaded.
-pub struct Denoiser {
-    pub cfg: DenoiseConfig,
-    pub captioner: Option<super::Captioner>,
-    pub encoder: Option<TextEncoder>,
-}
-
-impl Denoiser {
-    /// Loads the configured models; a model whose files are missing or wrong is left out with an
-    /// error log line naming the file (captioning disabled / degraded cleaning), never a failure.
-    pub fn from_config(cfg: &DenoiseConfig) -> Self {
-        let captioner = if cfg.caption_enabled {
-            match super::Captioner::from_config(cfg) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    tracing::error!(error = %e, "captioning disabled");
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        let encoder = match TextEncoder::from_config(cfg) {
-            Ok(e) => Some(e),
-            Err(e) => {
-                tracing::error!(error = %e, "sentence encoder unavailable: no similarity filter, no text features");
-                None
-            }
-        };
-        Self { cfg: cfg.clone(), captioner, encoder }
-    }
-}
-
-/// Cleans one item: captions the photo when a captioner is loaded, then [`clean_description`].
-/// Also returns the BLIP image feature when one was computed.
-pub fn denoise(
-    d: &mut Denoiser,
-    photo: Option<&image::DynamicImage>,
-    title: &str,
-    description: &str,
-    attributes: &[(String, String)],
-) -> Result<(Denoised, Option<Vec<f32>>)> {
-    let cap = match (&mut d.captioner, photo) {
-        (Some(c), Some(img)) => c.caption(std::slice::from_ref(img))?.pop(),
-        _ => None,
-    };
-    let out = clean_description(
-        title,
-        description,
-        cap.as_ref().map(|c| c.text.as_str()),
-        attributes,
-        &d.cfg,
-        d.encoder.as_ref(),
-    )?;
-    Ok((out, cap.map(|c| c.feature)))
-}
+/// Moved to [`super::pipeline`] (the one denoise path); this path stays for existing callers.
+pub use super::pipeline::Denoiser;
 
 #[cfg(test)]
 mod tests {
