@@ -32,7 +32,7 @@ pub fn init_logging(cfg: &LogConfig) {
 /// The embedded broker's false alarm: rumqttd 0.20 logs every clean client DISCONNECT (a kiosk
 /// leaving, the daemon's own link at shutdown) as `ERROR router-drop`, because the client's link sees
 /// the router close the channel that the router closed on purpose. This one call site
-/// (`rumqttd/src/server/broker.rs`, line 581 of the locked 0.20.0; `tests/telemetry_logging.rs`
+/// (`rumqttd/src/server/broker.rs`, line 581 of the locked 0.20.0; `tests/integration/telemetry.rs`
 /// checks it against the real broker) is left out of the log; every other broker line passes.
 pub fn is_broker_false_alarm(meta: &tracing::Metadata<'_>) -> bool {
     const ROUTER_DROP_LINE: u32 = 581;

@@ -53,6 +53,11 @@ pub struct MqttConfig {
     pub kiosk_rate_per_s: f64,
     /// Requests a kiosk may send at once before the rate applies (bucket size).
     pub kiosk_burst: u32,
+    /// Events a second per kiosk (token bucket); 0 turns the limit off. Over-limit events are
+    /// not stored and get a `rate_limited` error reply (the kiosk sends them again later).
+    pub kiosk_event_rate_per_s: f64,
+    /// Events a kiosk may send at once: room for the backlog a kiosk sends after an outage.
+    pub kiosk_event_burst: u32,
 }
 
 impl Default for MqttConfig {
@@ -73,6 +78,8 @@ impl Default for MqttConfig {
             forward_events: true,
             kiosk_rate_per_s: 20.0,
             kiosk_burst: 40,
+            kiosk_event_rate_per_s: 50.0,
+            kiosk_event_burst: 3000,
         }
     }
 }
@@ -104,6 +111,12 @@ impl Validate for MqttConfig {
             "between 0 (off) and 100000",
         );
         issues.check(self.kiosk_burst >= 1, "mqtt.kiosk_burst", "at least 1");
+        issues.check(
+            self.kiosk_event_rate_per_s.is_finite() && (0.0..=100_000.0).contains(&self.kiosk_event_rate_per_s),
+            "mqtt.kiosk_event_rate_per_s",
+            "between 0 (off) and 100000",
+        );
+        issues.check(self.kiosk_event_burst >= 1, "mqtt.kiosk_event_burst", "at least 1");
         issues.check(self.stats_interval_s >= 1, "mqtt.stats_interval_s", "at least 1");
         issues.check(
             (256..=16 * 1024 * 1024).contains(&self.max_payload_bytes),

@@ -176,13 +176,25 @@ pub fn run_blocking(cfg: Config, opts: DaemonOptions) -> Result<(), DaemonError>
     })
 }
 
-/// A read-only or full data directory is a clear start-up error (SQLite would only say "unable to
-/// open database file").
-fn check_writable(dir: &std::path::Path) -> Result<(), DaemonError> {
+/// A read-only data directory is a clear start-up error (SQLite would only say "unable to open
+/// database file"). A full one is not: the space reserve is released for the database, and the
+/// daemon starts, serves from memory and refuses events until space frees.
+fn check_writable(dir: &std::path::Path, space: &crate::store::space::SpaceGuard) -> Result<(), DaemonError> {
     let probe = dir.join(format!(".write-probe-{}", std::process::id()));
-    std::fs::write(&probe, b"probe")
-        .and_then(|_| std::fs::remove_file(&probe))
-        .map_err(|e| DaemonError::Unsupported(format!("data directory {} is not writable: {e}", dir.display())))
+    let try_write = || std::fs::write(&probe, b"probe").and_then(|_| std::fs::remove_file(&probe));
+    let full = |e: &std::io::Error| e.raw_os_error() == Some(28);
+    match try_write() {
+        Ok(()) => Ok(()),
+        Err(e) if full(&e) => {
+            let _ = std::fs::remove_file(&probe);
+            if space.release_reserve() && try_write().is_ok() {
+                return Ok(());
+            }
+            tracing::error!(dir = %dir.display(), "data directory full: starting anyway, serving from memory; events are refused until space frees");
+            Ok(())
+        }
+        Err(e) => Err(DaemonError::Unsupported(format!("data directory {} is not writable: {e}", dir.display()))),
+    }
 }
 
 /// Runs the daemon on the current tokio runtime until `shutdown` turns true.
@@ -194,8 +206,9 @@ pub async fn run(cfg: Config, opts: DaemonOptions, mut shutdown: watch::Receiver
         std::fs::create_dir_all(parent)?;
     }
     std::fs::create_dir_all(&cfg.node.data_dir)?;
+    let space = crate::store::space::SpaceGuard::from_config(&cfg);
     for dir in [Some(cfg.node.data_dir.as_path()), db.parent()].into_iter().flatten() {
-        check_writable(dir)?;
+        check_writable(dir, &space)?;
     }
 
     // Database first (READY=1 only once it is open and migrated), then the ranker from it.
@@ -210,6 +223,7 @@ pub async fn run(cfg: Config, opts: DaemonOptions, mut shutdown: watch::Receiver
         .await
         .map_err(|e| DaemonError::Unsupported(format!("startup task failed: {e}")))??
     };
+    space.refill_reserve();
     let popularity = Arc::new(popularity);
     tracing::info!(items = popularity.len(), "popularity ranker loaded");
     let ranker = Arc::new(RankerSlot::new(popularity.clone() as Arc<dyn Ranker>));

@@ -273,9 +273,26 @@ mod tests {
     use std::io::{Read, Write};
     use std::time::{Duration, Instant};
 
+    /// An embedded broker whose two listeners both complete an MQTT session.
     fn start() -> u16 {
         let port = free_port_pair().unwrap();
         start_embedded("127.0.0.1", port, 1 << 20).unwrap();
+        for p in [port, port + 1] {
+            let probe = crate::mqtt::probe::Probe {
+                host: "127.0.0.1".into(),
+                port: p,
+                protocol: crate::mqtt::kiosk::Protocol::V5,
+                client_id: format!("ready-{p}"),
+                credentials: None,
+                tls: None,
+                timeout: Duration::from_secs(1),
+            };
+            let until = Instant::now() + Duration::from_secs(10);
+            while crate::mqtt::probe::handshake(&probe).is_err() {
+                assert!(Instant::now() < until, "embedded broker did not start on {p}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         port
     }
 
@@ -326,7 +343,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_3_1_1_subscriber_gets_mqtt5_messages_and_the_listener_survives_reconnects() {
-        let port = start();
+        let port = tokio::task::spawn_blocking(start).await.unwrap();
         // Retained with properties: rumqttd 0.20's own v4 listener panicked on it and, after a
         // same-id reconnect, refused every 3.1.1 connect.
         v5_publish(port, "sgbd/t/retained", true).await;
@@ -343,7 +360,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn both_listeners_speak_both_versions() {
-        let port = start();
+        let port = tokio::task::spawn_blocking(start).await.unwrap();
         v5_publish(port + 1, "sgbd/t/x", true).await;
         assert_eq!(v4_receive(port, "v4-on-v5-port", "sgbd/t/x", Duration::from_secs(5)).await.as_deref(), Ok(&b"hello"[..]));
         assert_eq!(v4_receive(port + 1, "v4-on-v4-port", "sgbd/t/x", Duration::from_secs(5)).await.as_deref(), Ok(&b"hello"[..]));

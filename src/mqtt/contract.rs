@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 /// Major version of the payload schema this build speaks; payloads with another major are refused.
 pub const SCHEMA_MAJOR: u32 = 1;
 /// Full schema version written into every payload this node sends.
-pub const SCHEMA_VERSION: &str = "1.0";
+pub const SCHEMA_VERSION: &str = "1.1";
 
 /// Retained `status` payloads (plain text, as Frigate and Home Assistant expect).
 pub const STATUS_ONLINE: &str = "online";
@@ -162,8 +162,24 @@ pub enum ErrorCode {
     ForbiddenReplyTopic,
     /// The store failed to write; retry later.
     Internal,
-    /// The kiosk sent requests faster than `mqtt.kiosk_rate_per_s`; retry later.
+    /// The kiosk sent requests faster than `mqtt.kiosk_rate_per_s` (or events faster than
+    /// `mqtt.kiosk_event_rate_per_s`); retry later.
     RateLimited,
+    /// A field has a value the node does not accept (blank id, `k` of 0, a timestamp far from
+    /// now, ...); `message` names the field. Sending it again will not help.
+    InvalidField,
+}
+
+/// A remark on an acknowledged event ([`EventAck::code`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AckCode {
+    /// The SKU is not in the node's catalogue: the event is kept apart (never served, never
+    /// trained on) and joins the interactions when the item is catalogued.
+    UnknownItem,
+    /// This kiosk already sent this `event_id` for another user, item or kind; the first copy is
+    /// kept. (A resend with only a new `ts` is a plain duplicate.)
+    EventIdReused,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -181,6 +197,23 @@ pub struct ErrorReply {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
     pub error: ErrorBody,
+}
+
+/// Earliest `ts` accepted from a kiosk: 2020-01-01T00:00:00Z.
+pub const MIN_TS_MS: i64 = 1_577_836_800_000;
+/// How far ahead of the node's clock a kiosk's `ts` may be (a kiosk clock a little fast).
+pub const MAX_CLOCK_AHEAD_MS: i64 = 24 * 3600 * 1000;
+
+/// A kiosk's `ts` (ms UTC) must lie between [`MIN_TS_MS`] and a day after `now`: a kiosk
+/// without a set clock (1970) or a unit mistake (seconds, microseconds) is refused, not stored.
+pub fn check_ts(ts: i64, now: i64) -> Result<(), String> {
+    if ts < MIN_TS_MS {
+        Err(format!("{ts} is before 2020-01-01 (ms since the Unix epoch, UTC expected; is the kiosk clock set?)"))
+    } else if ts > now.saturating_add(MAX_CLOCK_AHEAD_MS) {
+        Err(format!("{ts} is more than a day after the node's clock ({now})"))
+    } else {
+        Ok(())
+    }
 }
 
 /// The major part of a `schema_version` such as `"1.2"` (or `"1"`).
@@ -219,8 +252,15 @@ pub struct EventAck {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
     pub event_id: String,
-    /// The event is durable in the store (new or already known).
+    /// The event is durable on the node (new or already known); the kiosk may forget it.
     pub stored: bool,
+    /// This kiosk sent this `event_id` before: nothing was stored again, counted again or
+    /// forwarded again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+    /// A remark, when the event was not stored as a plain new interaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<AckCode>,
 }
 
 /// A recommendation request (`kiosk/<id>/recommend`).
@@ -251,6 +291,16 @@ pub struct RecommendRequest {
 }
 
 impl RecommendRequest {
+    /// The rules a request must follow beyond its JSON shape: a user id like an interaction's
+    /// ([`crate::store::check_id`]), `k` of at least 1, a plausible `ts` ([`check_ts`]).
+    pub fn check(&self, now: i64) -> Result<(), String> {
+        crate::store::check_id("user", &self.user).map_err(|e| e.to_string())?;
+        if self.k == Some(0) {
+            return Err("k: must be at least 1 (leave it out for the node's default)".into());
+        }
+        check_ts(self.ts, now).map_err(|e| format!("ts: {e}"))
+    }
+
     /// The instant (ms UTC) after which the request must not be answered, if it names one.
     pub fn deadline_ms(&self) -> Option<i64> {
         let by_ttl = self

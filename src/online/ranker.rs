@@ -59,6 +59,7 @@ pub struct OnlineRanker {
     /// Unit feature row per item (for cold start), if the item has features.
     feat: ItemFeatures,
     item_feat: Vec<Option<u32>>,
+    /// Never served: out of stock, or not in the catalogue.
     out_of_stock: HashSet<u32>,
     category: Vec<Option<String>>,
     live: RwLock<Live>,
@@ -108,12 +109,14 @@ impl OnlineRanker {
         }
         let item_feat = items.iter().map(|s| feat.index.get(s).map(|&r| r as u32)).collect();
         let mut category = vec![None; items.len()];
-        let mut oos = HashSet::new();
+        // Items out of stock, and trained items the catalogue no longer (or never) held, are
+        // never served.
+        let mut oos: HashSet<u32> = (0..items.len() as u32).collect();
         for it in store.items()? {
             if let Some(&i) = item_index.get(&it.sku) {
                 category[i as usize] = category_of(&it.attributes);
-                if out_of_stock(&it.attributes) {
-                    oos.insert(i);
+                if !out_of_stock(&it.attributes) {
+                    oos.remove(&i);
                 }
             }
         }

@@ -106,12 +106,8 @@ impl PopularityRanker {
                 },
             })
             .collect();
-        // Items not in the catalogue yet still rank (the kiosk knows them).
-        next.extend(add.into_iter().map(|(sku, w)| Ranked {
-            sku: sku.to_string(),
-            score: w,
-            popular: true,
-        }));
+        // Only catalogue items are served: an event for a SKU the ranking does not hold (kept
+        // apart by the store until the item is catalogued) adds nothing here.
         next.sort_by(|a, b| b.score.total_cmp(&a.score));
         *g = Arc::new(next);
     }

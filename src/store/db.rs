@@ -33,6 +33,9 @@ pub struct TableCounts {
     pub images: u64,
     pub item_features: u64,
     pub interactions: u64,
+    /// Kiosk events held apart because their SKU is not in the catalogue.
+    #[serde(default)]
+    pub held_interactions: u64,
     /// Distinct users seen in interactions.
     pub users: u64,
     /// Messages waiting to be published.
@@ -239,6 +242,7 @@ impl Store {
                 images: n("SELECT count(*) FROM images")?,
                 item_features: n("SELECT count(*) FROM item_features")?,
                 interactions: n("SELECT count(*) FROM interactions")?,
+                held_interactions: n("SELECT count(*) FROM held_interactions")?,
                 users: n("SELECT count(DISTINCT user) FROM interactions")?,
                 outbox: n("SELECT count(*) FROM outbox")?,
                 model_versions: n("SELECT count(*) FROM model_versions")?,

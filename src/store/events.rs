@@ -2,7 +2,7 @@
 //! recommender needs.
 
 use crate::sys::now_ms;
-use super::{Event, EventKind, Result, Store, StoreError};
+use super::{Event, EventKind, Ingested, Result, Store, StoreError};
 use rusqlite::{params, Connection, Row};
 use std::collections::HashSet;
 
@@ -22,23 +22,69 @@ fn event_row(r: &Row<'_>) -> rusqlite::Result<Event> {
 }
 
 pub(super) fn validate(ev: &Event) -> Result<()> {
-    for (name, v) in [("event_id", &ev.event_id), ("user", &ev.user), ("sku", &ev.sku)] {
-        if v.trim().is_empty() {
-            return Err(StoreError::Invalid(format!("event {:?}: empty {name}", ev.event_id)));
-        }
-    }
-    Ok(())
+    ev.check()
+        .map_err(|e| StoreError::Invalid(format!("event {:?}: {e}", ev.event_id)))
 }
 
-/// Inserts one event inside the caller's transaction; `false` when the event id is already stored.
+/// Inserts one event inside the caller's transaction; `false` when its sender already stored this
+/// event id (idempotency is per sender: the kiosk, or `''` for imports).
 pub(super) fn insert_in(c: &Connection, ev: &Event, split: Option<u8>, received_ms: i64) -> Result<bool> {
     let n = c
         .prepare_cached(
             "INSERT INTO interactions (event_id, user, sku, kind, ts_ms, kiosk, split, received_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (event_id) DO NOTHING",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
         )?
         .execute(params![ev.event_id, ev.user, ev.sku, ev.kind.as_str(), ev.ts_ms, ev.kiosk, split, received_ms])?;
     Ok(n == 1)
+}
+
+/// The stored copy of `ev`'s (sender, event id) in `table`, if any: (user, sku, kind).
+fn stored_copy(c: &Connection, table: &str, ev: &Event) -> Result<Option<(String, String, String)>> {
+    let sql = format!("SELECT user, sku, kind FROM {table} WHERE coalesce(kiosk, '') = ?1 AND event_id = ?2");
+    let mut st = c.prepare_cached(&sql)?;
+    let mut rows = st.query(params![ev.kiosk.as_deref().unwrap_or(""), ev.event_id])?;
+    Ok(match rows.next()? {
+        Some(r) => Some((r.get(0)?, r.get(1)?, r.get(2)?)),
+        None => None,
+    })
+}
+
+fn ingest_in(c: &Connection, ev: &Event, now: i64) -> Result<Ingested> {
+    for table in ["interactions", "held_interactions"] {
+        if let Some((user, sku, kind)) = stored_copy(c, table, ev)? {
+            // A resend may carry a new `ts` (kiosks that stamp at send time): the same user, item
+            // and kind is the same event; anything else is a reused id.
+            let same = user == ev.user && sku == ev.sku && kind == ev.kind.as_str();
+            return Ok(if same { Ingested::Duplicate } else { Ingested::IdReused });
+        }
+    }
+    let known: bool = c
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM items WHERE sku = ?1)")?
+        .query_row([&ev.sku], |r| r.get(0))?;
+    if known {
+        insert_in(c, ev, None, now)?;
+        return Ok(Ingested::New);
+    }
+    c.prepare_cached(
+        "INSERT INTO held_interactions (event_id, user, sku, kind, ts_ms, kiosk, received_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![ev.event_id, ev.user, ev.sku, ev.kind.as_str(), ev.ts_ms, ev.kiosk, now])?;
+    Ok(Ingested::HeldUnknownItem)
+}
+
+/// Moves the held kiosk events of `sku` into the interactions (inside the caller's transaction,
+/// when the item has just been catalogued). Returns how many moved.
+pub(super) fn release_held(c: &Connection, sku: &str) -> Result<usize> {
+    let moved = c
+        .prepare_cached(
+            "INSERT INTO interactions (event_id, user, sku, kind, ts_ms, kiosk, split, received_ms)
+             SELECT event_id, user, sku, kind, ts_ms, kiosk, NULL, received_ms FROM held_interactions
+             WHERE sku = ?1 ORDER BY id ON CONFLICT DO NOTHING",
+        )?
+        .execute([sku])?;
+    c.prepare_cached("DELETE FROM held_interactions WHERE sku = ?1")?.execute([sku])?;
+    Ok(moved)
 }
 
 impl Store {
@@ -63,13 +109,40 @@ impl Store {
         })
     }
 
-    /// Items by weighted interaction count, best first (ties by sku). Weights: view 1, scan 2,
-    /// cart 4, purchase 8 ([`EventKind::weight`]). `since_ms` keeps events with `ts_ms >= since_ms`.
+    /// Stores a batch of kiosk events in one transaction (one fsync) and says what happened to
+    /// each, in order: idempotent per sender (`kiosk`, `event_id`), and an event whose SKU is not
+    /// in the catalogue is kept apart ([`Ingested::HeldUnknownItem`]) rather than stored as an
+    /// interaction. Every event must pass [`Event::check`] (the daemon checks at the edge); one
+    /// that does not refuses the batch, as [`Store::insert_events`] does.
+    pub fn ingest(&mut self, evs: &[Event]) -> Result<Vec<Ingested>> {
+        evs.iter().try_for_each(validate)?;
+        let now = now_ms();
+        self.write(|c| {
+            let mut out = Vec::with_capacity(evs.len());
+            for ev in evs {
+                out.push(ingest_in(c, ev, now)?);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Kiosk events held because their SKU is not in the catalogue, in arrival order.
+    pub fn held_interactions(&self) -> Result<Vec<Event>> {
+        let sql = format!("SELECT {EVENT_COLS} FROM held_interactions ORDER BY id");
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let rows = st.query_map([], event_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Catalogue items by weighted interaction count, best first (ties by sku). Weights: view 1,
+    /// scan 2, cart 4, purchase 8 ([`EventKind::weight`]). `since_ms` keeps events with
+    /// `ts_ms >= since_ms`. Interactions with SKUs the catalogue does not hold do not count.
     pub fn popularity(&self, since_ms: Option<i64>, limit: usize) -> Result<Vec<(String, f64)>> {
         let w = |k: EventKind| k.weight();
         let sql = format!(
             "SELECT sku, sum(CASE kind WHEN 'view' THEN {} WHEN 'scan' THEN {} WHEN 'cart' THEN {} ELSE {} END) AS score
-             FROM interactions WHERE ts_ms >= ?1 GROUP BY sku ORDER BY score DESC, sku ASC LIMIT ?2",
+             FROM interactions WHERE ts_ms >= ?1 AND sku IN (SELECT sku FROM items)
+             GROUP BY sku ORDER BY score DESC, sku ASC LIMIT ?2",
             w(EventKind::View),
             w(EventKind::Scan),
             w(EventKind::Cart),
@@ -176,12 +249,57 @@ mod tests {
         evs.push(ev("p1", "u", "bought", EventKind::Purchase, 200));
         evs.push(ev("c1", "u", "carted", EventKind::Cart, 50));
         evs.push(ev("s1", "u", "carted", EventKind::Scan, 300));
+        evs.push(ev("x1", "u", "not-in-catalogue", EventKind::Purchase, 300));
         s.insert_events(&evs).unwrap();
+        // Only catalogue items count.
+        assert!(s.popularity(None, 10).unwrap().is_empty());
+        for sku in ["viewed", "bought", "carted"] {
+            s.upsert_item(&item(sku)).unwrap();
+        }
         let p = s.popularity(None, 10).unwrap();
         assert_eq!(p, vec![("bought".into(), 8.0), ("viewed".into(), 7.0), ("carted".into(), 6.0)]);
         assert_eq!(s.popularity(None, 1).unwrap().len(), 1);
         let recent = s.popularity(Some(150), 10).unwrap();
         assert_eq!(recent, vec![("bought".into(), 8.0), ("carted".into(), 2.0)]);
+    }
+
+    fn item(sku: &str) -> crate::store::NewItem {
+        crate::store::NewItem {
+            sku: sku.into(),
+            title: sku.into(),
+            description: String::new(),
+            attributes: serde_json::Value::Null,
+            image_path: None,
+        }
+    }
+
+    #[test]
+    fn ingest_is_idempotent_per_kiosk_and_holds_unknown_skus_until_catalogued() {
+        let mut s = Store::open_in_memory().unwrap();
+        s.upsert_item(&item("a")).unwrap();
+        let at = |id: &str, kiosk: &str, sku: &str| Event { kiosk: Some(kiosk.into()), ..ev(id, "u", sku, EventKind::View, 5) };
+        let out = s
+            .ingest(&[at("e1", "k1", "a"), at("e1", "k2", "a"), at("e1", "k1", "a"), at("e2", "k1", "new")])
+            .unwrap();
+        assert_eq!(out, vec![Ingested::New, Ingested::New, Ingested::Duplicate, Ingested::HeldUnknownItem]);
+        // The same id from the same kiosk with other content: the first copy stays.
+        let reused = Event { kind: EventKind::Purchase, ..at("e1", "k1", "a") };
+        assert_eq!(s.ingest(&[reused, at("e2", "k1", "new")]).unwrap(), vec![Ingested::IdReused, Ingested::Duplicate]);
+        assert_eq!(s.interactions().unwrap().len(), 2);
+        assert_eq!(s.held_interactions().unwrap().len(), 1);
+        assert!(s.user_skus("u", &[EventKind::Purchase]).unwrap().is_empty());
+        // Cataloguing the item moves its held events into the interactions, once.
+        s.upsert_item(&item("new")).unwrap();
+        assert!(s.held_interactions().unwrap().is_empty());
+        let all = s.interactions().unwrap();
+        assert_eq!(all.len(), 3);
+        assert!(all.iter().any(|e| e.sku == "new" && e.event_id == "e2"));
+        assert_eq!(s.ingest(&[at("e2", "k1", "new")]).unwrap(), vec![Ingested::Duplicate]);
+        assert_eq!(s.counts().unwrap().held_interactions, 0);
+        // A blank field refuses the batch with the field named.
+        let blank = at("e3", "k1", "  ");
+        let err = s.ingest(&[blank]).unwrap_err().to_string();
+        assert!(err.contains("sku"), "{err}");
     }
 
     #[test]

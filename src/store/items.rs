@@ -90,7 +90,12 @@ impl Store {
                         item.image_path,
                         now
                     ])?;
-                    Ok((c.last_insert_rowid(), true))
+                    let id = c.last_insert_rowid();
+                    let released = super::events::release_held(c, sku)?;
+                    if released > 0 {
+                        tracing::info!(sku, released, "kiosk events held for an unknown SKU joined the interactions");
+                    }
+                    Ok((id, true))
                 }
             }
         })

@@ -76,6 +76,43 @@ CREATE TABLE model_versions (
 -- At most one active model, enforced by the database itself.
 CREATE UNIQUE INDEX model_versions_one_active ON model_versions (status) WHERE status = 'active';
 "#,
+    // 2: idempotency per sender (a kiosk's `event_id` no longer collides with another kiosk's),
+    // and kiosk events for SKUs the catalogue does not know kept apart until the item arrives.
+    r#"
+CREATE TABLE interactions_v2 (
+    id          INTEGER PRIMARY KEY,                -- arrival order, used by interactions_since
+    event_id    TEXT NOT NULL,                      -- idempotency key, per sender (kiosk; '' = import)
+    user        TEXT NOT NULL,
+    sku         TEXT NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('view', 'scan', 'cart', 'purchase')),
+    ts_ms       INTEGER NOT NULL,
+    kiosk       TEXT,
+    split       INTEGER CHECK (split IN (0, 1, 2)), -- MMRec x_label (0 train, 1 valid, 2 test); NULL for live events
+    received_ms INTEGER NOT NULL
+);
+INSERT INTO interactions_v2 (id, event_id, user, sku, kind, ts_ms, kiosk, split, received_ms)
+    SELECT id, event_id, user, sku, kind, ts_ms, kiosk, split, received_ms FROM interactions;
+DROP TABLE interactions;
+ALTER TABLE interactions_v2 RENAME TO interactions;
+CREATE UNIQUE INDEX interactions_event ON interactions (coalesce(kiosk, ''), event_id);
+CREATE INDEX interactions_user ON interactions (user, kind);
+CREATE INDEX interactions_ts ON interactions (ts_ms);
+CREATE INDEX interactions_sku ON interactions (sku);
+-- Kiosk events whose SKU is not in the catalogue: acknowledged, never served or trained on, moved
+-- into interactions when the item is catalogued.
+CREATE TABLE held_interactions (
+    id          INTEGER PRIMARY KEY,
+    event_id    TEXT NOT NULL,
+    user        TEXT NOT NULL,
+    sku         TEXT NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('view', 'scan', 'cart', 'purchase')),
+    ts_ms       INTEGER NOT NULL,
+    kiosk       TEXT,
+    received_ms INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX held_interactions_event ON held_interactions (coalesce(kiosk, ''), event_id);
+CREATE INDEX held_interactions_sku ON held_interactions (sku);
+"#,
 ];
 
 /// The schema version this binary writes.

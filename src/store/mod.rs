@@ -15,6 +15,7 @@ mod items;
 pub mod migrations;
 mod models;
 mod outbox;
+pub mod space;
 
 pub use db::{Store, TableCounts};
 pub use import::{
@@ -122,6 +123,62 @@ pub struct Event {
     /// When it happened (ms since the Unix epoch, UTC), as the kiosk says.
     pub ts_ms: i64,
     pub kiosk: Option<String>,
+}
+
+/// Longest `event_id`, `user`, `sku` or kiosk id accepted, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// Why an interaction's field is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct FieldError {
+    pub field: &'static str,
+    pub problem: String,
+}
+
+/// The rule for every identifier of an interaction: not blank, at most [`MAX_ID_BYTES`], no
+/// control characters.
+pub fn check_id(field: &'static str, v: &str) -> std::result::Result<(), FieldError> {
+    let bad = |problem: &str| Err(FieldError { field, problem: problem.into() });
+    if v.trim().is_empty() {
+        bad("must not be empty or blank")
+    } else if v.len() > MAX_ID_BYTES {
+        bad(&format!("longer than {MAX_ID_BYTES} bytes"))
+    } else if v.chars().any(char::is_control) {
+        bad("contains control characters")
+    } else {
+        Ok(())
+    }
+}
+
+impl Event {
+    /// The rules every stored interaction follows. The daemon's router checks kiosk events with
+    /// this same function before they reach the store's writer, so a bad event is refused alone,
+    /// at the edge, with the field named.
+    pub fn check(&self) -> std::result::Result<(), FieldError> {
+        check_id("event_id", &self.event_id)?;
+        check_id("user", &self.user)?;
+        check_id("sku", &self.sku)?;
+        if let Some(k) = &self.kiosk {
+            check_id("kiosk", k)?;
+        }
+        Ok(())
+    }
+}
+
+/// What [`Store::ingest`] did with one kiosk event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ingested {
+    /// Stored now.
+    New,
+    /// This sender stored this `event_id` before, with the same content: nothing changed.
+    Duplicate,
+    /// This sender stored this `event_id` before for another user, item or kind; the first copy
+    /// is kept.
+    IdReused,
+    /// The SKU is not in the catalogue: kept apart (never served, never trained on) until the
+    /// item is catalogued, then moved into the interactions.
+    HeldUnknownItem,
 }
 
 /// A catalogue item to insert or update (keyed by `sku`).

@@ -28,6 +28,24 @@ pub fn write_config(dir: &Path, port: u16, external: bool, extra: &str) -> PathB
 }
 
 /// The topics of the node that [`write_config`] describes.
+/// Puts `skus` into the catalogue of the node configured by `config` (the daemon serves and
+/// trains on catalogue items only; events for other SKUs are held apart).
+pub fn seed_catalog(config: &Path, skus: &[&str]) {
+    let cfg = sgbd_edge::config::Config::load(config).unwrap();
+    let store = sgbd_edge::store::open_config(&cfg).unwrap();
+    for sku in skus {
+        store
+            .upsert_item(&sgbd_edge::store::NewItem {
+                sku: sku.to_string(),
+                title: format!("item {sku}"),
+                description: String::new(),
+                attributes: serde_json::json!({}),
+                image_path: None,
+            })
+            .unwrap();
+    }
+}
+
 pub fn topics() -> Topics {
     Topics::new("sgbd", "s1", "edge-t")
 }

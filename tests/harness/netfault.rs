@@ -84,12 +84,12 @@ impl SlowKiosk {
                 let mut buf = BytesMut::new();
                 for _ in 0..per_10ms {
                     n += 1;
-                    let req = serde_json::json!({"schema_version":"1.0","ts":0,"user":format!("flood{}", n % 97),
+                    let req = serde_json::json!({"schema_version":"1.0","ts":sgbd_edge::sys::now_ms(),"user":format!("flood{}", n % 97),
                         "k":10,"reply_to":reply,"request_id":format!("slow-r{n}")});
                     Publish::new(&rt, QoS::AtMostOnce, req.to_string())
                         .write(&mut buf)
                         .unwrap();
-                    let ev = serde_json::json!({"schema_version":"1.0","ts":0,"event_id":format!("slow-e{n}"),
+                    let ev = serde_json::json!({"schema_version":"1.0","ts":sgbd_edge::sys::now_ms(),"event_id":format!("slow-e{n}"),
                         "user":format!("flood{}", n % 97),"sku":format!("F{}", n % 31),"kind":"view",
                         "reply_to":reply,"request_id":format!("slow-e{n}")});
                     Publish::new(&et, QoS::AtMostOnce, ev.to_string())
@@ -200,7 +200,8 @@ pub fn rss_kib(pid: i32) -> Option<u64> {
 pub fn stored_counts(db: &Path) -> std::collections::HashMap<String, usize> {
     let s = sgbd_edge::store::Store::open(db, 5000).unwrap();
     let mut m = std::collections::HashMap::new();
-    for e in s.interactions().unwrap() {
+    // Durable either way: as interactions, or held apart when the SKU is not in the catalogue.
+    for e in s.interactions().unwrap().into_iter().chain(s.held_interactions().unwrap()) {
         *m.entry(e.event_id).or_default() += 1;
     }
     m

@@ -35,7 +35,11 @@ fn good_setup_passes_config_disk_and_database() {
     for name in ["config", "data_dir", "disk", "database", "cameras", "gpu"] {
         assert_eq!(find(&checks, name).status, CheckStatus::Ok, "{:?}", find(&checks, name));
     }
-    assert!(find(&checks, "database").detail.contains("schema 1, integrity ok, 1 items"));
+    assert!(
+        find(&checks, "database").detail.contains(&format!("schema {}, integrity ok, 1 items", sgbd_edge::store::migrations::LATEST)),
+        "{:?}",
+        find(&checks, "database")
+    );
     assert_eq!(find(&checks, "recommender").status, CheckStatus::Warn, "no active model");
     assert_ne!(find(&checks, "broker").status, CheckStatus::Fail, "embedded broker down is not a failure");
     // Model files are absent in the temp models_dir: named, and failing.

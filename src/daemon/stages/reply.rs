@@ -89,6 +89,8 @@ pub(super) fn refuse(ctx: &Ctx, kiosk: Option<&str>, m: &InMsg, e: DecodeError) 
     let counter = match e.code {
         ErrorCode::TooLarge => "mqtt.oversized",
         ErrorCode::UnsupportedSchema => "mqtt.unknown_schema",
+        ErrorCode::InvalidField => "mqtt.invalid_field",
+        ErrorCode::RateLimited => "mqtt.rate_limited",
         _ => "mqtt.malformed",
     };
     ctx.metrics().incr(counter);

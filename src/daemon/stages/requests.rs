@@ -78,6 +78,13 @@ fn handle_request(
             return;
         }
     };
+    if let Err(message) = req.check(now_ms()) {
+        metrics.incr("mqtt.invalid_field");
+        tracing::warn!(kiosk, error = %message, "request refused");
+        let p = error_payload(ctx, target.request_id.clone(), ErrorCode::InvalidField, message);
+        send_reply(ctx, &target, p);
+        return;
+    }
     if !limiter.allow(kiosk, Instant::now()) {
         metrics.incr("serve.rate_limited");
         tracing::warn!(kiosk, "request over the kiosk rate limit");

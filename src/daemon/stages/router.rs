@@ -5,10 +5,12 @@ use super::ingest::WriterMsg;
 use super::reply::{error_payload, refuse, reply_target, send_reply};
 use crate::daemon::Ctx;
 use crate::mqtt::client::InMsg;
-use crate::mqtt::contract::{decode, DecodeError, ErrorCode, EventMsg, Inbound};
+use crate::mqtt::contract::{self, decode, DecodeError, ErrorCode, EventMsg, Inbound};
+use crate::mqtt::ratelimit::KioskRateLimiter;
+use crate::sys::now_ms;
 use crate::store::Event;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 /// Router: topic -> stage. Ends on shutdown, dropping the stage senders.
@@ -20,6 +22,10 @@ pub(crate) async fn router(
     cmd_tx: mpsc::Sender<(String, InMsg)>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut event_limit = {
+        let m = ctx.cfg.read().map(|c| c.mqtt.clone()).unwrap_or_default();
+        KioskRateLimiter::new(m.kiosk_event_rate_per_s, m.kiosk_event_burst, 10_000)
+    };
     loop {
         ctx.health.beats.beat("router");
         let m = tokio::select! {
@@ -32,7 +38,7 @@ pub(crate) async fn router(
         }
         match ctx.topics.classify(&m.topic) {
             Inbound::Event { kiosk } => {
-                if let Some(w) = decode_event(&ctx, &kiosk, &m) {
+                if let Some(w) = decode_event(&ctx, &kiosk, &m, &mut event_limit) {
                     if ev_tx.send(w).await.is_err() {
                         break;
                     }
@@ -54,7 +60,10 @@ pub(crate) async fn router(
     tracing::debug!("router stopped");
 }
 
-fn decode_event(ctx: &Ctx, kiosk: &str, m: &InMsg) -> Option<WriterMsg> {
+/// Decodes and checks one kiosk event: every rule the store applies ([`Event::check`]) plus
+/// the contract's own (a known `kind`, a plausible `ts`), and the kiosk's event rate. A bad
+/// event is refused here, alone, with a code naming the problem; it never reaches the writer.
+fn decode_event(ctx: &Ctx, kiosk: &str, m: &InMsg, limit: &mut KioskRateLimiter) -> Option<WriterMsg> {
     let max = ctx.live().max_payload_bytes;
     let msg: EventMsg = match decode(&m.payload, max) {
         Ok(v) => v,
@@ -63,27 +72,24 @@ fn decode_event(ctx: &Ctx, kiosk: &str, m: &InMsg) -> Option<WriterMsg> {
             return None;
         }
     };
-    let kind = match msg.kind.parse() {
-        Ok(k) => k,
-        Err(_) => {
-            let e = DecodeError {
-                code: ErrorCode::Malformed,
-                message: format!("unknown kind {:?}; use view, scan, cart, purchase", msg.kind),
-                request_id: msg.request_id.clone(),
-                reply_to: msg.reply_to.clone(),
-            };
-            refuse(ctx, Some(kiosk), m, e);
+    let refused = |code, message: String| DecodeError {
+        code,
+        message,
+        request_id: msg.request_id.clone(),
+        reply_to: msg.reply_to.clone(),
+    };
+    let ev = match event_of(&msg, kiosk, now_ms()) {
+        Ok(ev) => ev,
+        Err(message) => {
+            refuse(ctx, Some(kiosk), m, refused(ErrorCode::InvalidField, message));
             return None;
         }
     };
-    if msg.event_id.is_empty() || msg.user.is_empty() || msg.sku.is_empty() {
-        let e = DecodeError {
-            code: ErrorCode::Malformed,
-            message: "event_id, user and sku must not be empty".into(),
-            request_id: msg.request_id.clone(),
-            reply_to: msg.reply_to.clone(),
-        };
-        refuse(ctx, Some(kiosk), m, e);
+    if !limit.allow(kiosk, Instant::now()) {
+        ctx.metrics().incr("ingest.rate_limited");
+        tracing::warn!(kiosk, event_id = %ev.event_id, "event over the kiosk's event rate limit");
+        let message = "too many events from this kiosk; send it again later".to_string();
+        refuse(ctx, Some(kiosk), m, refused(ErrorCode::RateLimited, message));
         return None;
     }
     let reply = match reply_target(ctx, kiosk, m, msg.reply_to.as_deref(), msg.request_id.as_deref(), false) {
@@ -100,13 +106,24 @@ fn decode_event(ctx: &Ctx, kiosk: &str, m: &InMsg) -> Option<WriterMsg> {
             return None;
         }
     };
+    Some(WriterMsg::Event { ev, reply })
+}
+
+/// The interaction a kiosk's event message describes, or why it is not acceptable.
+pub(crate) fn event_of(msg: &EventMsg, kiosk: &str, now: i64) -> Result<Event, String> {
+    let kind = msg
+        .kind
+        .parse()
+        .map_err(|_| format!("kind: unknown {:?}; use view, scan, cart, purchase", msg.kind))?;
+    contract::check_ts(msg.ts, now).map_err(|e| format!("ts: {e}"))?;
     let ev = Event {
-        event_id: msg.event_id,
-        user: msg.user,
-        sku: msg.sku,
+        event_id: msg.event_id.clone(),
+        user: msg.user.clone(),
+        sku: msg.sku.clone(),
         kind,
         ts_ms: msg.ts,
         kiosk: Some(kiosk.to_string()),
     };
-    Some(WriterMsg::Event { ev, reply })
+    ev.check().map_err(|e| e.to_string())?;
+    Ok(ev)
 }

@@ -55,7 +55,7 @@ fn migrations_from_empty_create_every_table_and_parent_dir() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(tables, ["images", "interactions", "item_features", "items", "model_versions", "outbox"]);
+    assert_eq!(tables, ["held_interactions", "images", "interactions", "item_features", "items", "model_versions", "outbox"]);
     let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
     let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
@@ -314,4 +314,41 @@ fn two_writers_wait_for_each_other_instead_of_failing() {
         h.join().unwrap();
     }
     assert_eq!(Store::open(&path, 5000).unwrap().counts().unwrap().interactions, 2 * 60 * 11);
+}
+
+#[test]
+fn schema_1_database_migrates_keeping_rows_and_scoping_event_ids_per_kiosk() {
+    let _turn = crate::harness::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sgbd.db");
+    {
+        // A database as schema 1 wrote it, with one kiosk event and one imported one.
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(migrations::MIGRATIONS[0]).unwrap();
+        c.pragma_update(None, "user_version", 1).unwrap();
+        c.execute_batch(
+            "INSERT INTO items (sku, title, created_ms, updated_ms) VALUES ('a', 'A', 1, 1);
+             INSERT INTO interactions (id, event_id, user, sku, kind, ts_ms, kiosk, split, received_ms)
+             VALUES (7, 'e1', 'u', 'a', 'view', 5, 'k1', NULL, 9), (8, 'inter:x:1:2', 'u', 'a', 'cart', 6, NULL, 0, 9);",
+        )
+        .unwrap();
+    }
+    let mut s = Store::open(&path, 1000).unwrap();
+    assert_eq!(s.schema_version().unwrap(), migrations::LATEST);
+    let (rows, last) = s.interactions_since(0).unwrap();
+    assert_eq!(rows.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(), ["e1", "inter:x:1:2"]);
+    assert_eq!(last, 8, "arrival positions kept");
+    assert_eq!(s.interactions_with_split().unwrap()[1].1, Some(0));
+    // Another kiosk may now use the same id; the same kiosk may not.
+    let ev = |kiosk: &str| sgbd_edge::store::Event {
+        event_id: "e1".into(),
+        user: "u".into(),
+        sku: "a".into(),
+        kind: sgbd_edge::store::EventKind::View,
+        ts_ms: 5,
+        kiosk: Some(kiosk.into()),
+    };
+    use sgbd_edge::store::Ingested;
+    assert_eq!(s.ingest(&[ev("k1"), ev("k2")]).unwrap(), vec![Ingested::Duplicate, Ingested::New]);
+    assert_eq!(s.integrity_check().unwrap(), "ok");
 }

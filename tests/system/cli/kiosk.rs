@@ -31,6 +31,7 @@ async fn kiosk_cli_event_recommend_and_timeout() {
     );
     assert_eq!(code, 3);
 
+    seed_catalog(&cfg, &["A1"]);
     let _d = Daemon::spawn(&cfg);
     let _k = kiosk_when_ready(port, "k0", Protocol::V5).await;
     let (code, out) = kiosk(
@@ -52,6 +53,15 @@ async fn kiosk_cli_event_recommend_and_timeout() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["stored"], true);
     assert_eq!(v["event_id"], "cli-1");
+    assert!(v.get("code").is_none() && v.get("duplicate").is_none(), "{v}");
+    // An item the catalogue does not hold: acknowledged with a code, never recommended.
+    let (code, out) = kiosk(
+        &cfg,
+        &["--kiosk", "k1", "--user", "u1", "--event", "purchase", "--item", "B9", "--event-id", "cli-2"],
+    );
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((v["stored"].clone(), v["code"].clone()), (true.into(), "unknown_item".into()), "{v}");
 
     for extra in [&[][..], &["--v311"][..]] {
         let mut args = vec!["--kiosk", "k1", "--user", "u2", "--recommend", "--k", "3"];
@@ -61,5 +71,6 @@ async fn kiosk_cli_event_recommend_and_timeout() {
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["model_version"], "popularity");
         assert_eq!(v["items"][0]["sku"], "A1", "{v}");
+        assert_eq!(v["items"].as_array().unwrap().len(), 1, "only catalogue items: {v}");
     }
 }

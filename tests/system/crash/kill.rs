@@ -100,7 +100,7 @@ async fn sigkill_during_ingest_loses_no_acknowledged_event() {
         let store = sgbd_edge::store::Store::open(&db, 5000).unwrap();
         assert_eq!(store.integrity_check().unwrap(), "ok", "run {run}");
         let mut count: HashMap<String, usize> = HashMap::new();
-        for e in store.interactions().unwrap() {
+        for e in store.interactions().unwrap().into_iter().chain(store.held_interactions().unwrap()) {
             *count.entry(e.event_id).or_default() += 1;
         }
         let acked = acked_all.lock().unwrap().clone();

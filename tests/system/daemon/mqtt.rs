@@ -26,6 +26,7 @@ async fn events_idempotent_replies_correlated_and_clean_stop() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port_pair();
     let cfg = write_config(dir.path(), port, false, "");
+    seed_catalog(&cfg, &["SKU1", "SKU2"]);
     let mut d = Daemon::spawn(&cfg);
     let k5 = kiosk_when_ready(port, "k1", Protocol::V5).await;
     let base = topics().base;
@@ -44,12 +45,13 @@ async fn events_idempotent_replies_correlated_and_clean_stop() {
         .expect("retained birth")
         .json();
     assert_eq!(birth["node_id"], "edge-t");
-    assert_eq!(birth["schema_version"], "1.0");
+    assert_eq!(birth["schema_version"], sgbd_edge::mqtt::contract::SCHEMA_VERSION);
     assert!(birth["config_hash"].as_str().is_some_and(|h| !h.is_empty()));
 
     let mut pushes = Observer::connect(port, "obs-push", &[topics().kiosk_push("k1")], true, 0).await;
-    // The same event twice: acknowledged twice, stored once, forwarded to the fleet.
-    for _ in 0..2 {
+    // The same event twice: acknowledged twice (the second time as a duplicate), stored once,
+    // forwarded to the fleet once, pushed once.
+    for round in 0..2 {
         let ack = k5
             .event("ev-dup-1", "alice", "SKU1", "purchase", Some(T))
             .await
@@ -57,14 +59,16 @@ async fn events_idempotent_replies_correlated_and_clean_stop() {
             .unwrap();
         assert_eq!(ack.json["stored"], true, "{}", ack.json);
         assert_eq!(ack.json["event_id"], "ev-dup-1");
+        assert_eq!(ack.json.get("duplicate").is_some_and(|d| d == true), round == 1, "{}", ack.json);
     }
     k5.event("ev-2", "bob", "SKU2", "view", Some(T)).await.unwrap().unwrap();
-    let fwd = obs
-        .next_on(&format!("{base}/events"), T)
-        .await
-        .expect("fleet events forwarded")
-        .json();
-    assert_eq!(fwd["events"][0]["event_id"], "ev-dup-1");
+    let mut forwarded = Vec::new();
+    while let Some(m) = obs.next_on(&format!("{base}/events"), Duration::from_millis(1500)).await {
+        for e in m.json()["events"].as_array().unwrap() {
+            forwarded.push(e["event_id"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(forwarded, ["ev-dup-1", "ev-2"], "fleet events forwarded once each");
     // A purchase pushes fresh suggestions to the kiosk, without what was just bought.
     let push = pushes
         .next_on(&topics().kiosk_push("k1"), T)
@@ -76,6 +80,10 @@ async fn events_idempotent_replies_correlated_and_clean_stop() {
     assert!(
         push["items"].as_array().unwrap().iter().all(|i| i["sku"] != "SKU1"),
         "{push}"
+    );
+    assert!(
+        pushes.next_on(&topics().kiosk_push("k1"), Duration::from_millis(500)).await.is_none(),
+        "the resent purchase pushed again"
     );
 
     // MQTT 5 request: the reply carries our correlation data, is not retained, and (after the
@@ -151,8 +159,9 @@ async fn events_idempotent_replies_correlated_and_clean_stop() {
     let status_file: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("var/status.json")).unwrap()).unwrap();
     assert_eq!(status_file["running"], false);
-    assert!(status_file["counters"]["ingest.events"].as_u64().unwrap() >= 2);
-    assert!(status_file["counters"]["ingest.duplicates"].as_u64().unwrap() >= 1);
+    let counter = |k: &str| status_file["counters"][k].as_u64().unwrap_or(0);
+    assert!(counter("ingest.events") >= 2, "{status_file}");
+    assert!(counter("ingest.duplicates") >= 1, "{status_file}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,7 +216,24 @@ async fn bad_payloads_get_error_replies_and_daemon_keeps_serving() {
         .request_raw(&topics().kiosk_events("k1"), ev.to_string().into_bytes(), &id, None, T)
         .await
         .unwrap();
-    assert_eq!(r.error_code(), Some("malformed"));
+    assert_eq!(r.error_code(), Some("invalid_field"));
+    assert!(r.json["error"]["message"].as_str().unwrap_or("").starts_with("kind"), "{}", r.json);
+
+    // Values the store would refuse are refused here, alone and with the field named: a blank
+    // user, an unset kiosk clock, `k` of 0, a blank user in a request.
+    let now = sgbd_edge::sys::now_ms();
+    for (topic, body, field) in [
+        (topics().kiosk_events("k1"), serde_json::json!({"schema_version": "1.1", "ts": now, "event_id": "e-blank", "user": "   ", "sku": "s", "kind": "view"}), "user"),
+        (topics().kiosk_events("k1"), serde_json::json!({"schema_version": "1.1", "ts": 5, "event_id": "e-1970", "user": "u", "sku": "s", "kind": "view"}), "ts"),
+        (topics().kiosk_events("k1"), serde_json::json!({"schema_version": "1.1", "ts": now, "event_id": "e\u{7}", "user": "u", "sku": "s", "kind": "view"}), "event_id"),
+        (rec5.clone(), serde_json::json!({"schema_version": "1.1", "ts": now, "user": "u", "k": 0}), "k"),
+        (rec5.clone(), serde_json::json!({"schema_version": "1.1", "ts": now, "user": " "}), "user"),
+    ] {
+        let id = k5.next_id();
+        let r = k5.request_raw(&topic, body.to_string().into_bytes(), &id, None, T).await.unwrap();
+        assert_eq!(r.error_code(), Some("invalid_field"), "{body}: {}", r.json);
+        assert!(r.json["error"]["message"].as_str().unwrap_or("").starts_with(field), "{body}: {}", r.json);
+    }
 
     // A reply topic outside the kiosk's own topics is refused.
     let id = k4.next_id();
@@ -259,7 +285,11 @@ async fn bad_payloads_get_error_replies_and_daemon_keeps_serving() {
         .expect("stats every second")
         .json();
     assert!(
-        stats["counters"]["mqtt.malformed"].as_u64().unwrap_or(0) >= 2,
+        stats["counters"]["mqtt.malformed"].as_u64().unwrap_or(0) >= 1,
+        "{stats}"
+    );
+    assert!(
+        stats["counters"]["mqtt.invalid_field"].as_u64().unwrap_or(0) >= 6,
         "{stats}"
     );
     assert!(

@@ -131,6 +131,9 @@ async fn broker_outage_nothing_lost_memory_bounded() {
     let cfg = write_config(dir.path(), port, true, "\n[online]\nenabled = false\n");
     let db = dir.path().join("var/sgbd.db");
     let t = topics();
+    // The kiosks' items are catalogued (events for unknown SKUs are held, not forwarded).
+    let skus: Vec<String> = (0..41).map(|i| format!("S{i}")).collect();
+    seed_catalog(&cfg, &skus.iter().map(String::as_str).collect::<Vec<_>>());
     let mut daemon = Daemon::spawn(&cfg);
     let pid = daemon.pid();
     drop(kiosk_when_ready(port, "probe", Protocol::V5).await);
