@@ -1,5 +1,6 @@
 //! The bundled demo assets: catalogue, photos, composed shelf and its planogram stay consistent.
-use sgbd_edge::capture::{demo, planogram};
+use sgbd_edge::capture::planogram;
+use sgbd_edge::demo::assets as demo;
 use std::path::Path;
 
 fn assets() -> &'static Path {

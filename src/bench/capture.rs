@@ -2,7 +2,8 @@
 //! baseline in the same run) and the end-to-end time from a shelf picture appearing in a watched
 //! folder to its crops stored in the database.
 use crate::capture::pipeline::{CameraThreads, Capturer};
-use crate::capture::{demo, planogram, CaptureError, Frame, Result};
+use crate::capture::{planogram, CaptureError, Frame, Result};
+use crate::demo::assets as demo;
 use crate::config::{CameraConfig, CameraKind, Config, SlotConfig};
 use crate::store::Store;
 use crate::telemetry::{Histogram, Metrics};

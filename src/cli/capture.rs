@@ -42,7 +42,7 @@ pub enum CaptureCmd {
 pub fn run(a: CaptureArgs) -> anyhow::Result<ExitCode> {
     match a.cmd {
         Some(CaptureCmd::ComposeDemo { assets, out, incoming }) => {
-            let d = crate::capture::demo::compose_demo(&assets, &out, &incoming)?;
+            let d = crate::demo::assets::compose_demo(&assets, &out, &incoming)?;
             println!("wrote {} ({} slots)", d.image_path.display(), d.slots.len());
             println!("wrote {}", d.planogram_path.display());
             Ok(ExitCode::SUCCESS)
