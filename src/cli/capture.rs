@@ -120,14 +120,3 @@ fn run_cameras(a: &CaptureArgs) -> anyhow::Result<ExitCode> {
     threads.stop();
     Ok(ExitCode::SUCCESS)
 }
-
-/// `sgbd-edge bench capture`.
-pub(super) fn bench(a: crate::bench::capture::CaptureBenchArgs) -> anyhow::Result<ExitCode> {
-    let r = crate::bench::capture::run(&a)?;
-    print!("{}", crate::bench::capture::render(&r));
-    if let Some(p) = &a.json {
-        std::fs::write(p, serde_json::to_string_pretty(&r)?).with_context(|| format!("writing {}", p.display()))?;
-        println!("wrote {}", p.display());
-    }
-    Ok(ExitCode::SUCCESS)
-}
