@@ -1,11 +1,12 @@
 //! `train` (owned by the learn concern): train a recommender on MMRec-format data and report.
 use crate::config::LearnConfig;
+use crate::learn::dataset::DataSource;
 use crate::learn::model::ModelKind;
 use crate::learn::optim::{OptimName, Variant as SgbdVariant};
-use crate::learn::{data, trainer};
+use crate::learn::trainer;
 use anyhow::Context;
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Data and hyper-parameter flags shared by `train` and `bench train`.
@@ -97,80 +98,16 @@ pub struct TrainArgs {
     pub checkpoint: Option<PathBuf>,
 }
 
-/// The `.inter` path of `--data` / `--dataset` + `SGBD_DATA`.
-pub fn resolve_data(a: &DataArgs) -> anyhow::Result<PathBuf> {
-    let dir = match (&a.data, &a.dataset) {
-        (Some(d), _) => d.clone(),
-        (None, Some(name)) => {
-            let root =
-                std::env::var_os("SGBD_DATA").context("--dataset needs SGBD_DATA (the data root); or pass --data")?;
-            let sub = match name.as_str() {
-                "baby" => "mmrec_baby",
-                "tiktok" => "tiktok_mmssl",
-                "hm" => "hm_sample",
-                other => anyhow::bail!("unknown --dataset {other:?} (baby, tiktok, hm)"),
-            };
-            Path::new(&root).join(sub)
-        }
-        (None, None) => anyhow::bail!("give --data DIR|FILE.inter or --dataset NAME with SGBD_DATA"),
-    };
-    Ok(data::find_inter(&dir)?)
-}
-
-/// Loads the interactions and the feature files the model needs.
-pub fn load_data(
-    a: &DataArgs,
-    cfg_all: &crate::config::Config,
-    learn: &LearnConfig,
-) -> anyhow::Result<(PathBuf, data::Interactions, trainer::Features)> {
-    if a.from_store {
-        let path = crate::store::db_path(cfg_all);
-        let store = crate::store::Store::open(&path, cfg_all.store.busy_timeout_ms)
-            .with_context(|| format!("opening the store {}", path.display()))?;
-        let events = store.interactions()?;
-        let (inter, _maps) = data::Interactions::from_events(&events, learn.valid_per_user, learn.test_per_user);
-        inter
-            .validate()
-            .with_context(|| format!("interactions in {}", path.display()))?;
-        return Ok((path, inter, Vec::new()));
-    }
-    let path = resolve_data(a)?;
-    let inter = data::load_inter(&path).with_context(|| format!("loading {}", path.display()))?;
-    let mut feats = Vec::new();
-    let wants = matches!(learn.model, ModelKind::Vbpr | ModelKind::Freedom) || !a.features.is_empty();
-    if wants {
-        let files = if a.features.is_empty() {
-            default_features(&path)
-        } else {
-            a.features.clone()
-        };
-        if files.is_empty() {
-            anyhow::bail!(
-                "no feature files: pass --features a.npy,b.npy (none of {DEFAULT_FEATURES:?} beside the data)"
-            );
-        }
-        for f in files {
-            let m = crate::learn::npy::Modality::load(&f, inter.n_items)
-                .with_context(|| format!("loading features {}", f.display()))?;
-            println!("features {}: {} items x {}", f.display(), m.n_items, m.dim);
-            feats.push(m);
+impl DataArgs {
+    /// The library's description of the same data.
+    pub fn source(&self) -> DataSource {
+        DataSource {
+            data: self.data.clone(),
+            dataset: self.dataset.clone(),
+            features: self.features.clone(),
+            from_store: self.from_store,
         }
     }
-    Ok((path, inter, feats))
-}
-
-/// Feature files looked for beside the `.inter` file, in this order (FREEDOM weighs the first
-/// 0.1 and the second 0.9, as MMRec's image / text).
-pub const DEFAULT_FEATURES: [&str; 3] = ["image_feat.npy", "text_feat.npy", "audio_feat.npy"];
-
-fn default_features(inter: &Path) -> Vec<PathBuf> {
-    let dir = inter.parent().unwrap_or(Path::new("."));
-    DEFAULT_FEATURES
-        .iter()
-        .map(|f| dir.join(f))
-        .filter(|p| p.exists())
-        .take(2)
-        .collect()
 }
 
 pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
@@ -189,7 +126,11 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         let msgs: Vec<String> = issues.0.iter().map(|i| i.to_string()).collect();
         anyhow::bail!("bad training settings: {}", msgs.join("; "));
     }
-    let (path, inter, feats) = load_data(&a.data, &cfg_all, &cfg)?;
+    let d = crate::learn::dataset::load(&a.data.source(), &cfg_all, &cfg)?;
+    for (f, m) in d.feature_files.iter().zip(&d.features) {
+        println!("features {}: {} items x {}", f.display(), m.n_items, m.dim);
+    }
+    let (path, inter, feats) = (d.path, d.inter, d.features);
     println!(
         "data {}: {} users, {} items, train {} / valid {} / test {}",
         path.display(),
@@ -228,7 +169,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         on_batch: Some(&mut on_batch),
     };
     let report = trainer::run(&cfg, &inter, &feats, a.checkpoint.clone(), hooks)?;
-    print_summary(&report);
+    print!("{report}");
     if let Some(p) = &a.report {
         let json = serde_json::json!({
             "data": path.display().to_string(),
@@ -240,30 +181,6 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         println!("report written to {}", p.display());
     }
     Ok(ExitCode::SUCCESS)
-}
-
-pub fn print_summary(r: &trainer::TrainReport) {
-    println!(
-        "{} epochs{}, best epoch {:?}, {:.2} s/epoch train, {:.2} s/eval, total {:.1} s, peak RSS {}",
-        r.epochs_run,
-        if r.stopped_early { " (early stop)" } else { "" },
-        r.best_epoch,
-        r.train_s_per_epoch,
-        r.eval_s_per_pass,
-        r.total_s,
-        r.peak_rss_bytes
-            .map_or("?".into(), |b| format!("{:.0} MB", b as f64 / 1e6)),
-    );
-    if let Some(t) = &r.test {
-        for &k in &t.ks {
-            println!(
-                "test @{k:<2}  recall {:.4}  ndcg {:.4}  precision {:.4}",
-                t.recall_at(k),
-                t.ndcg_at(k),
-                t.precision_at(k)
-            );
-        }
-    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -311,7 +228,11 @@ pub fn bench(a: BenchTrainArgs) -> anyhow::Result<ExitCode> {
     let cfg_all = super::load_config(&a.config)?;
     let mut base = cfg_all.learn.clone();
     a.hyper.apply(&mut base);
-    let (path, inter, feats) = load_data(&a.data, &cfg_all, &base)?;
+    let d = crate::learn::dataset::load(&a.data.source(), &cfg_all, &base)?;
+    for (f, m) in d.feature_files.iter().zip(&d.features) {
+        println!("features {}: {} items x {}", f.display(), m.n_items, m.dim);
+    }
+    let (path, inter, feats) = (d.path, d.inter, d.features);
     let dataset = path
         .file_stem()
         .map(|s| s.to_string_lossy().to_string())
@@ -362,7 +283,7 @@ pub fn bench(a: BenchTrainArgs) -> anyhow::Result<ExitCode> {
                 on_batch: None,
             };
             let r = trainer::run(&cfg, &inter, &feats, None, hooks)?;
-            print_summary(&r);
+            print!("{r}");
             reports.push(r);
         }
         let label = trainer::optim_from_config(&LearnConfig {
