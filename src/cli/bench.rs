@@ -1,5 +1,6 @@
 //! `bench ...`: one variant per benchmark; each benchmark lives in `crate::bench` and returns a
 //! [`Report`], which [`finish`] prints, writes as JSON and turns into the exit code.
+use crate::bench::train::TrainBenchReport;
 use crate::bench::Report;
 use anyhow::Context;
 use std::path::Path;
@@ -51,7 +52,14 @@ pub fn run(c: BenchCmd) -> anyhow::Result<ExitCode> {
         BenchCmd::Serve(a) => finish(&crate::bench::serve::run(&a)?, a.json.as_deref()),
         BenchCmd::Capture(a) => finish(&crate::bench::capture::run(&a)?, a.json.as_deref()),
         BenchCmd::Soak(a) => finish(&crate::bench::soak::run(&a)?, a.json.as_deref()),
-        BenchCmd::Train(a) => super::train::bench(a),
+        BenchCmd::Train(a) => {
+            let r = crate::bench::train::run(&a.options()?)?;
+            let code = finish(&r, a.json.as_deref())?;
+            if let (Some(p), TrainBenchReport::Runs(runs)) = (&a.markdown, &r) {
+                runs.append_markdown(p)?;
+            }
+            Ok(code)
+        }
         BenchCmd::Loop(a) => finish(&crate::bench::online::run(&a)?, a.json.as_deref()),
         BenchCmd::Caption(a) => match &a.write_gguf {
             // The benchmark's own child process: only the random checkpoint, no report.
