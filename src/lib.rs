@@ -12,13 +12,15 @@
 //! - [`daemon`]: the running appliance (tokio stages, systemd notify, signals),
 //! - [`doctor`]: the technician's self-test and status report,
 //! - [`config`]: the one typed TOML file,
-//! - [`cli`]: subcommands of the `sgbd-edge` binary, [`bench`]: benchmarks.
+//! - [`cli`]: subcommands of the `sgbd-edge` binary, [`bench`]: benchmarks, [`demo`]: `run --demo`
+//!   and the bundled demo shelf.
 
 pub mod bench;
 pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod denoise;
 pub mod device;
 pub mod doctor;

@@ -46,7 +46,7 @@ pub struct CaptionBenchArgs {
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct CaptionBench {
+pub struct CaptionBenchReport {
     pub quant: String,
     pub threads: usize,
     pub gguf_mb: f64,
@@ -103,18 +103,20 @@ fn secs(t: Instant) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-/// Runs the benchmark (or, with `--write-gguf`, only writes the random checkpoint).
-pub fn run(a: &CaptionBenchArgs) -> Result<Option<CaptionBench>> {
+/// `--write-gguf`: only writes the random checkpoint (what the benchmark's child process does).
+pub fn write_gguf(a: &CaptionBenchArgs, path: &Path) -> Result<()> {
+    testutil::write_random_blip_gguf(&blip::Config::image_captioning_large(), 1, gg(a.quant), path)?;
+    Ok(())
+}
+
+/// Runs the benchmark.
+pub fn run(a: &CaptionBenchArgs) -> Result<CaptionBenchReport> {
     let cfg = blip::Config::image_captioning_large();
-    if let Some(p) = &a.write_gguf {
-        testutil::write_random_blip_gguf(&cfg, 1, gg(a.quant), p)?;
-        return Ok(None);
-    }
     let dir = std::env::temp_dir().join(format!("sgbd-bench-caption-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|source| DenoiseError::Io { path: dir.display().to_string(), source })?;
     let res = run_in(a, &cfg, &dir);
     let _ = std::fs::remove_dir_all(&dir);
-    res.map(Some)
+    res
 }
 
 fn write_gguf_in_child(a: &CaptionBenchArgs, path: &Path) -> Result<()> {
@@ -134,7 +136,7 @@ fn write_gguf_in_child(a: &CaptionBenchArgs, path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn run_in(a: &CaptionBenchArgs, cfg: &blip::Config, dir: &Path) -> Result<CaptionBench> {
+fn run_in(a: &CaptionBenchArgs, cfg: &blip::Config, dir: &Path) -> Result<CaptionBenchReport> {
     let n = a.images.max(1);
     let tokens = a.tokens.max(1);
     let gguf = dir.join("blip-large-random.gguf");
@@ -185,7 +187,7 @@ fn run_in(a: &CaptionBenchArgs, cfg: &blip::Config, dir: &Path) -> Result<Captio
             images_per_s: Some(1.0 / (s1 + ms * tokens as f64 / 1e3)),
         };
     }
-    Ok(CaptionBench {
+    Ok(CaptionBenchReport {
         quant: format!("{:?}", a.quant),
         threads: candle_core::utils::get_num_threads(),
         gguf_mb,
@@ -266,30 +268,37 @@ pub fn timed<T, E>(f: impl FnOnce() -> std::result::Result<T, E>) -> std::result
     Ok((secs(t), crate::sys::process_cpu_seconds() - c, out))
 }
 
-/// Prints the results as a table: ours against candle's upstream model where both exist.
-pub fn print(b: &CaptionBench) {
-    let opt = |v: Option<f64>, d: usize| v.map(|x| format!("{x:.d$}")).unwrap_or_else(|| "-".into());
-    let ratio = |base: Option<f64>, ours: f64| base.map(|x| format!("x{:.2}", x / ours)).unwrap_or_else(|| "-".into());
-    println!("BLIP-large random weights, {} ({:.0} MiB GGUF), {} threads, {} images, {} tokens", b.quant, b.gguf_mb, b.threads, b.images, b.tokens);
-    println!("{:<44} {:>10} {:>10} {:>8}", "metric", "upstream", "ours", "speedup");
-    let row = |name: &str, base: Option<f64>, ours: f64, d: usize| {
-        println!("{:<44} {:>10} {:>10.d$} {:>8}", name, opt(base, d), ours, ratio(base, ours));
-    };
-    row("vision encoder, 1 image (s/image)", b.vision_s_per_image_single_upstream, b.vision_s_per_image_single, 2);
-    row("vision encoder, batched (s/image)", b.vision_s_per_image_batched_upstream, b.vision_s_per_image_batched, 2);
-    row("vision encoder, batched (CPU s/image)", b.vision_cpu_s_per_image_batched_upstream, b.vision_cpu_s_per_image_batched, 2);
-    row("decode, 1 image (ms/token)", b.decode_ms_per_token_uncached, b.decode_ms_per_token_cached, 1);
-    row("decode, 1 image (CPU ms/token)", b.decode_cpu_ms_per_token_uncached, b.decode_cpu_ms_per_token_cached, 1);
-    row("decode, batched (ms/token/image)", None, b.decode_ms_per_token_per_image_cached_batched, 1);
-    row("decode, batched (CPU ms/token/image)", None, b.decode_cpu_ms_per_token_per_image_cached_batched, 1);
-    let (ips_base, ips) = (b.images_per_s_uncached_sequential, b.images_per_s_cached_batched);
-    println!("{:<44} {:>10} {:>10.3} {:>8}", "images/s (vision + decoding)", opt(ips_base, 3), ips, ips_base.map(|x| format!("x{:.2}", ips / x)).unwrap_or_else(|| "-".into()));
-    println!("vision rows: median of {} passes", b.repeat);
-    println!("{:<44} {:>10.2}", "load (s)", b.load_s);
-    println!("{:<44} {:>10.2}", "first vision pass, incl. weight repacking (s)", b.vision_s_first_pass);
-    println!("{:<44} {:>10.0}", "peak RSS after load (MiB)", b.rss_after_load_mb);
-    println!("{:<44} {:>10.0}", "peak RSS after first vision pass (MiB)", b.rss_after_single_vision_mb);
-    println!("{:<44} {:>10.0}", "peak RSS, our captioner (MiB, VmHWM)", b.peak_rss_ours_mb);
-    println!("{:<44} {:>10.0}", "peak RSS, with upstream baselines (MiB)", b.peak_rss_mb);
-    println!("load average during the run: {:.1} (2 idle cores: about 0-1)", b.loadavg);
+/// The results as a table: ours against candle's upstream model where both exist.
+impl std::fmt::Display for CaptionBenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let b = self;
+        let opt = |v: Option<f64>, d: usize| v.map(|x| format!("{x:.d$}")).unwrap_or_else(|| "-".into());
+        let ratio = |base: Option<f64>, ours: f64| base.map(|x| format!("x{:.2}", x / ours)).unwrap_or_else(|| "-".into());
+        writeln!(f, "BLIP-large random weights, {} ({:.0} MiB GGUF), {} threads, {} images, {} tokens", b.quant, b.gguf_mb, b.threads, b.images, b.tokens)?;
+        writeln!(f, "{:<44} {:>10} {:>10} {:>8}", "metric", "upstream", "ours", "speedup")?;
+        let rows = [
+            ("vision encoder, 1 image (s/image)", b.vision_s_per_image_single_upstream, b.vision_s_per_image_single, 2),
+            ("vision encoder, batched (s/image)", b.vision_s_per_image_batched_upstream, b.vision_s_per_image_batched, 2),
+            ("vision encoder, batched (CPU s/image)", b.vision_cpu_s_per_image_batched_upstream, b.vision_cpu_s_per_image_batched, 2),
+            ("decode, 1 image (ms/token)", b.decode_ms_per_token_uncached, b.decode_ms_per_token_cached, 1),
+            ("decode, 1 image (CPU ms/token)", b.decode_cpu_ms_per_token_uncached, b.decode_cpu_ms_per_token_cached, 1),
+            ("decode, batched (ms/token/image)", None, b.decode_ms_per_token_per_image_cached_batched, 1),
+            ("decode, batched (CPU ms/token/image)", None, b.decode_cpu_ms_per_token_per_image_cached_batched, 1),
+        ];
+        for (name, base, ours, d) in rows {
+            writeln!(f, "{:<44} {:>10} {:>10.d$} {:>8}", name, opt(base, d), ours, ratio(base, ours))?;
+        }
+        let (ips_base, ips) = (b.images_per_s_uncached_sequential, b.images_per_s_cached_batched);
+        writeln!(f, "{:<44} {:>10} {:>10.3} {:>8}", "images/s (vision + decoding)", opt(ips_base, 3), ips, ips_base.map(|x| format!("x{:.2}", ips / x)).unwrap_or_else(|| "-".into()))?;
+        writeln!(f, "vision rows: median of {} passes", b.repeat)?;
+        writeln!(f, "{:<44} {:>10.2}", "load (s)", b.load_s)?;
+        writeln!(f, "{:<44} {:>10.2}", "first vision pass, incl. weight repacking (s)", b.vision_s_first_pass)?;
+        writeln!(f, "{:<44} {:>10.0}", "peak RSS after load (MiB)", b.rss_after_load_mb)?;
+        writeln!(f, "{:<44} {:>10.0}", "peak RSS after first vision pass (MiB)", b.rss_after_single_vision_mb)?;
+        writeln!(f, "{:<44} {:>10.0}", "peak RSS, our captioner (MiB, VmHWM)", b.peak_rss_ours_mb)?;
+        writeln!(f, "{:<44} {:>10.0}", "peak RSS, with upstream baselines (MiB)", b.peak_rss_mb)?;
+        writeln!(f, "load average during the run: {:.1} (2 idle cores: about 0-1)", b.loadavg)
+    }
 }
+
+impl super::Report for CaptionBenchReport {}

@@ -2,7 +2,8 @@
 //! baseline in the same run) and the end-to-end time from a shelf picture appearing in a watched
 //! folder to its crops stored in the database.
 use crate::capture::pipeline::{CameraThreads, Capturer};
-use crate::capture::{demo, planogram, CaptureError, Frame, Result};
+use crate::capture::{planogram, CaptureError, Frame, Result};
+use crate::demo::assets as demo;
 use crate::config::{CameraConfig, CameraKind, Config, SlotConfig};
 use crate::store::Store;
 use crate::telemetry::{Histogram, Metrics};
@@ -205,18 +206,30 @@ fn tempfile_dir() -> Result<PathBuf> {
 }
 
 /// The report as a table.
-pub fn render(r: &CaptureBenchReport) -> String {
-    let mut s = format!("bench capture: {} ({} slots)\n", r.shelf, r.slots);
-    s.push_str(&format!("{:<28} {:>7} {:>7} {:>13} {:>11}\n", "case", "frames", "crops", "ms/frame", "crops/s"));
-    for t in &r.throughput {
-        s.push_str(&format!(
-            "{:<28} {:>7} {:>7} {:>13.2} {:>11.1}\n",
-            t.case, t.frames, t.crops, t.ms_per_frame, t.crops_per_s
-        ));
+impl std::fmt::Display for CaptureBenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "bench capture: {} ({} slots)", self.shelf, self.slots)?;
+        writeln!(f, "{:<28} {:>7} {:>7} {:>13} {:>11}", "case", "frames", "crops", "ms/frame", "crops/s")?;
+        for t in &self.throughput {
+            writeln!(
+                f,
+                "{:<28} {:>7} {:>7} {:>13.2} {:>11.1}",
+                t.case, t.frames, t.crops, t.ms_per_frame, t.crops_per_s
+            )?;
+        }
+        writeln!(
+            f,
+            "end to end (file appears -> {} crops stored), {} drops, settle {} ms, poll {} ms: p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms (processing {:.1} ms of it on average)",
+            self.slots,
+            self.e2e_drops,
+            self.e2e_settle_ms,
+            self.e2e_poll_ms,
+            self.e2e_p50_ms,
+            self.e2e_p90_ms,
+            self.e2e_max_ms,
+            self.e2e_mean_processing_ms
+        )
     }
-    s.push_str(&format!(
-        "end to end (file appears -> {} crops stored), {} drops, settle {} ms, poll {} ms: p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms (processing {:.1} ms of it on average)\n",
-        r.slots, r.e2e_drops, r.e2e_settle_ms, r.e2e_poll_ms, r.e2e_p50_ms, r.e2e_p90_ms, r.e2e_max_ms, r.e2e_mean_processing_ms
-    ));
-    s
 }
+
+impl super::Report for CaptureBenchReport {}

@@ -40,7 +40,7 @@ pub struct EmbedRow {
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct EmbedBench {
+pub struct EmbedBenchReport {
     pub source: String,
     pub batch: usize,
     pub threads: usize,
@@ -103,7 +103,7 @@ fn row<T>(mode: String, n: usize, f: impl FnOnce() -> Result<T>) -> Result<(Embe
 
 /// Runs the benchmark: candle's `BertModel`, then our encoder in f32 and in int8, on the same
 /// sentences in one process.
-pub fn run(a: &EmbedBenchArgs, cfg: &crate::config::DenoiseConfig) -> Result<EmbedBench> {
+pub fn run(a: &EmbedBenchArgs, cfg: &crate::config::DenoiseConfig) -> Result<EmbedBenchReport> {
     let (source, s) = sentences(a);
     let refs: Vec<&str> = s.iter().map(|x| x.as_str()).collect();
     let n = refs.len();
@@ -139,7 +139,7 @@ pub fn run(a: &EmbedBenchArgs, cfg: &crate::config::DenoiseConfig) -> Result<Emb
         .zip(&up_out)
         .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs() as f64))
         .fold(0f64, f64::max);
-    Ok(EmbedBench {
+    Ok(EmbedBenchReport {
         source,
         batch,
         threads: rayon::current_num_threads(),
@@ -154,27 +154,38 @@ pub fn run(a: &EmbedBenchArgs, cfg: &crate::config::DenoiseConfig) -> Result<Emb
     })
 }
 
-/// Prints the results as a table.
-pub fn print(b: &EmbedBench) {
-    println!(
-        "all-MiniLM-L6-v2, {} threads, sentences from {} (mean {:.0} chars, {:.1} word pieces)",
-        b.threads, b.source, b.mean_chars, b.mean_tokens
-    );
-    println!("{:<44} {:>10} {:>12} {:>16} {:>10} {:>12}", "mode", "sentences", "sentences/s", "CPU ms/sentence", "x candle", "word pieces/s");
-    let base = b.rows[0].per_s;
-    for r in &b.rows {
-        println!(
-            "{:<44} {:>10} {:>12.1} {:>16.2} {:>10.2} {:>12.0}",
-            r.mode,
-            r.sentences,
-            r.per_s,
-            r.cpu_ms_per_sentence,
-            r.per_s / base,
-            r.per_s * b.mean_tokens
-        );
+/// The results as a table, each row also against candle's `BertModel` (the first row).
+impl std::fmt::Display for EmbedBenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "all-MiniLM-L6-v2, {} threads, sentences from {} (mean {:.0} chars, {:.1} word pieces)",
+            self.threads, self.source, self.mean_chars, self.mean_tokens
+        )?;
+        writeln!(
+            f,
+            "{:<44} {:>10} {:>12} {:>16} {:>10} {:>12}",
+            "mode", "sentences", "sentences/s", "CPU ms/sentence", "x candle", "word pieces/s"
+        )?;
+        let base = self.rows.first().map_or(f64::NAN, |r| r.per_s);
+        for r in &self.rows {
+            writeln!(
+                f,
+                "{:<44} {:>10} {:>12.1} {:>16.2} {:>10.2} {:>12.0}",
+                r.mode,
+                r.sentences,
+                r.per_s,
+                r.cpu_ms_per_sentence,
+                r.per_s / base,
+                r.per_s * self.mean_tokens
+            )?;
+        }
+        writeln!(
+            f,
+            "int8 against f32: cosine mean {:.5}, min {:.5}; f32 against candle: max |difference| {:.1e}; load average {:.1} on {} cores",
+            self.int8_cosine_mean, self.int8_cosine_min, self.f32_max_abs_diff_vs_candle, self.loadavg, self.threads
+        )
     }
-    println!(
-        "int8 against f32: cosine mean {:.5}, min {:.5}; f32 against candle: max |difference| {:.1e}; load average {:.1} on {} cores",
-        b.int8_cosine_mean, b.int8_cosine_min, b.f32_max_abs_diff_vs_candle, b.loadavg, b.threads
-    );
 }
+
+impl super::Report for EmbedBenchReport {}

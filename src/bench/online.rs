@@ -79,7 +79,7 @@ pub struct ArmResult {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct LoopBench {
+pub struct LoopBenchReport {
     pub data: String,
     pub events: usize,
     pub warmup_events: usize,
@@ -311,8 +311,8 @@ fn run_arm(arm: &str, base: &Config, events: &[Event], warm: usize, rounds: usiz
     Ok(res)
 }
 
-/// Runs the benchmark and prints the table.
-pub fn run(a: &LoopBenchArgs) -> Result<LoopBench> {
+/// Runs the benchmark: every arm over the same events.
+pub fn run(a: &LoopBenchArgs) -> Result<LoopBenchReport> {
     let path = crate::learn::data::find_inter(&a.data)?;
     let events = load_timed_inter(&path)?;
     if events.len() <= 10 {
@@ -331,67 +331,68 @@ pub fn run(a: &LoopBenchArgs) -> Result<LoopBench> {
         eprintln!("arm {arm} ...");
         arms.push(run_arm(arm, &cfg, &events, warm, a.rounds, a.k)?);
     }
-    let b = LoopBench {
+    Ok(LoopBenchReport {
         data: path.display().to_string(),
         events: events.len(),
         warmup_events: warm,
         k: a.k,
         model: format!("{:?}", cfg.learn.model).to_lowercase(),
         arms,
-    };
-    print(&b);
-    if let Some(p) = &a.json {
-        let text = serde_json::to_string_pretty(&b).map_err(|e| OnlineError::Invalid(e.to_string()))?;
-        std::fs::write(p, text).map_err(|e| OnlineError::Invalid(format!("{}: {e}", p.display())))?;
-        eprintln!("wrote {}", p.display());
-    }
-    Ok(b)
+    })
 }
 
-pub fn print(b: &LoopBench) {
-    println!(
-        "bench loop: {} ({} events, {} warm-up, then {} chunks), model {}, k = {}",
-        b.data,
-        b.events,
-        b.warmup_events,
-        b.arms.first().map_or(0, |a| a.hit_rate.len()),
-        b.model,
-        b.k
-    );
-    println!("| arm | online hit rate per chunk | overall | rounds (promoted) | round wall s mean / max | peak RSS MB | recommend p50 / p99 ms idle | p50 / p99 ms while training |");
-    println!("|---|---|---|---|---|---|---|---|");
-    for a in &b.arms {
-        let hr: Vec<String> = a.hit_rate.iter().map(|h| format!("{h:.3}")).collect();
-        let n = a.rounds.len();
-        let promoted = a.rounds.iter().filter(|r| r.decision == "promoted").count();
-        let mean = a.rounds.iter().map(|r| r.wall_s).sum::<f64>() / n.max(1) as f64;
-        let max = a.rounds.iter().map(|r| r.wall_s).fold(0.0, f64::max);
-        let rss = a.rounds.iter().filter_map(|r| r.peak_rss_mb).max();
-        let p50 = a.rounds.iter().map(|r| r.p50_ms).fold(f64::NAN, f64::max);
-        let p99 = a.rounds.iter().map(|r| r.p99_ms).fold(f64::NAN, f64::max);
-        println!(
-            "| {} | {} | {:.3} ({}/{}) | {n} ({promoted}) | {mean:.2} / {max:.2} | {} | {:.3} / {:.3} | {} |",
-            a.arm,
-            hr.join(" "),
-            a.hits as f64 / a.served_users.max(1) as f64,
-            a.hits,
-            a.served_users,
-            rss.map_or("-".into(), |r| r.to_string()),
-            a.idle_p50_ms,
-            a.idle_p99_ms,
-            if n == 0 {
-                "-".to_string()
-            } else {
-                format!("{p50:.3} / {p99:.3} (worst round)")
-            }
-        );
-    }
-    for a in b.arms.iter().filter(|a| !a.rounds.is_empty()) {
-        for r in &a.rounds {
-            println!(
-                "  {} round after chunk {}: {} in {:.2} s ({} epochs, train {:.2} s), valid R@20 {:.4} vs baseline {:.4}, {} requests p99 {:.3} ms",
-                a.arm, r.after_chunk, r.decision, r.wall_s, r.epochs, r.train_s, r.valid_recall20, r.baseline_recall20, r.requests, r.p99_ms
-            );
+impl std::fmt::Display for LoopBenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "bench loop: {} ({} events, {} warm-up, then {} chunks), model {}, k = {}",
+            self.data,
+            self.events,
+            self.warmup_events,
+            self.arms.first().map_or(0, |a| a.hit_rate.len()),
+            self.model,
+            self.k
+        )?;
+        writeln!(f, "| arm | online hit rate per chunk | overall | rounds (promoted) | round wall s mean / max | peak RSS MB | recommend p50 / p99 ms idle | p50 / p99 ms while training |")?;
+        writeln!(f, "|---|---|---|---|---|---|---|---|")?;
+        for a in &self.arms {
+            let hr: Vec<String> = a.hit_rate.iter().map(|h| format!("{h:.3}")).collect();
+            let n = a.rounds.len();
+            let promoted = a.rounds.iter().filter(|r| r.decision == "promoted").count();
+            let mean = a.rounds.iter().map(|r| r.wall_s).sum::<f64>() / n.max(1) as f64;
+            let max = a.rounds.iter().map(|r| r.wall_s).fold(0.0, f64::max);
+            let rss = a.rounds.iter().filter_map(|r| r.peak_rss_mb).max();
+            let p50 = a.rounds.iter().map(|r| r.p50_ms).fold(f64::NAN, f64::max);
+            let p99 = a.rounds.iter().map(|r| r.p99_ms).fold(f64::NAN, f64::max);
+            writeln!(
+                f,
+                "| {} | {} | {:.3} ({}/{}) | {n} ({promoted}) | {mean:.2} / {max:.2} | {} | {:.3} / {:.3} | {} |",
+                a.arm,
+                hr.join(" "),
+                a.hits as f64 / a.served_users.max(1) as f64,
+                a.hits,
+                a.served_users,
+                rss.map_or("-".into(), |r| r.to_string()),
+                a.idle_p50_ms,
+                a.idle_p99_ms,
+                if n == 0 {
+                    "-".to_string()
+                } else {
+                    format!("{p50:.3} / {p99:.3} (worst round)")
+                }
+            )?;
         }
+        for a in self.arms.iter().filter(|a| !a.rounds.is_empty()) {
+            for r in &a.rounds {
+                writeln!(
+                    f,
+                    "  {} round after chunk {}: {} in {:.2} s ({} epochs, train {:.2} s), valid R@20 {:.4} vs baseline {:.4}, {} requests p99 {:.3} ms",
+                    a.arm, r.after_chunk, r.decision, r.wall_s, r.epochs, r.train_s, r.valid_recall20, r.baseline_recall20, r.requests, r.p99_ms
+                )?;
+            }
+        }
+        Ok(())
     }
 }
+
+impl super::Report for LoopBenchReport {}

@@ -104,7 +104,7 @@ pub(crate) fn seed_store(store: &mut Store, items: usize) -> Result<(), crate::s
     Ok(())
 }
 
-/// Runs the benchmark, prints the table, writes JSON when asked.
+/// Runs the benchmark in a temporary data directory.
 pub fn run(a: &ServeBenchArgs) -> Result<ServeBenchReport, crate::daemon::DaemonError> {
     let dir = std::env::temp_dir().join(format!("sgbd-bench-serve-{}-{}", std::process::id(), now_ms()));
     std::fs::create_dir_all(&dir)?;
@@ -128,13 +128,7 @@ fn run_in(a: &ServeBenchArgs, dir: &std::path::Path) -> Result<ServeBenchReport,
         seed_store(&mut s, a.items)?;
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let report = rt.block_on(bench(a, cfg, port))?;
-    print_table(&report);
-    if let Some(p) = &a.json {
-        std::fs::write(p, serde_json::to_vec_pretty(&report).unwrap_or_default())?;
-        println!("wrote {}", p.display());
-    }
-    Ok(report)
+    rt.block_on(bench(a, cfg, port))
 }
 
 async fn bench(a: &ServeBenchArgs, cfg: Config, port: u16) -> Result<ServeBenchReport, daemon::DaemonError> {
@@ -414,19 +408,27 @@ where
     (h, el, failed.load(Ordering::Relaxed))
 }
 
-fn print_table(r: &ServeBenchReport) {
-    println!(
-        "bench serve: {} kiosks, target {} requests/s, {} s per phase, {} CPUs",
-        r.kiosks, r.target_rate, r.seconds, r.cpus
-    );
-    println!(
-        "{:<44} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7}",
-        "", "count", "per s", "p50 ms", "p99 ms", "max ms", "failed"
-    );
-    for x in &r.rows {
-        println!(
-            "{:<44} {:>9} {:>10.0} {:>9.3} {:>9.3} {:>9.3} {:>7}",
-            x.name, x.count, x.per_s, x.p50_ms, x.p99_ms, x.max_ms, x.failed
-        );
+impl std::fmt::Display for ServeBenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "bench serve: {} kiosks, target {} requests/s, {} s per phase, {} CPUs",
+            self.kiosks, self.target_rate, self.seconds, self.cpus
+        )?;
+        writeln!(
+            f,
+            "{:<44} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7}",
+            "", "count", "per s", "p50 ms", "p99 ms", "max ms", "failed"
+        )?;
+        for x in &self.rows {
+            writeln!(
+                f,
+                "{:<44} {:>9} {:>10.0} {:>9.3} {:>9.3} {:>9.3} {:>7}",
+                x.name, x.count, x.per_s, x.p50_ms, x.p99_ms, x.max_ms, x.failed
+            )?;
+        }
+        Ok(())
     }
 }
+
+impl super::Report for ServeBenchReport {}

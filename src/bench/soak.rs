@@ -125,6 +125,8 @@ pub struct SoakReport {
     pub warmup_s: u64,
     pub round_interval_s: u64,
     pub broker: SoakBroker,
+    /// Seconds per window (`--window-s`, at most the whole run).
+    pub window_s: u64,
     pub windows: Vec<SoakWindow>,
     pub events_sent: u64,
     pub events_acked: u64,
@@ -158,9 +160,9 @@ pub struct SoakReport {
     pub daemon_counters: BTreeMap<String, u64>,
 }
 
-impl SoakReport {
+impl super::Report for SoakReport {
     /// Zero lost events, no errors, RSS flat, a clean exit, and a completed round when training was on.
-    pub fn passed(&self) -> bool {
+    fn passed(&self) -> bool {
         self.events_lost == 0
             && self.errors == 0
             && self.rss_pass
@@ -215,12 +217,7 @@ pub fn run(a: &SoakArgs) -> Result<SoakReport, DaemonError> {
     std::fs::create_dir_all(&dir)?;
     let res = run_in(a, &bin, &dir);
     let _ = std::fs::remove_dir_all(&dir);
-    let report = res?;
-    if let Some(p) = &a.json {
-        std::fs::write(p, serde_json::to_vec_pretty(&report).unwrap_or_default())?;
-        println!("wrote {}", p.display());
-    }
-    Ok(report)
+    res
 }
 
 /// A child process (the daemon, mosquitto); killed if still running when dropped.
@@ -401,7 +398,7 @@ fn run_in(a: &SoakArgs, bin: &Path, dir: &Path) -> Result<SoakReport, DaemonErro
             .collect(),
         round_ms,
     };
-    let report = SoakReport {
+    Ok(SoakReport {
         minutes: a.minutes,
         kiosks: a.kiosks,
         rate: a.rate,
@@ -409,6 +406,7 @@ fn run_in(a: &SoakArgs, bin: &Path, dir: &Path) -> Result<SoakReport, DaemonErro
         warmup_s: a.warmup_s,
         round_interval_s: a.round_interval_s,
         broker: a.broker,
+        window_s: load.window_s,
         events_sent: load.sent,
         events_acked: acked.len() as u64,
         events_stored: stored.len() as u64,
@@ -434,9 +432,7 @@ fn run_in(a: &SoakArgs, bin: &Path, dir: &Path) -> Result<SoakReport, DaemonErro
             .collect(),
         daemon_counters: counters,
         windows,
-    };
-    print_summary(&report);
-    Ok(report)
+    })
 }
 
 /// The daemon's RSS after warm-up: the first window past it (`base`), the last, the highest, growth
@@ -486,6 +482,7 @@ struct Shared {
 }
 
 struct LoadResult {
+    window_s: u64,
     windows: Vec<SoakWindow>,
     acked: Vec<u64>,
     unacked: Vec<u64>,
@@ -623,24 +620,13 @@ async fn drive(
     });
     let total = Duration::from_secs_f64((a.minutes * 60.0).max(1.0));
     let window = Duration::from_secs(a.window_s.max(1)).min(total);
-    println!(
-        "bench soak: daemon pid {}, {:?} broker, {} kiosks, {} requests/s + {} events/s, {} s windows, warm-up {} s, rounds every {} s",
+    // Progress on stderr, one row per window as it ends; the report repeats the table.
+    eprintln!(
+        "bench soak: daemon pid {}, {}",
         daemon.pid(),
-        a.broker,
-        clients.len(),
-        a.rate,
-        a.events_rate,
-        window.as_secs(),
-        a.warmup_s,
-        a.round_interval_s
+        setup_line(a.broker, clients.len(), a.rate, a.events_rate, window.as_secs(), a.warmup_s, a.round_interval_s)
     );
-    println!(
-        "{:>7} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>6} {:>9} {:>8} {:>6}",
-        "t_s", "requests", "p50_ms", "p99_ms", "max_ms", "events", "ev_p50", "ev_p99", "errors", "daemon_MiB", "gen_MiB", "rounds"
-    );
-    if broker_pid.is_some() {
-        println!("(mosquitto's RSS is printed after the rounds column)");
-    }
+    eprint!("{}", column_header(a.broker));
     let t0 = Instant::now();
     spawn_drivers(&clients, &sh, a.rate, false);
     spawn_drivers(&clients, &sh, a.events_rate, true);
@@ -672,23 +658,7 @@ async fn drive(
             loadgen_rss_mib: rss_mib(),
             rounds: counter(&read_status(dir), "online.rounds"),
         };
-        println!(
-            "{:>7.1} {:>8} {:>8.2} {:>8.2} {:>8.1} {:>7} {:>8.2} {:>8.2} {:>6} {:>9.1}{} {:>8.1} {:>6}{}",
-            w.t_s,
-            w.requests,
-            w.req_p50_ms,
-            w.req_p99_ms,
-            w.req_max_ms,
-            w.events,
-            w.ev_p50_ms,
-            w.ev_p99_ms,
-            w.errors,
-            w.daemon_rss_mib,
-            if w.warmup { "w" } else { " " },
-            w.loadgen_rss_mib,
-            w.rounds,
-            w.broker_rss_mib.map(|b| format!(" {b:>8.1}")).unwrap_or_default()
-        );
+        eprintln!("{}", window_line(&w));
         windows.push(w);
     }
     // Stop issuing; let calls in flight finish (bounded by their timeouts).
@@ -701,6 +671,7 @@ async fn drive(
     let peak_rss_mib = proc_status_mib(&daemon.pid(), "VmHWM");
     drop(clients);
     Ok(LoadResult {
+        window_s: window.as_secs(),
         windows,
         acked: sh.acked.lock().map(|v| v.clone()).unwrap_or_default(),
         unacked: sh.unacked.lock().map(|v| v.clone()).unwrap_or_default(),
@@ -710,37 +681,103 @@ async fn drive(
     })
 }
 
-fn print_summary(r: &SoakReport) {
-    println!(
-        "events: sent {}, acknowledged {}, stored {}, lost {} (unacknowledged {}, of them stored {})",
-        r.events_sent, r.events_acked, r.events_stored, r.events_lost, r.events_unacked, r.events_unacked_stored
+/// The run's settings as the table's first line says them.
+fn setup_line(
+    broker: SoakBroker,
+    kiosks: usize,
+    rate: f64,
+    events_rate: f64,
+    window_s: u64,
+    warmup_s: u64,
+    round_interval_s: u64,
+) -> String {
+    format!(
+        "{broker:?} broker, {kiosks} kiosks, {rate} requests/s + {events_rate} events/s, {window_s} s windows, warm-up {warmup_s} s, rounds every {round_interval_s} s"
+    )
+}
+
+/// The column names of the window table (and, with mosquitto, where its RSS is).
+fn column_header(broker: SoakBroker) -> String {
+    let mut s = format!(
+        "{:>7} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>6} {:>9} {:>8} {:>6}\n",
+        "t_s", "requests", "p50_ms", "p99_ms", "max_ms", "events", "ev_p50", "ev_p99", "errors", "daemon_MiB", "gen_MiB", "rounds"
     );
-    println!(
-        "daemon RSS after warm-up: {:.1} -> {:.1} MiB ({:+.1} %, max {:.1} MiB, peak VmHWM {:.1} MiB): {} (target <= {RSS_TARGET_PCT} %)",
-        r.rss_base_mib,
-        r.rss_last_mib,
-        r.rss_growth_pct,
-        r.rss_max_mib,
-        r.daemon_peak_rss_mib,
-        if r.rss_pass { "PASS" } else { "FAIL" }
-    );
-    let d = &r.rounds.durations_s;
-    let mean = if d.is_empty() { 0.0 } else { d.iter().sum::<f64>() / d.len() as f64 };
-    println!(
-        "rounds: {} run, {} promoted, {} rejected, {} failed; round wall s mean {:.1} max {:.1}",
-        r.rounds.run,
-        r.rounds.promoted,
-        r.rounds.rejected,
-        r.rounds.failed,
-        mean,
-        d.iter().copied().fold(0.0, f64::max)
-    );
-    println!(
-        "errors: {}; daemon log: {} warnings, {} errors; clean exit: {}",
-        r.errors, r.daemon_log_warnings, r.daemon_log_errors, r.clean_exit
-    );
-    for l in &r.daemon_log_samples {
-        println!("  daemon log: {l}");
+    if broker == SoakBroker::Mosquitto {
+        s.push_str("(mosquitto's RSS is printed after the rounds column)\n");
+    }
+    s
+}
+
+/// One row of the window table (`w` marks a warm-up window).
+fn window_line(w: &SoakWindow) -> String {
+    format!(
+        "{:>7.1} {:>8} {:>8.2} {:>8.2} {:>8.1} {:>7} {:>8.2} {:>8.2} {:>6} {:>9.1}{} {:>8.1} {:>6}{}",
+        w.t_s,
+        w.requests,
+        w.req_p50_ms,
+        w.req_p99_ms,
+        w.req_max_ms,
+        w.events,
+        w.ev_p50_ms,
+        w.ev_p99_ms,
+        w.errors,
+        w.daemon_rss_mib,
+        if w.warmup { "w" } else { " " },
+        w.loadgen_rss_mib,
+        w.rounds,
+        w.broker_rss_mib.map(|b| format!(" {b:>8.1}")).unwrap_or_default()
+    )
+}
+
+/// The window table, then the events, RSS verdict, rounds and errors.
+impl std::fmt::Display for SoakReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = self;
+        writeln!(
+            f,
+            "bench soak: {}",
+            setup_line(r.broker, r.kiosks.max(1), r.rate, r.events_rate, r.window_s, r.warmup_s, r.round_interval_s)
+        )?;
+        write!(f, "{}", column_header(r.broker))?;
+        for w in &r.windows {
+            writeln!(f, "{}", window_line(w))?;
+        }
+        writeln!(
+            f,
+            "events: sent {}, acknowledged {}, stored {}, lost {} (unacknowledged {}, of them stored {})",
+            r.events_sent, r.events_acked, r.events_stored, r.events_lost, r.events_unacked, r.events_unacked_stored
+        )?;
+        writeln!(
+            f,
+            "daemon RSS after warm-up: {:.1} -> {:.1} MiB ({:+.1} %, max {:.1} MiB, peak VmHWM {:.1} MiB): {} (target <= {RSS_TARGET_PCT} %)",
+            r.rss_base_mib,
+            r.rss_last_mib,
+            r.rss_growth_pct,
+            r.rss_max_mib,
+            r.daemon_peak_rss_mib,
+            if r.rss_pass { "PASS" } else { "FAIL" }
+        )?;
+        let d = &r.rounds.durations_s;
+        let mean = if d.is_empty() { 0.0 } else { d.iter().sum::<f64>() / d.len() as f64 };
+        writeln!(
+            f,
+            "rounds: {} run, {} promoted, {} rejected, {} failed; round wall s mean {:.1} max {:.1}",
+            r.rounds.run,
+            r.rounds.promoted,
+            r.rounds.rejected,
+            r.rounds.failed,
+            mean,
+            d.iter().copied().fold(0.0, f64::max)
+        )?;
+        writeln!(
+            f,
+            "errors: {}; daemon log: {} warnings, {} errors; clean exit: {}",
+            r.errors, r.daemon_log_warnings, r.daemon_log_errors, r.clean_exit
+        )?;
+        for l in &r.daemon_log_samples {
+            writeln!(f, "  daemon log: {l}")?;
+        }
+        Ok(())
     }
 }
 

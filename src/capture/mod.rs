@@ -5,12 +5,12 @@
 //!   simulator in [`vc0706::sim`] for tests,
 //! - [`planogram`]: decoding with limits, cutting a frame into slot crops, dHash,
 //! - [`pipeline::Capturer`]: stores crops and image rows, skips unchanged crops, records unknown SKUs,
-//! - [`status`]: per-camera health (`Ok` / `Degraded(reason)`),
-//! - [`demo`]: the bundled demo shelf composed from `assets/demo`.
+//! - [`status`]: per-camera health (`Ok` / `Degraded(reason)`).
+//!
+//! The bundled demo shelf composed from `assets/demo` is in [`crate::demo::assets`].
 //!
 //! Byte layouts and file handling are documented in `docs/capture.md`.
 
-pub mod demo;
 pub mod folder;
 pub mod pipeline;
 pub mod planogram;

@@ -1,4 +1,9 @@
-//! `bench ...`: one variant per benchmark; each benchmark lives in `crate::bench`.
+//! `bench ...`: one variant per benchmark; each benchmark lives in `crate::bench` and returns a
+//! [`Report`], which [`finish`] prints, writes as JSON and turns into the exit code.
+use crate::bench::train::TrainBenchReport;
+use crate::bench::Report;
+use anyhow::Context;
+use std::path::Path;
 use std::process::ExitCode;
 
 #[derive(clap::Subcommand, Debug)]
@@ -31,47 +36,42 @@ pub struct EmbedArgs {
     pub config: super::ConfigArg,
 }
 
-fn write_json<T: serde::Serialize>(path: &Option<std::path::PathBuf>, v: &T) -> anyhow::Result<()> {
-    if let Some(p) = path {
-        std::fs::write(p, serde_json::to_string_pretty(v)?)?;
+/// Prints the report's table on stdout, writes its JSON to `json` when given, and maps its verdict
+/// to the exit code: the same for every benchmark.
+fn finish(r: &impl Report, json: Option<&Path>) -> anyhow::Result<ExitCode> {
+    print!("{r}");
+    if let Some(p) = json {
+        std::fs::write(p, serde_json::to_string_pretty(r)?).with_context(|| format!("writing {}", p.display()))?;
         eprintln!("wrote {}", p.display());
     }
-    Ok(())
+    Ok(if r.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 pub fn run(c: BenchCmd) -> anyhow::Result<ExitCode> {
     match c {
-        BenchCmd::Serve(a) => {
-            crate::bench::serve::run(&a)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        BenchCmd::Capture(a) => super::capture::bench(a),
-        BenchCmd::Soak(a) => {
-            let r = crate::bench::soak::run(&a)?;
-            Ok(if r.passed() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
-        BenchCmd::Train(a) => super::train::bench(a),
-        BenchCmd::Loop(a) => {
-            crate::bench::online::run(&a)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        BenchCmd::Caption(a) => {
-            if let Some(b) = crate::bench::caption::run(&a)? {
-                crate::bench::caption::print(&b);
-                write_json(&a.json, &b)?;
+        BenchCmd::Serve(a) => finish(&crate::bench::serve::run(&a)?, a.json.as_deref()),
+        BenchCmd::Capture(a) => finish(&crate::bench::capture::run(&a)?, a.json.as_deref()),
+        BenchCmd::Soak(a) => finish(&crate::bench::soak::run(&a)?, a.json.as_deref()),
+        BenchCmd::Train(a) => {
+            let r = crate::bench::train::run(&a.options()?)?;
+            let code = finish(&r, a.json.as_deref())?;
+            if let (Some(p), TrainBenchReport::Runs(runs)) = (&a.markdown, &r) {
+                runs.append_markdown(p)?;
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(code)
         }
+        BenchCmd::Loop(a) => finish(&crate::bench::online::run(&a)?, a.json.as_deref()),
+        BenchCmd::Caption(a) => match &a.write_gguf {
+            // The benchmark's own child process: only the random checkpoint, no report.
+            Some(p) => {
+                crate::bench::caption::write_gguf(&a, p)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            None => finish(&crate::bench::caption::run(&a)?, a.json.as_deref()),
+        },
         BenchCmd::Embed(a) => {
             let cfg = super::load_config(&a.config)?;
-            let b = crate::bench::embed::run(&a.bench, &cfg.denoise)?;
-            crate::bench::embed::print(&b);
-            write_json(&a.bench.json, &b)?;
-            Ok(ExitCode::SUCCESS)
+            finish(&crate::bench::embed::run(&a.bench, &cfg.denoise)?, a.bench.json.as_deref())
         }
     }
 }

@@ -42,7 +42,7 @@ pub enum CaptureCmd {
 pub fn run(a: CaptureArgs) -> anyhow::Result<ExitCode> {
     match a.cmd {
         Some(CaptureCmd::ComposeDemo { assets, out, incoming }) => {
-            let d = crate::capture::demo::compose_demo(&assets, &out, &incoming)?;
+            let d = crate::demo::assets::compose_demo(&assets, &out, &incoming)?;
             println!("wrote {} ({} slots)", d.image_path.display(), d.slots.len());
             println!("wrote {}", d.planogram_path.display());
             Ok(ExitCode::SUCCESS)
@@ -118,16 +118,5 @@ fn run_cameras(a: &CaptureArgs) -> anyhow::Result<ExitCode> {
         }
     }
     threads.stop();
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `sgbd-edge bench capture`.
-pub(super) fn bench(a: crate::bench::capture::CaptureBenchArgs) -> anyhow::Result<ExitCode> {
-    let r = crate::bench::capture::run(&a)?;
-    print!("{}", crate::bench::capture::render(&r));
-    if let Some(p) = &a.json {
-        std::fs::write(p, serde_json::to_string_pretty(&r)?).with_context(|| format!("writing {}", p.display()))?;
-        println!("wrote {}", p.display());
-    }
     Ok(ExitCode::SUCCESS)
 }

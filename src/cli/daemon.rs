@@ -11,7 +11,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub demo: bool,
     /// Catalogue the demo imports into an empty store (Myntra styles.csv layout).
-    #[arg(long, default_value = crate::daemon::demo::DEMO_CATALOG)]
+    #[arg(long, default_value = crate::demo::DEMO_CATALOG)]
     pub demo_catalog: PathBuf,
 }
 

@@ -1,11 +1,13 @@
 //! `train` (owned by the learn concern): train a recommender on MMRec-format data and report.
+use crate::bench::train::TrainBenchOptions;
 use crate::config::LearnConfig;
+use crate::learn::dataset::DataSource;
 use crate::learn::model::ModelKind;
 use crate::learn::optim::{OptimName, Variant as SgbdVariant};
-use crate::learn::{data, trainer};
+use crate::learn::trainer;
 use anyhow::Context;
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Data and hyper-parameter flags shared by `train` and `bench train`.
@@ -97,80 +99,16 @@ pub struct TrainArgs {
     pub checkpoint: Option<PathBuf>,
 }
 
-/// The `.inter` path of `--data` / `--dataset` + `SGBD_DATA`.
-pub fn resolve_data(a: &DataArgs) -> anyhow::Result<PathBuf> {
-    let dir = match (&a.data, &a.dataset) {
-        (Some(d), _) => d.clone(),
-        (None, Some(name)) => {
-            let root =
-                std::env::var_os("SGBD_DATA").context("--dataset needs SGBD_DATA (the data root); or pass --data")?;
-            let sub = match name.as_str() {
-                "baby" => "mmrec_baby",
-                "tiktok" => "tiktok_mmssl",
-                "hm" => "hm_sample",
-                other => anyhow::bail!("unknown --dataset {other:?} (baby, tiktok, hm)"),
-            };
-            Path::new(&root).join(sub)
-        }
-        (None, None) => anyhow::bail!("give --data DIR|FILE.inter or --dataset NAME with SGBD_DATA"),
-    };
-    Ok(data::find_inter(&dir)?)
-}
-
-/// Loads the interactions and the feature files the model needs.
-pub fn load_data(
-    a: &DataArgs,
-    cfg_all: &crate::config::Config,
-    learn: &LearnConfig,
-) -> anyhow::Result<(PathBuf, data::Interactions, trainer::Features)> {
-    if a.from_store {
-        let path = crate::store::db_path(cfg_all);
-        let store = crate::store::Store::open(&path, cfg_all.store.busy_timeout_ms)
-            .with_context(|| format!("opening the store {}", path.display()))?;
-        let events = store.interactions()?;
-        let (inter, _maps) = data::Interactions::from_events(&events, learn.valid_per_user, learn.test_per_user);
-        inter
-            .validate()
-            .with_context(|| format!("interactions in {}", path.display()))?;
-        return Ok((path, inter, Vec::new()));
-    }
-    let path = resolve_data(a)?;
-    let inter = data::load_inter(&path).with_context(|| format!("loading {}", path.display()))?;
-    let mut feats = Vec::new();
-    let wants = matches!(learn.model, ModelKind::Vbpr | ModelKind::Freedom) || !a.features.is_empty();
-    if wants {
-        let files = if a.features.is_empty() {
-            default_features(&path)
-        } else {
-            a.features.clone()
-        };
-        if files.is_empty() {
-            anyhow::bail!(
-                "no feature files: pass --features a.npy,b.npy (none of {DEFAULT_FEATURES:?} beside the data)"
-            );
-        }
-        for f in files {
-            let m = crate::learn::npy::Modality::load(&f, inter.n_items)
-                .with_context(|| format!("loading features {}", f.display()))?;
-            println!("features {}: {} items x {}", f.display(), m.n_items, m.dim);
-            feats.push(m);
+impl DataArgs {
+    /// The library's description of the same data.
+    pub fn source(&self) -> DataSource {
+        DataSource {
+            data: self.data.clone(),
+            dataset: self.dataset.clone(),
+            features: self.features.clone(),
+            from_store: self.from_store,
         }
     }
-    Ok((path, inter, feats))
-}
-
-/// Feature files looked for beside the `.inter` file, in this order (FREEDOM weighs the first
-/// 0.1 and the second 0.9, as MMRec's image / text).
-pub const DEFAULT_FEATURES: [&str; 3] = ["image_feat.npy", "text_feat.npy", "audio_feat.npy"];
-
-fn default_features(inter: &Path) -> Vec<PathBuf> {
-    let dir = inter.parent().unwrap_or(Path::new("."));
-    DEFAULT_FEATURES
-        .iter()
-        .map(|f| dir.join(f))
-        .filter(|p| p.exists())
-        .take(2)
-        .collect()
 }
 
 pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
@@ -189,7 +127,11 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         let msgs: Vec<String> = issues.0.iter().map(|i| i.to_string()).collect();
         anyhow::bail!("bad training settings: {}", msgs.join("; "));
     }
-    let (path, inter, feats) = load_data(&a.data, &cfg_all, &cfg)?;
+    let d = crate::learn::dataset::load(&a.data.source(), &cfg_all, &cfg)?;
+    for (f, m) in d.feature_files.iter().zip(&d.features) {
+        println!("features {}: {} items x {}", f.display(), m.n_items, m.dim);
+    }
+    let (path, inter, feats) = (d.path, d.inter, d.features);
     println!(
         "data {}: {} users, {} items, train {} / valid {} / test {}",
         path.display(),
@@ -228,7 +170,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         on_batch: Some(&mut on_batch),
     };
     let report = trainer::run(&cfg, &inter, &feats, a.checkpoint.clone(), hooks)?;
-    print_summary(&report);
+    print!("{report}");
     if let Some(p) = &a.report {
         let json = serde_json::json!({
             "data": path.display().to_string(),
@@ -240,30 +182,6 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         println!("report written to {}", p.display());
     }
     Ok(ExitCode::SUCCESS)
-}
-
-pub fn print_summary(r: &trainer::TrainReport) {
-    println!(
-        "{} epochs{}, best epoch {:?}, {:.2} s/epoch train, {:.2} s/eval, total {:.1} s, peak RSS {}",
-        r.epochs_run,
-        if r.stopped_early { " (early stop)" } else { "" },
-        r.best_epoch,
-        r.train_s_per_epoch,
-        r.eval_s_per_pass,
-        r.total_s,
-        r.peak_rss_bytes
-            .map_or("?".into(), |b| format!("{:.0} MB", b as f64 / 1e6)),
-    );
-    if let Some(t) = &r.test {
-        for &k in &t.ks {
-            println!(
-                "test @{k:<2}  recall {:.4}  ndcg {:.4}  precision {:.4}",
-                t.recall_at(k),
-                t.ndcg_at(k),
-                t.precision_at(k)
-            );
-        }
-    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -293,166 +211,20 @@ pub struct BenchTrainArgs {
     pub profile: bool,
 }
 
-fn mean_sd(v: &[f64]) -> (f64, f64) {
-    let n = v.len() as f64;
-    if v.is_empty() {
-        return (f64::NAN, f64::NAN);
-    }
-    let m = v.iter().sum::<f64>() / n;
-    let sd = if v.len() > 1 {
-        (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
-    } else {
-        0.0
-    };
-    (m, sd)
-}
-
-pub fn bench(a: BenchTrainArgs) -> anyhow::Result<ExitCode> {
-    let cfg_all = super::load_config(&a.config)?;
-    let mut base = cfg_all.learn.clone();
-    a.hyper.apply(&mut base);
-    let (path, inter, feats) = load_data(&a.data, &cfg_all, &base)?;
-    let dataset = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().to_string())
-        .unwrap_or_default();
-    println!(
-        "data {}: {} users, {} items, {} train pairs",
-        path.display(),
-        inter.n_users,
-        inter.n_items,
-        inter.train.len()
-    );
-    if a.profile {
-        for &o in &a.optims {
-            let mut cfg = base.clone();
-            cfg.optim = o;
-            let (kind, params) = trainer::optim_from_config(&cfg);
-            let model = trainer::build_model(&cfg, &inter, &feats)?;
-            let mut opt = crate::learn::optim::build(kind, &params, model.named_vars())?;
-            println!("\n{:?} + {}: part | wall ms | CPU ms", cfg.model, kind.label());
-            for (name, w, c) in crate::bench::train::profile_parts(model.as_ref(), &mut opt, &inter, cfg.batch, cfg.eval_block, 10)? {
-                println!("  {name:<36} {w:>9.2} {c:>9.2}");
-            }
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut rows = vec![];
-    let mut all = vec![];
-    for &o in &a.optims {
-        let mut reports = vec![];
-        for s in 0..a.seeds {
-            let mut cfg = base.clone();
-            cfg.optim = o;
-            cfg.seed = a.seed + s;
-            let (kind, _) = trainer::optim_from_config(&cfg);
-            println!("== {:?} {} seed {}", cfg.model, kind.label(), cfg.seed);
-            let mut on_epoch = |e: &trainer::EpochRecord| {
-                tracing::info!(
-                    epoch = e.epoch,
-                    loss = e.loss,
-                    valid_r20 = e.valid.recall_at(20),
-                    train_s = e.train_s,
-                    eval_s = e.eval_s,
-                    "epoch"
-                );
-            };
-            let hooks = trainer::Hooks {
-                on_epoch: Some(&mut on_epoch),
-                on_batch: None,
-            };
-            let r = trainer::run(&cfg, &inter, &feats, None, hooks)?;
-            print_summary(&r);
-            reports.push(r);
-        }
-        let label = trainer::optim_from_config(&LearnConfig {
-            optim: o,
-            ..base.clone()
+impl BenchTrainArgs {
+    /// The library's options: the configuration (logging initialised) with the hyper-parameter
+    /// flags applied to its `[learn]` section.
+    pub fn options(&self) -> anyhow::Result<TrainBenchOptions> {
+        let mut config = super::load_config(&self.config)?;
+        self.hyper.apply(&mut config.learn);
+        Ok(TrainBenchOptions {
+            config,
+            data: self.data.source(),
+            optims: self.optims.clone(),
+            seeds: self.seeds,
+            seed: self.seed,
+            profile: self.profile,
+            command: std::env::args().collect::<Vec<_>>().join(" "),
         })
-        .0
-        .label();
-        rows.push((label, reports.clone()));
-        all.push(serde_json::json!({ "optim": o, "reports": reports }));
     }
-    let get = |rs: &[trainer::TrainReport], f: &dyn Fn(&trainer::TrainReport) -> f64| {
-        mean_sd(&rs.iter().map(f).collect::<Vec<_>>())
-    };
-    let base_epoch = rows
-        .first()
-        .map(|(_, r)| get(r, &|r| r.train_s_per_epoch).0)
-        .unwrap_or(f64::NAN);
-    let base_cpu = rows
-        .first()
-        .map(|(_, r)| get(r, &|r| r.train_cpu_s_per_epoch).0)
-        .unwrap_or(f64::NAN);
-    let mut md = String::new();
-    md.push_str(&format!(
-        "\n### {:?} on {} ({} seeds from {}, epochs cap {}, patience {})\n\n`{}`\n\n",
-        base.model,
-        dataset,
-        a.seeds,
-        a.seed,
-        base.epochs,
-        base.patience,
-        std::env::args().collect::<Vec<_>>().join(" ")
-    ));
-    md.push_str("| optimiser | test R@20 | test N@20 | epochs | best epoch | train s/epoch | CPU s/epoch | s/eval | cost vs first (wall / CPU) | time to best s | peak RSS MB |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
-    for (label, rs) in &rows {
-        let r20 = get(rs, &|r| r.test.as_ref().map_or(f64::NAN, |t| t.recall_at(20)));
-        let n20 = get(rs, &|r| r.test.as_ref().map_or(f64::NAN, |t| t.ndcg_at(20)));
-        let ep = get(rs, &|r| r.epochs_run as f64);
-        let be = get(rs, &|r| r.best_epoch.map_or(f64::NAN, |b| b as f64));
-        let tr = get(rs, &|r| r.train_s_per_epoch);
-        let cpu = get(rs, &|r| r.train_cpu_s_per_epoch);
-        let ev = get(rs, &|r| r.eval_s_per_pass);
-        let ttb = get(rs, &|r| r.time_to_best_s);
-        let rss = rs
-            .iter()
-            .filter_map(|r| r.peak_rss_bytes)
-            .max()
-            .map_or(f64::NAN, |b| b as f64 / 1e6);
-        md.push_str(&format!(
-            "| {label} | {:.4} ± {:.4} | {:.4} ± {:.4} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2}x / {:.2}x | {:.0} | {:.0} |\n",
-            r20.0, r20.1, n20.0, n20.1, ep.0, be.0, tr.0, cpu.0, ev.0, tr.0 / base_epoch, cpu.0 / base_cpu, ttb.0, rss
-        ));
-    }
-    let anchors = crate::bench::train::anchors(base.model, &dataset);
-    if !anchors.is_empty() {
-        md.push_str("\nPyTorch MMRec anchors (measured-anchors.md, same data, 2 threads; constants, not measured in this run):\n\n| PyTorch run | test R@20 | test N@20 | best epoch | train s/epoch | s/eval | peak RSS MB | ours/PyTorch s/epoch (first row) | ours/PyTorch s/eval |\n|---|---|---|---|---|---|---|---|---|\n");
-        let ev0 = rows
-            .first()
-            .map(|(_, r)| get(r, &|r| r.eval_s_per_pass).0)
-            .unwrap_or(f64::NAN);
-        for an in anchors {
-            md.push_str(&format!(
-                "| {} | {:.4} | {:.4} | {} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} |\n",
-                an.label,
-                an.test_r20,
-                an.test_n20,
-                an.best_epoch,
-                an.train_s_per_epoch,
-                an.eval_s,
-                an.peak_rss_mb,
-                base_epoch / an.train_s_per_epoch,
-                ev0 / an.eval_s
-            ));
-        }
-    }
-    println!("{md}");
-    if let Some(p) = &a.json {
-        std::fs::write(
-            p,
-            serde_json::to_vec_pretty(&serde_json::json!({ "data": path.display().to_string(), "runs": all }))?,
-        )
-        .with_context(|| format!("writing {}", p.display()))?;
-    }
-    if let Some(p) = &a.markdown {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-            .with_context(|| format!("opening {}", p.display()))?;
-        f.write_all(md.as_bytes())?;
-    }
-    Ok(ExitCode::SUCCESS)
 }

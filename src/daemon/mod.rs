@@ -18,7 +18,6 @@
 //! ingest queue and commit it, publish `stopped` (retained, QoS 1, waiting for its PUBACK),
 //! disconnect cleanly (the broker drops the Last Will), exit 0.
 
-pub mod demo;
 pub mod health;
 pub mod publish;
 pub mod shelf;
@@ -57,7 +56,7 @@ pub enum DaemonError {
 pub struct DaemonOptions {
     /// The config file, for `cmd/config-reload`; without it reload only re-validates defaults.
     pub config_path: Option<PathBuf>,
-    /// Start the simulated kiosk too.
+    /// Start the simulated kiosk too ([`crate::demo`]).
     pub demo: bool,
     /// Catalogue the demo imports into an empty store (Myntra `styles.csv` layout).
     pub demo_catalog: Option<PathBuf>,
@@ -330,9 +329,15 @@ pub async fn run(cfg: Config, opts: DaemonOptions, mut shutdown: watch::Receiver
     let shelf_stage = shelf_parts.map(|s| s.start(ctx.clone())).transpose()?;
     let stats = tokio::spawn(stages::stats::stats_loop(ctx.clone(), shutdown.clone()));
     let status = tokio::spawn(stages::status::status_loop(ctx.clone(), notifier, shutdown.clone()));
-    let demo = opts
-        .demo
-        .then(|| tokio::spawn(demo::run(ctx.clone(), shutdown.clone())));
+    let demo = opts.demo.then(|| {
+        let kiosk = crate::demo::kiosk::DemoKiosk {
+            cfg: ctx.cfg.read().map(|c| c.clone()).unwrap_or_default(),
+            topics: ctx.topics.clone(),
+            catalog: opts.demo_catalog.clone().unwrap_or_else(|| PathBuf::from(crate::demo::DEMO_CATALOG)),
+        };
+        let c = ctx.clone();
+        tokio::spawn(crate::demo::kiosk::run(kiosk, move || c.dirty.store(true, Ordering::Relaxed), shutdown.clone()))
+    });
 
     Notifier::from_env().ready();
     tracing::info!(model = %ctx.ranker.get().model_version(), "ready");

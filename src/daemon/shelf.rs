@@ -26,7 +26,7 @@ use crate::denoise::{Denoiser, ItemResult, LoadReport};
 use crate::store::Store;
 use crate::telemetry::Metrics;
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, RwLock};
@@ -400,35 +400,6 @@ fn denoise_one(d: &mut Denoiser, store: &Store, job: &Job) -> Result<ItemResult,
     d.process_item(&CatalogItem::from_row(&row, job.crop.clone()), Some(store))
 }
 
-/// `run --demo`: copies `<demo_dir>/shelf/<camera id>.jpg` into each folder camera's directory
-/// that has one (written under a hidden name, then renamed, so the camera never reads half a
-/// file). Returns the files written.
-pub fn drop_demo_shelves(cfg: &Config, demo_dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for cam in &cfg.capture.cameras {
-        let CameraKind::Folder { dir, .. } = &cam.source else { continue };
-        let src = demo_dir.join("shelf").join(format!("{}.jpg", cam.id));
-        if !src.is_file() {
-            continue;
-        }
-        let name = format!("{}-{}.jpg", cam.id, crate::sys::now_ms());
-        let (tmp, dst) = (dir.join(format!(".{name}.tmp")), dir.join(&name));
-        let r = std::fs::create_dir_all(dir)
-            .and_then(|_| std::fs::copy(&src, &tmp))
-            .and_then(|_| std::fs::rename(&tmp, &dst));
-        match r {
-            Ok(()) => {
-                tracing::info!(camera = %cam.id, file = %dst.display(), "demo: shelf picture dropped into the camera folder");
-                out.push(dst);
-            }
-            Err(e) => {
-                tracing::warn!(camera = %cam.id, dir = %dir.display(), error = %e, "demo: shelf picture not dropped")
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -497,33 +468,5 @@ mod tests {
         assert_eq!(lines[2], "denoise running: captioning disabled: missing; no text features");
         assert!(h.summary().starts_with("shelf: 1/2 cameras ok, 0 items denoised"), "{}", h.summary());
         assert!(crate::doctor::describe_shelf(&serde_json::json!({})).is_empty());
-    }
-
-    #[test]
-    fn demo_shelf_dropped_into_folder_cameras_only() {
-        let d = tempfile::tempdir().unwrap();
-        let demo = d.path().join("demo");
-        std::fs::create_dir_all(demo.join("shelf")).unwrap();
-        std::fs::write(demo.join("shelf/shelf-a.jpg"), b"jpeg").unwrap();
-        let mut cfg = Config::default();
-        let inbox = d.path().join("in");
-        cfg.capture.cameras = vec![
-            crate::config::CameraConfig {
-                id: "shelf-a".into(),
-                source: CameraKind::Folder { dir: inbox.clone(), done_dir: "done".into() },
-                slots: vec![],
-            },
-            crate::config::CameraConfig {
-                id: "other".into(),
-                source: CameraKind::Folder { dir: d.path().join("other"), done_dir: "done".into() },
-                slots: vec![],
-            },
-        ];
-        let files = drop_demo_shelves(&cfg, &demo);
-        assert_eq!(files.len(), 1);
-        assert_eq!(std::fs::read(&files[0]).unwrap(), b"jpeg");
-        let names: Vec<_> = std::fs::read_dir(&inbox).unwrap().flatten().map(|e| e.file_name()).collect();
-        assert_eq!(names.len(), 1, "no temp file left: {names:?}");
-        assert!(!d.path().join("other").exists());
     }
 }

@@ -2,6 +2,7 @@
 //! (sharpness-aware minimisation inside Mirror Gradient), with MMRec-comparable evaluation.
 //!
 //! - [`data`]: `.inter` files, store interactions, id maps, splits; [`sampler`]: negatives,
+//! - [`dataset`]: what `train` / `bench train` read (`--data`, `--dataset`, `--from-store`, features),
 //! - [`npy`]: feature files; [`corrupt`]: deliberate feature noise for robustness runs,
 //! - [`sparse`]: the CSR sparse-dense product as a candle custom op with its backward,
 //! - [`knn`]: FREEDOM's frozen item-item kNN graph, built in row blocks,
@@ -13,6 +14,7 @@
 pub mod checkpoint;
 pub mod corrupt;
 pub mod data;
+pub mod dataset;
 pub mod eval;
 pub mod freedom;
 pub mod knn;
@@ -35,6 +37,8 @@ pub enum LearnError {
     Io { path: std::path::PathBuf, source: std::io::Error },
     #[error("bad data in {path}: {msg}")]
     Data { path: std::path::PathBuf, msg: String },
+    #[error("store {path}: {source}")]
+    Store { path: std::path::PathBuf, source: crate::store::StoreError },
     #[error("{0}")]
     Invalid(String),
 }

@@ -89,6 +89,36 @@ pub struct TrainReport {
     pub peak_rss_bytes: Option<u64>,
 }
 
+/// The summary `train` prints after the last epoch (and `bench train` after each run): epochs,
+/// best epoch, times, peak RSS, then the test metrics at each cut-off.
+impl std::fmt::Display for TrainReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{} epochs{}, best epoch {:?}, {:.2} s/epoch train, {:.2} s/eval, total {:.1} s, peak RSS {}",
+            self.epochs_run,
+            if self.stopped_early { " (early stop)" } else { "" },
+            self.best_epoch,
+            self.train_s_per_epoch,
+            self.eval_s_per_pass,
+            self.total_s,
+            self.peak_rss_bytes.map_or("?".into(), |b| format!("{:.0} MB", b as f64 / 1e6)),
+        )?;
+        if let Some(t) = &self.test {
+            for &k in &t.ks {
+                writeln!(
+                    f,
+                    "test @{k:<2}  recall {:.4}  ndcg {:.4}  precision {:.4}",
+                    t.recall_at(k),
+                    t.ndcg_at(k),
+                    t.precision_at(k)
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Callbacks for the command line (per-epoch lines, a progress indicator).
 #[derive(Default)]
 pub struct Hooks<'a> {

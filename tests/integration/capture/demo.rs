@@ -1,7 +1,8 @@
 //! The bundled demo assets: catalogue, photos, composed shelf and its planogram stay consistent.
 
 use crate::harness::demo_assets;
-use sgbd_edge::capture::{demo, planogram};
+use sgbd_edge::capture::planogram;
+use sgbd_edge::demo::assets as demo;
 
 #[test]
 fn catalog_rows_have_their_photos() {

@@ -4,7 +4,8 @@
 use sgbd_edge::capture::folder::FolderSource;
 use sgbd_edge::capture::pipeline::{CameraThreads, Capturer, CropOutcome};
 use sgbd_edge::capture::status::CameraState;
-use sgbd_edge::capture::{demo, planogram, vc0706, CaptureError, Frame, Source};
+use sgbd_edge::capture::{planogram, vc0706, CaptureError, Frame, Source};
+use sgbd_edge::demo::assets as demo;
 use sgbd_edge::config::{CameraConfig, CameraKind, Config, SlotConfig};
 use sgbd_edge::store::Store;
 use sgbd_edge::telemetry::Metrics;

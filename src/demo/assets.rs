@@ -1,6 +1,6 @@
 //! The bundled demo shelf: product photos from `assets/demo` laid out on a grid with margins and
 //! shelf boards, and the planogram (`[[capture.cameras]]` TOML) that maps each cell to its SKU.
-use super::{io_err, planogram, CaptureError, Result};
+use crate::capture::{io_err, planogram, CaptureError, Result};
 use crate::config::SlotConfig;
 use image::{Rgb, RgbImage};
 use std::path::{Path, PathBuf};
@@ -150,7 +150,7 @@ pub fn compose_demo(assets_dir: &Path, out_dir: &Path, incoming_dir: &str) -> Re
     let products = pick_shelf_products(&read_catalog(assets_dir)?, (layout.cols * layout.rows) as usize);
     let mut photos = Vec::with_capacity(products.len());
     for p in &products {
-        let path = assets_dir.join("images").join(format!("{}.jpg", super::path_component(&p.sku)));
+        let path = assets_dir.join("images").join(format!("{}.jpg", crate::capture::path_component(&p.sku)));
         let bytes = std::fs::read(&path).map_err(|e| io_err(path.display(), e))?;
         photos.push(planogram::decode(&bytes, &path.display().to_string(), planogram::DecodeLimits::default())?);
     }

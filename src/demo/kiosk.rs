@@ -1,22 +1,29 @@
 //! `run --demo`: a simulated kiosk (a real MQTT 5 client over the broker) that imports the bundled
 //! demo catalogue into an empty store, then every couple of seconds sends a few events and a
 //! recommendation request and prints the reply in a readable form on stdout. It also drops the
-//! demo shelf picture (`<catalogue dir>/shelf/<camera>.jpg`) into each folder camera's directory.
+//! demo shelf picture (`<catalogue dir>/shelf/<camera>.jpg`) into each folder camera's directory
+//! ([`super::shelf`]).
 
-use crate::sys::now_ms;
-use super::Ctx;
+use crate::mqtt::contract::Topics;
 use crate::mqtt::kiosk::{parse_reply, KioskClient, Protocol};
+use crate::sys::now_ms;
 use rand::seq::IndexedRandom;
 use rand::Rng;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Default location of the demo catalogue (relative to the working directory).
-pub const DEMO_CATALOG: &str = "assets/demo/catalog.csv";
+/// What the demo kiosk needs from the daemon that starts it.
+pub struct DemoKiosk {
+    /// The daemon's configuration (store, broker, cameras).
+    pub cfg: crate::config::Config,
+    /// The daemon's topics.
+    pub topics: Topics,
+    /// Catalogue imported into an empty store (Myntra `styles.csv` layout); its folder holds
+    /// `shelf/<camera>.jpg`.
+    pub catalog: PathBuf,
+}
 
 /// Imports the demo catalogue when the store has no items; returns sku -> title.
 fn prepare_catalogue(cfg: &crate::config::Config, path: &std::path::Path) -> Result<HashMap<String, String>, String> {
@@ -40,14 +47,14 @@ fn prepare_catalogue(cfg: &crate::config::Config, path: &std::path::Path) -> Res
         .collect())
 }
 
-/// Runs the demo kiosk until shutdown.
-pub(crate) async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
-    let cfg = ctx.cfg.read().map(|c| c.clone()).unwrap_or_default();
-    let path = ctx
-        .opts
-        .demo_catalog
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEMO_CATALOG));
+/// Runs the demo kiosk until shutdown; `catalogue_ready` is called once the catalogue is in the
+/// store (the daemon then re-reads popularity).
+pub async fn run(
+    demo: DemoKiosk,
+    catalogue_ready: impl FnOnce() + Send + 'static,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let DemoKiosk { cfg, topics, catalog: path } = demo;
     let demo_dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
     let c2 = cfg.clone();
     let titles = match tokio::task::spawn_blocking(move || prepare_catalogue(&c2, &path)).await {
@@ -61,7 +68,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
             HashMap::new()
         }
     };
-    ctx.dirty.store(true, Ordering::Relaxed);
+    catalogue_ready();
     // The bundled shelf picture goes into the camera folder once the catalogue is in, so the log
     // shows the shelf cut into crops, each denoised and stored.
     let c3 = cfg.clone();
@@ -70,7 +77,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
     let kiosk = match KioskClient::connect(
         &cfg.mqtt.host,
         cfg.mqtt.port,
-        ctx.topics.clone(),
+        topics,
         "demo-kiosk",
         Protocol::V5,
         crate::mqtt::credentials(&cfg.mqtt).ok().flatten(),
