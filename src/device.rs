@@ -60,7 +60,9 @@ fn cuda_or_cpu(explicit: bool) -> candle_core::Device {
 #[cfg(not(feature = "cuda"))]
 fn cuda_or_cpu(explicit: bool) -> candle_core::Device {
     if explicit {
-        tracing::warn!("device = \"cuda\" requested but this binary was built without the `cuda` feature; using the CPU");
+        tracing::warn!(
+            "device = \"cuda\" requested but this binary was built without the `cuda` feature; using the CPU"
+        );
     }
     candle_core::Device::Cpu
 }

@@ -334,7 +334,11 @@ fn check_broker(cfg: &Config) -> Check {
             Err(e) => Check::new("broker", CheckStatus::Fail, format!("external broker unreachable: {e}")),
         },
         BrokerMode::External => match mqtt_probe(cfg, port, Protocol::V5, true) {
-            Ok(t) => Check::new("broker", CheckStatus::Ok, format!("{host}:{port} MQTT 5 session with the node's credentials (CONNACK in {} ms)", t.as_millis())),
+            Ok(t) => Check::new(
+                "broker",
+                CheckStatus::Ok,
+                format!("{host}:{port} MQTT 5 session with the node's credentials (CONNACK in {} ms)", t.as_millis()),
+            ),
             Err(e) => Check::new("broker", CheckStatus::Fail, format!("external broker: {e}")),
         },
     }

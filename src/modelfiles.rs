@@ -82,7 +82,8 @@ impl Manifest {
         let m: Manifest = toml::from_str(src).map_err(|e| ModelFileError::Manifest(e.to_string()))?;
         for model in &m.model {
             for f in &model.files {
-                let ok = f.sha256.is_empty() || (f.sha256.len() == 64 && f.sha256.chars().all(|c| c.is_ascii_hexdigit()));
+                let ok =
+                    f.sha256.is_empty() || (f.sha256.len() == 64 && f.sha256.chars().all(|c| c.is_ascii_hexdigit()));
                 if !ok {
                     return Err(ModelFileError::Manifest(format!("{}: bad sha256 for {}", model.id, f.name)));
                 }
@@ -152,10 +153,9 @@ impl ModelFileStatus {
             FileState::Mismatch { expected, actual } => {
                 Some(ModelFileError::Mismatch { path, expected: expected.clone(), actual: actual.clone() })
             }
-            FileState::Unreadable { error } => Some(ModelFileError::Io {
-                path,
-                source: std::io::Error::other(error.clone()),
-            }),
+            FileState::Unreadable { error } => {
+                Some(ModelFileError::Io { path, source: std::io::Error::other(error.clone()) })
+            }
             _ => None,
         }
     }
@@ -167,7 +167,11 @@ impl std::fmt::Display for ModelFileStatus {
         match &self.state {
             FileState::Ok { sha256 } => write!(f, "ok       {} {p} (sha256 {}…)", self.model_id, &sha256[..12]),
             FileState::Unpinned { actual } => {
-                write!(f, "unpinned {} {p} (sha256 {actual}; run `sgbd-edge models pin {}`)", self.model_id, self.model_id)
+                write!(
+                    f,
+                    "unpinned {} {p} (sha256 {actual}; run `sgbd-edge models pin {}`)",
+                    self.model_id, self.model_id
+                )
             }
             FileState::Missing { expected } => write!(
                 f,
@@ -276,14 +280,22 @@ pub struct CaptionStatus {
 pub fn caption_status(cfg: &Config) -> CaptionStatus {
     let d = &cfg.denoise;
     if !d.caption_enabled {
-        return CaptionStatus { enabled: false, available: false, detail: "captioning off (denoise.caption_enabled = false)".into() };
+        return CaptionStatus {
+            enabled: false,
+            available: false,
+            detail: "captioning off (denoise.caption_enabled = false)".into(),
+        };
     }
     let problem = match Manifest::builtin().and_then(|m| m.get(&d.caption_model).cloned()) {
         Err(e) => Some(e.to_string()),
         Ok(model) => verify_model(&model, &d.models_dir).iter().find_map(|s| s.error().map(|e| e.to_string())),
     };
     match problem {
-        None => CaptionStatus { enabled: true, available: true, detail: format!("captioning enabled ({})", d.caption_model) },
+        None => CaptionStatus {
+            enabled: true,
+            available: true,
+            detail: format!("captioning enabled ({})", d.caption_model),
+        },
         Some(p) => CaptionStatus { enabled: true, available: false, detail: format!("captioning disabled: {p}") },
     }
 }
@@ -367,7 +379,8 @@ pub fn fetch(model: &ManifestModel, models_dir: &Path) -> Result<Vec<PathBuf>> {
         // Verify everything before moving anything into place.
         for f in &model.files {
             let p = unpack.join(inner).join(&f.name);
-            let actual = crate::sys::sha256_file(&p).map_err(|source| ModelFileError::Io { path: p.clone(), source })?;
+            let actual =
+                crate::sys::sha256_file(&p).map_err(|source| ModelFileError::Io { path: p.clone(), source })?;
             if !f.sha256.is_empty() && actual != f.sha256 {
                 return Err(ModelFileError::Mismatch { path: p, expected: f.sha256.clone(), actual });
             }

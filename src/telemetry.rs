@@ -118,10 +118,7 @@ impl Metrics {
 
     /// Latency summaries (count, p50, p90, p99, max in ms) by name.
     pub fn latency_summaries(&self) -> BTreeMap<String, LatencySummary> {
-        self.latencies
-            .lock()
-            .map(|l| l.iter().map(|(k, h)| (k.clone(), h.summary())).collect())
-            .unwrap_or_default()
+        self.latencies.lock().map(|l| l.iter().map(|(k, h)| (k.clone(), h.summary())).collect()).unwrap_or_default()
     }
 }
 

@@ -273,13 +273,28 @@ impl std::fmt::Display for CaptionBenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let b = self;
         let opt = |v: Option<f64>, d: usize| v.map(|x| format!("{x:.d$}")).unwrap_or_else(|| "-".into());
-        let ratio = |base: Option<f64>, ours: f64| base.map(|x| format!("x{:.2}", x / ours)).unwrap_or_else(|| "-".into());
-        writeln!(f, "BLIP-large random weights, {} ({:.0} MiB GGUF), {} threads, {} images, {} tokens", b.quant, b.gguf_mb, b.threads, b.images, b.tokens)?;
+        let ratio =
+            |base: Option<f64>, ours: f64| base.map(|x| format!("x{:.2}", x / ours)).unwrap_or_else(|| "-".into());
+        writeln!(
+            f,
+            "BLIP-large random weights, {} ({:.0} MiB GGUF), {} threads, {} images, {} tokens",
+            b.quant, b.gguf_mb, b.threads, b.images, b.tokens
+        )?;
         writeln!(f, "{:<44} {:>10} {:>10} {:>8}", "metric", "upstream", "ours", "speedup")?;
         let rows = [
             ("vision encoder, 1 image (s/image)", b.vision_s_per_image_single_upstream, b.vision_s_per_image_single, 2),
-            ("vision encoder, batched (s/image)", b.vision_s_per_image_batched_upstream, b.vision_s_per_image_batched, 2),
-            ("vision encoder, batched (CPU s/image)", b.vision_cpu_s_per_image_batched_upstream, b.vision_cpu_s_per_image_batched, 2),
+            (
+                "vision encoder, batched (s/image)",
+                b.vision_s_per_image_batched_upstream,
+                b.vision_s_per_image_batched,
+                2,
+            ),
+            (
+                "vision encoder, batched (CPU s/image)",
+                b.vision_cpu_s_per_image_batched_upstream,
+                b.vision_cpu_s_per_image_batched,
+                2,
+            ),
             ("decode, 1 image (ms/token)", b.decode_ms_per_token_uncached, b.decode_ms_per_token_cached, 1),
             ("decode, 1 image (CPU ms/token)", b.decode_cpu_ms_per_token_uncached, b.decode_cpu_ms_per_token_cached, 1),
             ("decode, batched (ms/token/image)", None, b.decode_ms_per_token_per_image_cached_batched, 1),
@@ -289,7 +304,14 @@ impl std::fmt::Display for CaptionBenchReport {
             writeln!(f, "{:<44} {:>10} {:>10.d$} {:>8}", name, opt(base, d), ours, ratio(base, ours))?;
         }
         let (ips_base, ips) = (b.images_per_s_uncached_sequential, b.images_per_s_cached_batched);
-        writeln!(f, "{:<44} {:>10} {:>10.3} {:>8}", "images/s (vision + decoding)", opt(ips_base, 3), ips, ips_base.map(|x| format!("x{:.2}", ips / x)).unwrap_or_else(|| "-".into()))?;
+        writeln!(
+            f,
+            "{:<44} {:>10} {:>10.3} {:>8}",
+            "images/s (vision + decoding)",
+            opt(ips_base, 3),
+            ips,
+            ips_base.map(|x| format!("x{:.2}", ips / x)).unwrap_or_else(|| "-".into())
+        )?;
         writeln!(f, "vision rows: median of {} passes", b.repeat)?;
         writeln!(f, "{:<44} {:>10.2}", "load (s)", b.load_s)?;
         writeln!(f, "{:<44} {:>10.2}", "first vision pass, incl. weight repacking (s)", b.vision_s_first_pass)?;

@@ -3,8 +3,8 @@
 //! folder to its crops stored in the database.
 use crate::capture::pipeline::{CameraThreads, Capturer};
 use crate::capture::{planogram, CaptureError, Frame, Result};
-use crate::demo::assets as demo;
 use crate::config::{CameraConfig, CameraKind, Config, SlotConfig};
+use crate::demo::assets as demo;
 use crate::store::Store;
 use crate::telemetry::{Histogram, Metrics};
 use serde::Serialize;
@@ -199,8 +199,7 @@ fn row(case: &str, frames: usize, crops: usize, d: Duration) -> ThroughputRow {
 }
 
 fn tempfile_dir() -> Result<PathBuf> {
-    let p =
-        std::env::temp_dir().join(format!("sgbd-bench-capture-{}-{}", std::process::id(), crate::sys::now_ms()));
+    let p = std::env::temp_dir().join(format!("sgbd-bench-capture-{}-{}", std::process::id(), crate::sys::now_ms()));
     std::fs::create_dir_all(&p).map_err(|e| err(format!("{}: {e}", p.display())))?;
     Ok(p)
 }

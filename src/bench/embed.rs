@@ -3,10 +3,10 @@
 //! Needs the real model files (`sgbd-edge models fetch`). Sentences: H&M descriptions from
 //! `$SGBD_DATA/hm_sample/articles_sample.csv` when present, else generated product sentences.
 use super::caption::timed;
-use crate::denoise::features::read_catalog;
-use crate::denoise::text::split_phrases;
 use crate::denoise::embed::cosine;
+use crate::denoise::features::read_catalog;
 use crate::denoise::packed_bert::Precision;
+use crate::denoise::text::split_phrases;
 use crate::denoise::{Result, TextEncoder};
 use std::path::PathBuf;
 
@@ -73,7 +73,12 @@ fn sentences(a: &EmbedBenchArgs) -> (String, Vec<String>) {
     }
     let colours = ["black", "navy blue", "light beige", "dark green", "white", "red"];
     let kinds = ["jersey top", "denim jacket", "cotton shirt", "knitted jumper", "chino trousers", "summer dress"];
-    let details = ["with a round neckline and long sleeves", "in a relaxed fit with side pockets", "made from soft organic cotton", "with a zip at the back and a lined bodice"];
+    let details = [
+        "with a round neckline and long sleeves",
+        "in a relaxed fit with side pockets",
+        "made from soft organic cotton",
+        "with a zip at the back and a lined bodice",
+    ];
     let s = (0..a.sentences)
         .map(|i| format!("A {} {} {}.", colours[i % 6], kinds[(i / 6) % 6], details[(i / 36) % 4]))
         .collect();
@@ -81,7 +86,12 @@ fn sentences(a: &EmbedBenchArgs) -> (String, Vec<String>) {
 }
 
 /// Loads an encoder (`None`: candle's `BertModel`) with the benchmark's batch size and warms it up.
-fn encoder(cfg: &crate::config::DenoiseConfig, precision: Option<Precision>, batch: Option<usize>, warm: &[&str]) -> Result<TextEncoder> {
+fn encoder(
+    cfg: &crate::config::DenoiseConfig,
+    precision: Option<Precision>,
+    batch: Option<usize>,
+    warm: &[&str],
+) -> Result<TextEncoder> {
     let mut cfg = cfg.clone();
     if let Some(p) = precision {
         cfg.text_precision = p;

@@ -95,10 +95,7 @@ pub fn load_timed_inter(path: &Path) -> Result<Vec<Event>> {
     let header: Vec<&str> = lines.next().unwrap_or_default().split('\t').map(str::trim).collect();
     let col = |n: &str| header.iter().position(|c| c.eq_ignore_ascii_case(n));
     let (Some(cu), Some(ci), Some(ct)) = (col("userID"), col("itemID"), col("timestamp")) else {
-        return Err(OnlineError::Invalid(format!(
-            "{}: header must name userID, itemID and timestamp",
-            path.display()
-        )));
+        return Err(OnlineError::Invalid(format!("{}: header must name userID, itemID and timestamp", path.display())));
     };
     let mut out = Vec::new();
     for (n, line) in lines.enumerate() {
@@ -146,9 +143,7 @@ fn latency_probe(
 }
 
 fn p50_p99(m: &Metrics) -> (u64, f64, f64) {
-    m.latency_summaries()
-        .get("ms")
-        .map_or((0, f64::NAN, f64::NAN), |s| (s.count, s.p50_ms, s.p99_ms))
+    m.latency_summaries().get("ms").map_or((0, f64::NAN, f64::NAN), |s| (s.count, s.p50_ms, s.p99_ms))
 }
 
 fn serving_ranker(cfg: &Config, store: &Store, trained: bool) -> Result<Arc<dyn Ranker>> {
@@ -157,8 +152,8 @@ fn serving_ranker(cfg: &Config, store: &Store, trained: bool) -> Result<Arc<dyn 
             return Ok(Arc::new(r) as Arc<dyn Ranker>);
         }
     }
-    let pop = PopularityRanker::load(store, &cfg.serve.exclude_kinds)
-        .map_err(|e| OnlineError::Invalid(e.to_string()))?;
+    let pop =
+        PopularityRanker::load(store, &cfg.serve.exclude_kinds).map_err(|e| OnlineError::Invalid(e.to_string()))?;
     Ok(Arc::new(pop))
 }
 
@@ -181,8 +176,8 @@ fn run_arm(arm: &str, base: &Config, events: &[Event], warm: usize, rounds: usiz
         u.dedup();
         Arc::new(u)
     };
-    let pool = crate::online::training_pool(&cfg)
-        .ok_or_else(|| OnlineError::Invalid("training pool not built".into()))?;
+    let pool =
+        crate::online::training_pool(&cfg).ok_or_else(|| OnlineError::Invalid("training pool not built".into()))?;
     let mut res = ArmResult {
         arm: arm.into(),
         hit_rate: vec![],
@@ -204,9 +199,7 @@ fn run_arm(arm: &str, base: &Config, events: &[Event], warm: usize, rounds: usiz
         });
         let wall_s = t.elapsed().as_secs_f64();
         stop.store(true, Ordering::Relaxed);
-        let m = probe
-            .join()
-            .map_err(|_| OnlineError::Invalid("latency probe panicked".into()))?;
+        let m = probe.join().map_err(|_| OnlineError::Invalid("latency probe panicked".into()))?;
         let (requests, p50_ms, p99_ms) = p50_p99(&m);
         let peak = crate::sys::peak_rss_bytes().map(|b| b >> 20);
         Ok(match out {
@@ -245,11 +238,7 @@ fn run_arm(arm: &str, base: &Config, events: &[Event], warm: usize, rounds: usiz
         let probe = latency_probe(ranker.clone(), users.clone(), k, stop.clone());
         std::thread::sleep(std::time::Duration::from_millis(500));
         stop.store(true, Ordering::Relaxed);
-        let (_, p50, p99) = p50_p99(
-            &probe
-                .join()
-                .map_err(|_| OnlineError::Invalid("latency probe panicked".into()))?,
-        );
+        let (_, p50, p99) = p50_p99(&probe.join().map_err(|_| OnlineError::Invalid("latency probe panicked".into()))?);
         (res.idle_p50_ms, res.idle_p99_ms) = (p50, p99);
     }
     if trained {
@@ -273,14 +262,7 @@ fn run_arm(arm: &str, base: &Config, events: &[Event], warm: usize, rounds: usiz
                 }
                 None => {
                     ranker.observe(std::slice::from_ref(e));
-                    let rec = ranker.recommend(
-                        &e.user,
-                        k,
-                        &RequestCtx {
-                            now_ms: e.ts_ms,
-                            ..Default::default()
-                        },
-                    );
+                    let rec = ranker.recommend(&e.user, k, &RequestCtx { now_ms: e.ts_ms, ..Default::default() });
                     served.insert(e.user.as_str(), (rec.items.into_iter().map(|i| i.sku).collect(), false));
                 }
             }
@@ -375,11 +357,7 @@ impl std::fmt::Display for LoopBenchReport {
                 rss.map_or("-".into(), |r| r.to_string()),
                 a.idle_p50_ms,
                 a.idle_p99_ms,
-                if n == 0 {
-                    "-".to_string()
-                } else {
-                    format!("{p50:.3} / {p99:.3} (worst round)")
-                }
+                if n == 0 { "-".to_string() } else { format!("{p50:.3} / {p99:.3} (worst round)") }
             )?;
         }
         for a in self.arms.iter().filter(|a| !a.rounds.is_empty()) {

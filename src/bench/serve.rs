@@ -10,13 +10,13 @@
 //! - `daemon ingest (durable)`: events with an acknowledgement sent after the batch commit;
 //!   `ingest baseline` is one `insert_event` (one transaction) per event on the same disk.
 
-use crate::sys::now_ms;
 use crate::config::Config;
 use crate::daemon::{self, DaemonOptions, ShutdownHandle};
 use crate::mqtt::contract::Topics;
 use crate::mqtt::kiosk::{parse_reply, KioskClient, Protocol};
 use crate::serve::{PopularityRanker, Ranker, RequestCtx};
 use crate::store::{Event, EventKind, NewItem, Store};
+use crate::sys::now_ms;
 use crate::telemetry::Histogram;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -144,14 +144,7 @@ async fn bench(a: &ServeBenchArgs, cfg: Config, port: u16) -> Result<ServeBenchR
         let t0 = Instant::now();
         for i in 0..20_000 {
             let t = Instant::now();
-            let rec = r.recommend(
-                &format!("u{}", i % 600),
-                10,
-                &RequestCtx {
-                    now_ms: 0,
-                    ..Default::default()
-                },
-            );
+            let rec = r.recommend(&format!("u{}", i % 600), 10, &RequestCtx { now_ms: 0, ..Default::default() });
             std::hint::black_box(rec);
             h.record(t.elapsed().as_secs_f64() * 1e3);
         }
@@ -164,16 +157,9 @@ async fn bench(a: &ServeBenchArgs, cfg: Config, port: u16) -> Result<ServeBenchR
     let daemon = tokio::spawn(async move { daemon::run(dcfg, opts, rx).await });
     let topics = Topics::from_config(&cfg);
     // Wait until the daemon answers.
-    let probe = KioskClient::connect(
-        "127.0.0.1",
-        port,
-        topics.clone(),
-        "probe",
-        Protocol::V5,
-        None,
-        Duration::from_secs(10),
-    )
-    .await?;
+    let probe =
+        KioskClient::connect("127.0.0.1", port, topics.clone(), "probe", Protocol::V5, None, Duration::from_secs(10))
+            .await?;
     let mut ready = false;
     for _ in 0..100 {
         if probe.recommend("u1", Some(1), Duration::from_millis(300)).await.is_ok() {
@@ -214,28 +200,26 @@ async fn bench(a: &ServeBenchArgs, cfg: Config, port: u16) -> Result<ServeBenchR
         let (echo, el) = AsyncClient::new(o, 4096);
         let filter = format!("{}/kiosk/+/echo", topics.base);
         let (ok_tx, ok_rx) = tokio::sync::oneshot::channel();
-        let echo_task = subscriber::spawn(V5Loop(echo.clone(), el), filter, ok_tx, Duration::from_millis(50), |_| {}, move |r| {
-            if let Some(rt) = r.response_topic {
-                let pp = PublishProperties {
-                    correlation_data: r.correlation,
-                    ..Default::default()
-                };
-                let _ = echo.try_publish_with_properties(rt, QoS::AtLeastOnce, false, r.payload, pp);
-            }
-        });
+        let echo_task = subscriber::spawn(
+            V5Loop(echo.clone(), el),
+            filter,
+            ok_tx,
+            Duration::from_millis(50),
+            |_| {},
+            move |r| {
+                if let Some(rt) = r.response_topic {
+                    let pp = PublishProperties { correlation_data: r.correlation, ..Default::default() };
+                    let _ = echo.try_publish_with_properties(rt, QoS::AtLeastOnce, false, r.payload, pp);
+                }
+            },
+        );
         let _ = tokio::time::timeout(Duration::from_secs(5), ok_rx).await;
         let (h, el, failed) = open_loop(&clients, a.rate, seconds, |c: Arc<KioskClient>| async move {
             let id = c.next_id();
             let topic = format!("{}/echo", c.reply_topic().trim_end_matches("/reply"));
-            c.request_raw(
-                &topic,
-                br#"{"schema_version":"1.0","ts":0}"#.to_vec(),
-                &id,
-                Some(5),
-                Duration::from_secs(2),
-            )
-            .await
-            .is_ok()
+            c.request_raw(&topic, br#"{"schema_version":"1.0","ts":0}"#.to_vec(), &id, Some(5), Duration::from_secs(2))
+                .await
+                .is_ok()
         })
         .await;
         rows.push(row("mqtt echo baseline", &h, el, failed));
@@ -249,10 +233,7 @@ async fn bench(a: &ServeBenchArgs, cfg: Config, port: u16) -> Result<ServeBenchR
         let (h, el, failed) = open_loop(&clients, a.rate, seconds, move |c: Arc<KioskClient>| {
             let u = users.fetch_add(1, Ordering::Relaxed);
             async move {
-                match c
-                    .recommend(&format!("u{}", u % 600), Some(10), Duration::from_secs(2))
-                    .await
-                {
+                match c.recommend(&format!("u{}", u % 600), Some(10), Duration::from_secs(2)).await {
                     Ok(r) => parse_reply(&r).map(|r| !r.items.is_empty()).unwrap_or(false),
                     Err(_) => false,
                 }
@@ -308,12 +289,7 @@ async fn bench(a: &ServeBenchArgs, cfg: Config, port: u16) -> Result<ServeBenchR
         }
         let el = t0.elapsed();
         let h = h.lock().map(|h| h.clone()).unwrap_or_default();
-        rows.push(row(
-            "daemon ingest (durable, ack after commit)",
-            &h,
-            el,
-            failed.load(Ordering::Relaxed),
-        ));
+        rows.push(row("daemon ingest (durable, ack after commit)", &h, el, failed.load(Ordering::Relaxed)));
     }
     drop(clients);
     drop(probe);

@@ -14,13 +14,13 @@
 //! After the daemon has stopped (SIGTERM, clean drain), the store is opened and every event the
 //! daemon acknowledged is looked up by id: an acknowledged event that is not there is lost.
 
-use crate::sys::now_ms;
 use super::serve::seed_store;
 use crate::config::Config;
 use crate::daemon::DaemonError;
 use crate::learn::model::ModelKind;
 use crate::mqtt::contract::Topics;
 use crate::mqtt::kiosk::{parse_reply, KioskClient, Protocol};
+use crate::sys::now_ms;
 use crate::telemetry::{Histogram, LatencySummary};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
@@ -273,12 +273,7 @@ fn read_status(dir: &Path) -> Option<serde_json::Value> {
 }
 
 fn counter(status: &Option<serde_json::Value>, name: &str) -> u64 {
-    status
-        .as_ref()
-        .and_then(|s| s.get("counters"))
-        .and_then(|c| c.get(name))
-        .and_then(|v| v.as_u64())
-        .unwrap_or(0)
+    status.as_ref().and_then(|s| s.get("counters")).and_then(|c| c.get(name)).and_then(|v| v.as_u64()).unwrap_or(0)
 }
 
 fn run_in(a: &SoakArgs, bin: &Path, dir: &Path) -> Result<SoakReport, DaemonError> {
@@ -330,10 +325,7 @@ fn run_in(a: &SoakArgs, bin: &Path, dir: &Path) -> Result<SoakReport, DaemonErro
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let broker_pid = broker.as_ref().map(|b| b.pid());
     let load = rt.block_on(drive(a, &cfg, port, &mut daemon, broker_pid.as_deref(), dir));
     let clean_exit = daemon.stop(Duration::from_secs(60));
@@ -349,11 +341,8 @@ fn run_in(a: &SoakArgs, bin: &Path, dir: &Path) -> Result<SoakReport, DaemonErro
         .and_then(|s| s.get("counters"))
         .and_then(|c| serde_json::from_value(c.clone()).ok())
         .unwrap_or_default();
-    let round_ms = final_status
-        .as_ref()
-        .and_then(|s| s.get("latencies"))
-        .and_then(|l| l.get("online.round_ms"))
-        .and_then(|v| {
+    let round_ms =
+        final_status.as_ref().and_then(|s| s.get("latencies")).and_then(|l| l.get("online.round_ms")).and_then(|v| {
             Some(LatencySummary {
                 count: v.get("count")?.as_u64()?,
                 p50_ms: v.get("p50_ms")?.as_f64()?,
@@ -365,12 +354,8 @@ fn run_in(a: &SoakArgs, bin: &Path, dir: &Path) -> Result<SoakReport, DaemonErro
 
     // Every acknowledged event must be in the store.
     let store = crate::store::open_config(&cfg)?;
-    let stored: HashSet<String> = store
-        .interactions()?
-        .into_iter()
-        .filter(|e| e.event_id.starts_with("soak-"))
-        .map(|e| e.event_id)
-        .collect();
+    let stored: HashSet<String> =
+        store.interactions()?.into_iter().filter(|e| e.event_id.starts_with("soak-")).map(|e| e.event_id).collect();
     let mut versions = store.model_versions()?;
     versions.sort_by_key(|v| v.created_ms);
     drop(store);
@@ -392,10 +377,7 @@ fn run_in(a: &SoakArgs, bin: &Path, dir: &Path) -> Result<SoakReport, DaemonErro
         promoted: counters.get("online.promoted").copied().unwrap_or(0),
         rejected: counters.get("online.rejected").copied().unwrap_or(0),
         failed: counters.get("online.round_failed").copied().unwrap_or(0),
-        durations_s: versions
-            .iter()
-            .filter_map(|v| v.metrics.get("round_s").and_then(|x| x.as_f64()))
-            .collect(),
+        durations_s: versions.iter().filter_map(|v| v.metrics.get("round_s").and_then(|x| x.as_f64())).collect(),
         round_ms,
     };
     Ok(SoakReport {
@@ -544,9 +526,7 @@ async fn send_event(c: &KioskClient, sh: &Shared, n: u64) -> bool {
     let id = format!("soak-{n}");
     let kind = if n % 10 == 0 { "cart" } else { "view" };
     let sku = format!("sku{:05}", (n * 7919) % 2000);
-    let res = c
-        .event(&id, &format!("u{}", n % 600), &sku, kind, Some(Duration::from_secs(10)))
-        .await;
+    let res = c.event(&id, &format!("u{}", n % 600), &sku, kind, Some(Duration::from_secs(10))).await;
     let stored = matches!(&res, Ok(Some(r)) if r.json.get("stored").and_then(|s| s.as_bool()) == Some(true));
     let list = if stored { &sh.acked } else { &sh.unacked };
     if let Ok(mut l) = list.lock() {
@@ -637,7 +617,10 @@ async fn drive(
         tokio::time::sleep_until(end.into()).await;
         if let Some(st) = daemon.exited() {
             sh.stop.store(true, Ordering::Relaxed);
-            return Err(DaemonError::Unsupported(format!("daemon exited during the soak ({st}):\n{}", daemon.log_tail())));
+            return Err(DaemonError::Unsupported(format!(
+                "daemon exited during the soak ({st}):\n{}",
+                daemon.log_tail()
+            )));
         }
         let acc = sh.acc.lock().map(|mut a| std::mem::take(&mut *a)).unwrap_or_default();
         let (r, e) = (acc.req.summary(), acc.ev.summary());
@@ -700,7 +683,18 @@ fn setup_line(
 fn column_header(broker: SoakBroker) -> String {
     let mut s = format!(
         "{:>7} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>6} {:>9} {:>8} {:>6}\n",
-        "t_s", "requests", "p50_ms", "p99_ms", "max_ms", "events", "ev_p50", "ev_p99", "errors", "daemon_MiB", "gen_MiB", "rounds"
+        "t_s",
+        "requests",
+        "p50_ms",
+        "p99_ms",
+        "max_ms",
+        "events",
+        "ev_p50",
+        "ev_p99",
+        "errors",
+        "daemon_MiB",
+        "gen_MiB",
+        "rounds"
     );
     if broker == SoakBroker::Mosquitto {
         s.push_str("(mosquitto's RSS is printed after the rounds column)\n");

@@ -299,11 +299,7 @@ pub fn profile_parts(
     let b = Batch::from_vecs(b.users, b.pos, b.neg, &Device::Cpu)?;
     {
         use crate::learn::sparse::{normalized_bipartite, SparseOp};
-        let a = SparseOp::symmetric(std::sync::Arc::new(normalized_bipartite(
-            data.n_users,
-            data.n_items,
-            &data.train,
-        )));
+        let a = SparseOp::symmetric(std::sync::Arc::new(normalized_bipartite(data.n_users, data.n_items, &data.train)));
         let x = candle_core::Var::from_tensor(&candle_core::Tensor::randn(
             0f32,
             0.1,
@@ -314,16 +310,13 @@ pub fn profile_parts(
         out.push(("spmm A x (d 64)".into(), w, c));
         let (w, c) = time(reps, || Ok(a.propagate_mean(x.as_tensor(), 2)?))?;
         out.push(("propagate_mean, 2 layers".into(), w, c));
-        let (w, c) = time(reps, || {
-            Ok(a.propagate_mean(x.as_tensor(), 2)?.sum_all()?.backward()?)
-        })?;
+        let (w, c) = time(reps, || Ok(a.propagate_mean(x.as_tensor(), 2)?.sum_all()?.backward()?))?;
         out.push(("propagate_mean fwd + bwd".into(), w, c));
         let g = x.as_tensor().ones_like()?;
         let vars = vec![x.clone()];
         let mut adam = crate::learn::optim::Adam::new(&vars, 1e-3, 0.9, 0.999, 1e-8)?;
-        let (w, c) = time(reps, || {
-            crate::learn::optim::BaseOptimizer::apply(&mut adam, &vars, std::slice::from_ref(&g), 1.0)
-        })?;
+        let (w, c) =
+            time(reps, || crate::learn::optim::BaseOptimizer::apply(&mut adam, &vars, std::slice::from_ref(&g), 1.0))?;
         out.push(("adam update of a table this size".into(), w, c));
     }
     let (w, c) = time(reps, || model.embeddings())?;
@@ -465,9 +458,5 @@ const ANCHORS: &[(&str, &str, Anchor)] = &[
 /// The anchors for a model on a data set (`dataset` is the `.inter` file stem: baby, tiktok, ...).
 pub fn anchors(model: crate::learn::model::ModelKind, dataset: &str) -> Vec<Anchor> {
     let m = format!("{model:?}").to_ascii_lowercase();
-    ANCHORS
-        .iter()
-        .filter(|(am, ad, _)| *am == m && *ad == dataset)
-        .map(|(_, _, a)| *a)
-        .collect()
+    ANCHORS.iter().filter(|(am, ad, _)| *am == m && *ad == dataset).map(|(_, _, a)| *a).collect()
 }

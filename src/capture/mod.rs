@@ -96,7 +96,6 @@ pub fn open_source(cam: &crate::config::CameraConfig, cfg: &crate::config::Captu
     }
 }
 
-
 /// Makes a string safe as one path component (camera ids and SKUs come from config and catalogues).
 pub fn path_component(s: &str) -> String {
     let out: String = s

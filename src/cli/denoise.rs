@@ -95,7 +95,8 @@ pub fn caption(a: CaptionArgs) -> anyhow::Result<ExitCode> {
 
 pub fn denoise(a: DenoiseArgs) -> anyhow::Result<ExitCode> {
     let cfg = super::load_config(&a.config)?;
-    let mut items = features::read_catalog(&a.catalog, a.images.as_deref(), if a.id_map.is_some() { None } else { a.limit })?;
+    let mut items =
+        features::read_catalog(&a.catalog, a.images.as_deref(), if a.id_map.is_some() { None } else { a.limit })?;
     if let Some(m) = &a.id_map {
         // Only the mapped items (e.g. the 4,116 H&M articles of hm.inter), then --limit.
         let keep: std::collections::HashSet<String> = features::mapping_skus(m)?.into_iter().collect();
@@ -115,15 +116,24 @@ pub fn denoise(a: DenoiseArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if a.npy_only {
-        anyhow::ensure!(a.npy_text == NpyText::Raw, "--npy-only works with --npy-text raw (cleaned text needs the cleaning run)");
-        let enc = denoise::TextEncoder::from_config(&cfg.denoise).context("--write-npy needs the MiniLM files (`sgbd-edge models fetch`)")?;
+        anyhow::ensure!(
+            a.npy_text == NpyText::Raw,
+            "--npy-only works with --npy-text raw (cleaned text needs the cleaning run)"
+        );
+        let enc = denoise::TextEncoder::from_config(&cfg.denoise)
+            .context("--write-npy needs the MiniLM files (`sgbd-edge models fetch`)")?;
         let rows = features::embed_catalog(&enc, &items, TextMode::Raw, &HashMap::new(), &cfg.denoise)?;
         let rows = match &a.id_map {
             Some(m) => features::order_by_mapping(&items, rows, m)?,
             None => rows,
         };
         features::write_npy(&rows, a.write_npy.as_deref().context("--write-npy")?)?;
-        println!("wrote {} ({} x {})", a.write_npy.as_deref().map(|p| p.display().to_string()).unwrap_or_default(), rows.len(), rows.first().map(|r| r.len()).unwrap_or(0));
+        println!(
+            "wrote {} ({} x {})",
+            a.write_npy.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+            rows.len(),
+            rows.first().map(|r| r.len()).unwrap_or(0)
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let (mut d, models) = Denoiser::load(&cfg.denoise);
@@ -134,7 +144,10 @@ pub fn denoise(a: DenoiseArgs) -> anyhow::Result<ExitCode> {
         None
     } else {
         let db = crate::store::db_path(&cfg);
-        Some(crate::store::Store::open(&db, cfg.store.busy_timeout_ms).with_context(|| format!("opening the store {}", db.display()))?)
+        Some(
+            crate::store::Store::open(&db, cfg.store.busy_timeout_ms)
+                .with_context(|| format!("opening the store {}", db.display()))?,
+        )
     };
     let quiet = a.quiet;
     let t0 = Instant::now();

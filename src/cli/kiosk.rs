@@ -65,25 +65,15 @@ pub fn run(a: KioskArgs) -> anyhow::Result<ExitCode> {
             }
         };
         let reply = if let (Some(kind), Some(item)) = (&a.event, &a.item) {
-            let id = a
-                .event_id
-                .clone()
-                .unwrap_or_else(|| format!("{}-{}", a.kiosk, crate::sys::now_ms()));
-            client
-                .event(&id, &a.user, item, kind, Some(timeout))
-                .await
-                .map(|r| r.map(|r| r.json))
+            let id = a.event_id.clone().unwrap_or_else(|| format!("{}-{}", a.kiosk, crate::sys::now_ms()));
+            client.event(&id, &a.user, item, kind, Some(timeout)).await.map(|r| r.map(|r| r.json))
         } else {
             client.recommend(&a.user, a.k, timeout).await.map(|r| Some(r.json))
         };
         match reply {
             Ok(Some(json)) => {
                 println!("{}", serde_json::to_string_pretty(&json)?);
-                Ok(if json.get("error").is_some() {
-                    ExitCode::FAILURE
-                } else {
-                    ExitCode::SUCCESS
-                })
+                Ok(if json.get("error").is_some() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
             }
             Ok(None) => Ok(ExitCode::SUCCESS),
             Err(MqttError::Timeout(t)) => {

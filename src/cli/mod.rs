@@ -20,7 +20,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "sgbd-edge", version, about = "In-store edge appliance: capture, BLIP denoising, SGBD on-device learning, MQTT serving")]
+#[command(
+    name = "sgbd-edge",
+    version,
+    about = "In-store edge appliance: capture, BLIP denoising, SGBD on-device learning, MQTT serving"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

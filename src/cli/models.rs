@@ -59,7 +59,9 @@ pub fn run(c: ModelsCmd) -> anyhow::Result<ExitCode> {
                 None => manifest.model.iter().filter(|m| m.pypi.is_some()).collect(),
             };
             for m in models {
-                let ok = modelfiles::verify_model(m, &cfg.denoise.models_dir).iter().all(|s| matches!(s.state, FileState::Ok { .. }));
+                let ok = modelfiles::verify_model(m, &cfg.denoise.models_dir)
+                    .iter()
+                    .all(|s| matches!(s.state, FileState::Ok { .. }));
                 if ok {
                     println!("{}: already present and verified", m.id);
                     continue;

@@ -46,26 +46,14 @@ pub fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
     if rows.is_empty() {
         println!("no model versions yet (the daemon trains one after online.min_new_events interactions)");
     }
-    println!(
-        "{:<36} {:<9} {:>9} {:>9} {:<36} checks",
-        "version", "status", "R@20", "N@20", "parent"
-    );
+    println!("{:<36} {:<9} {:>9} {:>9} {:<36} checks", "version", "status", "R@20", "N@20", "parent");
     for r in &rows {
-        let m = |k: &str| {
-            r.metrics
-                .get(k)
-                .and_then(|v| v.as_f64())
-                .map_or("-".to_string(), |x| format!("{x:.4}"))
-        };
+        let m = |k: &str| r.metrics.get(k).and_then(|v| v.as_f64()).map_or("-".to_string(), |x| format!("{x:.4}"));
         let ok = match reg.verify(r) {
             Ok(_) => "ok".to_string(),
             Err(e) => format!("FAIL: {e}"),
         };
-        let pin = if pinned.as_deref() == Some(r.version.as_str()) {
-            " (pinned)"
-        } else {
-            ""
-        };
+        let pin = if pinned.as_deref() == Some(r.version.as_str()) { " (pinned)" } else { "" };
         println!(
             "{:<36} {:<9} {:>9} {:>9} {:<36} {ok}{pin}",
             r.version,

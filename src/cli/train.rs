@@ -165,10 +165,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
             if e.improved { "  *" } else { "" }
         );
     };
-    let hooks = trainer::Hooks {
-        on_epoch: Some(&mut on_epoch),
-        on_batch: Some(&mut on_batch),
-    };
+    let hooks = trainer::Hooks { on_epoch: Some(&mut on_epoch), on_batch: Some(&mut on_batch) };
     let report = trainer::run(&cfg, &inter, &feats, a.checkpoint.clone(), hooks)?;
     print!("{report}");
     if let Some(p) = &a.report {

@@ -121,17 +121,9 @@ pub fn default_promo_terms() -> Vec<String> {
 impl Validate for DenoiseConfig {
     fn validate(&self, issues: &mut Issues) {
         issues.check(!self.caption_model.is_empty(), "denoise.caption_model", "must not be empty");
-        issues.check(
-            matches!(self.device.as_str(), "cpu" | "cuda"),
-            "denoise.device",
-            "\"cpu\" or \"cuda\"",
-        );
+        issues.check(matches!(self.device.as_str(), "cpu" | "cuda"), "denoise.device", "\"cpu\" or \"cuda\"");
         issues.check(!self.text_model.is_empty(), "denoise.text_model", "must not be empty");
-        issues.check(
-            (1..=256).contains(&self.max_caption_tokens),
-            "denoise.max_caption_tokens",
-            "between 1 and 256",
-        );
+        issues.check((1..=256).contains(&self.max_caption_tokens), "denoise.max_caption_tokens", "between 1 and 256");
         issues.check((1..=64).contains(&self.caption_batch), "denoise.caption_batch", "between 1 and 64");
         issues.check((1..=1024).contains(&self.embed_batch), "denoise.embed_batch", "between 1 and 1024");
         issues.check((8..=512).contains(&self.max_seq_len), "denoise.max_seq_len", "between 8 and 512");
@@ -146,16 +138,8 @@ impl Validate for DenoiseConfig {
             "a cosine, between -1 and 1",
         );
         issues.check(self.max_word_repeats >= 1, "denoise.max_word_repeats", "at least 1");
-        issues.check(
-            self.max_word_share > 0.0 && self.max_word_share <= 1.0,
-            "denoise.max_word_share",
-            "in (0, 1]",
-        );
-        issues.check(
-            self.max_caps_ratio > 0.0 && self.max_caps_ratio <= 1.0,
-            "denoise.max_caps_ratio",
-            "in (0, 1]",
-        );
+        issues.check(self.max_word_share > 0.0 && self.max_word_share <= 1.0, "denoise.max_word_share", "in (0, 1]");
+        issues.check(self.max_caps_ratio > 0.0 && self.max_caps_ratio <= 1.0, "denoise.max_caps_ratio", "in (0, 1]");
         issues.check(self.max_punct_run >= 1, "denoise.max_punct_run", "at least 1");
         issues.check(self.max_promo_terms >= 1, "denoise.max_promo_terms", "at least 1");
         issues.check(

@@ -91,10 +91,6 @@ impl Validate for LearnConfig {
         issues.check(self.beta > 0, "learn.beta", "must be > 0");
         issues.check(self.eval_block > 0, "learn.eval_block", "must be > 0");
         issues.check((0.0..1.0).contains(&self.dropout), "learn.dropout", "must be in [0, 1)");
-        issues.check(
-            self.mm_lambda >= 0.0 && self.mm_lambda.is_finite(),
-            "learn.mm_lambda",
-            "must be >= 0",
-        );
+        issues.check(self.mm_lambda >= 0.0 && self.mm_lambda.is_finite(), "learn.mm_lambda", "must be >= 0");
     }
 }

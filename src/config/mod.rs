@@ -118,8 +118,8 @@ impl Config {
     /// Reads, parses and validates a file. Relative paths in the file stay relative to the
     /// working directory (as systemd's `WorkingDirectory=` sets it).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let src = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let src =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         validate_str(&src).map_err(|issues| ConfigError::Invalid { path: path.to_path_buf(), issues })
     }
 

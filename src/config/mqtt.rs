@@ -124,11 +124,7 @@ impl Validate for MqttConfig {
             "between 256 and 16777216",
         );
         if self.broker == BrokerMode::Embedded {
-            let loopback = self
-                .host
-                .parse::<std::net::IpAddr>()
-                .map(|a| a.is_loopback())
-                .unwrap_or(false);
+            let loopback = self.host.parse::<std::net::IpAddr>().map(|a| a.is_loopback()).unwrap_or(false);
             issues.check(
                 loopback,
                 "mqtt.host",

@@ -77,11 +77,7 @@ impl Validate for OnlineConfig {
             "online.holdout_per_user",
             "at least 1 (the gate needs a held-out slice)",
         );
-        issues.check(
-            self.tolerance >= 0.0 && self.tolerance < 1.0,
-            "online.tolerance",
-            "must be in [0, 1)",
-        );
+        issues.check(self.tolerance >= 0.0 && self.tolerance < 1.0, "online.tolerance", "must be in [0, 1)");
         issues.check((0..=19).contains(&self.nice), "online.nice", "must be in 0..=19");
         issues.check(
             (0.0..=1.0).contains(&self.cold_popularity_weight),

@@ -36,10 +36,6 @@ impl Validate for ServeConfig {
     fn validate(&self, issues: &mut Issues) {
         issues.check(self.default_k >= 1, "serve.default_k", "at least 1");
         issues.check(self.refresh_s >= 1, "serve.refresh_s", "at least 1");
-        issues.check(
-            self.max_k >= self.default_k,
-            "serve.max_k",
-            "must be >= serve.default_k",
-        );
+        issues.check(self.max_k >= self.default_k, "serve.max_k", "must be >= serve.default_k");
     }
 }

@@ -28,9 +28,7 @@ impl Heartbeats {
     /// [`STAGES`] plus optional stages (e.g. the shelf stages when cameras are configured).
     pub fn with_stages(extra: &[&'static str]) -> Self {
         let now = crate::sys::now_ms();
-        Self {
-            stages: STAGES.iter().chain(extra).map(|s| (*s, AtomicI64::new(now))).collect(),
-        }
+        Self { stages: STAGES.iter().chain(extra).map(|s| (*s, AtomicI64::new(now))).collect() }
     }
 
     pub fn beat(&self, stage: &str) {
@@ -41,19 +39,12 @@ impl Heartbeats {
 
     /// `(stage, ms since its last beat)`.
     pub fn ages(&self, now_ms: i64) -> Vec<(&'static str, i64)> {
-        self.stages
-            .iter()
-            .map(|(k, v)| (*k, now_ms - v.load(Ordering::Relaxed)))
-            .collect()
+        self.stages.iter().map(|(k, v)| (*k, now_ms - v.load(Ordering::Relaxed))).collect()
     }
 
     /// The stages that have not beaten within `stall_after`.
     pub fn stuck(&self, now_ms: i64, stall_after: Duration) -> Vec<&'static str> {
-        self.ages(now_ms)
-            .into_iter()
-            .filter(|(_, a)| *a > stall_after.as_millis() as i64)
-            .map(|(k, _)| k)
-            .collect()
+        self.ages(now_ms).into_iter().filter(|(_, a)| *a > stall_after.as_millis() as i64).map(|(k, _)| k).collect()
     }
 }
 
@@ -122,9 +113,7 @@ impl Notifier {
     pub fn from_env() -> Self {
         let mut usec = 0u64;
         let enabled = sd_notify::watchdog_enabled(false, &mut usec);
-        Self {
-            watchdog_every: enabled.then(|| Duration::from_micros(usec / 2)),
-        }
+        Self { watchdog_every: enabled.then(|| Duration::from_micros(usec / 2)) }
     }
 
     pub fn ready(&self) {
@@ -146,12 +135,7 @@ impl Notifier {
 
 /// Jetson GPU load in percent, when the file exists.
 pub fn gpu_load_pct() -> Option<f64> {
-    std::fs::read_to_string("/sys/devices/gpu.0/load")
-        .ok()?
-        .trim()
-        .parse::<f64>()
-        .ok()
-        .map(|v| v / 10.0)
+    std::fs::read_to_string("/sys/devices/gpu.0/load").ok()?.trim().parse::<f64>().ok().map(|v| v / 10.0)
 }
 
 /// Thermal zone temperatures in degrees Celsius, keyed by zone type (e.g. `CPU-therm`).

@@ -122,10 +122,7 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     pub fn live(&self) -> LiveSettings {
-        self.live
-            .read()
-            .map(|l| l.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+        self.live.read().map(|l| l.clone()).unwrap_or_else(|p| p.into_inner().clone())
     }
     pub fn metrics(&self) -> &Metrics {
         &self.health.metrics
@@ -135,27 +132,16 @@ impl Ctx {
 /// The retained birth document for this node: the served model and the registry's active
 /// version (read from the store).
 pub fn birth(cfg: &Config, model_version: &str) -> Birth {
-    let mut models = vec![ModelInfo {
-        name: "recommender".into(),
-        version: model_version.into(),
-        sha256: None,
-    }];
+    let mut models = vec![ModelInfo { name: "recommender".into(), version: model_version.into(), sha256: None }];
     if let Ok(Some(active)) = crate::store::open_config(cfg).and_then(|s| s.active_model()) {
-        models.push(ModelInfo {
-            name: "registry-active".into(),
-            version: active.version,
-            sha256: Some(active.sha256),
-        });
+        models.push(ModelInfo { name: "registry-active".into(), version: active.version, sha256: Some(active.sha256) });
     }
     Birth::new(&cfg.node.node_id, &cfg.node.store_id, &cfg.hash(), models)
 }
 
 /// Builds a runtime, installs SIGTERM/SIGINT handlers and runs the daemon until a signal.
 pub fn run_blocking(cfg: Config, opts: DaemonOptions) -> Result<(), DaemonError> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("sgbd-rt")
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("sgbd-rt").build()?;
     rt.block_on(async move {
         let (handle, rx) = ShutdownHandle::new();
         let h = handle.clone();
@@ -236,14 +222,8 @@ pub async fn run(cfg: Config, opts: DaemonOptions, mut shutdown: watch::Receiver
     }
     let topics = Topics::from_config(&cfg);
     let birth_bytes = serde_json::to_vec(&birth(&cfg, &ranker.get().model_version())).unwrap_or_default();
-    let (link, incoming) = Link::start(
-        link_opts,
-        topics.subscriptions(),
-        birth_bytes.into(),
-        Some(outbox_store),
-        metrics.clone(),
-        4096,
-    )?;
+    let (link, incoming) =
+        Link::start(link_opts, topics.subscriptions(), birth_bytes.into(), Some(outbox_store), metrics.clone(), 4096)?;
 
     let shelf_parts = shelf::Shelf::prepare(&cfg, metrics.clone());
     let ctx = Arc::new(Ctx {
@@ -253,10 +233,7 @@ pub async fn run(cfg: Config, opts: DaemonOptions, mut shutdown: watch::Receiver
         link: link.clone(),
         ranker,
         popularity,
-        health: Health {
-            metrics: metrics.clone(),
-            beats: Heartbeats::with_stages(shelf::stages(&cfg)),
-        },
+        health: Health { metrics: metrics.clone(), beats: Heartbeats::with_stages(shelf::stages(&cfg)) },
         started: Instant::now(),
         started_ms: crate::sys::now_ms(),
         opts: opts.clone(),
@@ -316,14 +293,8 @@ pub async fn run(cfg: Config, opts: DaemonOptions, mut shutdown: watch::Receiver
         metrics.clone(),
         stopping.clone(),
     )?;
-    let router = tokio::spawn(stages::router::router(
-        ctx.clone(),
-        incoming,
-        ev_tx.clone(),
-        req_tx,
-        cmd_tx,
-        shutdown.clone(),
-    ));
+    let router =
+        tokio::spawn(stages::router::router(ctx.clone(), incoming, ev_tx.clone(), req_tx, cmd_tx, shutdown.clone()));
     let requests = tokio::spawn(stages::requests::request_loop(ctx.clone(), req_rx));
     let commands = tokio::spawn(stages::commands::command_loop(ctx.clone(), cmd_rx, ev_tx));
     let shelf_stage = shelf_parts.map(|s| s.start(ctx.clone())).transpose()?;

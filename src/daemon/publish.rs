@@ -46,20 +46,14 @@ impl Publisher for LinkPublisher {
             items: rec.items.clone(),
         };
         let payload = serde_json::to_vec(&p).unwrap_or_default();
-        if let Err(e) = self
-            .link
-            .publish(&self.topics.kiosk_push(kiosk), QoS::AtLeastOnce, false, payload, None)
-        {
+        if let Err(e) = self.link.publish(&self.topics.kiosk_push(kiosk), QoS::AtLeastOnce, false, payload, None) {
             tracing::debug!(kiosk, error = %e, "push not sent");
         }
     }
 
     fn announce(&self, a: &ModelAnnouncement) {
         let payload = serde_json::to_vec(a).unwrap_or_default();
-        let queued = self
-            .store
-            .lock()
-            .map(|s| s.outbox_push(&self.topics.model(), &payload, 1, false));
+        let queued = self.store.lock().map(|s| s.outbox_push(&self.topics.model(), &payload, 1, false));
         match queued {
             Ok(Ok(_)) => self.link.kick_outbox(),
             Ok(Err(e)) => tracing::error!(error = %e, "model announcement not queued"),
@@ -69,8 +63,7 @@ impl Publisher for LinkPublisher {
 
     fn model_changed(&self, version: &str) {
         let birth = super::birth(&self.cfg, version);
-        self.link
-            .set_birth(Bytes::from(serde_json::to_vec(&birth).unwrap_or_default()));
+        self.link.set_birth(Bytes::from(serde_json::to_vec(&birth).unwrap_or_default()));
     }
 }
 

@@ -31,20 +31,12 @@ fn prepare_catalogue(cfg: &crate::config::Config, path: &std::path::Path) -> Res
     let items = store.items().map_err(|e| e.to_string())?;
     if items.is_empty() {
         if !path.exists() {
-            return Err(format!(
-                "store is empty and {} is missing: skipping the catalogue import",
-                path.display()
-            ));
+            return Err(format!("store is empty and {} is missing: skipping the catalogue import", path.display()));
         }
         let s = crate::store::import_catalog_csv(&mut store, path).map_err(|e| e.to_string())?;
         tracing::info!(rows = s.rows, inserted = s.inserted, errors = s.errors.len(), path = %path.display(), "demo catalogue imported");
     }
-    Ok(store
-        .items()
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|i| (i.sku, i.title))
-        .collect())
+    Ok(store.items().map_err(|e| e.to_string())?.into_iter().map(|i| (i.sku, i.title)).collect())
 }
 
 /// Runs the demo kiosk until shutdown; `catalogue_ready` is called once the catalogue is in the
@@ -112,20 +104,16 @@ pub async fn run(
         for (i, (sku, kind)) in events.iter().enumerate() {
             let id = format!("demo-{}-{round}-{i}", now_ms());
             match kiosk.event(&id, user, sku, kind, Some(Duration::from_secs(2))).await {
-                Ok(_) => println!(
-                    "[demo] {user} {kind:<8} {sku} {}",
-                    titles.get(sku).map(String::as_str).unwrap_or("")
-                ),
+                Ok(_) => {
+                    println!("[demo] {user} {kind:<8} {sku} {}", titles.get(sku).map(String::as_str).unwrap_or(""))
+                }
                 Err(e) => println!("[demo] event not acknowledged: {e}"),
             }
         }
         match kiosk.recommend(user, Some(5), Duration::from_secs(2)).await {
             Ok(r) => match parse_reply(&r) {
                 Ok(rep) => {
-                    println!(
-                        "[demo] suggestions for {user} (model {}, fallback {}):",
-                        rep.model_version, rep.fallback
-                    );
+                    println!("[demo] suggestions for {user} (model {}, fallback {}):", rep.model_version, rep.fallback);
                     for it in &rep.items {
                         println!(
                             "         {:>8}  {:<50} score {:>5.1}  {}",

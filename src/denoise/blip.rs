@@ -333,7 +333,9 @@ impl Captioner {
         let up = match self.upstream.take() {
             Some(up) => up,
             None => match &self.weights {
-                Weights::Dense(vb) => Upstream::Dense(blip::BlipForConditionalGeneration::new(&self.config, vb.clone())?),
+                Weights::Dense(vb) => {
+                    Upstream::Dense(blip::BlipForConditionalGeneration::new(&self.config, vb.clone())?)
+                }
                 Weights::Quant(vb) => {
                     Upstream::Quant(quantized_blip::BlipForConditionalGeneration::new(&self.config, vb.clone())?)
                 }
@@ -361,7 +363,13 @@ impl Captioner {
         self.generate_inner(embeds, tokens, mode, false)
     }
 
-    fn generate_inner(&mut self, embeds: &Tensor, max_tokens: usize, mode: DecodeMode, stop: bool) -> CResult<Vec<Vec<u32>>> {
+    fn generate_inner(
+        &mut self,
+        embeds: &Tensor,
+        max_tokens: usize,
+        mode: DecodeMode,
+        stop: bool,
+    ) -> CResult<Vec<Vec<u32>>> {
         match mode {
             DecodeMode::Cached => self.decoder.generate_with(embeds, max_tokens, stop),
             DecodeMode::Uncached => {

@@ -68,7 +68,13 @@ impl TextEncoder {
 
     /// The same files through candle's `BertModel` (the baseline that tests and `bench embed`
     /// compare our encoder with).
-    pub fn load_upstream(dir: &Path, model_id: &str, max_seq_len: usize, batch: usize, device: &Device) -> Result<Self> {
+    pub fn load_upstream(
+        dir: &Path,
+        model_id: &str,
+        max_seq_len: usize,
+        batch: usize,
+        device: &Device,
+    ) -> Result<Self> {
         Self::load_with(dir, model_id, max_seq_len, batch, device, None)
     }
 
@@ -110,7 +116,10 @@ impl TextEncoder {
                 let Weights::Dense(vb) = weights else {
                     return Err(DenoiseError::Config("candle's BertModel needs dense weights".into()));
                 };
-                (Backbone::Upstream(candle_transformers::models::bert::BertModel::load(vb, &cfg)?), model_id.to_string())
+                (
+                    Backbone::Upstream(candle_transformers::models::bert::BertModel::load(vb, &cfg)?),
+                    model_id.to_string(),
+                )
             }
             Some(p) => {
                 if p == Precision::Int8 && !super::qgemm::vnni_available() {
@@ -174,10 +183,8 @@ impl TextEncoder {
 
     /// One forward pass over `texts`: their L2-normalised embeddings (`dim` values each).
     pub fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        let enc = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| DenoiseError::Tokenizer(e.to_string()))?;
+        let enc =
+            self.tokenizer.encode_batch(texts.to_vec(), true).map_err(|e| DenoiseError::Tokenizer(e.to_string()))?;
         match &self.model {
             Backbone::Ours(m) => Ok(m.embed(&enc.iter().map(|e| e.get_ids().to_vec()).collect::<Vec<_>>())?),
             Backbone::Upstream(m) => Ok(self.embed_upstream(m, &enc)?.to_vec2::<f32>()?),
@@ -190,9 +197,12 @@ impl TextEncoder {
         m: &candle_transformers::models::bert::BertModel,
         enc: &[tokenizers::Encoding],
     ) -> candle_core::Result<Tensor> {
-        let ids: Vec<Tensor> = enc.iter().map(|e| Tensor::new(e.get_ids(), &self.device)).collect::<candle_core::Result<_>>()?;
-        let mask: Vec<Tensor> =
-            enc.iter().map(|e| Tensor::new(e.get_attention_mask(), &self.device)).collect::<candle_core::Result<_>>()?;
+        let ids: Vec<Tensor> =
+            enc.iter().map(|e| Tensor::new(e.get_ids(), &self.device)).collect::<candle_core::Result<_>>()?;
+        let mask: Vec<Tensor> = enc
+            .iter()
+            .map(|e| Tensor::new(e.get_attention_mask(), &self.device))
+            .collect::<candle_core::Result<_>>()?;
         let ids = Tensor::stack(&ids, 0)?;
         let mask = Tensor::stack(&mask, 0)?;
         let hidden = m.forward(&ids, &ids.zeros_like()?, Some(&mask))?;

@@ -88,7 +88,8 @@ fn detect(header: &[String]) -> Option<(CatalogLayout, usize, usize, Option<usiz
 pub fn read_catalog(path: &Path, images: Option<&Path>, limit: Option<usize>) -> Result<Vec<CatalogItem>> {
     let cerr = |msg: String| DenoiseError::Catalog { path: path.display().to_string(), msg };
     let mut rdr = csv::ReaderBuilder::new().flexible(true).from_path(path).map_err(|e| cerr(e.to_string()))?;
-    let header: Vec<String> = rdr.headers().map_err(|e| cerr(e.to_string()))?.iter().map(|s| s.trim().to_string()).collect();
+    let header: Vec<String> =
+        rdr.headers().map_err(|e| cerr(e.to_string()))?.iter().map(|s| s.trim().to_string()).collect();
     let (layout, id_col, title_col, desc_col) = detect(&header)
         .ok_or_else(|| cerr("unknown layout: need article_id+prod_name, id+productDisplayName, or sku+title".into()))?;
     let mut out = Vec::new();
@@ -149,7 +150,13 @@ pub enum TextMode {
 }
 
 /// The text [`embed_catalog`] embeds for one item.
-pub fn item_text(item: &CatalogItem, mode: TextMode, caption: Option<&str>, cfg: &DenoiseConfig, enc: Option<&TextEncoder>) -> Result<String> {
+pub fn item_text(
+    item: &CatalogItem,
+    mode: TextMode,
+    caption: Option<&str>,
+    cfg: &DenoiseConfig,
+    enc: Option<&TextEncoder>,
+) -> Result<String> {
     Ok(match mode {
         TextMode::Raw => {
             if item.description.is_empty() {
@@ -158,7 +165,9 @@ pub fn item_text(item: &CatalogItem, mode: TextMode, caption: Option<&str>, cfg:
                 format!("{}. {}", item.title, item.description)
             }
         }
-        TextMode::Cleaned => clean_description(&item.title, &item.description, caption, &item.attributes, cfg, enc)?.item_text,
+        TextMode::Cleaned => {
+            clean_description(&item.title, &item.description, caption, &item.attributes, cfg, enc)?.item_text
+        }
     })
 }
 
@@ -184,7 +193,8 @@ pub fn embed_catalog(
 /// without a row is an error (the .npy must cover every item).
 pub fn order_by_mapping(items: &[CatalogItem], rows: Vec<Vec<f32>>, mapping: &Path) -> Result<Vec<Vec<f32>>> {
     let merr = |msg: String| DenoiseError::Catalog { path: mapping.display().to_string(), msg };
-    let text = std::fs::read_to_string(mapping).map_err(|source| DenoiseError::Io { path: mapping.display().to_string(), source })?;
+    let text = std::fs::read_to_string(mapping)
+        .map_err(|source| DenoiseError::Io { path: mapping.display().to_string(), source })?;
     let by_sku: HashMap<&str, usize> = items.iter().enumerate().map(|(i, it)| (it.sku.as_str(), i)).collect();
     let mut pairs = Vec::new();
     for (n, line) in text.lines().enumerate().skip(1) {
@@ -196,19 +206,25 @@ pub fn order_by_mapping(items: &[CatalogItem], rows: Vec<Vec<f32>>, mapping: &Pa
     let n = pairs.iter().map(|(i, _)| i + 1).max().unwrap_or(0);
     let mut out: Vec<Option<Vec<f32>>> = vec![None; n];
     for (id, sku) in pairs {
-        let i = *by_sku.get(sku.as_str()).ok_or_else(|| merr(format!("item {sku} (itemID {id}) is not in the catalogue read")))?;
+        let i = *by_sku
+            .get(sku.as_str())
+            .ok_or_else(|| merr(format!("item {sku} (itemID {id}) is not in the catalogue read")))?;
         out[id] = Some(rows[i].clone());
     }
-    out.into_iter()
-        .enumerate()
-        .map(|(i, r)| r.ok_or_else(|| merr(format!("no row for itemID {i}"))))
-        .collect()
+    out.into_iter().enumerate().map(|(i, r)| r.ok_or_else(|| merr(format!("no row for itemID {i}")))).collect()
 }
 
 /// The item ids of an MMRec `i_id_mapping.csv` (first column), in file order.
 pub fn mapping_skus(mapping: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(mapping).map_err(|source| DenoiseError::Io { path: mapping.display().to_string(), source })?;
-    Ok(text.lines().skip(1).filter_map(|l| l.split('\t').next()).map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+    let text = std::fs::read_to_string(mapping)
+        .map_err(|source| DenoiseError::Io { path: mapping.display().to_string(), source })?;
+    Ok(text
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split('\t').next())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect())
 }
 
 /// Writes rows as a float32 NumPy .npy (n x dim, C order).
@@ -283,7 +299,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let items: Vec<CatalogItem> = ["a", "b"]
             .iter()
-            .map(|s| CatalogItem { sku: s.to_string(), title: String::new(), description: String::new(), attributes: vec![], image: None })
+            .map(|s| CatalogItem {
+                sku: s.to_string(),
+                title: String::new(),
+                description: String::new(),
+                attributes: vec![],
+                image: None,
+            })
             .collect();
         let map = dir.path().join("m.csv");
         std::fs::write(&map, "article_id\titemID\nb\t0\na\t1\n").unwrap();

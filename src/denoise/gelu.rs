@@ -9,15 +9,8 @@
 //! Other devices and dtypes use candle's own kernel. Inference only: no gradient.
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
-const ALPHA: [f32; 7] = [
-    -2.726_142_3e-10,
-    2.770_681_4e-8,
-    -2.101_024e-6,
-    -5.692_506_4e-5,
-    -7.349_906_3e-4,
-    -2.954_6e-3,
-    -1.609_603_3e-2,
-];
+const ALPHA: [f32; 7] =
+    [-2.726_142_3e-10, 2.770_681_4e-8, -2.101_024e-6, -5.692_506_4e-5, -7.349_906_3e-4, -2.954_6e-3, -1.609_603_3e-2];
 const BETA: [f32; 5] = [-1.456_607_2e-5, -2.133_740_6e-4, -1.682_827e-3, -7.373_329e-3, -1.426_474e-2];
 
 /// erf(x), branch-free (see the module notes).
@@ -62,12 +55,8 @@ pub fn gelu_in_place(x: &mut [f32]) {
 
 /// The values of a custom operation's CPU input: f32 and contiguous, or an error naming `op`.
 pub(crate) fn contiguous_f32<'a>(op: &str, storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("{op}: f32 only")
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("{op}: input must be contiguous")
-    };
+    let CpuStorage::F32(data) = storage else { candle_core::bail!("{op}: f32 only") };
+    let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("{op}: input must be contiguous") };
     Ok(&data[start..end])
 }
 

@@ -181,7 +181,9 @@ impl PackedBert {
                 let mut bqkv = Vec::with_capacity(3 * h);
                 for (name, sc) in [("query", scale), ("key", 1.0), ("value", 1.0)] {
                     let p = s.pp(name);
-                    wqkv.extend(p.tensor((h, h), "weight")?.flatten_all()?.to_vec1::<f32>()?.into_iter().map(|v| v * sc));
+                    wqkv.extend(
+                        p.tensor((h, h), "weight")?.flatten_all()?.to_vec1::<f32>()?.into_iter().map(|v| v * sc),
+                    );
                     bqkv.extend(p.tensor(h, "bias")?.to_vec1::<f32>()?.into_iter().map(|v| v * sc));
                 }
                 Ok(Layer {
@@ -198,7 +200,11 @@ impl PackedBert {
         Ok(Self {
             word: flat(emb.pp("word_embeddings").tensor((cfg.vocab_size, h), "weight")?)?,
             position: flat(emb.pp("position_embeddings").tensor((cfg.max_position_embeddings, h), "weight")?)?,
-            token_type: emb.pp("token_type_embeddings").tensor((cfg.type_vocab_size, h), "weight")?.get(0)?.to_vec1()?,
+            token_type: emb
+                .pp("token_type_embeddings")
+                .tensor((cfg.type_vocab_size, h), "weight")?
+                .get(0)?
+                .to_vec1()?,
             emb_ln: Norm::load(&emb.pp("LayerNorm"), h, eps)?,
             layers,
             hidden: h,
@@ -399,7 +405,10 @@ mod tests {
         "layer_norm_eps": 1e-12, "hidden_dropout_prob": 0.0, "initializer_range": 0.02, "pad_token_id": 0}"#;
 
     /// A random tiny BERT as both candle's `BertModel` and ours (same tensors).
-    fn models(precision: Precision, calibration: &[Vec<u32>]) -> (candle_transformers::models::bert::BertModel, PackedBert) {
+    fn models(
+        precision: Precision,
+        calibration: &[Vec<u32>],
+    ) -> (candle_transformers::models::bert::BertModel, PackedBert) {
         let up_cfg: candle_transformers::models::bert::Config = serde_json::from_str(CONFIG).unwrap();
         let cfg: BertConfig = serde_json::from_str(CONFIG).unwrap();
         let tensors = crate::denoise::testutil::random_bert_tensors(&up_cfg, 7).unwrap();

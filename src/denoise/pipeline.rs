@@ -309,7 +309,8 @@ pub(crate) mod testing {
         testutil::write_random_blip_safetensors(&blip_cfg, 3, &weights).unwrap();
         let tok = dir.join("tokenizer.json");
         testutil::write_tiny_tokenizer(&tok).unwrap();
-        let cap = Captioner::load_files(&weights, &tok, &blip_cfg, &candle_core::Device::Cpu, "tiny-blip", 3, 2).unwrap();
+        let cap =
+            Captioner::load_files(&weights, &tok, &blip_cfg, &candle_core::Device::Cpu, "tiny-blip", 3, 2).unwrap();
         let bert = dir.join("bert");
         std::fs::create_dir_all(&bert).unwrap();
         std::fs::write(bert.join("config.json"), BERT).unwrap();
@@ -389,7 +390,8 @@ mod tests {
         )
         .unwrap();
         // The catalogue path (CLI): two items in one batch.
-        let items = [item("A", Some(photo(&dir.path().join("a.png")))), item("B", Some(photo(&dir.path().join("b.png"))))];
+        let items =
+            [item("A", Some(photo(&dir.path().join("a.png")))), item("B", Some(photo(&dir.path().join("b.png"))))];
         let sum = denoise_catalog(&mut d, &items, Some(&store), |_, _| {}).unwrap();
         assert_eq!((sum.items, sum.captioned, sum.stored), (2, 2, 2));
         let want = ["A text", "A image", "A clean text", "B text", "B image", "B clean text"];
@@ -403,9 +405,16 @@ mod tests {
         let row = store.item_by_sku("A").unwrap().unwrap();
         assert_eq!(row.clean_description.as_deref(), Some("Jacket in washed denim."));
         assert!(row.caption.is_some());
-        let feats = |k| store.item_features(k).unwrap().into_iter().map(|(s, m, v)| (s, m, v.len())).collect::<Vec<_>>();
-        assert_eq!(feats(FeatureKind::Text), [("A".into(), "tiny-bert".into(), 32), ("B".into(), "tiny-bert".into(), 32)]);
-        assert_eq!(feats(FeatureKind::Image), [("A".into(), "tiny-blip".into(), 32), ("B".into(), "tiny-blip".into(), 32)]);
+        let feats =
+            |k| store.item_features(k).unwrap().into_iter().map(|(s, m, v)| (s, m, v.len())).collect::<Vec<_>>();
+        assert_eq!(
+            feats(FeatureKind::Text),
+            [("A".into(), "tiny-bert".into(), 32), ("B".into(), "tiny-bert".into(), 32)]
+        );
+        assert_eq!(
+            feats(FeatureKind::Image),
+            [("A".into(), "tiny-blip".into(), 32), ("B".into(), "tiny-blip".into(), 32)]
+        );
     }
 
     #[test]
@@ -439,7 +448,8 @@ mod tests {
         let mut d = tiny_denoiser(dir.path());
         let items = [item("A", Some(dir.path().join("absent.png"))), item("B", None)];
         let mut seen = Vec::new();
-        let sum = denoise_catalog(&mut d, &items, None, |it, r| seen.push((it.sku.clone(), r.denoised.degraded))).unwrap();
+        let sum =
+            denoise_catalog(&mut d, &items, None, |it, r| seen.push((it.sku.clone(), r.denoised.degraded))).unwrap();
         assert_eq!((sum.items, sum.captioned, sum.stored, sum.degraded), (2, 0, 0, false));
         assert_eq!(seen, [("A".to_string(), true), ("B".to_string(), true)]);
         assert_eq!(sum.dropped.get("punctuation"), Some(&2));

@@ -127,7 +127,14 @@ impl QLinear {
         q
     }
 
-    fn quantize_with(weight: &[f32], bias: Option<&[f32]>, n: usize, k: usize, smooth: Option<Vec<f32>>, vnni: bool) -> Self {
+    fn quantize_with(
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        n: usize,
+        k: usize,
+        smooth: Option<Vec<f32>>,
+        vnni: bool,
+    ) -> Self {
         assert_eq!(weight.len(), n * k, "weight is not {n} x {k}");
         let kp = k.div_ceil(4) * 4;
         let panels = n.div_ceil(NR);
@@ -178,7 +185,8 @@ impl QLinear {
         // The outlier inputs' share in f32: out += x[:, outliers] (m × c) · W[:, outliers]ᵀ (c × n),
         // a thin product for the `gemm` crate (candle's f32 kernel).
         let (n, k, c) = (self.n, self.k, self.outliers.len());
-        let xo: Vec<f32> = x[..m * k].chunks_exact(k).flat_map(|row| self.outliers.iter().map(move |&j| row[j])).collect();
+        let xo: Vec<f32> =
+            x[..m * k].chunks_exact(k).flat_map(|row| self.outliers.iter().map(move |&j| row[j])).collect();
         assert!(xo.len() == m * c && self.outlier_w.len() == c * n && out.len() == m * n);
         // SAFETY: dst is m × n (row stride n), lhs m × c (row stride c), rhs the row-major c × n
         // outlier weights (row stride n); lengths checked above.
@@ -247,7 +255,8 @@ impl QLinear {
                         let (sa, z) = (q.scale[row], q.zero[row]);
                         let f0 = panel * NR;
                         let res = residual.map(|res| &res[row * n + f0..row * n + f0 + cols]);
-                        let (sw, wsum, b) = (&self.scale[f0..f0 + cols], &self.wsum[f0..f0 + cols], &self.bias[f0..f0 + cols]);
+                        let (sw, wsum, b) =
+                            (&self.scale[f0..f0 + cols], &self.wsum[f0..f0 + cols], &self.bias[f0..f0 + cols]);
                         epilogue(&acc[..cols], sa, z, sw, wsum, b, res, dst);
                     }
                     r += mr;

@@ -105,12 +105,14 @@ pub fn check(items: &[CatalogItem], cfg: &DenoiseConfig, enc: Option<&TextEncode
         let labels = phrases.iter().map(|(_, k)| *k).collect();
         cases.push((it, desc, labels));
     }
-    let mut report = Report { items: cases.len(), min_phrase_similarity: cfg.min_phrase_similarity, ..Default::default() };
+    let mut report =
+        Report { items: cases.len(), min_phrase_similarity: cfg.min_phrase_similarity, ..Default::default() };
     let run = |with_caption: bool| -> Result<ModeReport> {
         let mut removed: BTreeMap<String, (usize, usize)> = BTreeMap::new();
         let (mut gen_kept, mut gen_all) = (0usize, 0usize);
         let mut sims: Vec<(f32, Option<f32>, bool)> = Vec::new();
-        let caps: Vec<Option<String>> = cases.iter().map(|(it, _, _)| with_caption.then(|| proxy_caption(it))).collect();
+        let caps: Vec<Option<String>> =
+            cases.iter().map(|(it, _, _)| with_caption.then(|| proxy_caption(it))).collect();
         let inputs: Vec<CleanInput> = cases
             .iter()
             .zip(&caps)

@@ -45,7 +45,10 @@ pub fn blip_tensor_shapes(cfg: &blip::Config) -> candle_core::Result<Vec<(String
 
 /// Random f32 tensors (seeded) for every tensor of candle's `BertModel` for `cfg`, in HF layout:
 /// a tiny sentence encoder for tests.
-pub fn random_bert_tensors(cfg: &candle_transformers::models::bert::Config, seed: u64) -> candle_core::Result<HashMap<String, Tensor>> {
+pub fn random_bert_tensors(
+    cfg: &candle_transformers::models::bert::Config,
+    seed: u64,
+) -> candle_core::Result<HashMap<String, Tensor>> {
     let rec = Recorder::default();
     let vb = candle_nn::VarBuilder::from_backend(Box::new(rec.clone()), DType::F32, Device::Cpu);
     let _model = candle_transformers::models::bert::BertModel::load(vb, cfg)?;
@@ -175,7 +178,15 @@ fn write_gguf(qs: &[(String, QTensor)], path: &Path) -> candle_core::Result<()> 
 /// tokenizer.json at `path`.
 pub fn write_tiny_tokenizer(path: &Path) -> Result<(), String> {
     use tokenizers::models::wordpiece::WordPiece;
-    let special = [(0u32, "[PAD]"), (100, "[UNK]"), (101, "[CLS]"), (102, "[SEP]"), (103, "[MASK]"), (30522, "[DEC]"), (30523, "[ENC]")];
+    let special = [
+        (0u32, "[PAD]"),
+        (100, "[UNK]"),
+        (101, "[CLS]"),
+        (102, "[SEP]"),
+        (103, "[MASK]"),
+        (30522, "[DEC]"),
+        (30523, "[ENC]"),
+    ];
     let mut vocab = String::new();
     for id in 0..30524u32 {
         match special.iter().find(|(i, _)| *i == id) {

@@ -74,7 +74,11 @@ pub fn split_phrases(desc: &str) -> Vec<String> {
                 j += 1;
             }
             let next = chars.get(j).copied();
-            let decimal = c == '.' && j == i + 1 && i > 0 && chars[i - 1].is_ascii_digit() && next.is_some_and(|n| n.is_ascii_digit());
+            let decimal = c == '.'
+                && j == i + 1
+                && i > 0
+                && chars[i - 1].is_ascii_digit()
+                && next.is_some_and(|n| n.is_ascii_digit());
             if !decimal && next.is_none_or(|n| n.is_whitespace()) {
                 cur.extend(&chars[i..j]);
                 push(&mut cur, &mut out);
@@ -293,8 +297,7 @@ pub fn clean_batch(inputs: &[CleanInput], cfg: &DenoiseConfig, encoder: Option<&
 }
 
 fn finish(inp: &CleanInput, decisions: Vec<PhraseDecision>) -> Denoised {
-    let clean_description =
-        decisions.iter().filter(|d| d.kept).map(|d| tidy(&d.text)).collect::<Vec<_>>().join(" ");
+    let clean_description = decisions.iter().filter(|d| d.kept).map(|d| tidy(&d.text)).collect::<Vec<_>>().join(" ");
     let mut parts = vec![tidy(inp.title.trim())];
     if !clean_description.is_empty() {
         parts.push(clean_description.clone());
@@ -377,8 +380,9 @@ mod tests {
 
     #[test]
     fn title_repeated_as_phrase_is_a_duplicate_and_caption_joins_item_text() {
-        let d = clean_description("Denim jacket", "Denim jacket. Long sleeves.", Some("a blue jacket"), &[], &cfg(), None)
-            .unwrap();
+        let d =
+            clean_description("Denim jacket", "Denim jacket. Long sleeves.", Some("a blue jacket"), &[], &cfg(), None)
+                .unwrap();
         assert!(!d.degraded);
         assert_eq!(d.phrases[0].reason, "duplicate");
         assert_eq!(d.item_text, "Denim jacket. Long sleeves. a blue jacket.");

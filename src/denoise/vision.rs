@@ -6,13 +6,13 @@
 //! product, with a vectorised softmax and one n × n score buffer per task ([`CpuAttention`]);
 //! elsewhere it runs one image at a time with the scale folded into the queries.
 use super::gelu::activate;
-use super::weights::{Lin, Weights};
 use super::gelu::contiguous_f32;
 use super::softmax::softmax_in_place;
+use super::weights::{Lin, Weights};
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, D};
-use rayon::prelude::*;
 use candle_nn::{Conv2d, Conv2dConfig, LayerNorm};
 use candle_transformers::models::blip::VisionConfig;
+use rayon::prelude::*;
 
 struct Layer {
     ln1: LayerNorm,

@@ -13,10 +13,7 @@ pub const TENSORS: &str = "checkpoint.safetensors";
 pub const STATE: &str = "state.json";
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LearnError + '_ {
-    move |source| LearnError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| LearnError::Io { path: path.to_path_buf(), source }
 }
 
 /// Writes model + optimiser tensors and `state` (any JSON the trainer wants back) into `dir`.
@@ -54,36 +51,22 @@ pub fn load(dir: &Path, model: &dyn Recommender, opt: &mut dyn Optimizer) -> Res
         return Ok(None);
     }
     let text = std::fs::read(&state_path).map_err(io(&state_path))?;
-    let bad = |msg: String| LearnError::Data {
-        path: state_path.clone(),
-        msg,
-    };
+    let bad = |msg: String| LearnError::Data { path: state_path.clone(), msg };
     let state: serde_json::Value = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
     if state.get("model").and_then(|v| v.as_str()) != Some(model.name()) {
-        return Err(bad(format!(
-            "checkpoint is for model {:?}, not {}",
-            state.get("model"),
-            model.name()
-        )));
+        return Err(bad(format!("checkpoint is for model {:?}, not {}", state.get("model"), model.name())));
     }
     let label = opt.kind().label();
     if state.get("optim").and_then(|v| v.as_str()) != Some(label.as_str()) {
-        return Err(bad(format!(
-            "checkpoint is for optimiser {:?}, not {label}",
-            state.get("optim")
-        )));
+        return Err(bad(format!("checkpoint is for optimiser {:?}, not {label}", state.get("optim"))));
     }
     let tpath = dir.join(TENSORS);
-    let tensors = candle_core::safetensors::load(&tpath, &Device::Cpu).map_err(|e| LearnError::Data {
-        path: tpath.clone(),
-        msg: e.to_string(),
-    })?;
+    let tensors = candle_core::safetensors::load(&tpath, &Device::Cpu)
+        .map_err(|e| LearnError::Data { path: tpath.clone(), msg: e.to_string() })?;
     for (name, var) in model.named_vars() {
         let key = format!("model.{name}");
-        let t = tensors.get(&key).ok_or_else(|| LearnError::Data {
-            path: tpath.clone(),
-            msg: format!("missing {key}"),
-        })?;
+        let t =
+            tensors.get(&key).ok_or_else(|| LearnError::Data { path: tpath.clone(), msg: format!("missing {key}") })?;
         if t.shape() != var.shape() {
             return Err(LearnError::Data {
                 path: tpath.clone(),
@@ -92,14 +75,9 @@ pub fn load(dir: &Path, model: &dyn Recommender, opt: &mut dyn Optimizer) -> Res
         }
         var.set(&t.to_dtype(var.dtype())?)?;
     }
-    let opt_tensors: HashMap<String, Tensor> = tensors
-        .into_iter()
-        .filter_map(|(k, v)| k.strip_prefix("optim.").map(|s| (s.to_string(), v)))
-        .collect();
-    let step = state
-        .get("optim_step")
-        .and_then(|v| v.as_u64())
-        .ok_or_else(|| bad("missing optim_step".into()))?;
+    let opt_tensors: HashMap<String, Tensor> =
+        tensors.into_iter().filter_map(|(k, v)| k.strip_prefix("optim.").map(|s| (s.to_string(), v))).collect();
+    let step = state.get("optim_step").and_then(|v| v.as_u64()).ok_or_else(|| bad("missing optim_step".into()))?;
     opt.load_state(&opt_tensors, step)?;
     Ok(Some(state))
 }

@@ -48,8 +48,13 @@ impl Corruption {
         let swapped = swap_items(n, d, feats, self.swap_frac, self.seed ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15))?;
         add_noise(n, d, feats, self.noise_sigma, self.seed ^ salt.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ 1)?;
         if !self.is_none() {
-            tracing::info!(items = n, sigma = self.noise_sigma, swap = self.swap_frac, swapped = swapped.len(),
-                "corrupted item features");
+            tracing::info!(
+                items = n,
+                sigma = self.noise_sigma,
+                swap = self.swap_frac,
+                swapped = swapped.len(),
+                "corrupted item features"
+            );
         }
         Ok(swapped)
     }

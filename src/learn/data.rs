@@ -139,10 +139,8 @@ impl Interactions {
 
     /// Builds interactions from the store's events (see [`Interactions::from_timed`]).
     pub fn from_events(events: &[crate::store::Event], valid_per_user: usize, test_per_user: usize) -> (Self, IdMaps) {
-        let triples: Vec<(&str, &str, i64)> = events
-            .iter()
-            .map(|e| (e.user.as_str(), e.sku.as_str(), e.ts_ms))
-            .collect();
+        let triples: Vec<(&str, &str, i64)> =
+            events.iter().map(|e| (e.user.as_str(), e.sku.as_str(), e.ts_ms)).collect();
         Self::from_timed(&triples, valid_per_user, test_per_user)
     }
 
@@ -172,11 +170,7 @@ impl Interactions {
                 per_user[u as usize].push(i);
             }
         }
-        let mut out = Interactions {
-            n_users: maps.users.len(),
-            n_items: maps.items.len(),
-            ..Default::default()
-        };
+        let mut out = Interactions { n_users: maps.users.len(), n_items: maps.items.len(), ..Default::default() };
         let held = valid_per_user + test_per_user;
         for (u, items) in per_user.iter().enumerate() {
             let u = u as u32;
@@ -199,16 +193,10 @@ impl Interactions {
 /// `userID`, `itemID` and `x_label` (0 train, 1 valid, 2 test); extra columns are ignored.
 /// `n_users` / `n_items` are max id + 1 over all rows.
 pub fn load_inter(path: &Path) -> Result<Interactions> {
-    let text = std::fs::read_to_string(path).map_err(|source| LearnError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| LearnError::Io { path: path.to_path_buf(), source })?;
     parse_inter(&text).map_err(|msg| {
         tracing::warn!(path = %path.display(), error = %msg, "bad .inter file");
-        LearnError::Data {
-            path: path.to_path_buf(),
-            msg,
-        }
+        LearnError::Data { path: path.to_path_buf(), msg }
     })
 }
 
@@ -228,17 +216,10 @@ pub fn parse_inter(text: &str) -> std::result::Result<Interactions, String> {
     for (lineno, line) in lines {
         let f = split_fields(line);
         if f.len() < need {
-            return Err(format!(
-                "line {}: expected {} columns, got {}",
-                lineno + 1,
-                cols.len(),
-                f.len()
-            ));
+            return Err(format!("line {}: expected {} columns, got {}", lineno + 1, cols.len(), f.len()));
         }
-        let parse = |s: &str, what: &str| {
-            s.parse::<u32>()
-                .map_err(|_| format!("line {}: bad {what} {s:?}", lineno + 1))
-        };
+        let parse =
+            |s: &str, what: &str| s.parse::<u32>().map_err(|_| format!("line {}: bad {what} {s:?}", lineno + 1));
         let u = parse(f[cu], "userID")?;
         let i = parse(f[ci], "itemID")?;
         let x = parse(f[cx], "x_label")?;
@@ -272,25 +253,14 @@ pub fn find_inter(path: &Path) -> Result<std::path::PathBuf> {
     if path.is_file() {
         return Ok(path.to_path_buf());
     }
-    let rd = std::fs::read_dir(path).map_err(|source| LearnError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut found: Vec<_> = rd
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "inter"))
-        .collect();
+    let rd = std::fs::read_dir(path).map_err(|source| LearnError::Io { path: path.to_path_buf(), source })?;
+    let mut found: Vec<_> =
+        rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e == "inter")).collect();
     found.sort();
     match found.len() {
         1 => Ok(found.remove(0)),
-        0 => Err(LearnError::Data {
-            path: path.to_path_buf(),
-            msg: "no .inter file in this folder".into(),
-        }),
-        _ => Err(LearnError::Data {
-            path: path.to_path_buf(),
-            msg: format!("several .inter files: {found:?}"),
-        }),
+        0 => Err(LearnError::Data { path: path.to_path_buf(), msg: "no .inter file in this folder".into() }),
+        _ => Err(LearnError::Data { path: path.to_path_buf(), msg: format!("several .inter files: {found:?}") }),
     }
 }
 

@@ -129,10 +129,8 @@ pub fn evaluate(
     let kmax = *ks.iter().max().unwrap_or(&1);
     let users = users.to_dtype(DType::F32)?;
     let items_t = items.to_dtype(DType::F32)?.t()?.contiguous()?;
-    let eval_users: Vec<u32> = (0..n_users.min(target.n_users()))
-        .filter(|&u| !target.get(u).is_empty())
-        .map(|u| u as u32)
-        .collect();
+    let eval_users: Vec<u32> =
+        (0..n_users.min(target.n_users())).filter(|&u| !target.get(u).is_empty()).map(|u| u as u32).collect();
     let nk = ks.len();
     let mut sums = vec![0f64; 3 * nk];
     for chunk in eval_users.chunks(block.max(1)) {

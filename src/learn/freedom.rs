@@ -148,7 +148,9 @@ impl Freedom {
         params.validate()?;
         check_modalities(n_items, modalities)?;
         if let Some(&(u, i)) = train.iter().find(|&&(u, i)| u as usize >= n_users || i as usize >= n_items) {
-            return Err(LearnError::Invalid(format!("train edge ({u}, {i}) outside {n_users} users x {n_items} items")));
+            return Err(LearnError::Invalid(format!(
+                "train edge ({u}, {i}) outside {n_users} users x {n_items} items"
+            )));
         }
         let mut edges = train.to_vec();
         edges.sort_unstable();
@@ -195,10 +197,7 @@ impl Freedom {
     /// sorted train edges).
     pub fn prune(&self, rng: &mut StdRng) -> Vec<(u32, u32)> {
         let keep = (self.edges.len() as f64 * (1.0 - self.params.dropout)) as usize;
-        weighted_sample_without_replacement(&self.edge_w, keep, rng)
-            .into_iter()
-            .map(|k| self.edges[k])
-            .collect()
+        weighted_sample_without_replacement(&self.edge_w, keep, rng).into_iter().map(|k| self.edges[k]).collect()
     }
 
     /// The item-item graph (for inspection and tests).

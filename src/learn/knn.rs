@@ -154,14 +154,17 @@ pub fn item_graph(n_items: usize, modalities: &[(usize, &[f32])], weights: &[f32
         )));
     }
     let t0 = std::time::Instant::now();
-    let graphs = modalities
-        .iter()
-        .map(|(d, data)| knn_graph(n_items, *d, data, p))
-        .collect::<Result<Vec<_>>>()?;
+    let graphs = modalities.iter().map(|(d, data)| knn_graph(n_items, *d, data, p)).collect::<Result<Vec<_>>>()?;
     let pairs: Vec<(f32, &Csr)> = weights.iter().copied().zip(graphs.iter()).collect();
     let g = weighted_sum(&pairs)?;
-    tracing::info!(items = n_items, modalities = modalities.len(), k = p.k, nnz = g.indices.len(),
-        ms = t0.elapsed().as_millis() as u64, "built item-item kNN graph");
+    tracing::info!(
+        items = n_items,
+        modalities = modalities.len(),
+        k = p.k,
+        nnz = g.indices.len(),
+        ms = t0.elapsed().as_millis() as u64,
+        "built item-item kNN graph"
+    );
     Ok(g)
 }
 

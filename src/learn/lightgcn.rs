@@ -129,18 +129,12 @@ impl Recommender for LightGcn {
             }
         };
         let grad = grad.ok_or_else(|| LearnError::Invalid("fused LightGCN backward gave no gradient".into()))??;
-        Ok(LossGrads {
-            loss,
-            grads: Some(vec![grad]),
-        })
+        Ok(LossGrads { loss, grads: Some(vec![grad]) })
     }
 
     fn embeddings(&self) -> Result<(Tensor, Tensor)> {
         let all = self.graph.propagate_mean(&self.ego.as_detached_tensor(), self.layers)?;
-        Ok((
-            all.narrow(0, 0, self.n_users)?,
-            all.narrow(0, self.n_users, self.n_items)?,
-        ))
+        Ok((all.narrow(0, 0, self.n_users)?, all.narrow(0, self.n_users, self.n_items)?))
     }
 }
 
@@ -171,12 +165,7 @@ impl BatchRows {
             }
         }
         let user_slots = uniq.partition_point(|&r| (r as usize) < n_users);
-        Self {
-            idx,
-            uniq,
-            slot,
-            user_slots,
-        }
+        Self { idx, uniq, slot, user_slots }
     }
 
     fn batch(&self) -> usize {
@@ -289,11 +278,7 @@ impl BprOp {
                     .sqrt()
             })
             .collect();
-        let loss = if self.reg == 0.0 {
-            bpr
-        } else {
-            bpr + self.reg * norms.iter().sum::<f64>() / b as f64
-        };
+        let loss = if self.reg == 0.0 { bpr } else { bpr + self.reg * norms.iter().sum::<f64>() / b as f64 };
         let Some(go) = grad_out else { return Ok((loss, None)) };
 
         // H = d loss / d final rows, compact; user and item rows are disjoint, so in parallel
@@ -349,10 +334,7 @@ impl BprOp {
         };
         let grad = if self.layers == 0 {
             let mut g = vec![T::default(); n * d];
-            g.par_chunks_mut(d.max(1))
-                .with_min_len(256)
-                .enumerate()
-                .for_each(|(r, o)| epilogue(r, o, true));
+            g.par_chunks_mut(d.max(1)).with_min_len(256).enumerate().for_each(|(r, o)| epilogue(r, o, true));
             g
         } else {
             let buf = |l: usize| {

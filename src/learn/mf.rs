@@ -17,11 +17,7 @@ impl MfBpr {
         let dev = Device::Cpu;
         let u = Tensor::from_vec(xavier_uniform(n_users, dim, rng), (n_users, dim), &dev)?.to_dtype(dtype)?;
         let i = Tensor::from_vec(xavier_uniform(n_items, dim, rng), (n_items, dim), &dev)?.to_dtype(dtype)?;
-        Ok(Self {
-            users: Var::from_tensor(&u)?,
-            items: Var::from_tensor(&i)?,
-            reg,
-        })
+        Ok(Self { users: Var::from_tensor(&u)?, items: Var::from_tensor(&i)?, reg })
     }
 }
 
@@ -31,10 +27,7 @@ impl Recommender for MfBpr {
     }
 
     fn named_vars(&self) -> Vec<(String, Var)> {
-        vec![
-            ("mf.user".into(), self.users.clone()),
-            ("mf.item".into(), self.items.clone()),
-        ]
+        vec![("mf.user".into(), self.users.clone()), ("mf.item".into(), self.items.clone())]
     }
 
     fn batch_loss(&self, b: &Batch) -> Result<Tensor> {

@@ -148,11 +148,7 @@ pub fn parse_npy(bytes: &[u8]) -> std::result::Result<NpyArray, String> {
     };
     let need = n.checked_mul(width).ok_or_else(|| format!("shape {:?} overflows", header.shape))?;
     if payload.len() != need {
-        return Err(format!(
-            "payload is {} bytes but shape {:?} needs {need}",
-            payload.len(),
-            header.shape
-        ));
+        return Err(format!("payload is {} bytes but shape {:?} needs {need}", payload.len(), header.shape));
     }
     let data: Vec<f32> = match (header.dtype, header.endian) {
         (Dtype::F16, e) => payload
@@ -167,7 +163,11 @@ pub fn parse_npy(bytes: &[u8]) -> std::result::Result<NpyArray, String> {
             .chunks_exact(4)
             .map(|c| {
                 let b = [c[0], c[1], c[2], c[3]];
-                if e == Endian::Little { f32::from_le_bytes(b) } else { f32::from_be_bytes(b) }
+                if e == Endian::Little {
+                    f32::from_le_bytes(b)
+                } else {
+                    f32::from_be_bytes(b)
+                }
             })
             .collect(),
     };
@@ -240,10 +240,8 @@ fn take_quoted(s: &str) -> Option<(&str, &str)> {
 }
 
 fn parse_shape(v: &str) -> std::result::Result<Vec<usize>, String> {
-    let inner = v
-        .strip_prefix('(')
-        .and_then(|s| s.strip_suffix(')'))
-        .ok_or_else(|| format!("shape is not a tuple: {v:?}"))?;
+    let inner =
+        v.strip_prefix('(').and_then(|s| s.strip_suffix(')')).ok_or_else(|| format!("shape is not a tuple: {v:?}"))?;
     inner
         .split(',')
         .map(str::trim)
@@ -319,7 +317,8 @@ mod tests {
         let payload: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|x| x.to_be_bytes()).collect();
         let a = parse_npy(&raw(2, "{'descr': '>f4', 'fortran_order': False, 'shape': (2,), }", &payload)).unwrap();
         assert_eq!(a.data, vec![1.5, -2.0]);
-        let payload: Vec<u8> = [0.25f32, 3.0].iter().flat_map(|x| half::f16::from_f32(*x).to_bits().to_le_bytes()).collect();
+        let payload: Vec<u8> =
+            [0.25f32, 3.0].iter().flat_map(|x| half::f16::from_f32(*x).to_bits().to_le_bytes()).collect();
         let a = parse_npy(&raw(1, "{'descr': '<f2', 'fortran_order': False, 'shape': (1, 2), }", &payload)).unwrap();
         assert_eq!((a.shape, a.data), (vec![1, 2], vec![0.25, 3.0]));
     }
@@ -337,7 +336,10 @@ mod tests {
             (raw(1, "{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }", &p8), "dtype"),
             (raw(1, ok, &[0u8; 7]), "payload"),
             (raw(1, ok, &[0u8; 12]), "payload"),
-            (raw(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999, 99999999999, 9999999), }", &p8), "overflow"),
+            (
+                raw(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999, 99999999999, 9999999), }", &p8),
+                "overflow",
+            ),
             (raw(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (2,x), }", &p8), "shape entry"),
             (raw(1, "{'descr': '<f4', 'fortran_order': False}", &p8), "no 'shape'"),
             (raw(1, "'descr': '<f4'", &p8), "not a dict"),

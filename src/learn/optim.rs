@@ -92,9 +92,7 @@ impl OptimKind {
             "sam" => Ok(OptimKind::Sam),
             "mg" => Ok(OptimKind::Mg),
             "sgbd" => Ok(OptimKind::Sgbd(variant)),
-            _ => Err(LearnError::Invalid(format!(
-                "unknown optimiser {name:?} (adam, sam, mg, sgbd)"
-            ))),
+            _ => Err(LearnError::Invalid(format!("unknown optimiser {name:?} (adam, sam, mg, sgbd)"))),
         }
     }
 
@@ -145,16 +143,7 @@ pub struct OptimParams {
 
 impl Default for OptimParams {
     fn default() -> Self {
-        Self {
-            lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            rho: 0.05,
-            alpha1: 1.0,
-            alpha2: 0.2,
-            beta: 3,
-        }
+        Self { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, rho: 0.05, alpha1: 1.0, alpha2: 0.2, beta: 3 }
     }
 }
 
@@ -307,13 +296,12 @@ macro_rules! save_axpy {
             }
         };
         let a = $a as $t;
-        $p.par_chunks_mut(MIN_LEN)
-            .zip($g.par_chunks(MIN_LEN))
-            .zip(b.par_chunks_mut(MIN_LEN))
-            .for_each(|((p, g), b)| {
+        $p.par_chunks_mut(MIN_LEN).zip($g.par_chunks(MIN_LEN)).zip(b.par_chunks_mut(MIN_LEN)).for_each(
+            |((p, g), b)| {
                 b.copy_from_slice(p);
                 p.iter_mut().zip(g).for_each(|(p, &g)| *p += a * g);
-            });
+            },
+        );
     }};
 }
 
@@ -373,11 +361,7 @@ fn restore_from<T: Copy + Send + Sync>(p: &mut [T], b: &[T]) -> candle_core::Res
 fn axpy(v: &Var, g: &Tensor, a: f64) -> Result<()> {
     let g = g.contiguous()?;
     if g.shape() != v.shape() {
-        return Err(LearnError::Invalid(format!(
-            "gradient shape {:?} != parameter {:?}",
-            g.shape(),
-            v.shape()
-        )));
+        return Err(LearnError::Invalid(format!("gradient shape {:?} != parameter {:?}", g.shape(), v.shape())));
     }
     v.as_tensor().inplace_op2(&g, &Axpy(a))?;
     Ok(())
@@ -506,14 +490,7 @@ pub struct Adam {
 impl Adam {
     pub fn new(vars: &[Var], lr: f64, b1: f64, b2: f64, eps: f64) -> Result<Self> {
         let moments = vars.iter().map(|v| zero_moments(v)).collect::<Result<Vec<_>>>()?;
-        Ok(Self {
-            lr,
-            b1,
-            b2,
-            eps,
-            t: 0,
-            moments,
-        })
+        Ok(Self { lr, b1, b2, eps, t: 0, moments })
     }
 }
 
@@ -580,16 +557,10 @@ impl BaseOptimizer for Adam {
     ) -> Result<()> {
         let mut moments = Vec::with_capacity(names.len());
         for (name, var) in names.iter().zip(vars) {
-            let get = |k: String| {
-                tensors
-                    .get(&k)
-                    .ok_or_else(|| LearnError::Invalid(format!("checkpoint lacks {k}")))
-            };
+            let get = |k: String| tensors.get(&k).ok_or_else(|| LearnError::Invalid(format!("checkpoint lacks {k}")));
             let (m, v) = (get(format!("adam.m.{name}"))?, get(format!("adam.v.{name}"))?);
             if m.elem_count() != var.elem_count() || v.elem_count() != var.elem_count() {
-                return Err(LearnError::Invalid(format!(
-                    "checkpoint moments of {name} have the wrong size"
-                )));
+                return Err(LearnError::Invalid(format!("checkpoint moments of {name} have the wrong size")));
             }
             moments.push(match var.dtype() {
                 DType::F32 => Moments::F32(
@@ -633,10 +604,7 @@ impl BaseOptimizer for Sgd {
         self.t
     }
     fn state(&self, _names: &[String]) -> Result<OptimState> {
-        Ok(OptimState {
-            tensors: vec![],
-            step: self.t,
-        })
+        Ok(OptimState { tensors: vec![], step: self.t })
     }
     fn load_state(&mut self, _: &[String], _: &[Var], _: &HashMap<String, Tensor>, step: u64) -> Result<()> {
         self.t = step;
@@ -676,15 +644,7 @@ impl Composite {
             return Err(LearnError::Invalid("MG beta must be >= 1".into()));
         }
         let (names, vars) = named_vars.into_iter().unzip();
-        Ok(Self {
-            kind,
-            params: params.clone(),
-            names,
-            vars,
-            base,
-            grad_evals: 0,
-            backups: vec![],
-        })
+        Ok(Self { kind, params: params.clone(), names, vars, base, grad_evals: 0, backups: vec![] })
     }
 
     pub fn vars(&self) -> &[Var] {
@@ -700,11 +660,7 @@ impl Composite {
         self.grad_evals += 1;
         if let Some(g) = lg.grads {
             if g.len() != self.vars.len() {
-                return Err(LearnError::Invalid(format!(
-                    "{} gradients for {} parameters",
-                    g.len(),
-                    self.vars.len()
-                )));
+                return Err(LearnError::Invalid(format!("{} gradients for {} parameters", g.len(), self.vars.len())));
             }
             return Ok(g);
         }
@@ -726,22 +682,12 @@ impl Composite {
             self.backups = self.vars.iter().map(|_| Backup::Empty).collect();
         }
         if let Some((v, g)) = self.vars.iter().zip(g).find(|(v, g)| g.shape() != v.shape()) {
-            return Err(LearnError::Invalid(format!(
-                "gradient shape {:?} != parameter {:?}",
-                g.shape(),
-                v.shape()
-            )));
+            return Err(LearnError::Invalid(format!("gradient shape {:?} != parameter {:?}", g.shape(), v.shape())));
         }
         // save the point and perturb it in one pass per parameter
         for ((v, g), b) in self.vars.iter().zip(g).zip(self.backups.iter_mut()) {
             let g = g.contiguous()?;
-            v.as_tensor().inplace_op2(
-                &g,
-                &SaveAndAxpy {
-                    a,
-                    backup: RefCell::new(b),
-                },
-            )?;
+            v.as_tensor().inplace_op2(&g, &SaveAndAxpy { a, backup: RefCell::new(b) })?;
         }
         let res = loss_fn().and_then(|l| self.grads(l));
         // restore (an exact copy) even when the perturbed evaluation failed
@@ -813,11 +759,7 @@ impl Optimizer for Composite {
         drop(g);
         let l2 = loss_fn()?;
         let g2 = self.grads(l2)?;
-        let g2 = if self.kind == OptimKind::Sgbd(Variant::M2) {
-            self.sam_grad(loss_fn, &g2)?
-        } else {
-            g2
-        };
+        let g2 = if self.kind == OptimKind::Sgbd(Variant::M2) { self.sam_grad(loss_fn, &g2)? } else { g2 };
         self.base.apply(&self.vars, &g2, -self.params.alpha2)?;
         Ok(value)
     }

@@ -27,19 +27,14 @@ impl<'a> NegativeSampler<'a> {
         if n_items == 0 || n_items > u32::MAX as usize {
             return Err(LearnError::Invalid(format!("bad item count {n_items}")));
         }
-        Ok(Self {
-            n_items: n_items as u32,
-            train,
-        })
+        Ok(Self { n_items: n_items as u32, train })
     }
 
     /// One negative for user `u`; an error if `u` interacted with every item.
     pub fn negative(&self, u: u32, rng: &mut impl Rng) -> Result<u32> {
         let seen = self.train.get(u as usize);
         if seen.len() >= self.n_items as usize {
-            return Err(LearnError::Invalid(format!(
-                "user {u} has interacted with every item: no negative exists"
-            )));
+            return Err(LearnError::Invalid(format!("user {u} has interacted with every item: no negative exists")));
         }
         loop {
             let j = rng.random_range(0..self.n_items);
@@ -97,10 +92,8 @@ mod tests {
         assert_eq!(seen0.into_iter().collect::<Vec<_>>(), vec![1, 3, 5]);
         let batches = s.epoch(&pairs, 3, &mut rng).unwrap();
         assert_eq!(batches.iter().map(|b| b.users.len()).collect::<Vec<_>>(), vec![3, 1]);
-        let mut all: Vec<(u32, u32)> = batches
-            .iter()
-            .flat_map(|b| b.users.iter().copied().zip(b.pos.iter().copied()))
-            .collect();
+        let mut all: Vec<(u32, u32)> =
+            batches.iter().flat_map(|b| b.users.iter().copied().zip(b.pos.iter().copied())).collect();
         all.sort();
         assert_eq!(all, pairs);
         for b in &batches {

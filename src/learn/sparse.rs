@@ -65,13 +65,7 @@ impl Csr {
             }
             indptr.push(indices.len());
         }
-        Csr {
-            n_rows,
-            n_cols,
-            indptr,
-            indices,
-            values,
-        }
+        Csr { n_rows, n_cols, indptr, indices, values }
     }
 
     pub fn nnz(&self) -> usize {
@@ -98,13 +92,7 @@ impl Csr {
                 fill[c] += 1;
             }
         }
-        Csr {
-            n_rows: self.n_cols,
-            n_cols: self.n_rows,
-            indptr: counts,
-            indices,
-            values,
-        }
+        Csr { n_rows: self.n_cols, n_cols: self.n_rows, indptr: counts, indices, values }
     }
 
     /// Dense row-major copy (tests and debugging only).
@@ -141,11 +129,8 @@ impl Csr {
 /// Isolated nodes get empty rows.
 pub fn normalized_bipartite(n_users: usize, n_items: usize, edges: &[(u32, u32)]) -> Csr {
     let n = n_users + n_items;
-    let mut e: Vec<(u32, u32)> = edges
-        .iter()
-        .copied()
-        .filter(|&(u, i)| (u as usize) < n_users && (i as usize) < n_items)
-        .collect();
+    let mut e: Vec<(u32, u32)> =
+        edges.iter().copied().filter(|&(u, i)| (u as usize) < n_users && (i as usize) < n_items).collect();
     e.sort_unstable();
     e.dedup();
     let mut deg = vec![0f32; n];
@@ -153,10 +138,7 @@ pub fn normalized_bipartite(n_users: usize, n_items: usize, edges: &[(u32, u32)]
         deg[u as usize] += 1.0;
         deg[n_users + i as usize] += 1.0;
     }
-    let inv: Vec<f32> = deg
-        .iter()
-        .map(|&d| if d > 0.0 { 1.0 / d.sqrt() } else { 0.0 })
-        .collect();
+    let inv: Vec<f32> = deg.iter().map(|&d| if d > 0.0 { 1.0 / d.sqrt() } else { 0.0 }).collect();
     let mut coo = Vec::with_capacity(2 * e.len());
     for &(u, i) in &e {
         let (a, b) = (u as usize, n_users + i as usize);
@@ -348,14 +330,11 @@ pub(crate) fn mul_rows<T: Elem>(
     post: impl Fn(usize, &mut [T]) + Sync,
 ) {
     let k = T::kernel();
-    out.par_chunks_mut(d.max(1))
-        .with_min_len(64)
-        .enumerate()
-        .for_each(|(r, o)| {
-            let (s, e) = (a.indptr[r], a.indptr[r + 1]);
-            k(&a.indices[s..e], &a.values[s..e], x, slot, d, o, false);
-            post(r, o);
-        });
+    out.par_chunks_mut(d.max(1)).with_min_len(64).enumerate().for_each(|(r, o)| {
+        let (s, e) = (a.indptr[r], a.indptr[r + 1]);
+        k(&a.indices[s..e], &a.values[s..e], x, slot, d, o, false);
+        post(r, o);
+    });
 }
 
 /// For each `rows[k]`: `out_k += (A x)[rows[k]]`, then `post(out_k)` (parallel).
@@ -368,15 +347,12 @@ pub(crate) fn mul_selected_acc<T: Elem>(
     post: impl Fn(&mut [T]) + Sync,
 ) {
     let k = T::kernel();
-    out.par_chunks_mut(d.max(1))
-        .zip(rows.par_iter())
-        .with_min_len(16)
-        .for_each(|(o, &r)| {
-            let r = r as usize;
-            let (s, e) = (a.indptr[r], a.indptr[r + 1]);
-            k(&a.indices[s..e], &a.values[s..e], x, None, d, o, true);
-            post(o);
-        });
+    out.par_chunks_mut(d.max(1)).zip(rows.par_iter()).with_min_len(16).for_each(|(o, &r)| {
+        let r = r as usize;
+        let (s, e) = (a.indptr[r], a.indptr[r + 1]);
+        k(&a.indices[s..e], &a.values[s..e], x, None, d, o, true);
+        post(o);
+    });
 }
 
 /// `out = A x` (`x` row-major `[n_cols, d]`, `out` `[n_rows, d]`), parallel over rows.
@@ -392,10 +368,7 @@ fn poly_mean<T: Elem>(a: &Csr, x: &[T], d: usize, layers: usize) -> Vec<T> {
     let mut next = vec![T::default(); a.n_rows * d];
     for _ in 0..layers {
         csr_mul(a, &cur, d, &mut next);
-        acc.par_iter_mut()
-            .zip(next.par_iter())
-            .with_min_len(4096)
-            .for_each(|(s, &v)| *s += v);
+        acc.par_iter_mut().zip(next.par_iter()).with_min_len(4096).for_each(|(s, &v)| *s += v);
         std::mem::swap(&mut cur, &mut next);
     }
     acc.par_iter_mut().with_min_len(4096).for_each(|s| *s = *s * scale);
@@ -447,19 +420,12 @@ impl SparseOp {
 
     /// `A x`, differentiable in `x`.
     pub fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.apply_op1(Spmm {
-            a: self.a.clone(),
-            at: Some(self.at.clone()),
-        })
+        x.apply_op1(Spmm { a: self.a.clone(), at: Some(self.at.clone()) })
     }
 
     /// `mean_{l=0..layers} A^l x` (LightGCN propagation with layer averaging), differentiable in `x`.
     pub fn propagate_mean(&self, x: &Tensor, layers: usize) -> candle_core::Result<Tensor> {
-        x.apply_op1(PropagateMean {
-            a: self.a.clone(),
-            at: self.at.clone(),
-            layers,
-        })
+        x.apply_op1(PropagateMean { a: self.a.clone(), at: self.at.clone(), layers })
     }
 }
 
@@ -502,10 +468,7 @@ impl CustomOp1 for Spmm {
             Some(at) => at.clone(),
             None => Arc::new(self.a.transpose()),
         };
-        let g = grad_res.contiguous()?.apply_op1(Spmm {
-            a: at,
-            at: Some(self.a.clone()),
-        })?;
+        let g = grad_res.contiguous()?.apply_op1(Spmm { a: at, at: Some(self.a.clone()) })?;
         Ok(Some(g))
     }
 }
@@ -528,25 +491,15 @@ impl CustomOp1 for PropagateMean {
         }
         let shape = Shape::from((self.a.n_rows, d));
         match s {
-            CpuStorage::F32(v) => Ok((
-                CpuStorage::F32(poly_mean(&self.a, slice_of(v, l)?, d, self.layers)),
-                shape,
-            )),
-            CpuStorage::F64(v) => Ok((
-                CpuStorage::F64(poly_mean(&self.a, slice_of(v, l)?, d, self.layers)),
-                shape,
-            )),
+            CpuStorage::F32(v) => Ok((CpuStorage::F32(poly_mean(&self.a, slice_of(v, l)?, d, self.layers)), shape)),
+            CpuStorage::F64(v) => Ok((CpuStorage::F64(poly_mean(&self.a, slice_of(v, l)?, d, self.layers)), shape)),
             _ => candle_core::bail!("csr-propagate-mean: only f32 and f64 are supported"),
         }
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
         // d/dx mean_l A^l x  applied to g  =  mean_l (A^T)^l g: the same op with A^T.
-        let op = PropagateMean {
-            a: self.at.clone(),
-            at: self.a.clone(),
-            layers: self.layers,
-        };
+        let op = PropagateMean { a: self.at.clone(), at: self.a.clone(), layers: self.layers };
         Ok(Some(grad_res.contiguous()?.apply_op1(op)?))
     }
 }

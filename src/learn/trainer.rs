@@ -217,13 +217,8 @@ pub fn fit(
     let mut first_epoch = 0;
     if let Some(dir) = &opts.checkpoint {
         if let Some(state) = checkpoint::load(dir, model, opt)? {
-            let saved: Resume =
-                serde_json::from_value(state.get("trainer").cloned().unwrap_or_default()).map_err(|e| {
-                    LearnError::Data {
-                        path: dir.join(checkpoint::STATE),
-                        msg: e.to_string(),
-                    }
-                })?;
+            let saved: Resume = serde_json::from_value(state.get("trainer").cloned().unwrap_or_default())
+                .map_err(|e| LearnError::Data { path: dir.join(checkpoint::STATE), msg: e.to_string() })?;
             if saved.seed != opts.seed {
                 return Err(LearnError::Invalid(format!(
                     "checkpoint was trained with seed {}, not {}",
@@ -244,15 +239,7 @@ pub fn fit(
         }
         let mut rng = epoch_rng(opts.seed, epoch);
         let (t0, c0) = (Instant::now(), crate::sys::process_cpu_seconds());
-        let loss = train_epoch(
-            model,
-            opt,
-            &sampler,
-            &data.train,
-            opts.batch,
-            &mut rng,
-            &mut hooks.on_batch,
-        )?;
+        let loss = train_epoch(model, opt, &sampler, &data.train, opts.batch, &mut rng, &mut hooks.on_batch)?;
         let (train_s, c1) = (t0.elapsed().as_secs_f64(), crate::sys::process_cpu_seconds());
         let t1 = Instant::now();
         let (u, i) = model.embeddings()?;
@@ -322,7 +309,6 @@ pub fn fit(
 // ---------------------------------------------------------------------------------------------
 // Building a run from the `[learn]` configuration (used by `train` and `bench train`).
 
-
 /// The optimiser kind and hyper-parameters of a `[learn]` section.
 pub fn optim_from_config(cfg: &LearnConfig) -> (OptimKind, OptimParams) {
     let kind = cfg.optim.with_variant(cfg.variant);
@@ -358,14 +344,7 @@ pub fn build_model(cfg: &LearnConfig, data: &Interactions, features: &Features) 
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let dt = candle_core::DType::F32;
     Ok(match cfg.model {
-        ModelKind::Mf => Box::new(super::mf::MfBpr::new(
-            data.n_users,
-            data.n_items,
-            cfg.dim,
-            cfg.reg,
-            dt,
-            &mut rng,
-        )?),
+        ModelKind::Mf => Box::new(super::mf::MfBpr::new(data.n_users, data.n_items, cfg.dim, cfg.reg, dt, &mut rng)?),
         ModelKind::Lightgcn => Box::new(super::lightgcn::LightGcn::new(
             data.n_users,
             data.n_items,
@@ -377,24 +356,11 @@ pub fn build_model(cfg: &LearnConfig, data: &Interactions, features: &Features) 
             &mut rng,
         )?),
         ModelKind::Vbpr | ModelKind::Freedom if features.is_empty() => {
-            return Err(LearnError::Invalid(format!(
-                "model {:?} needs item feature files (--features)",
-                cfg.model
-            )))
+            return Err(LearnError::Invalid(format!("model {:?} needs item feature files (--features)", cfg.model)))
         }
         ModelKind::Vbpr => {
-            let p = super::vbpr::VbprParams {
-                dim: cfg.dim,
-                reg: cfg.reg,
-            };
-            Box::new(super::vbpr::Vbpr::new(
-                data.n_users,
-                data.n_items,
-                features,
-                &p,
-                dt,
-                &mut rng,
-            )?)
+            let p = super::vbpr::VbprParams { dim: cfg.dim, reg: cfg.reg };
+            Box::new(super::vbpr::Vbpr::new(data.n_users, data.n_items, features, &p, dt, &mut rng)?)
         }
         ModelKind::Freedom => {
             let p = super::freedom::FreedomParams {
@@ -404,15 +370,7 @@ pub fn build_model(cfg: &LearnConfig, data: &Interactions, features: &Features) 
                 lambda: cfg.mm_lambda,
                 ..super::freedom::FreedomParams::default()
             };
-            Box::new(super::freedom::Freedom::new(
-                data.n_users,
-                data.n_items,
-                &data.train,
-                features,
-                &p,
-                dt,
-                &mut rng,
-            )?)
+            Box::new(super::freedom::Freedom::new(data.n_users, data.n_items, &data.train, features, &p, dt, &mut rng)?)
         }
     })
 }
@@ -429,13 +387,7 @@ pub fn run(
     params.validate()?;
     let mut model = build_model(cfg, data, features)?;
     let mut opt = super::optim::build(kind, &params, model.named_vars())?;
-    fit(
-        model.as_mut(),
-        &mut opt,
-        data,
-        &options_from_config(cfg, checkpoint),
-        hooks,
-    )
+    fit(model.as_mut(), &mut opt, data, &options_from_config(cfg, checkpoint), hooks)
 }
 
 /// Which held-out split to score.

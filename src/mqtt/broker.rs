@@ -52,17 +52,11 @@ pub fn broker_max_payload(max_payload_bytes: usize) -> usize {
 /// Starts rumqttd on `host:port` (v5) and `host:port+1` (v4) on its own threads, after checking
 /// that both ports are free. `host` must be a loopback address.
 pub fn start_embedded(host: &str, port: u16, max_payload_bytes: usize) -> Result<EmbeddedBroker, MqttError> {
-    let ip: IpAddr = host
-        .parse()
-        .map_err(|_| MqttError::Broker(format!("{host:?} is not an IP address")))?;
+    let ip: IpAddr = host.parse().map_err(|_| MqttError::Broker(format!("{host:?} is not an IP address")))?;
     if !ip.is_loopback() {
-        return Err(MqttError::Broker(format!(
-            "embedded broker binds loopback only, not {ip}"
-        )));
+        return Err(MqttError::Broker(format!("embedded broker binds loopback only, not {ip}")));
     }
-    let v4_port = port
-        .checked_add(1)
-        .ok_or_else(|| MqttError::Broker("port + 1 overflows".into()))?;
+    let v4_port = port.checked_add(1).ok_or_else(|| MqttError::Broker("port + 1 overflows".into()))?;
     let v5 = SocketAddr::new(ip, port);
     let v4 = SocketAddr::new(ip, v4_port);
     for addr in [v5, v4] {
@@ -97,7 +91,9 @@ pub fn start_embedded(host: &str, port: u16, max_payload_bytes: usize) -> Result
             .spawn(move || {
                 let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(rt) => rt,
-                    Err(e) => return tracing::error!(error = %e, listener = %addr, "embedded broker listener not started"),
+                    Err(e) => {
+                        return tracing::error!(error = %e, listener = %addr, "embedded broker listener not started")
+                    }
                 };
                 if let Err(e) = rt.block_on(srv.start(rumqttd::LinkType::Remote)) {
                     tracing::error!(error = ?e, listener = %addr, "embedded broker listener stopped");
@@ -362,8 +358,14 @@ mod tests {
     async fn both_listeners_speak_both_versions() {
         let port = tokio::task::spawn_blocking(start).await.unwrap();
         v5_publish(port + 1, "sgbd/t/x", true).await;
-        assert_eq!(v4_receive(port, "v4-on-v5-port", "sgbd/t/x", Duration::from_secs(5)).await.as_deref(), Ok(&b"hello"[..]));
-        assert_eq!(v4_receive(port + 1, "v4-on-v4-port", "sgbd/t/x", Duration::from_secs(5)).await.as_deref(), Ok(&b"hello"[..]));
+        assert_eq!(
+            v4_receive(port, "v4-on-v5-port", "sgbd/t/x", Duration::from_secs(5)).await.as_deref(),
+            Ok(&b"hello"[..])
+        );
+        assert_eq!(
+            v4_receive(port + 1, "v4-on-v4-port", "sgbd/t/x", Duration::from_secs(5)).await.as_deref(),
+            Ok(&b"hello"[..])
+        );
     }
 
     /// Raw CONNECT bytes (clean session, keep-alive 30 s) for `level` 4 or 5.

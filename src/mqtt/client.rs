@@ -226,9 +226,7 @@ impl Link {
         let mut tags = session.tags.lock().map_err(|_| MqttError::NotConnected)?;
         tags.push_back(tag);
         let r = match properties {
-            Some(p) => session
-                .client
-                .try_publish_with_properties(topic, qos, retain, payload, p),
+            Some(p) => session.client.try_publish_with_properties(topic, qos, retain, payload, p),
             None => session.client.try_publish(topic, qos, retain, payload),
         };
         if let Err(e) = r {
@@ -286,14 +284,7 @@ impl Link {
         }
         let topic = self.shared.opts.topics.status();
         let sent = self
-            .publish_tagged(
-                Tag::Final,
-                &topic,
-                QoS::AtLeastOnce,
-                true,
-                Bytes::from(status.to_string()),
-                None,
-            )
+            .publish_tagged(Tag::Final, &topic, QoS::AtLeastOnce, true, Bytes::from(status.to_string()), None)
             .is_ok();
         let acked = sent && tokio::time::timeout(wait, rx).await.map(|r| r.is_ok()).unwrap_or(false);
         let session = self.shared.session.read().ok().and_then(|s| s.clone());
@@ -328,13 +319,7 @@ fn options(opts: &LinkOptions) -> MqttOptions {
     if let Some((u, p)) = &opts.credentials {
         o.set_credentials(u.clone(), p.clone());
     }
-    o.set_last_will(LastWill::new(
-        opts.topics.status(),
-        STATUS_OFFLINE,
-        QoS::AtLeastOnce,
-        true,
-        None,
-    ));
+    o.set_last_will(LastWill::new(opts.topics.status(), STATUS_OFFLINE, QoS::AtLeastOnce, true, None));
     o
 }
 
@@ -349,10 +334,7 @@ async fn poll_loop(shared: Arc<Shared>, subscriptions: Vec<String>, in_tx: mpsc:
             return;
         }
         let (client, mut eventloop) = AsyncClient::new(options(&shared.opts), shared.opts.queue_capacity);
-        let session = Arc::new(Session {
-            client,
-            tags: Mutex::new(VecDeque::new()),
-        });
+        let session = Arc::new(Session { client, tags: Mutex::new(VecDeque::new()) });
         let mut inflight: HashMap<u16, Tag> = HashMap::new();
         loop {
             let ev = eventloop.poll().await;
@@ -382,23 +364,13 @@ async fn poll_loop(shared: Arc<Shared>, subscriptions: Vec<String>, in_tx: mpsc:
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let topic = String::from_utf8_lossy(&p.topic).into_owned();
-                    let msg = InMsg {
-                        topic,
-                        payload: p.payload,
-                        properties: p.properties,
-                        received: Instant::now(),
-                    };
+                    let msg = InMsg { topic, payload: p.payload, properties: p.properties, received: Instant::now() };
                     if in_tx.send(msg).await.is_err() {
                         tracing::debug!("incoming receiver gone");
                     }
                 }
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                    let tag = session
-                        .tags
-                        .lock()
-                        .ok()
-                        .and_then(|mut t| t.pop_front())
-                        .unwrap_or(Tag::Plain);
+                    let tag = session.tags.lock().ok().and_then(|mut t| t.pop_front()).unwrap_or(Tag::Plain);
                     shared.metrics.incr("mqtt.published");
                     if pkid != 0 && tag != Tag::Plain {
                         inflight.insert(pkid, tag);
@@ -498,11 +470,7 @@ fn outbox_loop(link: Link, store: Store, rx: std_mpsc::Receiver<OutboxMsg>) {
             if inflight.contains(&row.id) {
                 continue;
             }
-            let qos = if row.qos == 0 {
-                QoS::AtMostOnce
-            } else {
-                QoS::AtLeastOnce
-            };
+            let qos = if row.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
             let payload = Bytes::from(row.payload.clone());
             match link.publish_tagged(Tag::Outbox(row.id), &row.topic, qos, row.retain, payload, None) {
                 Ok(()) if qos == QoS::AtMostOnce => {
@@ -546,41 +514,25 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn disconnected_publish_fails_at_once_and_the_outbox_stays_in_sqlite() {
         // A port nobody listens on.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("o.db");
         let producer = Store::open(&db, 5000).unwrap();
         for i in 0..100 {
-            producer
-                .outbox_push("t/x", format!("m{i}").as_bytes(), 1, false)
-                .unwrap();
+            producer.outbox_push("t/x", format!("m{i}").as_bytes(), 1, false).unwrap();
         }
         let mut opts = LinkOptions::from_config(&cfg(crate::config::BrokerMode::External), "127.0.0.1", port, None);
         opts.reconnect_max_s = 1;
         let metrics = Arc::new(Metrics::default());
-        let (link, _rx) = Link::start(
-            opts,
-            vec![],
-            Bytes::new(),
-            Some(Store::open(&db, 5000).unwrap()),
-            metrics.clone(),
-            8,
-        )
-        .unwrap();
+        let (link, _rx) =
+            Link::start(opts, vec![], Bytes::new(), Some(Store::open(&db, 5000).unwrap()), metrics.clone(), 8).unwrap();
         link.kick_outbox();
         let t0 = Instant::now();
         for _ in 0..1000 {
             let r = link.publish("t/y", QoS::AtLeastOnce, false, Bytes::from_static(b"x"), None);
             assert!(matches!(r, Err(MqttError::NotConnected)), "{r:?}");
         }
-        assert!(
-            t0.elapsed() < Duration::from_secs(1),
-            "publishing while disconnected waited"
-        );
+        assert!(t0.elapsed() < Duration::from_secs(1), "publishing while disconnected waited");
         assert_eq!(metrics.get("mqtt.publish_dropped"), 1000);
         tokio::time::sleep(Duration::from_millis(1200)).await;
         assert!(!link.is_connected());

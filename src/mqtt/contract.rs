@@ -23,7 +23,6 @@ pub const STATUS_ONLINE: &str = "online";
 pub const STATUS_STOPPED: &str = "stopped";
 pub const STATUS_OFFLINE: &str = "offline";
 
-
 /// The topic names of one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {
@@ -48,10 +47,7 @@ pub enum Inbound {
 
 impl Topics {
     pub fn new(prefix: &str, store_id: &str, node_id: &str) -> Self {
-        Self {
-            base: format!("{prefix}/{store_id}/{node_id}"),
-            fleet: format!("{prefix}/fleet"),
-        }
+        Self { base: format!("{prefix}/{store_id}/{node_id}"), fleet: format!("{prefix}/fleet") }
     }
 
     pub fn from_config(cfg: &crate::config::Config) -> Self {
@@ -139,9 +135,7 @@ impl Topics {
     /// fleet's (the node's broker account can write everywhere; the kiosk's cannot).
     pub fn reply_topic_allowed(&self, kiosk: &str, topic: &str) -> bool {
         let own = self.kiosk(kiosk);
-        topic
-            .strip_prefix(&own)
-            .is_some_and(|r| r.starts_with('/') && r.len() > 1)
+        topic.strip_prefix(&own).is_some_and(|r| r.starts_with('/') && r.len() > 1)
             && !topic.contains(['#', '+'])
             && !topic.ends_with("/events")
             && !topic.ends_with("/recommend")
@@ -303,9 +297,7 @@ impl RecommendRequest {
 
     /// The instant (ms UTC) after which the request must not be answered, if it names one.
     pub fn deadline_ms(&self) -> Option<i64> {
-        let by_ttl = self
-            .ttl_ms
-            .map(|t| self.ts.saturating_add(t.min(i64::MAX as u64) as i64));
+        let by_ttl = self.ttl_ms.map(|t| self.ts.saturating_add(t.min(i64::MAX as u64) as i64));
         match (self.expires_at, by_ttl) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -377,15 +369,8 @@ pub struct Birth {
 
 impl Birth {
     /// What every node offers, in the birth document's `capabilities`.
-    pub const CAPABILITIES: [&'static str; 7] = [
-        "events",
-        "recommend",
-        "push",
-        "cmd/rebirth",
-        "cmd/config-reload",
-        "cmd/catalog-update",
-        "cmd/model-pin",
-    ];
+    pub const CAPABILITIES: [&'static str; 7] =
+        ["events", "recommend", "push", "cmd/rebirth", "cmd/config-reload", "cmd/catalog-update", "cmd/model-pin"];
 
     /// The birth document of a node of this build, stamped now.
     pub fn new(node_id: &str, store_id: &str, config_hash: &str, models: Vec<ModelInfo>) -> Self {
@@ -475,13 +460,7 @@ pub struct Latency {
 
 impl From<crate::telemetry::LatencySummary> for Latency {
     fn from(s: crate::telemetry::LatencySummary) -> Self {
-        Self {
-            count: s.count,
-            p50_ms: s.p50_ms,
-            p90_ms: s.p90_ms,
-            p99_ms: s.p99_ms,
-            max_ms: s.max_ms,
-        }
+        Self { count: s.count, p50_ms: s.p50_ms, p90_ms: s.p90_ms, p99_ms: s.p99_ms, max_ms: s.max_ms }
     }
 }
 
@@ -557,21 +536,11 @@ pub fn decode<T: serde::de::DeserializeOwned>(payload: &[u8], max_bytes: usize) 
     let err = |code, message: String, v: Option<&serde_json::Value>| DecodeError {
         code,
         message,
-        request_id: v
-            .and_then(|v| v.get("request_id"))
-            .and_then(|x| x.as_str())
-            .map(str::to_string),
-        reply_to: v
-            .and_then(|v| v.get("reply_to"))
-            .and_then(|x| x.as_str())
-            .map(str::to_string),
+        request_id: v.and_then(|v| v.get("request_id")).and_then(|x| x.as_str()).map(str::to_string),
+        reply_to: v.and_then(|v| v.get("reply_to")).and_then(|x| x.as_str()).map(str::to_string),
     };
     if payload.len() > max_bytes {
-        return Err(err(
-            ErrorCode::TooLarge,
-            format!("payload of {} bytes exceeds {max_bytes}", payload.len()),
-            None,
-        ));
+        return Err(err(ErrorCode::TooLarge, format!("payload of {} bytes exceeds {max_bytes}", payload.len()), None));
     }
     let v: serde_json::Value =
         serde_json::from_slice(payload).map_err(|e| err(ErrorCode::Malformed, format!("not JSON: {e}"), None))?;
@@ -579,13 +548,7 @@ pub fn decode<T: serde::de::DeserializeOwned>(payload: &[u8], max_bytes: usize) 
         return Err(err(ErrorCode::Malformed, "payload must be a JSON object".into(), None));
     }
     match v.get("schema_version").and_then(|s| s.as_str()) {
-        None => {
-            return Err(err(
-                ErrorCode::Malformed,
-                "missing string field schema_version".into(),
-                Some(&v),
-            ))
-        }
+        None => return Err(err(ErrorCode::Malformed, "missing string field schema_version".into(), Some(&v))),
         Some(s) => match schema_major(s) {
             Some(SCHEMA_MAJOR) => {}
             _ => {
@@ -627,14 +590,9 @@ pub fn json_schema() -> serde_json::Value {
     let msgs = messages(&mut g);
     let topics: serde_json::Map<String, serde_json::Value> = msgs
         .iter()
-        .map(|(topic, dir, schema)| {
-            (topic.to_string(), serde_json::json!({ "direction": dir, "message": schema }))
-        })
+        .map(|(topic, dir, schema)| (topic.to_string(), serde_json::json!({ "direction": dir, "message": schema })))
         .collect();
-    let defs: serde_json::Map<String, serde_json::Value> = g
-        .take_definitions(true)
-        .into_iter()
-        .collect();
+    let defs: serde_json::Map<String, serde_json::Value> = g.take_definitions(true).into_iter().collect();
     serde_json::json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": format!("urn:sgbd-edge:mqtt:{SCHEMA_VERSION}"),
@@ -657,24 +615,10 @@ mod tests {
     #[test]
     fn classify_topics() {
         let t = t();
-        assert_eq!(
-            t.classify("sgbd/s1/edge-1/kiosk/k7/events"),
-            Inbound::Event { kiosk: "k7".into() }
-        );
-        assert_eq!(
-            t.classify("sgbd/s1/edge-1/kiosk/k7/recommend"),
-            Inbound::Recommend { kiosk: "k7".into() }
-        );
-        assert_eq!(
-            t.classify("sgbd/s1/edge-1/cmd/rebirth"),
-            Inbound::Command { name: "rebirth".into() }
-        );
-        assert_eq!(
-            t.classify("sgbd/fleet/cmd/catalog-update"),
-            Inbound::Command {
-                name: "catalog-update".into()
-            }
-        );
+        assert_eq!(t.classify("sgbd/s1/edge-1/kiosk/k7/events"), Inbound::Event { kiosk: "k7".into() });
+        assert_eq!(t.classify("sgbd/s1/edge-1/kiosk/k7/recommend"), Inbound::Recommend { kiosk: "k7".into() });
+        assert_eq!(t.classify("sgbd/s1/edge-1/cmd/rebirth"), Inbound::Command { name: "rebirth".into() });
+        assert_eq!(t.classify("sgbd/fleet/cmd/catalog-update"), Inbound::Command { name: "catalog-update".into() });
         assert_eq!(t.classify("sgbd/s1/edge-2/kiosk/k7/events"), Inbound::Other);
         assert_eq!(t.classify("sgbd/s1/edge-1/kiosk//events"), Inbound::Other);
         assert_eq!(t.classify("sgbd/s1/edge-1/status"), Inbound::Other);
@@ -734,7 +678,17 @@ mod tests {
         );
         // Every message of the contract is in it, and it validates a real payload's shape.
         let v: serde_json::Value = serde_json::from_str(shipped).unwrap();
-        for name in ["EventMsg", "RecommendRequest", "RecommendReply", "EventAck", "ErrorReply", "Birth", "Stats", "ModelAnnouncement", "PinCommand"] {
+        for name in [
+            "EventMsg",
+            "RecommendRequest",
+            "RecommendReply",
+            "EventAck",
+            "ErrorReply",
+            "Birth",
+            "Stats",
+            "ModelAnnouncement",
+            "PinCommand",
+        ] {
             assert!(v["$defs"].get(name).is_some(), "{name} missing from the schema");
         }
         let ev = &v["$defs"]["EventMsg"];

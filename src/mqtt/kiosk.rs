@@ -2,10 +2,10 @@
 //! Expiry) or MQTT 3.1.1 (`reply_to` / `request_id` in the JSON). Used by `sgbd-edge kiosk`, the
 //! demo kiosk, the tests and `bench serve`.
 
-use crate::sys::now_ms;
 use super::contract::{self, EventMsg, RecommendRequest, Topics, SCHEMA_VERSION};
 use super::subscriber::{self, V4Loop, V5Loop};
 use super::MqttError;
+use crate::sys::now_ms;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,10 +41,7 @@ pub struct KioskReply {
 impl KioskReply {
     /// The error code, when the reply is an error reply.
     pub fn error_code(&self) -> Option<&str> {
-        self.json
-            .get("error")
-            .and_then(|e| e.get("code"))
-            .and_then(|c| c.as_str())
+        self.json.get("error").and_then(|e| e.get("code")).and_then(|c| c.as_str())
     }
 }
 
@@ -115,14 +112,9 @@ fn deliver(pending: &Pending, topic: String, payload: &[u8], corr: Option<Bytes>
     };
     let tx = pending.lock().ok().and_then(|mut p| p.remove(&key));
     if let Some(tx) = tx {
-        let _ = tx.send(KioskReply {
-            json,
-            correlation: corr,
-            topic,
-        });
+        let _ = tx.send(KioskReply { json, correlation: corr, topic });
     }
 }
-
 
 impl KioskClient {
     /// Connects to `host:port` (the v5 or the 3.1.1 listener, matching `protocol`), subscribes to
@@ -274,10 +266,9 @@ impl KioskClient {
                 .publish(topic, rumqttc::v5::mqttbytes::QoS::AtLeastOnce, false, payload)
                 .await
                 .map_err(|_| MqttError::NotConnected),
-            Inner::V4(c) => c
-                .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
-                .await
-                .map_err(|_| MqttError::NotConnected),
+            Inner::V4(c) => {
+                c.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload).await.map_err(|_| MqttError::NotConnected)
+            }
         }
     }
 
@@ -308,10 +299,7 @@ impl KioskClient {
                     .await
                     .is_ok()
             }
-            Inner::V4(c) => c
-                .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
-                .await
-                .is_ok(),
+            Inner::V4(c) => c.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload).await.is_ok(),
         };
         let res = if !sent {
             Err(MqttError::NotConnected)
@@ -352,19 +340,11 @@ impl KioskClient {
             expires_at: None,
             ttl_ms: Some(timeout.as_millis() as u64),
         };
-        let v = self.with_reply_fields(
-            serde_json::to_value(&req).map_err(|e| MqttError::BadReply(e.to_string()))?,
-            &id,
-        );
+        let v =
+            self.with_reply_fields(serde_json::to_value(&req).map_err(|e| MqttError::BadReply(e.to_string()))?, &id);
         let expiry = Some(timeout.as_secs().max(1) as u32);
-        self.request_raw(
-            &self.topics.kiosk_recommend(&self.kiosk),
-            v.to_string().into_bytes(),
-            &id,
-            expiry,
-            timeout,
-        )
-        .await
+        self.request_raw(&self.topics.kiosk_recommend(&self.kiosk), v.to_string().into_bytes(), &id, expiry, timeout)
+            .await
     }
 
     /// Sends an interaction and, when `ack_timeout` is given, waits for the node's acknowledgement
@@ -395,9 +375,7 @@ impl KioskClient {
             Some(t) => {
                 let id = self.next_id();
                 let v = self.with_reply_fields(v, &id);
-                self.request_raw(&topic, v.to_string().into_bytes(), &id, None, t)
-                    .await
-                    .map(Some)
+                self.request_raw(&topic, v.to_string().into_bytes(), &id, None, t).await.map(Some)
             }
         }
     }
@@ -406,10 +384,7 @@ impl KioskClient {
 /// Decodes a recommendation reply (or reports the error reply it is).
 pub fn parse_reply(r: &KioskReply) -> Result<contract::RecommendReply, MqttError> {
     if let Some(code) = r.error_code() {
-        return Err(MqttError::BadReply(format!(
-            "error reply: {code}: {}",
-            r.json["error"]["message"]
-        )));
+        return Err(MqttError::BadReply(format!("error reply: {code}: {}", r.json["error"]["message"])));
     }
     serde_json::from_value(r.json.clone()).map_err(|e| MqttError::BadReply(e.to_string()))
 }

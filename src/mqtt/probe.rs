@@ -55,7 +55,9 @@ async fn connack(p: &Probe) -> Result<(), MqttError> {
             loop {
                 match el.poll().await.map_err(|e| fail(e.to_string()))? {
                     Event::Incoming(Packet::ConnAck(a)) if a.code == ConnectReturnCode::Success => break,
-                    Event::Incoming(Packet::ConnAck(a)) => return Err(fail(format!("connection refused: {:?}", a.code))),
+                    Event::Incoming(Packet::ConnAck(a)) => {
+                        return Err(fail(format!("connection refused: {:?}", a.code)))
+                    }
                     _ => {}
                 }
             }
@@ -74,7 +76,9 @@ async fn connack(p: &Probe) -> Result<(), MqttError> {
             loop {
                 match el.poll().await.map_err(|e| fail(e.to_string()))? {
                     Event::Incoming(Packet::ConnAck(a)) if a.code == ConnectReturnCode::Success => break,
-                    Event::Incoming(Packet::ConnAck(a)) => return Err(fail(format!("connection refused: {:?}", a.code))),
+                    Event::Incoming(Packet::ConnAck(a)) => {
+                        return Err(fail(format!("connection refused: {:?}", a.code)))
+                    }
                     _ => {}
                 }
             }
@@ -107,7 +111,9 @@ mod tests {
         // Nothing listening: an error, not a hang.
         assert!(handshake(&probe(port, Protocol::V5)).is_err());
         crate::mqtt::broker::start_embedded("127.0.0.1", port, 1 << 20).unwrap();
-        for (p, v) in [(port, Protocol::V5), (port + 1, Protocol::V311), (port + 1, Protocol::V5), (port, Protocol::V311)] {
+        for (p, v) in
+            [(port, Protocol::V5), (port + 1, Protocol::V311), (port + 1, Protocol::V5), (port, Protocol::V311)]
+        {
             let mut ok = false;
             for _ in 0..50 {
                 if handshake(&probe(p, v)).is_ok() {

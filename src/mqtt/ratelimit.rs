@@ -48,10 +48,7 @@ impl KioskRateLimiter {
             }
         }
         let (rate, burst) = (self.rate, self.burst);
-        let b = self.buckets.entry(kiosk.to_string()).or_insert(Bucket {
-            tokens: burst,
-            last: now,
-        });
+        let b = self.buckets.entry(kiosk.to_string()).or_insert(Bucket { tokens: burst, last: now });
         let dt = now.saturating_duration_since(b.last).as_secs_f64();
         b.tokens = (b.tokens + dt * rate).min(burst);
         b.last = now;
@@ -65,8 +62,7 @@ impl KioskRateLimiter {
 
     fn evict_idle(&mut self, now: Instant) {
         let (rate, burst) = (self.rate, self.burst);
-        self.buckets
-            .retain(|_, b| b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate < burst);
+        self.buckets.retain(|_, b| b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate < burst);
     }
 
     /// Kiosks currently tracked.

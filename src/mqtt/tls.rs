@@ -49,15 +49,10 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, MqttError> {
 /// certificate when one is configured.
 pub fn client_config(tls: &TlsConfig) -> Result<Arc<rustls::ClientConfig>, MqttError> {
     install_provider();
-    let ca = tls
-        .ca_file
-        .as_deref()
-        .ok_or_else(|| MqttError::Tls("mqtt.tls.ca_file is required".into()))?;
+    let ca = tls.ca_file.as_deref().ok_or_else(|| MqttError::Tls("mqtt.tls.ca_file is required".into()))?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in load_certs(ca)? {
-        roots
-            .add(cert)
-            .map_err(|e| tls_err(ca, &format!("not a usable CA certificate: {e}")))?;
+        roots.add(cert).map_err(|e| tls_err(ca, &format!("not a usable CA certificate: {e}")))?;
     }
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
@@ -110,10 +105,7 @@ fn missing(key: &str, p: &Path) -> Option<FileProblem> {
     Some(FileProblem {
         fatal: !is_credential(p),
         message: if is_credential(p) {
-            format!(
-                "{key} {} is a systemd credential, not visible here (only to the service)",
-                p.display()
-            )
+            format!("{key} {} is a systemd credential, not visible here (only to the service)", p.display())
         } else {
             format!("{key} {} does not exist", p.display())
         },
@@ -124,19 +116,13 @@ fn missing(key: &str, p: &Path) -> Option<FileProblem> {
 /// valid PEM, and the client key must match its certificate. Empty when all is well.
 pub fn check_files(cfg: &crate::config::MqttConfig) -> Vec<FileProblem> {
     let mut out = Vec::new();
-    let fatal = |e: MqttError| FileProblem {
-        fatal: true,
-        message: e.to_string(),
-    };
+    let fatal = |e: MqttError| FileProblem { fatal: true, message: e.to_string() };
     if let Some(p) = &cfg.password_file {
         out.extend(missing("mqtt.password_file", p));
     }
     let Some(tls) = &cfg.tls else { return out };
     let before = out.len();
-    for (key, p) in [
-        ("mqtt.tls.ca_file", &tls.ca_file),
-        ("mqtt.tls.client_cert", &tls.client_cert),
-    ] {
+    for (key, p) in [("mqtt.tls.ca_file", &tls.ca_file), ("mqtt.tls.client_cert", &tls.client_cert)] {
         if let Some(p) = p {
             match missing(key, p) {
                 Some(m) => out.push(m),

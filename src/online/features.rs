@@ -70,11 +70,7 @@ impl ItemFeatures {
 
     fn assemble(layout: Vec<(String, usize)>, per_kind: Vec<Vec<(String, String, Vec<f32>)>>) -> Self {
         let dim: usize = layout.iter().map(|(_, d)| d).sum();
-        let mut out = Self {
-            layout: layout.clone(),
-            dim,
-            ..Default::default()
-        };
+        let mut out = Self { layout: layout.clone(), dim, ..Default::default() };
         let mut offset = 0;
         for ((_, d), v) in layout.iter().zip(per_kind) {
             for (sku, _, mut x) in v {
@@ -112,9 +108,7 @@ impl ItemFeatures {
 
     /// The unit feature row of `sku`.
     pub fn row(&self, sku: &str) -> Option<&[f32]> {
-        self.index
-            .get(sku)
-            .map(|&r| &self.rows[r * self.dim..(r + 1) * self.dim])
+        self.index.get(sku).map(|&r| &self.rows[r * self.dim..(r + 1) * self.dim])
     }
 }
 
@@ -178,9 +172,7 @@ fn cholesky_solve(a: &mut [f64], n: usize, b: &[f64], m: usize) -> Result<Vec<f6
             s -= a[j * n + k] * a[j * n + k];
         }
         if s <= 0.0 || !s.is_finite() {
-            return Err(OnlineError::Invalid(
-                "projection system is not positive definite".into(),
-            ));
+            return Err(OnlineError::Invalid("projection system is not positive definite".into()));
         }
         let l = s.sqrt();
         a[j * n + j] = l;
@@ -244,11 +236,7 @@ mod tests {
         // y = x M for a known M; with a tiny ridge the fit maps held-out x close to x M.
         let (f, d) = (4, 3);
         let m: Vec<f32> = (0..f * d).map(|i| ((i * 7 % 5) as f32 - 2.0) / 3.0).collect();
-        let mut feats = ItemFeatures {
-            layout: vec![("text".into(), f)],
-            dim: f,
-            ..Default::default()
-        };
+        let mut feats = ItemFeatures { layout: vec![("text".into(), f)], dim: f, ..Default::default() };
         let mut embs = HashMap::new();
         for k in 0..12 {
             let mut x: Vec<f32> = (0..f).map(|j| (((k * 3 + j * 5) % 11) as f32 - 5.0) / 5.0).collect();
@@ -260,9 +248,7 @@ mod tests {
             feats.rows.extend(&x);
             embs.insert(sku, y);
         }
-        let p = fit_projection(&feats, d, 1e-6, |s| embs.get(s).map(|v| v.as_slice()))
-            .unwrap()
-            .unwrap();
+        let p = fit_projection(&feats, d, 1e-6, |s| embs.get(s).map(|v| v.as_slice())).unwrap().unwrap();
         let x = feats.row("s3").unwrap();
         let got = project(&p, x, d);
         for (g, w) in got.iter().zip(&embs["s3"]) {

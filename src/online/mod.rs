@@ -65,9 +65,8 @@ pub fn load_active(cfg: &Config, store: &Store) -> Result<Option<(OnlineRanker, 
 /// A training thread pool at `online.nice`, so serving threads win the CPU while a round runs.
 pub(crate) fn training_pool(cfg: &Config) -> Option<rayon::ThreadPool> {
     let nice = cfg.online.nice;
-    let mut b = rayon::ThreadPoolBuilder::new()
-        .thread_name(|i| format!("train-{i}"))
-        .start_handler(move |_| set_nice(nice));
+    let mut b =
+        rayon::ThreadPoolBuilder::new().thread_name(|i| format!("train-{i}")).start_handler(move |_| set_nice(nice));
     if cfg.online.train_threads > 0 {
         b = b.num_threads(cfg.online.train_threads);
     }
@@ -130,11 +129,8 @@ pub fn spawn_trainer(
             return std::thread::Builder::new().name("trainer".into()).spawn(|| {});
         }
     };
-    let mut served = Served {
-        version: None,
-        serving: None,
-        features_seen: store.counts().map(|c| c.item_features).unwrap_or(0),
-    };
+    let mut served =
+        Served { version: None, serving: None, features_seen: store.counts().map(|c| c.item_features).unwrap_or(0) };
     match load_active(&cfg, &store) {
         Ok(Some((r, sm))) => {
             served.version = Some(r.model_version());
@@ -148,18 +144,8 @@ pub fn spawn_trainer(
         }
     }
     std::thread::Builder::new().name("trainer".into()).spawn(move || {
-        let mut t = Trainer {
-            cfg,
-            store,
-            slot,
-            fallback,
-            publisher,
-            metrics,
-            stopping,
-            served,
-            last_round: None,
-            pool: None,
-        };
+        let mut t =
+            Trainer { cfg, store, slot, fallback, publisher, metrics, stopping, served, last_round: None, pool: None };
         t.pool = training_pool(&t.cfg);
         t.run();
     })
@@ -183,12 +169,8 @@ impl Trainer {
     fn run(&mut self) {
         let poll = Duration::from_secs(self.cfg.online.poll_s.max(1));
         // A restarted daemon counts new events from what the active model was trained on.
-        let trained_on = self
-            .store
-            .active_model()
-            .ok()
-            .flatten()
-            .and_then(|r| r.metrics.get("events").and_then(|v| v.as_u64()));
+        let trained_on =
+            self.store.active_model().ok().flatten().and_then(|r| r.metrics.get("events").and_then(|v| v.as_u64()));
         if let Some(n) = trained_on {
             self.last_round = Some((Instant::now() - Duration::from_secs(self.cfg.online.min_interval_s), n));
         }
@@ -221,11 +203,7 @@ impl Trainer {
             None => {
                 tracing::info!("no active model any more; serving store popularity");
                 self.slot.swap(self.fallback.clone());
-                self.served = Served {
-                    version: None,
-                    serving: None,
-                    features_seen: self.served.features_seen,
-                };
+                self.served = Served { version: None, serving: None, features_seen: self.served.features_seen };
             }
             Some(v) => match load_active(&self.cfg, &self.store) {
                 Ok(Some((r, sm))) => {
@@ -324,8 +302,7 @@ impl Trainer {
         };
         let used = self.store.counts().map(|c| c.interactions).unwrap_or(0);
         self.metrics.incr("online.rounds");
-        self.metrics
-            .observe_ms("online.round_ms", t0.elapsed().as_secs_f64() * 1e3);
+        self.metrics.observe_ms("online.round_ms", t0.elapsed().as_secs_f64() * 1e3);
         if let Some(rss) = crate::sys::peak_rss_bytes() {
             self.metrics.set("online.peak_rss_mb", rss >> 20);
         }
@@ -346,8 +323,7 @@ impl Trainer {
             Decision::Pinned => "pinned",
         };
         self.metrics.incr(&format!("online.{event}"));
-        self.publisher
-            .announce(&self.announcement(event, &out.version, out.parent.clone(), Some(out.metrics.clone())));
+        self.publisher.announce(&self.announcement(event, &out.version, out.parent.clone(), Some(out.metrics.clone())));
         if out.decision != Decision::Promoted {
             return;
         }
@@ -389,11 +365,7 @@ impl Trainer {
         let ranker = self.slot.get();
         let k = self.cfg.serve.default_k;
         for (kiosk, (_, user)) in latest {
-            let ctx = RequestCtx {
-                kiosk: Some(kiosk.clone()),
-                exclude: vec![],
-                now_ms: crate::sys::now_ms(),
-            };
+            let ctx = RequestCtx { kiosk: Some(kiosk.clone()), exclude: vec![], now_ms: crate::sys::now_ms() };
             let rec = ranker.recommend(&user, k, &ctx);
             self.publisher.push(&kiosk, &user, &rec);
             self.metrics.incr("online.pushes");

@@ -124,17 +124,9 @@ impl OnlineRanker {
         let r = Self {
             version: version.to_string(),
             dim: d,
-            user_index: sm
-                .users
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (s.clone(), i as u32))
-                .collect(),
+            user_index: sm.users.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)).collect(),
             user_emb: sm.user_emb.clone(),
-            live: RwLock::new(Live {
-                pop: vec![0.0; items.len()],
-                ..Default::default()
-            }),
+            live: RwLock::new(Live { pop: vec![0.0; items.len()], ..Default::default() }),
             items,
             item_index,
             item_emb,
@@ -215,25 +207,15 @@ impl OnlineRanker {
         let n = self.items.len();
         let empty = HashSet::new();
         let excl = live.exclusions.get(user).unwrap_or(&empty);
-        let ctx_ex: HashSet<u32> = ctx
-            .exclude
-            .iter()
-            .filter_map(|s| self.item_index.get(s).copied())
-            .collect();
+        let ctx_ex: HashSet<u32> = ctx.exclude.iter().filter_map(|s| self.item_index.get(s).copied()).collect();
         let want_cat = filter.category.as_ref().map(|c| c.to_ascii_lowercase());
         let allowed = |i: u32| {
             !excl.contains(&i)
                 && !ctx_ex.contains(&i)
                 && !self.out_of_stock.contains(&i)
-                && want_cat
-                    .as_ref()
-                    .is_none_or(|c| self.category[i as usize].as_ref() == Some(c))
+                && want_cat.as_ref().is_none_or(|c| self.category[i as usize].as_ref() == Some(c))
         };
-        let recent: Vec<u32> = live
-            .recent
-            .get(user)
-            .map(|q| q.iter().copied().collect())
-            .unwrap_or_default();
+        let recent: Vec<u32> = live.recent.get(user).map(|q| q.iter().copied().collect()).unwrap_or_default();
         let known = self.user_index.get(user).copied();
         let mut scored: Vec<(f32, u32)> = Vec::with_capacity(n);
         match known {
@@ -270,11 +252,7 @@ impl OnlineRanker {
                         (Some(p), Some(r)) => dot(p, r).max(0.0),
                         _ => 0.0,
                     };
-                    let s = if profile.is_some() {
-                        w * pop + (1.0 - w) * sim
-                    } else {
-                        pop
-                    };
+                    let s = if profile.is_some() { w * pop + (1.0 - w) * sim } else { pop };
                     scored.push((s, i));
                 }
             }
@@ -316,11 +294,7 @@ impl OnlineRanker {
                 }
             }
         };
-        let best = recent
-            .iter()
-            .filter(|&&j| j != i)
-            .map(|&j| (sim(j), j))
-            .max_by(|a, b| a.0.total_cmp(&b.0));
+        let best = recent.iter().filter(|&&j| j != i).map(|&j| (sim(j), j)).max_by(|a, b| a.0.total_cmp(&b.0));
         match best {
             Some((s, j)) if s > 0.5 => format!("similar_to:{}", self.items[j as usize]),
             _ if live.pop[i as usize] >= live.pop_p90 => "popular_in_store".into(),

@@ -78,9 +78,7 @@ const KS: [usize; 2] = [10, 20];
 fn load_checkpoint_vars(dir: &std::path::Path) -> Result<HashMap<String, Tensor>> {
     let p = dir.join(crate::learn::checkpoint::TENSORS);
     let t = candle_core::safetensors::load(&p, &Device::Cpu)?;
-    Ok(t.into_iter()
-        .filter_map(|(k, v)| k.strip_prefix("model.").map(|s| (s.to_string(), v)))
-        .collect())
+    Ok(t.into_iter().filter_map(|(k, v)| k.strip_prefix("model.").map(|s| (s.to_string(), v))).collect())
 }
 
 /// External keys of a variable's rows, for the layouts the warm start knows.
@@ -104,11 +102,9 @@ fn warm_start(
 ) -> Result<usize> {
     let mut copied = 0;
     for (name, var) in model.named_vars() {
-        let (Some(old_t), Some(new_keys), Some(old_keys)) = (
-            old.get(&name),
-            row_keys(&name, &maps.users, &maps.items),
-            row_keys(&name, &old_sm.users, &old_sm.items),
-        ) else {
+        let (Some(old_t), Some(new_keys), Some(old_keys)) =
+            (old.get(&name), row_keys(&name, &maps.users, &maps.items), row_keys(&name, &old_sm.users, &old_sm.items))
+        else {
             continue;
         };
         let (rows, d) = var.as_tensor().dims2()?;
@@ -118,11 +114,7 @@ fn warm_start(
             continue;
         }
         let old_v: Vec<f32> = old_t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
-        let mut new_v: Vec<f32> = var
-            .as_tensor()
-            .to_dtype(candle_core::DType::F32)?
-            .flatten_all()?
-            .to_vec1()?;
+        let mut new_v: Vec<f32> = var.as_tensor().to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
         let index: HashMap<&str, usize> = old_keys.iter().enumerate().map(|(r, k)| (k.as_str(), r)).collect();
         for (r, k) in new_keys.iter().enumerate() {
             if let Some(&o) = index.get(k.as_str()) {
@@ -151,16 +143,8 @@ fn baseline_metrics(
     let (d, uidx, iidx) = match active {
         Some(sm) => (
             sm.dim,
-            sm.users
-                .iter()
-                .enumerate()
-                .map(|(r, s)| (s.as_str(), r))
-                .collect::<HashMap<_, _>>(),
-            sm.items
-                .iter()
-                .enumerate()
-                .map(|(r, s)| (s.as_str(), r))
-                .collect::<HashMap<_, _>>(),
+            sm.users.iter().enumerate().map(|(r, s)| (s.as_str(), r)).collect::<HashMap<_, _>>(),
+            sm.items.iter().enumerate().map(|(r, s)| (s.as_str(), r)).collect::<HashMap<_, _>>(),
         ),
         None => (0, HashMap::new(), HashMap::new()),
     };
@@ -191,14 +175,7 @@ fn baseline_metrics(
     let dev = Device::Cpu;
     let ut = Tensor::from_vec(u, (data.n_users, w), &dev)?;
     let itt = Tensor::from_vec(it, (data.n_items, w), &dev)?;
-    Ok(evaluate(
-        &ut,
-        &itt,
-        &data.train_by_user(),
-        &data.valid_by_user(),
-        &KS,
-        block,
-    )?)
+    Ok(evaluate(&ut, &itt, &data.train_by_user(), &data.valid_by_user(), &KS, block)?)
 }
 
 /// Rough bytes a round needs: parameters with gradients, Adam moments, SAM backups and
@@ -229,10 +206,7 @@ pub fn run(cfg: &Config, store: &Store, reg: &Registry, stop: &AtomicBool, hooks
     let t_round = Instant::now();
     let events: Vec<Event> = store.interactions()?;
     let events_used = events.len() as u64;
-    let triples: Vec<(&str, &str, i64)> = events
-        .iter()
-        .map(|e| (e.user.as_str(), e.sku.as_str(), e.ts_ms))
-        .collect();
+    let triples: Vec<(&str, &str, i64)> = events.iter().map(|e| (e.user.as_str(), e.sku.as_str(), e.ts_ms)).collect();
     let (mut data, maps) = Interactions::from_timed(&triples, cfg.online.holdout_per_user, 0);
     drop(triples);
     if data.train.is_empty() || data.valid.is_empty() {
@@ -278,9 +252,7 @@ pub fn run(cfg: &Config, store: &Store, reg: &Registry, stop: &AtomicBool, hooks
     };
     let block = lc.eval_block.max(1);
     let baseline = baseline_metrics(&data, &maps, active.as_ref().map(|a| &a.0), block)?;
-    let baseline_name = parent
-        .as_ref()
-        .map_or("popularity".to_string(), |v| format!("active:{v}"));
+    let baseline_name = parent.as_ref().map_or("popularity".to_string(), |v| format!("active:{v}"));
 
     // Train, keeping the best-valid parameters.
     let (_, params) = trainer::optim_from_config(lc);
@@ -299,15 +271,7 @@ pub fn run(cfg: &Config, store: &Store, reg: &Registry, stop: &AtomicBool, hooks
             return Err(OnlineError::Aborted);
         }
         let mut rng = epoch_rng(lc.seed.wrapping_add(events_used), epoch);
-        trainer::train_epoch(
-            model.as_mut(),
-            &mut opt,
-            &sampler,
-            &data.train,
-            lc.batch,
-            &mut rng,
-            &mut None,
-        )?;
+        trainer::train_epoch(model.as_mut(), &mut opt, &sampler, &data.train, lc.batch, &mut rng, &mut None)?;
         epochs += 1;
         let valid = evaluate_model(model.as_ref(), &data, Split::Valid, &KS, block)?;
         // Recall@20 first; NDCG@20 breaks ties (recall saturates on small catalogues).
@@ -363,18 +327,10 @@ pub fn run(cfg: &Config, store: &Store, reg: &Registry, stop: &AtomicBool, hooks
     let item_emb: Vec<f32> = ie.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
     let feats = ItemFeatures::load(store)?;
     let projection = fit_projection(&feats, dim, cfg.online.projection_ridge, |sku| {
-        maps.item_index
-            .get(sku)
-            .map(|&i| &item_emb[i as usize * dim..(i as usize + 1) * dim])
+        maps.item_index.get(sku).map(|&i| &item_emb[i as usize * dim..(i as usize + 1) * dim])
     })?;
-    let serving = ServingModel {
-        users: maps.users.clone(),
-        items: maps.items.clone(),
-        dim,
-        user_emb,
-        item_emb,
-        projection,
-    };
+    let serving =
+        ServingModel { users: maps.users.clone(), items: maps.items.clone(), dim, user_emb, item_emb, projection };
 
     let version = Registry::new_version(&model_name);
     let metrics = serde_json::json!({

@@ -42,12 +42,7 @@ pub enum RegistryError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("model version {version}: {file} checksum mismatch (expected {expected}, found {actual})")]
-    Checksum {
-        version: String,
-        file: String,
-        expected: String,
-        actual: String,
-    },
+    Checksum { version: String, file: String, expected: String, actual: String },
     #[error("model version {version}: {msg}")]
     Corrupt { version: String, msg: String },
     #[error("unknown model version {0:?}")]
@@ -63,10 +58,7 @@ pub enum RegistryError {
 pub type Result<T> = std::result::Result<T, RegistryError>;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
-    move |source| RegistryError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| RegistryError::Io { path: path.to_path_buf(), source }
 }
 
 /// What `manifest.json` says about a version.
@@ -135,25 +127,14 @@ impl ServingModel {
     pub fn save(&self, dir: &Path, model: &str) -> Result<()> {
         let d = self.dim;
         if self.user_emb.len() != self.users.len() * d || self.item_emb.len() != self.items.len() * d {
-            return Err(RegistryError::Invalid(
-                "embedding sizes do not match the id maps".into(),
-            ));
+            return Err(RegistryError::Invalid("embedding sizes do not match the id maps".into()));
         }
         let dev = Device::Cpu;
         let mut map: HashMap<String, Tensor> = HashMap::new();
-        map.insert(
-            "user_emb".into(),
-            Tensor::from_slice(&self.user_emb, (self.users.len(), d), &dev)?,
-        );
-        map.insert(
-            "item_emb".into(),
-            Tensor::from_slice(&self.item_emb, (self.items.len(), d), &dev)?,
-        );
+        map.insert("user_emb".into(), Tensor::from_slice(&self.user_emb, (self.users.len(), d), &dev)?);
+        map.insert("item_emb".into(), Tensor::from_slice(&self.item_emb, (self.items.len(), d), &dev)?);
         if let Some(p) = &self.projection {
-            map.insert(
-                "projection".into(),
-                Tensor::from_slice(&p.weights, (p.feature_dim, d), &dev)?,
-            );
+            map.insert("projection".into(), Tensor::from_slice(&p.weights, (p.feature_dim, d), &dev)?);
         }
         let path = dir.join(SERVING);
         candle_core::safetensors::save(&map, &path)?;
@@ -171,10 +152,7 @@ impl ServingModel {
 
     /// Reads what [`ServingModel::save`] wrote (no checksum check: see [`Registry::load_serving`]).
     pub fn load(dir: &Path, version: &str) -> Result<Self> {
-        let corrupt = |msg: String| RegistryError::Corrupt {
-            version: version.to_string(),
-            msg,
-        };
+        let corrupt = |msg: String| RegistryError::Corrupt { version: version.to_string(), msg };
         let ids_path = dir.join(IDS);
         let text = std::fs::read(&ids_path).map_err(io(&ids_path))?;
         let ids: IdsFile = serde_json::from_slice(&text).map_err(|e| corrupt(format!("{IDS}: {e}")))?;
@@ -183,11 +161,7 @@ impl ServingModel {
         let get = |name: &str, rows: usize| -> Result<Vec<f32>> {
             let x = t.get(name).ok_or_else(|| corrupt(format!("{SERVING} lacks {name}")))?;
             if x.dims() != [rows, ids.dim] {
-                return Err(corrupt(format!(
-                    "{name} has shape {:?}, expected [{rows}, {}]",
-                    x.dims(),
-                    ids.dim
-                )));
+                return Err(corrupt(format!("{name} has shape {:?}, expected [{rows}, {}]", x.dims(), ids.dim)));
             }
             Ok(x.flatten_all()?.to_vec1::<f32>()?)
         };
@@ -200,14 +174,7 @@ impl ServingModel {
             }
             None => None,
         };
-        Ok(Self {
-            users: ids.users,
-            items: ids.items,
-            dim: ids.dim,
-            user_emb,
-            item_emb,
-            projection,
-        })
+        Ok(Self { users: ids.users, items: ids.items, dim: ids.dim, user_emb, item_emb, projection })
     }
 }
 
@@ -278,9 +245,7 @@ impl Registry {
         std::fs::create_dir_all(&self.root).map_err(io(&self.root))?;
         let fin = self.dir(version);
         if fin.exists() {
-            return Err(RegistryError::Invalid(format!(
-                "version {version} already exists on disk"
-            )));
+            return Err(RegistryError::Invalid(format!("version {version} already exists on disk")));
         }
         let tmp = self.root.join(format!(".tmp-{version}"));
         if tmp.exists() {
@@ -326,11 +291,7 @@ impl Registry {
         std::fs::rename(&tmp, &fin).map_err(io(&fin))?;
         fsync_path(&self.root)?;
         let sha256 = sha256_file(&fin.join(MANIFEST))?;
-        Ok(Written {
-            manifest,
-            dir: fin,
-            sha256,
-        })
+        Ok(Written { manifest, dir: fin, sha256 })
     }
 
     /// Records a written version in the store with `status` (metrics, sha256, parent).
@@ -367,17 +328,12 @@ impl Registry {
             });
         }
         let text = std::fs::read(&mpath).map_err(io(&mpath))?;
-        let m: Manifest = serde_json::from_slice(&text).map_err(|e| RegistryError::Corrupt {
-            version: row.version.clone(),
-            msg: format!("{MANIFEST}: {e}"),
-        })?;
+        let m: Manifest = serde_json::from_slice(&text)
+            .map_err(|e| RegistryError::Corrupt { version: row.version.clone(), msg: format!("{MANIFEST}: {e}") })?;
         for (name, expected) in &m.files {
             let p = dir.join(name);
             if !p.exists() {
-                return Err(RegistryError::Corrupt {
-                    version: row.version.clone(),
-                    msg: format!("{name} is missing"),
-                });
+                return Err(RegistryError::Corrupt { version: row.version.clone(), msg: format!("{name} is missing") });
             }
             let actual = sha256_file(&p)?;
             if &actual != expected {
@@ -420,15 +376,11 @@ impl Registry {
                 }
             }
         }
-        let row = store
-            .model_version(version)?
-            .ok_or_else(|| RegistryError::Unknown(version.to_string()))?;
+        let row = store.model_version(version)?.ok_or_else(|| RegistryError::Unknown(version.to_string()))?;
         self.verify(&row)?;
         store.set_model_status(version, ModelStatus::Active)?;
         tracing::info!(version, "model version activated");
-        store
-            .model_version(version)?
-            .ok_or_else(|| RegistryError::Unknown(version.to_string()))
+        store.model_version(version)?.ok_or_else(|| RegistryError::Unknown(version.to_string()))
     }
 
     /// Re-activates the most recently retired version whose files verify (the one that was active
@@ -498,11 +450,7 @@ mod tests {
             dim: 2,
             user_emb: vec![1.0, 0.0, 0.0, 1.0],
             item_emb: vec![1.0, 0.0, 0.0, 1.0, 0.5, 0.5],
-            projection: Some(Projection {
-                layout: vec![("text".into(), 3)],
-                feature_dim: 3,
-                weights: vec![0.1; 6],
-            }),
+            projection: Some(Projection { layout: vec![("text".into(), 3)], feature_dim: 3, weights: vec![0.1; 6] }),
         }
     }
 
@@ -520,9 +468,7 @@ mod tests {
         let store = Store::open_in_memory().unwrap();
         let sm = tiny();
         let metrics = serde_json::json!({"recall@20": 0.5});
-        let w = reg
-            .write_version("v1", None, "mf", &metrics, |d| sm.save(d, "mf"))
-            .unwrap();
+        let w = reg.write_version("v1", None, "mf", &metrics, |d| sm.save(d, "mf")).unwrap();
         assert!(w.manifest.files.contains_key(SERVING) && w.manifest.files.contains_key(METRICS));
         assert!(!reg.root().join(".tmp-v1").exists());
         reg.register(&store, &w, &metrics, ModelStatus::Candidate).unwrap();
@@ -530,9 +476,7 @@ mod tests {
         let (_, back) = reg.load_serving(&row).unwrap();
         assert_eq!(back, sm);
         // A failing writer leaves nothing behind.
-        let e = reg.write_version("v2", Some("v1"), "mf", &metrics, |_| {
-            Err(RegistryError::Invalid("boom".into()))
-        });
+        let e = reg.write_version("v2", Some("v1"), "mf", &metrics, |_| Err(RegistryError::Invalid("boom".into())));
         assert!(e.is_err());
         assert!(!reg.dir("v2").exists() && !reg.root().join(".tmp-v2").exists());
         // Tampering with a file is caught.
@@ -570,10 +514,7 @@ mod tests {
         reg.pin(&store, Some("v3")).unwrap();
         assert_eq!(reg.pinned().unwrap().as_deref(), Some("v3"));
         assert_eq!(store.active_model().unwrap().unwrap().version, "v3");
-        assert!(matches!(
-            reg.activate(&store, "v2", false),
-            Err(RegistryError::Pinned { .. })
-        ));
+        assert!(matches!(reg.activate(&store, "v2", false), Err(RegistryError::Pinned { .. })));
         assert!(matches!(reg.rollback(&store), Err(RegistryError::Pinned { .. })));
         reg.pin(&store, None).unwrap();
         assert_eq!(reg.pinned().unwrap(), None);

@@ -14,19 +14,12 @@ pub struct ReplyCache {
 
 impl ReplyCache {
     pub fn new(ttl: Duration, cap: usize) -> Self {
-        Self {
-            ttl,
-            cap: cap.max(1),
-            map: HashMap::new(),
-        }
+        Self { ttl, cap: cap.max(1), map: HashMap::new() }
     }
 
     /// The cached reply for `key`, if still fresh.
     pub fn get(&self, key: &str, now: Instant) -> Option<Bytes> {
-        self.map
-            .get(key)
-            .filter(|(t, _)| now.duration_since(*t) < self.ttl)
-            .map(|(_, b)| b.clone())
+        self.map.get(key).filter(|(t, _)| now.duration_since(*t) < self.ttl).map(|(_, b)| b.clone())
     }
 
     pub fn insert(&mut self, key: String, reply: Bytes, now: Instant) {

@@ -60,9 +60,7 @@ pub struct RankerSlot {
 
 impl RankerSlot {
     pub fn new(r: Arc<dyn Ranker>) -> Self {
-        Self {
-            current: RwLock::new(r),
-        }
+        Self { current: RwLock::new(r) }
     }
 
     /// The ranker to use for one request (cheap: clones an `Arc`).

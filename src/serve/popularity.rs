@@ -51,28 +51,14 @@ impl PopularityRanker {
     pub fn refresh(&self, store: &Store) -> Result<(), ServeError> {
         let pop = store.popularity(None, POP_LIMIT)?;
         let mut seen: HashSet<String> = pop.iter().map(|(s, _)| s.clone()).collect();
-        let mut ranked: Vec<Ranked> = pop
-            .into_iter()
-            .map(|(sku, score)| Ranked {
-                sku,
-                score,
-                popular: true,
-            })
-            .collect();
-        let mut rest: Vec<(i64, String)> = store
-            .items()?
-            .into_iter()
-            .filter(|i| !seen.contains(&i.sku))
-            .map(|i| (i.created_ms, i.sku))
-            .collect();
+        let mut ranked: Vec<Ranked> =
+            pop.into_iter().map(|(sku, score)| Ranked { sku, score, popular: true }).collect();
+        let mut rest: Vec<(i64, String)> =
+            store.items()?.into_iter().filter(|i| !seen.contains(&i.sku)).map(|i| (i.created_ms, i.sku)).collect();
         rest.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         for (_, sku) in rest {
             if seen.insert(sku.clone()) {
-                ranked.push(Ranked {
-                    sku,
-                    score: 0.0,
-                    popular: false,
-                });
+                ranked.push(Ranked { sku, score: 0.0, popular: false });
             }
         }
         if let Ok(mut g) = self.ranked.write() {
@@ -94,16 +80,8 @@ impl PopularityRanker {
         let mut next: Vec<Ranked> = g
             .iter()
             .map(|r| match add.remove(r.sku.as_str()) {
-                Some(w) => Ranked {
-                    sku: r.sku.clone(),
-                    score: r.score + w,
-                    popular: true,
-                },
-                None => Ranked {
-                    sku: r.sku.clone(),
-                    score: r.score,
-                    popular: r.popular,
-                },
+                Some(w) => Ranked { sku: r.sku.clone(), score: r.score + w, popular: true },
+                None => Ranked { sku: r.sku.clone(), score: r.score, popular: r.popular },
             })
             .collect();
         // Only catalogue items are served: an event for a SKU the ranking does not hold (kept
@@ -149,19 +127,10 @@ impl Ranker for PopularityRanker {
             items.push(RecItem {
                 sku: r.sku.clone(),
                 score: r.score,
-                reason: if r.popular {
-                    "popular_in_store".into()
-                } else {
-                    "new_in_catalogue".into()
-                },
+                reason: if r.popular { "popular_in_store".into() } else { "new_in_catalogue".into() },
             });
         }
-        Recommendation {
-            model_version: POPULARITY_VERSION.into(),
-            generated_at: ctx.now_ms,
-            fallback: true,
-            items,
-        }
+        Recommendation { model_version: POPULARITY_VERSION.into(), generated_at: ctx.now_ms, fallback: true, items }
     }
 
     fn model_version(&self) -> String {
@@ -180,14 +149,7 @@ mod tests {
     use crate::store::NewItem;
 
     fn ev(id: &str, user: &str, sku: &str, kind: EventKind) -> Event {
-        Event {
-            event_id: id.into(),
-            user: user.into(),
-            sku: sku.into(),
-            kind,
-            ts_ms: 1,
-            kiosk: None,
-        }
+        Event { event_id: id.into(), user: user.into(), sku: sku.into(), kind, ts_ms: 1, kiosk: None }
     }
 
     #[test]
@@ -212,10 +174,7 @@ mod tests {
         .unwrap();
         let r = PopularityRanker::load(&s, &[EventKind::Purchase]).unwrap();
         assert_eq!(r.len(), 4);
-        let ctx = RequestCtx {
-            now_ms: 5,
-            ..Default::default()
-        };
+        let ctx = RequestCtx { now_ms: 5, ..Default::default() };
         let rec = r.recommend("u9", 3, &ctx);
         let skus: Vec<_> = rec.items.iter().map(|i| i.sku.as_str()).collect();
         assert_eq!(skus[..2], ["a", "b"]); // a: 8+1, b: 4+1
@@ -228,37 +187,19 @@ mod tests {
         assert!(rec.items.iter().all(|i| i.sku != "a"));
         assert_eq!(rec.items.len(), 3);
         // incremental: u2 buys b now (b: 5 + 8 = 13 > a: 9), and c is viewed once.
-        r.observe(&[
-            ev("5", "u2", "b", EventKind::Purchase),
-            ev("6", "u4", "c", EventKind::View),
-        ]);
+        r.observe(&[ev("5", "u2", "b", EventKind::Purchase), ev("6", "u4", "c", EventKind::View)]);
         assert!(r.recommend("u2", 10, &ctx).items.iter().all(|i| i.sku != "b"));
         let rec = r.recommend("u9", 4, &ctx);
         let skus: Vec<_> = rec.items.iter().map(|i| i.sku.as_str()).collect();
         assert_eq!(skus, ["b", "a", "c", "d"]);
         assert_eq!(rec.items[2].reason, "popular_in_store");
         // a refresh from the store agrees once the events are stored.
-        s.insert_events(&[
-            ev("5", "u2", "b", EventKind::Purchase),
-            ev("6", "u4", "c", EventKind::View),
-        ])
-        .unwrap();
+        s.insert_events(&[ev("5", "u2", "b", EventKind::Purchase), ev("6", "u4", "c", EventKind::View)]).unwrap();
         r.refresh(&s).unwrap();
-        let again: Vec<_> = r
-            .recommend("u9", 4, &ctx)
-            .items
-            .iter()
-            .map(|i| (i.sku.clone(), i.score))
-            .collect();
-        assert_eq!(
-            again,
-            rec.items.iter().map(|i| (i.sku.clone(), i.score)).collect::<Vec<_>>()
-        );
+        let again: Vec<_> = r.recommend("u9", 4, &ctx).items.iter().map(|i| (i.sku.clone(), i.score)).collect();
+        assert_eq!(again, rec.items.iter().map(|i| (i.sku.clone(), i.score)).collect::<Vec<_>>());
         // request-level exclusion.
-        let ctx2 = RequestCtx {
-            exclude: vec!["b".into()],
-            ..ctx
-        };
+        let ctx2 = RequestCtx { exclude: vec!["b".into()], ..ctx };
         assert!(r.recommend("u9", 10, &ctx2).items.iter().all(|i| i.sku != "b"));
     }
 }

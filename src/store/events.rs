@@ -1,8 +1,8 @@
 //! Interactions (kiosk events and imported histories): idempotent ingest and the reads the
 //! recommender needs.
 
-use crate::sys::now_ms;
 use super::{Event, EventKind, Ingested, Result, Store, StoreError};
+use crate::sys::now_ms;
 use rusqlite::{params, Connection, Row};
 use std::collections::HashSet;
 
@@ -22,8 +22,7 @@ fn event_row(r: &Row<'_>) -> rusqlite::Result<Event> {
 }
 
 pub(super) fn validate(ev: &Event) -> Result<()> {
-    ev.check()
-        .map_err(|e| StoreError::Invalid(format!("event {:?}: {e}", ev.event_id)))
+    ev.check().map_err(|e| StoreError::Invalid(format!("event {:?}: {e}", ev.event_id)))
 }
 
 /// Inserts one event inside the caller's transaction; `false` when its sender already stored this
@@ -58,9 +57,8 @@ fn ingest_in(c: &Connection, ev: &Event, now: i64) -> Result<Ingested> {
             return Ok(if same { Ingested::Duplicate } else { Ingested::IdReused });
         }
     }
-    let known: bool = c
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM items WHERE sku = ?1)")?
-        .query_row([&ev.sku], |r| r.get(0))?;
+    let known: bool =
+        c.prepare_cached("SELECT EXISTS (SELECT 1 FROM items WHERE sku = ?1)")?.query_row([&ev.sku], |r| r.get(0))?;
     if known {
         insert_in(c, ev, None, now)?;
         return Ok(Ingested::New);
@@ -277,10 +275,12 @@ mod tests {
     fn ingest_is_idempotent_per_kiosk_and_holds_unknown_skus_until_catalogued() {
         let mut s = Store::open_in_memory().unwrap();
         s.upsert_item(&item("a")).unwrap();
-        let at = |id: &str, kiosk: &str, sku: &str| Event { kiosk: Some(kiosk.into()), ..ev(id, "u", sku, EventKind::View, 5) };
-        let out = s
-            .ingest(&[at("e1", "k1", "a"), at("e1", "k2", "a"), at("e1", "k1", "a"), at("e2", "k1", "new")])
-            .unwrap();
+        let at = |id: &str, kiosk: &str, sku: &str| Event {
+            kiosk: Some(kiosk.into()),
+            ..ev(id, "u", sku, EventKind::View, 5)
+        };
+        let out =
+            s.ingest(&[at("e1", "k1", "a"), at("e1", "k2", "a"), at("e1", "k1", "a"), at("e2", "k1", "new")]).unwrap();
         assert_eq!(out, vec![Ingested::New, Ingested::New, Ingested::Duplicate, Ingested::HeldUnknownItem]);
         // The same id from the same kiosk with other content: the first copy stays.
         let reused = Event { kind: EventKind::Purchase, ..at("e1", "k1", "a") };

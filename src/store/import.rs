@@ -9,9 +9,9 @@
 //! `x_label` is kept as the interaction's split (see [`Store::interactions_with_split`]); the
 //! `price` and `sales_channel_id` columns are not stored. No catalogue rows are created.
 
-use crate::sys::now_ms;
 use super::events::{insert_in, validate};
 use super::{io_err, Event, EventKind, NewItem, Result, Store, StoreError};
+use crate::sys::now_ms;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 

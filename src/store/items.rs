@@ -1,7 +1,7 @@
 //! Catalogue items, their photos and their feature vectors.
 
-use crate::sys::now_ms;
 use super::{FeatureKind, ImageRow, ItemRow, NewItem, Result, Store, StoreError};
+use crate::sys::now_ms;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 const ITEM_COLS: &str =

@@ -343,7 +343,6 @@ pub fn open_config(cfg: &crate::config::Config) -> Result<Store> {
     Store::open(&db_path(cfg), cfg.store.busy_timeout_ms)
 }
 
-
 pub(crate) fn io_err(path: &Path, source: std::io::Error) -> StoreError {
     StoreError::Io { path: path.to_path_buf(), source }
 }

@@ -1,7 +1,7 @@
 //! Recommender model versions: registry metadata (the model files live on disk).
 
-use crate::sys::now_ms;
 use super::{ModelStatus, ModelVersionRow, NewModelVersion, Result, Store, StoreError};
+use crate::sys::now_ms;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 const MV_COLS: &str = "id, version, path, sha256, metrics, parent, status, created_ms, updated_ms";

@@ -1,8 +1,8 @@
 //! The durable outbox: messages the daemon must publish even if the broker is away or the
 //! process restarts. Push, peek the oldest, ack after the broker confirmed.
 
-use crate::sys::now_ms;
 use super::{OutboxRow, Result, Store, StoreError};
+use crate::sys::now_ms;
 use rusqlite::params;
 
 impl Store {

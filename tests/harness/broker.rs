@@ -12,14 +12,7 @@ use std::time::{Duration, Instant};
 
 /// True when every one of `tools` is on PATH; prints a visible skip line otherwise.
 fn installed(tools: &[&str]) -> bool {
-    let ok = |c: &str| {
-        Command::new(c)
-            .arg("-h")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok()
-    };
+    let ok = |c: &str| Command::new(c).arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
     if tools.iter().all(|t| ok(t)) {
         true
     } else {
@@ -52,20 +45,11 @@ impl Process {
     /// Starts it and waits until every listener accepts connections.
     fn start(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&self.conf)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let child =
+            Command::new("mosquitto").arg("-c").arg(&self.conf).stdout(Stdio::null()).stderr(log).spawn().unwrap();
         self.child = Some(child);
         let until = Instant::now() + Duration::from_secs(10);
-        while self
-            .ports
-            .iter()
-            .any(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_err())
-        {
+        while self.ports.iter().any(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_err()) {
             assert!(Instant::now() < until, "mosquitto did not start: {}", self.log_text());
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -121,10 +105,7 @@ impl Mosquitto {
                 pdir.display()
             ),
         );
-        let mut m = Mosquitto {
-            port,
-            process: Process::new(conf, vec![port]),
-        };
+        let mut m = Mosquitto { port, process: Process::new(conf, vec![port]) };
         m.resume();
         Some(m)
     }
@@ -152,11 +133,7 @@ const RECIPE: &str = include_str!("../../systemd/mosquitto/sgbd.conf");
 const ACL: &str = include_str!("../../systemd/mosquitto/sgbd.acl");
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// mosquitto run from `systemd/mosquitto/sgbd.conf` + `sgbd.acl`, on loopback, with test users.
@@ -179,39 +156,25 @@ impl SecureBroker {
             if i == 0 {
                 c.arg("-c");
             }
-            let st = c
-                .arg("-b")
-                .arg(&passwd)
-                .arg(u)
-                .arg(p)
-                .stdout(Stdio::null())
-                .status()
-                .unwrap();
+            let st = c.arg("-b").arg(&passwd).arg(u).arg(p).stdout(Stdio::null()).status().unwrap();
             assert!(st.success(), "mosquitto_passwd failed");
         }
         let acl = write(
             dir,
             "sgbd.acl",
-            &ACL.replace("sgbd/demo-store/edge-1/#", "sgbd/s1/edge-t/#")
-                .replace("user edge-1", "user edge-t"),
+            &ACL.replace("sgbd/demo-store/edge-1/#", "sgbd/s1/edge-t/#").replace("user edge-1", "user edge-t"),
         );
         let (port, mtls_port) = (free_port(), free_port());
         let mut conf = RECIPE
             .replace("/etc/mosquitto/sgbd.passwd", &passwd.display().to_string())
             .replace("/etc/mosquitto/sgbd.acl", &acl.display().to_string())
             .replace("/etc/mosquitto/certs/ca.pem", &pki.ca.display().to_string())
-            .replace(
-                "/etc/mosquitto/certs/broker.pem",
-                &pki.broker_cert.display().to_string(),
-            )
+            .replace("/etc/mosquitto/certs/broker.pem", &pki.broker_cert.display().to_string())
             .replace("/etc/mosquitto/certs/broker.key", &pki.broker_key.display().to_string())
             .replace("persistence true", "persistence false")
             .replace("listener 8883", &format!("listener {port} 127.0.0.1"))
             .replace("listener 8884", &format!("listener {mtls_port} 127.0.0.1"));
-        assert!(
-            conf.contains(&format!("listener {mtls_port}")),
-            "recipe changed: no listener 8884"
-        );
+        assert!(conf.contains(&format!("listener {mtls_port}")), "recipe changed: no listener 8884");
         // As root mosquitto drops to user `mosquitto`, which cannot read the test's temp dir.
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } == 0 {
@@ -220,11 +183,7 @@ impl SecureBroker {
         conf.push_str("log_dest stderr\nlog_type all\n");
         let mut process = Process::new(write(dir, "mosquitto.conf", &conf), vec![port, mtls_port]);
         process.start();
-        SecureBroker {
-            port,
-            mtls_port,
-            process,
-        }
+        SecureBroker { port, mtls_port, process }
     }
 
     pub fn log_text(&self) -> String {

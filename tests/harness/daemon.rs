@@ -60,13 +60,7 @@ impl Daemon {
     pub fn spawn(config: &Path) -> Daemon {
         let log = config.with_extension("log");
         let f = std::fs::File::create(&log).unwrap();
-        let child = bin()
-            .args(["run", "--config"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(f)
-            .spawn()
-            .unwrap();
+        let child = bin().args(["run", "--config"]).arg(config).stdout(Stdio::null()).stderr(f).spawn().unwrap();
         Daemon { child, log }
     }
 

@@ -47,26 +47,16 @@ pub fn grad_check(vars: &[Var], loss: &dyn Fn() -> Tensor, per_var: usize) -> f6
             None => vec![0.0; v.elem_count()],
         };
         let n = v.elem_count();
-        let picks: Vec<usize> = if n <= per_var {
-            (0..n).collect()
-        } else {
-            (0..per_var).map(|_| rng.random_range(0..n)).collect()
-        };
+        let picks: Vec<usize> =
+            if n <= per_var { (0..n).collect() } else { (0..per_var).map(|_| rng.random_range(0..n)).collect() };
         let num: Vec<f64> = picks.iter().map(|&i| central_difference(v, i, &scalar)).collect();
         let ana: Vec<f64> = picks.iter().map(|&i| g[i]).collect();
         // norm-wise relative error over the checked entries
         let diff: f64 = num.iter().zip(&ana).map(|(a, b)| (a - b).powi(2)).sum::<f64>().sqrt();
-        let scale: f64 = num
-            .iter()
-            .map(|a| a * a)
-            .sum::<f64>()
-            .sqrt()
-            .max(ana.iter().map(|a| a * a).sum::<f64>().sqrt());
+        let scale: f64 =
+            num.iter().map(|a| a * a).sum::<f64>().sqrt().max(ana.iter().map(|a| a * a).sum::<f64>().sqrt());
         let nonzero = ana.iter().any(|&a| a != 0.0);
-        assert!(
-            nonzero || scale < 1e-12,
-            "all-zero analytic gradient where finite differences are not"
-        );
+        assert!(nonzero || scale < 1e-12, "all-zero analytic gradient where finite differences are not");
         if scale > 1e-12 {
             worst = worst.max(diff / scale);
         }

@@ -16,16 +16,8 @@ use super::daemon::topics;
 pub async fn kiosk_when_ready(port: u16, kiosk: &str, protocol: Protocol) -> KioskClient {
     let until = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(k) = KioskClient::connect(
-            "127.0.0.1",
-            port,
-            topics(),
-            kiosk,
-            protocol,
-            None,
-            Duration::from_secs(2),
-        )
-        .await
+        if let Ok(k) =
+            KioskClient::connect("127.0.0.1", port, topics(), kiosk, protocol, None, Duration::from_secs(2)).await
         {
             if k.recommend("probe", Some(1), Duration::from_millis(500)).await.is_ok() {
                 return k;
@@ -117,16 +109,8 @@ impl Observer {
                 }
             }
         });
-        tokio::time::timeout(Duration::from_secs(20), ready_rx)
-            .await
-            .expect("observer subscribed")
-            .unwrap();
-        Observer {
-            client,
-            rx,
-            backlog: Default::default(),
-            task,
-        }
+        tokio::time::timeout(Duration::from_secs(20), ready_rx).await.expect("observer subscribed").unwrap();
+        Observer { client, rx, backlog: Default::default(), task }
     }
 
     /// The next message on `topic` within `timeout`.

@@ -57,12 +57,7 @@ impl SlowKiosk {
         s.read_exact(&mut suback).unwrap();
         assert_eq!(&suback[..4], &[0x90, 0x03, 0x00, 0x01], "SUBACK");
         assert_eq!(suback[4], qos as u8, "subscription refused");
-        SlowKiosk {
-            stream: s,
-            stop: Arc::new(AtomicBool::new(false)),
-            sent: Arc::new(AtomicU64::new(0)),
-            flood: None,
-        }
+        SlowKiosk { stream: s, stop: Arc::new(AtomicBool::new(false)), sent: Arc::new(AtomicU64::new(0)), flood: None }
     }
 
     /// Starts flooding (QoS 0 publishes, `per_10ms` requests and as many acknowledged events
@@ -72,11 +67,7 @@ impl SlowKiosk {
         let mut s = self.stream.try_clone().unwrap();
         s.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
         let (stop, sent) = (self.stop.clone(), self.sent.clone());
-        let (rt, et, reply) = (
-            recommend_topic.to_string(),
-            events_topic.to_string(),
-            reply_topic.to_string(),
-        );
+        let (rt, et, reply) = (recommend_topic.to_string(), events_topic.to_string(), reply_topic.to_string());
         self.flood = Some(std::thread::spawn(move || {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -86,15 +77,11 @@ impl SlowKiosk {
                     n += 1;
                     let req = serde_json::json!({"schema_version":"1.0","ts":sgbd_edge::sys::now_ms(),"user":format!("flood{}", n % 97),
                         "k":10,"reply_to":reply,"request_id":format!("slow-r{n}")});
-                    Publish::new(&rt, QoS::AtMostOnce, req.to_string())
-                        .write(&mut buf)
-                        .unwrap();
+                    Publish::new(&rt, QoS::AtMostOnce, req.to_string()).write(&mut buf).unwrap();
                     let ev = serde_json::json!({"schema_version":"1.0","ts":sgbd_edge::sys::now_ms(),"event_id":format!("slow-e{n}"),
                         "user":format!("flood{}", n % 97),"sku":format!("F{}", n % 31),"kind":"view",
                         "reply_to":reply,"request_id":format!("slow-e{n}")});
-                    Publish::new(&et, QoS::AtMostOnce, ev.to_string())
-                        .write(&mut buf)
-                        .unwrap();
+                    Publish::new(&et, QoS::AtMostOnce, ev.to_string()).write(&mut buf).unwrap();
                 }
                 let mut off = 0;
                 while off < buf.len() && !stop.load(Ordering::Relaxed) {
@@ -188,12 +175,7 @@ pub fn counter(c: &serde_json::Value, name: &str) -> u64 {
 /// Resident memory of process `pid` in KiB (`VmRSS` in /proc/<pid>/status).
 pub fn rss_kib(pid: i32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// How many times each event id is stored in the daemon's database.

@@ -64,15 +64,7 @@ impl World {
     /// `groups` groups of `users_per_group` users and `items_per_group` items, `per_user` training
     /// interactions each; no cold items, no features, seed 0.
     pub const fn new(groups: usize, users_per_group: usize, items_per_group: usize, per_user: usize) -> World {
-        World {
-            groups,
-            users_per_group,
-            items_per_group,
-            cold_per_group: 0,
-            per_user,
-            features: &[],
-            seed: 0,
-        }
+        World { groups, users_per_group, items_per_group, cold_per_group: 0, per_user, features: &[], seed: 0 }
     }
 
     pub const fn cold(self, cold_per_group: usize) -> World {

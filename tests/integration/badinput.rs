@@ -125,10 +125,7 @@ proptest! {
 #[test]
 fn oversized_payload_is_refused_before_parsing() {
     let _turn = crate::harness::shared();
-    let big = format!(
-        "{{\"schema_version\":\"1.0\",\"ts\":1,\"user\":\"{}\"}}",
-        "a".repeat(MAX)
-    );
+    let big = format!("{{\"schema_version\":\"1.0\",\"ts\":1,\"user\":\"{}\"}}", "a".repeat(MAX));
     let e = contract::decode::<RecommendRequest>(big.as_bytes(), MAX).unwrap_err();
     assert_eq!(e.code, contract::ErrorCode::TooLarge);
 }
@@ -139,8 +136,7 @@ fn image_dimension_limits_refuse_decompression_bombs() {
     // A tiny PNG that claims 60000 x 60000 pixels: refused from its header, nothing allocated.
     let mut png = Vec::new();
     let img = image::RgbImage::new(8, 8);
-    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .unwrap();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
     // IHDR width/height are bytes 16..24; the IHDR CRC then fails, so also fix it up.
     png[16..20].copy_from_slice(&60000u32.to_be_bytes());
     png[20..24].copy_from_slice(&60000u32.to_be_bytes());
@@ -151,14 +147,9 @@ fn image_dimension_limits_refuse_decompression_bombs() {
     assert!(e.contains("bomb.png"), "{e}");
     // Within limits the same image decodes; a limit below its size refuses it.
     let mut ok = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut ok), image::ImageFormat::Png)
-        .unwrap();
+    img.write_to(&mut std::io::Cursor::new(&mut ok), image::ImageFormat::Png).unwrap();
     assert_eq!(planogram::decode(&ok, "ok.png", lim).unwrap().dimensions(), (8, 8));
-    let small = DecodeLimits {
-        max_width: 4,
-        max_height: 4,
-        ..lim
-    };
+    let small = DecodeLimits { max_width: 4, max_height: 4, ..lim };
     assert!(planogram::decode(&ok, "ok.png", small).is_err());
 }
 
@@ -180,10 +171,8 @@ fn fixed_corpus_of_nasty_cases() {
     let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let mut n = 0;
-    let mut files: Vec<PathBuf> = std::fs::read_dir(crate::harness::repo("tests/corpus"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(crate::harness::repo("tests/corpus")).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
     for f in &files {
         if f.extension().is_some_and(|e| e == "md") {

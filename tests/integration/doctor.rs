@@ -36,7 +36,9 @@ fn good_setup_passes_config_disk_and_database() {
         assert_eq!(find(&checks, name).status, CheckStatus::Ok, "{:?}", find(&checks, name));
     }
     assert!(
-        find(&checks, "database").detail.contains(&format!("schema {}, integrity ok, 1 items", sgbd_edge::store::migrations::LATEST)),
+        find(&checks, "database")
+            .detail
+            .contains(&format!("schema {}, integrity ok, 1 items", sgbd_edge::store::migrations::LATEST)),
         "{:?}",
         find(&checks, "database")
     );

@@ -13,10 +13,7 @@ fn read(p: &str) -> String {
 /// `[package.metadata.deb]` as a TOML table.
 fn deb_metadata() -> toml::Table {
     let manifest: toml::Table = read("Cargo.toml").parse().unwrap();
-    manifest["package"]["metadata"]["deb"]
-        .as_table()
-        .expect("[package.metadata.deb]")
-        .clone()
+    manifest["package"]["metadata"]["deb"].as_table().expect("[package.metadata.deb]").clone()
 }
 
 /// (source, destination) of every explicit asset; `"$auto"` is reported as ("$auto", "").
@@ -34,11 +31,7 @@ fn assets() -> Vec<(String, String)> {
 }
 
 fn dest_of(src: &str) -> String {
-    assets()
-        .into_iter()
-        .find(|(s, _)| s == src)
-        .map(|(_, d)| d)
-        .unwrap_or_else(|| panic!("no asset {src}"))
+    assets().into_iter().find(|(s, _)| s == src).map(|(_, d)| d).unwrap_or_else(|| panic!("no asset {src}"))
 }
 
 /// `Key=value` lines of the unit (last one wins, comments skipped).
@@ -80,25 +73,16 @@ fn tmpfiles_dirs() -> Vec<String> {
 fn unit_runs_the_packaged_binary_on_the_packaged_config() {
     let _turn = crate::harness::shared();
     let assets = assets();
-    assert!(
-        assets.iter().any(|(s, _)| s == "$auto"),
-        "the binary comes from $auto (usr/bin/sgbd-edge)"
-    );
+    assert!(assets.iter().any(|(s, _)| s == "$auto"), "the binary comes from $auto (usr/bin/sgbd-edge)");
     let conf = format!("/{}", dest_of("firmware-config/jetson-orin.toml"));
     assert_eq!(conf, "/etc/sgbd-edge/config.toml");
     for key in ["ExecStart", "ExecStartPre"] {
         for v in unit_values(key) {
-            assert!(
-                v.starts_with("/usr/bin/sgbd-edge "),
-                "{key}={v} must run /usr/bin/sgbd-edge"
-            );
+            assert!(v.starts_with("/usr/bin/sgbd-edge "), "{key}={v} must run /usr/bin/sgbd-edge");
             assert!(v.ends_with(&format!("--config {conf}")), "{key}={v} must use {conf}");
         }
     }
-    assert_eq!(
-        format!("/{}", dest_of("systemd/sgbd-edge.service")),
-        "/lib/systemd/system/sgbd-edge.service"
-    );
+    assert_eq!(format!("/{}", dest_of("systemd/sgbd-edge.service")), "/lib/systemd/system/sgbd-edge.service");
 }
 
 #[test]
@@ -109,32 +93,17 @@ fn user_and_state_dir_agree_between_unit_sysusers_and_tmpfiles() {
     assert_eq!(unit_value("Group"), user);
     assert_eq!(unit_value("WorkingDirectory"), home);
     assert_eq!(format!("/var/lib/{}", unit_value("StateDirectory")), home);
-    assert!(
-        unit_values("ReadWritePaths").iter().any(|v| v == &home),
-        "ReadWritePaths must include {home}"
-    );
+    assert!(unit_values("ReadWritePaths").iter().any(|v| v == &home), "ReadWritePaths must include {home}");
     let dirs = tmpfiles_dirs();
     assert!(dirs.contains(&home), "tmpfiles must create {home}: {dirs:?}");
-    assert!(
-        dirs.iter().all(|d| d.starts_with(&home)),
-        "tmpfiles dirs outside {home}: {dirs:?}"
-    );
+    assert!(dirs.iter().all(|d| d.starts_with(&home)), "tmpfiles dirs outside {home}: {dirs:?}");
     // Snippets are installed under the names systemd-sysusers/-tmpfiles are called with in postinst.
-    assert_eq!(
-        dest_of("systemd/sgbd-edge.sysusers"),
-        "usr/lib/sysusers.d/sgbd-edge.conf"
-    );
-    assert_eq!(
-        dest_of("systemd/sgbd-edge.tmpfiles"),
-        "usr/lib/tmpfiles.d/sgbd-edge.conf"
-    );
+    assert_eq!(dest_of("systemd/sgbd-edge.sysusers"), "usr/lib/sysusers.d/sgbd-edge.conf");
+    assert_eq!(dest_of("systemd/sgbd-edge.tmpfiles"), "usr/lib/tmpfiles.d/sgbd-edge.conf");
     // Every supplementary group of the unit is also given by sysusers (membership outside systemd too).
     let sysusers = read("systemd/sgbd-edge.sysusers");
     for g in unit_value("SupplementaryGroups").split_whitespace() {
-        assert!(
-            sysusers.lines().any(|l| l == format!("m {user} {g}")),
-            "sysusers lacks `m {user} {g}`"
-        );
+        assert!(sysusers.lines().any(|l| l == format!("m {user} {g}")), "sysusers lacks `m {user} {g}`");
     }
 }
 
@@ -146,11 +115,7 @@ fn maintainer_scripts_are_valid_sh_and_name_the_same_things() {
     for s in ["postinst", "prerm", "postrm"] {
         let path = repo(&format!("debian/{s}"));
         let out = Command::new("sh").arg("-n").arg(&path).output().unwrap();
-        assert!(
-            out.status.success(),
-            "sh -n {s}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "sh -n {s}: {}", String::from_utf8_lossy(&out.stderr));
         let text = read(&format!("debian/{s}"));
         assert!(text.starts_with("#!/bin/sh\n"), "{s}: #!/bin/sh first");
         assert!(text.contains("\nset -e\n"), "{s}: set -e");
@@ -163,24 +128,12 @@ fn maintainer_scripts_are_valid_sh_and_name_the_same_things() {
         }
     }
     let postinst = read("debian/postinst");
-    assert!(
-        postinst.contains(&format!("USER_NAME={user}\n")),
-        "postinst creates {user}"
-    );
-    assert!(
-        postinst.contains(&format!("STATE_DIR={home}\n")),
-        "postinst uses {home}"
-    );
-    assert!(
-        postinst.contains("systemd-sysusers") && postinst.contains("adduser"),
-        "sysusers with adduser fallback"
-    );
+    assert!(postinst.contains(&format!("USER_NAME={user}\n")), "postinst creates {user}");
+    assert!(postinst.contains(&format!("STATE_DIR={home}\n")), "postinst uses {home}");
+    assert!(postinst.contains("systemd-sysusers") && postinst.contains("adduser"), "sysusers with adduser fallback");
     let postrm = read("debian/postrm");
     assert!(postrm.contains(&format!("rm -rf {home}\n")), "purge removes {home}");
-    assert!(
-        postrm.contains("rm -rf /etc/sgbd-edge\n"),
-        "purge removes /etc/sgbd-edge"
-    );
+    assert!(postrm.contains("rm -rf /etc/sgbd-edge\n"), "purge removes /etc/sgbd-edge");
 }
 
 #[test]
@@ -197,17 +150,11 @@ fn package_inputs_exist() {
     ] {
         assert!(repo(p).is_file(), "{p} missing");
         assert!(
-            assets()
-                .iter()
-                .any(|(s, _)| s == p || (s == "docs/*.md" && p.starts_with("docs/"))),
+            assets().iter().any(|(s, _)| s == p || (s == "docs/*.md" && p.starts_with("docs/"))),
             "{p} not packaged"
         );
     }
-    for p in [
-        "firmware-config/jetson-orin.toml",
-        "firmware-config/dev.toml",
-        "models/manifest.toml",
-    ] {
+    for p in ["firmware-config/jetson-orin.toml", "firmware-config/dev.toml", "models/manifest.toml"] {
         assert!(assets().iter().any(|(s, _)| s == p), "{p} not packaged");
         if !repo(p).is_file() {
             eprintln!("note: {p} is not in this checkout yet (another branch adds it); .ci/deb.sh needs it");

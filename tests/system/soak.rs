@@ -12,8 +12,23 @@ fn short_soak_loses_no_event_and_completes_a_round() {
     let json = dir.path().join("soak.json");
     let out = bin()
         .args([
-            "bench", "soak", "--minutes", "0.34", "--window-s", "5", "--warmup-s", "5", "--kiosks", "4", "--rate",
-            "40", "--events-rate", "40", "--round-interval-s", "8", "--json",
+            "bench",
+            "soak",
+            "--minutes",
+            "0.34",
+            "--window-s",
+            "5",
+            "--warmup-s",
+            "5",
+            "--kiosks",
+            "4",
+            "--rate",
+            "40",
+            "--events-rate",
+            "40",
+            "--round-interval-s",
+            "8",
+            "--json",
         ])
         .arg(&json)
         .env_remove("SGBD_CONFIG")
@@ -31,11 +46,7 @@ fn short_soak_loses_no_event_and_completes_a_round() {
     let rounds = &r["rounds"];
     let (run, failed) = (rounds["run"].as_u64().unwrap(), rounds["failed"].as_u64().unwrap());
     assert!(run > failed, "no completed training round: {rounds}");
-    assert_eq!(
-        rounds["promoted"].as_u64().unwrap() + rounds["rejected"].as_u64().unwrap(),
-        run - failed,
-        "{rounds}"
-    );
+    assert_eq!(rounds["promoted"].as_u64().unwrap() + rounds["rejected"].as_u64().unwrap(), run - failed, "{rounds}");
     assert!(!rounds["durations_s"].as_array().unwrap().is_empty(), "{rounds}");
 
     let windows = r["windows"].as_array().unwrap();

@@ -10,8 +10,8 @@
 //! closed and reopened (with a reset) on the next call.
 pub mod sim;
 
-use crate::sys::now_ms;
 use super::{planogram::jpeg_has_eoi, CaptureError, Frame, Result, Source};
+use crate::sys::now_ms;
 use serde::{Deserialize, Serialize};
 use serialport::{ClearBuffer, SerialPort};
 use std::io::{Read, Write};

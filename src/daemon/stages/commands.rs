@@ -47,8 +47,7 @@ pub(crate) async fn command_loop(
             "rebirth" => {
                 let cfg = ctx.cfg.read().map(|c| c.clone()).unwrap_or_default();
                 let birth = crate::daemon::birth(&cfg, &ctx.ranker.get().model_version());
-                ctx.link
-                    .set_birth(Bytes::from(serde_json::to_vec(&birth).unwrap_or_default()));
+                ctx.link.set_birth(Bytes::from(serde_json::to_vec(&birth).unwrap_or_default()));
             }
             "config-reload" => config_reload(&ctx),
             "catalog-update" => {
@@ -130,6 +129,5 @@ fn config_reload(ctx: &Ctx) {
     }
     tracing::info!(hash = %new.hash(), "config reloaded (serve limits, reply cache, stats interval, payload limit applied)");
     let birth = crate::daemon::birth(&new, &ctx.ranker.get().model_version());
-    ctx.link
-        .set_birth(Bytes::from(serde_json::to_vec(&birth).unwrap_or_default()));
+    ctx.link.set_birth(Bytes::from(serde_json::to_vec(&birth).unwrap_or_default()));
 }

@@ -2,13 +2,13 @@
 //! after commit, feeds the rankers, pushes fresh suggestions, forwards to the fleet through the
 //! outbox; applies catalogue updates.
 
-use crate::sys::now_ms;
 use super::reply::{error_payload, node_id, send_reply, ReplyTarget};
 use crate::daemon::{Ctx, LiveSettings};
 use crate::mqtt::contract::{self, AckCode, ErrorCode, EventAck, FleetEvent, FleetEvents};
 use crate::serve::{Ranker, RequestCtx};
 use crate::store::space::{is_disk_full, SpaceGuard};
 use crate::store::{Event, Ingested, NewItem, Store};
+use crate::sys::now_ms;
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::QoS;
 use std::sync::atomic::Ordering;
@@ -21,14 +21,8 @@ const MAX_BATCH: usize = 1024;
 
 /// Work for the ingest thread (the store's single writer).
 pub(crate) enum WriterMsg {
-    Event {
-        ev: Event,
-        reply: Option<ReplyTarget>,
-    },
-    Catalog {
-        items: Vec<NewItem>,
-        reply: Option<ReplyTarget>,
-    },
+    Event { ev: Event, reply: Option<ReplyTarget> },
+    Catalog { items: Vec<NewItem>, reply: Option<ReplyTarget> },
 }
 
 /// The ingest thread: batches events into one transaction, acks after commit, feeds the ranker,
@@ -232,11 +226,7 @@ fn push_suggestions(ctx: &Ctx, live: &LiveSettings, events: &[Event]) {
             continue;
         }
         let now = now_ms();
-        let rctx = RequestCtx {
-            kiosk: Some(kiosk.to_string()),
-            exclude: vec![],
-            now_ms: now,
-        };
+        let rctx = RequestCtx { kiosk: Some(kiosk.to_string()), exclude: vec![], now_ms: now };
         let rec = ctx.ranker.get().recommend(&e.user, live.default_k, &rctx);
         let push = contract::Push {
             schema_version: contract::SCHEMA_VERSION.into(),
@@ -248,10 +238,7 @@ fn push_suggestions(ctx: &Ctx, live: &LiveSettings, events: &[Event]) {
             items: rec.items,
         };
         let payload = Bytes::from(serde_json::to_vec(&push).unwrap_or_default());
-        match ctx
-            .link
-            .publish(&ctx.topics.kiosk_push(kiosk), QoS::AtLeastOnce, false, payload, None)
-        {
+        match ctx.link.publish(&ctx.topics.kiosk_push(kiosk), QoS::AtLeastOnce, false, payload, None) {
             Ok(()) => ctx.metrics().incr("serve.pushes"),
             Err(e) => tracing::debug!(error = %e, "push dropped"),
         }
@@ -259,11 +246,8 @@ fn push_suggestions(ctx: &Ctx, live: &LiveSettings, events: &[Event]) {
 }
 
 fn forward(ctx: &Ctx, store: &Store, events: &[Event]) {
-    let (node, store_id) = ctx
-        .cfg
-        .read()
-        .map(|c| (c.node.node_id.clone(), c.node.store_id.clone()))
-        .unwrap_or_default();
+    let (node, store_id) =
+        ctx.cfg.read().map(|c| (c.node.node_id.clone(), c.node.store_id.clone())).unwrap_or_default();
     let msg = FleetEvents {
         schema_version: contract::SCHEMA_VERSION.into(),
         ts: now_ms(),

@@ -21,8 +21,7 @@ pub(crate) fn refresh_loop(ctx: Arc<Ctx>, store: Store, stopping: Arc<AtomicBool
             if let Err(e) = ctx.popularity.refresh(&store) {
                 tracing::error!(error = %e, "popularity refresh failed");
             }
-            ctx.metrics()
-                .observe_ms("serve.refresh_ms", t0.elapsed().as_secs_f64() * 1e3);
+            ctx.metrics().observe_ms("serve.refresh_ms", t0.elapsed().as_secs_f64() * 1e3);
         }
     }
 }

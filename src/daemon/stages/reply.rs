@@ -1,10 +1,10 @@
 //! Answering a kiosk: where a reply goes (MQTT 5 Response Topic, JSON `reply_to`, or the kiosk's
 //! default reply topic), error replies, and refusing a payload that does not decode.
 
-use crate::sys::now_ms;
 use crate::daemon::Ctx;
 use crate::mqtt::client::InMsg;
 use crate::mqtt::contract::{self, DecodeError, ErrorBody, ErrorCode, ErrorReply};
+use crate::sys::now_ms;
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use rumqttc::v5::mqttbytes::QoS;
@@ -34,20 +34,16 @@ pub(super) fn reply_target(
 ) -> Result<Option<ReplyTarget>, ReplyTarget> {
     let props = props_of(m);
     let correlation = props.and_then(|p| p.correlation_data.clone());
-    let named = props
-        .and_then(|p| p.response_topic.clone())
-        .or_else(|| reply_to.map(str::to_string));
+    let named = props.and_then(|p| p.response_topic.clone()).or_else(|| reply_to.map(str::to_string));
     let fallback = ReplyTarget {
         topic: ctx.topics.kiosk_reply(kiosk),
         correlation: correlation.clone(),
         request_id: request_id.map(str::to_string),
     };
     match named {
-        Some(t) if ctx.topics.reply_topic_allowed(kiosk, &t) => Ok(Some(ReplyTarget {
-            topic: t,
-            correlation,
-            request_id: request_id.map(str::to_string),
-        })),
+        Some(t) if ctx.topics.reply_topic_allowed(kiosk, &t) => {
+            Ok(Some(ReplyTarget { topic: t, correlation, request_id: request_id.map(str::to_string) }))
+        }
         Some(_) => Err(fallback),
         None if default || request_id.is_some() => Ok(Some(fallback)),
         None => Ok(None),
@@ -55,10 +51,10 @@ pub(super) fn reply_target(
 }
 
 pub(super) fn send_reply(ctx: &Ctx, target: &ReplyTarget, payload: Bytes) -> bool {
-    let props = target.correlation.as_ref().map(|c| PublishProperties {
-        correlation_data: Some(c.clone()),
-        ..Default::default()
-    });
+    let props = target
+        .correlation
+        .as_ref()
+        .map(|c| PublishProperties { correlation_data: Some(c.clone()), ..Default::default() });
     match ctx.link.publish(&target.topic, QoS::AtLeastOnce, false, payload, props) {
         Ok(()) => true,
         Err(e) => {

@@ -1,11 +1,11 @@
 //! The request stage: recommendation requests answered from memory.
 
-use crate::sys::now_ms;
 use super::reply::{error_payload, node_id, props_of, refuse, reply_target, send_reply};
 use crate::daemon::{Ctx, LiveSettings};
 use crate::mqtt::client::InMsg;
 use crate::mqtt::contract::{self, decode, ErrorCode, RecommendReply, RecommendRequest};
 use crate::serve::{ReplyCache, RequestCtx};
+use crate::sys::now_ms;
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -109,11 +109,7 @@ fn handle_request(
         return;
     }
     let k = req.k.unwrap_or(live.default_k).clamp(1, live.max_k);
-    let rctx = RequestCtx {
-        kiosk: Some(kiosk.to_string()),
-        exclude: req.exclude.clone(),
-        now_ms: now,
-    };
+    let rctx = RequestCtx { kiosk: Some(kiosk.to_string()), exclude: req.exclude.clone(), now_ms: now };
     let ranker = ctx.ranker.get();
     let rec = ranker.recommend(&req.user, k, &rctx);
     let reply = RecommendReply {

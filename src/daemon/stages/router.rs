@@ -7,8 +7,8 @@ use crate::daemon::Ctx;
 use crate::mqtt::client::InMsg;
 use crate::mqtt::contract::{self, decode, DecodeError, ErrorCode, EventMsg, Inbound};
 use crate::mqtt::ratelimit::KioskRateLimiter;
-use crate::sys::now_ms;
 use crate::store::Event;
+use crate::sys::now_ms;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -111,10 +111,7 @@ fn decode_event(ctx: &Ctx, kiosk: &str, m: &InMsg, limit: &mut KioskRateLimiter)
 
 /// The interaction a kiosk's event message describes, or why it is not acceptable.
 pub(crate) fn event_of(msg: &EventMsg, kiosk: &str, now: i64) -> Result<Event, String> {
-    let kind = msg
-        .kind
-        .parse()
-        .map_err(|_| format!("kind: unknown {:?}; use view, scan, cart, purchase", msg.kind))?;
+    let kind = msg.kind.parse().map_err(|_| format!("kind: unknown {:?}; use view, scan, cart, purchase", msg.kind))?;
     contract::check_ts(msg.ts, now).map_err(|e| format!("ts: {e}"))?;
     let ev = Event {
         event_id: msg.event_id.clone(),

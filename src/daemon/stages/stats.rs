@@ -1,10 +1,10 @@
 //! The stats publisher: `stats` (QoS 0) every `mqtt.stats_interval_s`.
 
-use crate::sys::now_ms;
 use super::reply::node_id;
 use crate::daemon::health;
 use crate::daemon::Ctx;
 use crate::mqtt::contract::{self, Stats};
+use crate::sys::now_ms;
 use rumqttc::v5::mqttbytes::QoS;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,16 +40,14 @@ pub(crate) async fn stats_loop(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool
             _ = shutdown.changed() => return,
         }
         let cfg = ctx.cfg.read().map(|c| c.clone()).unwrap_or_default();
-        let db_rows = tokio::task::spawn_blocking(move || crate::store::open_config(&cfg).and_then(|s| s.counts()).ok())
-            .await
-            .ok()
-            .flatten();
+        let db_rows =
+            tokio::task::spawn_blocking(move || crate::store::open_config(&cfg).and_then(|s| s.counts()).ok())
+                .await
+                .ok()
+                .flatten();
         let s = stats(&ctx, db_rows);
         let payload = serde_json::to_vec(&s).unwrap_or_default();
-        if let Err(e) = ctx
-            .link
-            .publish(&ctx.topics.stats(), QoS::AtMostOnce, false, payload, None)
-        {
+        if let Err(e) = ctx.link.publish(&ctx.topics.stats(), QoS::AtMostOnce, false, payload, None) {
             tracing::debug!(error = %e, "stats not published");
         }
     }

@@ -1,8 +1,8 @@
 //! The status task: `status.json`, systemd `STATUS=` and the watchdog.
 
-use crate::sys::now_ms;
 use crate::daemon::health::{self, StageState, StatusFile};
 use crate::daemon::Ctx;
+use crate::sys::now_ms;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -19,15 +19,7 @@ pub(crate) fn write_status_file(ctx: &Ctx, running: bool) {
         .beats
         .ages(now)
         .into_iter()
-        .map(|(k, a)| {
-            (
-                k.to_string(),
-                StageState {
-                    last_beat_ms_ago: a,
-                    ok: a <= stall.as_millis() as i64,
-                },
-            )
-        })
+        .map(|(k, a)| (k.to_string(), StageState { last_beat_ms_ago: a, ok: a <= stall.as_millis() as i64 }))
         .collect();
     let s = StatusFile {
         running,
@@ -55,10 +47,7 @@ pub(crate) fn write_status_file(ctx: &Ctx, running: bool) {
 /// Every 2 s: status.json and `STATUS=`; `WATCHDOG=1` at half of `WATCHDOG_USEC` while no stage
 /// is stuck (the MQTT stage counts as alive while its poll task handles events or reconnects).
 pub(crate) async fn status_loop(ctx: Arc<Ctx>, notifier: health::Notifier, mut shutdown: watch::Receiver<bool>) {
-    let tick = notifier
-        .watchdog_every
-        .map(|w| w.min(Duration::from_secs(2)))
-        .unwrap_or(Duration::from_secs(2));
+    let tick = notifier.watchdog_every.map(|w| w.min(Duration::from_secs(2))).unwrap_or(Duration::from_secs(2));
     let mut last_mqtt = ctx.link.heartbeat();
     let mut last_file = Instant::now() - Duration::from_secs(10);
     let keepalive = ctx.cfg.read().map(|c| c.mqtt.keep_alive_s).unwrap_or(30);
@@ -87,12 +76,8 @@ pub(crate) async fn status_loop(ctx: Arc<Ctx>, notifier: health::Notifier, mut s
         if last_file.elapsed() >= Duration::from_secs(2) {
             last_file = Instant::now();
             write_status_file(&ctx, true);
-            let mut line = health::status_line(
-                ctx.metrics(),
-                ctx.link.is_connected(),
-                &ctx.ranker.get().model_version(),
-                &stuck,
-            );
+            let mut line =
+                health::status_line(ctx.metrics(), ctx.link.is_connected(), &ctx.ranker.get().model_version(), &stuck);
             if let Some(s) = &ctx.shelf {
                 line = format!("{line}, {}", s.summary());
             }

@@ -1,15 +1,15 @@
 //! Capture end to end: demo shelf in a folder -> crops -> store; change detection, unknown SKUs,
 //! bad input, several cameras at once.
 
+use crate::harness::demo_assets;
 use sgbd_edge::capture::folder::FolderSource;
 use sgbd_edge::capture::pipeline::{CameraThreads, Capturer, CropOutcome};
 use sgbd_edge::capture::status::CameraState;
 use sgbd_edge::capture::{planogram, vc0706, CaptureError, Frame, Source};
-use sgbd_edge::demo::assets as demo;
 use sgbd_edge::config::{CameraConfig, CameraKind, Config, SlotConfig};
+use sgbd_edge::demo::assets as demo;
 use sgbd_edge::store::Store;
 use sgbd_edge::telemetry::Metrics;
-use crate::harness::demo_assets;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -33,10 +33,7 @@ fn reply() -> impl Strategy<Value = Reply> {
 fn pty() -> (File, File, String) {
     let (mut m, mut s): (RawFd, RawFd) = (-1, -1);
     // SAFETY: openpty writes two fds; the other arguments may be null.
-    assert_eq!(
-        unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) },
-        0
-    );
+    assert_eq!(unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) }, 0);
     // SAFETY: fresh fds from openpty, owned from here on.
     let (m, s) = unsafe { (File::from_raw_fd(m), File::from_raw_fd(s)) };
     // SAFETY: termios is plain data filled by tcgetattr.
@@ -48,13 +45,8 @@ fn pty() -> (File, File, String) {
     }
     let mut buf = [0 as libc::c_char; 256];
     // SAFETY: buf is writable for its length; ttyname_r NUL-terminates on success.
-    assert_eq!(
-        unsafe { libc::ttyname_r(s.as_raw_fd(), buf.as_mut_ptr(), buf.len()) },
-        0
-    );
-    let path = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
-        .to_string_lossy()
-        .into_owned();
+    assert_eq!(unsafe { libc::ttyname_r(s.as_raw_fd(), buf.as_mut_ptr(), buf.len()) }, 0);
+    let path = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned();
     (m, s, path)
 }
 
@@ -65,11 +57,7 @@ fn read_some(m: &mut File, buf: &mut [u8], stop: &AtomicBool) -> bool {
         if stop.load(Ordering::Relaxed) {
             return false;
         }
-        let mut p = libc::pollfd {
-            fd: m.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        let mut p = libc::pollfd { fd: m.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd.
         if unsafe { libc::poll(&mut p, 1, 20) } <= 0 {
             continue;
@@ -140,9 +128,7 @@ fn shoot(script: Vec<Reply>, frame_len: u32, frame: Vec<u8>, size_code: u8) -> R
     s.retries = 1;
     s.chunk_bytes = 64;
     s.max_frame_bytes = 4096;
-    let result = Vc0706::connect(&s)
-        .and_then(|mut c| c.take_picture())
-        .map_err(|e| e.to_string());
+    let result = Vc0706::connect(&s).and_then(|mut c| c.take_picture()).map_err(|e| e.to_string());
     stop.store(true, Ordering::Relaxed);
     drop(slave);
     th.join().unwrap();

@@ -106,14 +106,16 @@ fn preprocessing_fills_crops_and_normalises() {
     let t = preprocess(&img, 384, &Device::Cpu).unwrap();
     assert_eq!(t.dims(), &[3, 384, 384]);
     let v = t.to_vec3::<f32>().unwrap();
-    let want = [(1.0 - 0.48145466) / 0.26862954, (0.0 - 0.4578275) / 0.26130258, (128.0 / 255.0 - 0.40821073) / 0.27577711];
+    let want =
+        [(1.0 - 0.48145466) / 0.26862954, (0.0 - 0.4578275) / 0.26130258, (128.0 / 255.0 - 0.40821073) / 0.27577711];
     for c in 0..3 {
         for (y, x) in [(0, 0), (383, 383), (200, 17)] {
             assert!((v[c][y][x] - want[c]).abs() < 1e-4, "channel {c}");
         }
     }
     // Centre crop: the middle band of a tall image is kept (top/bottom are cut).
-    let tall = RgbImage::from_fn(100, 300, |_, y| if (100..200).contains(&y) { Rgb([255, 255, 255]) } else { Rgb([0, 0, 0]) });
+    let tall =
+        RgbImage::from_fn(100, 300, |_, y| if (100..200).contains(&y) { Rgb([255, 255, 255]) } else { Rgb([0, 0, 0]) });
     let t = preprocess(&DynamicImage::ImageRgb8(tall), 384, &Device::Cpu).unwrap().to_vec3::<f32>().unwrap();
     assert!(t[0][192][192] > 1.5 && t[0][5][192] > 1.5 && t[0][378][192] > 1.5, "crop kept the white band only");
 }

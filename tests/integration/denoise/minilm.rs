@@ -78,11 +78,17 @@ fn int8_encoder_stays_close_to_f32_and_to_the_published_scores() {
     let (Some(f32), Some(int8)) = (encoder(), encoder_at(false, Precision::Int8)) else { return };
     assert_eq!(int8.model_id, format!("{}+int8", f32.model_id), "stored features must say they are int8");
     assert_eq!(int8.precision(), Some(Precision::Int8));
-    let texts: Vec<&str> = USAGE.iter().chain(&STS_A).chain(&STS_B).copied().chain([
-        "Jersey top in soft organic cotton with a round neckline and a straight hem; regular fit.",
-        "BEST PRICE!!! free shipping, limited offer",
-        "short",
-    ]).collect();
+    let texts: Vec<&str> = USAGE
+        .iter()
+        .chain(&STS_A)
+        .chain(&STS_B)
+        .copied()
+        .chain([
+            "Jersey top in soft organic cotton with a round neckline and a straight hem; regular fit.",
+            "BEST PRICE!!! free shipping, limited offer",
+            "short",
+        ])
+        .collect();
     let (a, b) = (f32.embed(&texts).unwrap(), int8.embed(&texts).unwrap());
     let mut worst = 1f32;
     for (t, (x, y)) in texts.iter().zip(a.iter().zip(&b)) {
@@ -117,7 +123,11 @@ fn our_encoder_equals_candles_bert_model() {
 fn batched_and_single_embeddings_agree_and_are_unit_length() {
     let _turn = crate::harness::shared();
     let Some(enc) = encoder() else { return };
-    let texts = ["short", "a somewhat longer sentence about a navy blue cotton shirt with long sleeves", "mid length text here"];
+    let texts = [
+        "short",
+        "a somewhat longer sentence about a navy blue cotton shirt with long sleeves",
+        "mid length text here",
+    ];
     let batched = enc.embed(&texts).unwrap();
     for (t, row) in texts.iter().zip(&batched) {
         let single = enc.embed(&[t]).unwrap().remove(0);
@@ -149,5 +159,8 @@ fn caption_filter_drops_an_off_topic_phrase_and_near_duplicates() {
     let reasons: Vec<&str> = d.phrases.iter().map(|p| p.reason.as_str()).collect();
     assert_eq!(reasons, vec!["kept", "off-topic", "near-duplicate"], "{:?}", d.phrases);
     assert!(d.phrases[1].similarity.unwrap() < d.phrases[0].similarity.unwrap());
-    assert_eq!(d.item_text, "Denim jacket. Jacket in washed denim with a collar and chest pockets. a man wearing a blue denim jacket.");
+    assert_eq!(
+        d.item_text,
+        "Denim jacket. Jacket in washed denim with a collar and chest pockets. a man wearing a blue denim jacket."
+    );
 }

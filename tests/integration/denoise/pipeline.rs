@@ -19,7 +19,8 @@ fn catalogue_with_tiny_blip_stores_text_caption_and_features() {
     let _turn = crate::harness::shared();
     let Some(items) = hm_items(40) else { return };
     // Items whose photo is in the sample.
-    let items: Vec<CatalogItem> = items.into_iter().filter(|i| i.image.as_ref().is_some_and(|p| p.is_file())).take(3).collect();
+    let items: Vec<CatalogItem> =
+        items.into_iter().filter(|i| i.image.as_ref().is_some_and(|p| p.is_file())).take(3).collect();
     assert_eq!(items.len(), 3, "sample photos not found");
     let dir = tempfile::tempdir().unwrap();
     let cfg_blip = tiny_blip_config(32, 1);
@@ -72,7 +73,12 @@ fn degraded_pipeline_without_models_still_cleans_and_stores() {
     let sum = pipeline::denoise_catalog(&mut d, &items, Some(&store), |_, r| assert!(r.denoised.degraded)).unwrap();
     assert!(sum.degraded && sum.stored == 5 && sum.captioned == 0);
     let row = store.item_by_sku(&items[0].sku).unwrap().unwrap();
-    assert_eq!(row.clean_description.as_deref(), Some("Semi shiny nylon stockings with a wide, reinforced trim at the top. Use with a suspender belt. 20 denier."));
+    assert_eq!(
+        row.clean_description.as_deref(),
+        Some(
+            "Semi shiny nylon stockings with a wide, reinforced trim at the top. Use with a suspender belt. 20 denier."
+        )
+    );
 }
 
 #[test]

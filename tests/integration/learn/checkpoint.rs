@@ -1,8 +1,8 @@
 //! Checkpoints: model + optimiser state saved every epoch; a resumed run continues exactly as an
 //! uninterrupted one; mismatched checkpoints are refused with a clear error.
 
-use candle_core::DType;
 use crate::harness::planted::World;
+use candle_core::DType;
 use rand::SeedableRng;
 use sgbd_edge::learn::lightgcn::LightGcn;
 use sgbd_edge::learn::model::Recommender;
@@ -18,11 +18,7 @@ fn run(
     let data = World::new(2, 20, 15, 5).seed(4).interactions();
     let mut rng = rand::rngs::StdRng::seed_from_u64(init_seed);
     let mut model = LightGcn::new(40, 30, &data.train, 8, 2, 1e-4, DType::F32, &mut rng).unwrap();
-    let params = OptimParams {
-        lr: 0.02,
-        beta: 2,
-        ..OptimParams::default()
-    };
+    let params = OptimParams { lr: 0.02, beta: 2, ..OptimParams::default() };
     let mut opt = build(kind, &params, model.named_vars()).unwrap();
     let opts = TrainOptions {
         epochs,
@@ -39,12 +35,8 @@ fn run(
 /// Equal up to the JSON round trip of the stored curve (last bit of an f64).
 fn same(a: &sgbd_edge::learn::eval::RankMetrics, b: &sgbd_edge::learn::eval::RankMetrics) {
     assert_eq!(a.ks, b.ks);
-    for (x, y) in a
-        .recall
-        .iter()
-        .chain(&a.ndcg)
-        .chain(&a.precision)
-        .zip(b.recall.iter().chain(&b.ndcg).chain(&b.precision))
+    for (x, y) in
+        a.recall.iter().chain(&a.ndcg).chain(&a.precision).zip(b.recall.iter().chain(&b.ndcg).chain(&b.precision))
     {
         assert!((x - y).abs() < 1e-12, "{a:?} vs {b:?}");
     }

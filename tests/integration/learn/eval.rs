@@ -22,12 +22,7 @@ struct Fixed {
 
 impl Fixed {
     fn new(users: Vec<f32>, items: Vec<Vec<f32>>) -> Self {
-        Self {
-            users,
-            items,
-            epoch: AtomicUsize::new(usize::MAX),
-            dummy: Var::new(&[1f32], &Device::Cpu).unwrap(),
-        }
+        Self { users, items, epoch: AtomicUsize::new(usize::MAX), dummy: Var::new(&[1f32], &Device::Cpu).unwrap() }
     }
 }
 
@@ -48,11 +43,7 @@ impl Recommender for Fixed {
     }
     fn embeddings(&self) -> Result<(Tensor, Tensor)> {
         let e = self.epoch.load(Ordering::SeqCst);
-        let row = &self.items[if e == usize::MAX {
-            0
-        } else {
-            e.min(self.items.len() - 1)
-        }];
+        let row = &self.items[if e == usize::MAX { 0 } else { e.min(self.items.len() - 1) }];
         let n = self.users.len();
         Ok((
             Tensor::from_vec(self.users.clone(), (n, 1), &Device::Cpu)?,
@@ -98,13 +89,7 @@ fn hand_built_metrics() {
 fn train_items_masked_valid_items_not_masked_at_test() {
     let _turn = crate::harness::shared();
     // user 0: train item 0, valid item 1, test item 2; scores rank 0 > 1 > 2 > 3
-    let data = Interactions {
-        n_users: 1,
-        n_items: 4,
-        train: vec![(0, 0)],
-        valid: vec![(0, 1)],
-        test: vec![(0, 2)],
-    };
+    let data = Interactions { n_users: 1, n_items: 4, train: vec![(0, 0)], valid: vec![(0, 1)], test: vec![(0, 2)] };
     let m = Fixed::new(vec![1.0], vec![vec![4.0, 3.0, 2.0, 1.0]]);
     let v = evaluate_model(&m, &data, Split::Valid, &[1], 16).unwrap();
     close(v.recall_at(1), 1.0); // item 0 masked: item 1 first
@@ -119,13 +104,7 @@ fn early_stopping_reports_test_at_best_valid_epoch() {
     let _turn = crate::harness::shared();
     // 1 user, items 0..6; train {0}, valid {1}, test {2}.
     // epoch 0: valid at rank 3, epoch 1: valid first (best), epochs 2+: valid last, test first.
-    let data = Interactions {
-        n_users: 1,
-        n_items: 6,
-        train: vec![(0, 0)],
-        valid: vec![(0, 1)],
-        test: vec![(0, 2)],
-    };
+    let data = Interactions { n_users: 1, n_items: 6, train: vec![(0, 0)], valid: vec![(0, 1)], test: vec![(0, 2)] };
     let scripts = vec![
         vec![9.0, 1.0, 2.0, 5.0, 4.0, 0.0],
         vec![9.0, 8.0, 2.0, 5.0, 4.0, 0.0],
@@ -133,22 +112,12 @@ fn early_stopping_reports_test_at_best_valid_epoch() {
     ];
     let mut m = Fixed::new(vec![1.0], scripts);
     let mut opt = build(OptimKind::Adam, &OptimParams::default(), m.named_vars()).unwrap();
-    let opts = TrainOptions {
-        epochs: 50,
-        patience: 3,
-        batch: 4,
-        ks: vec![1, 5],
-        valid_k: 1,
-        ..TrainOptions::default()
-    };
+    let opts =
+        TrainOptions { epochs: 50, patience: 3, batch: 4, ks: vec![1, 5], valid_k: 1, ..TrainOptions::default() };
     let r = fit(&mut m, &mut opt, &data, &opts, Hooks::default()).unwrap();
     assert_eq!(r.best_epoch, Some(1));
     assert!(r.stopped_early);
-    assert_eq!(
-        r.epochs_run,
-        2 + 3,
-        "best at epoch 1, then 3 epochs without improvement"
-    );
+    assert_eq!(r.epochs_run, 2 + 3, "best at epoch 1, then 3 epochs without improvement");
     let t = r.test.unwrap();
     // at epoch 1 the test item (score 2) ranks 4th among unmasked items 1..5 -> recall@1 0, @5 1
     close(t.recall_at(1), 0.0);
@@ -156,12 +125,5 @@ fn early_stopping_reports_test_at_best_valid_epoch() {
     close(t.ndcg_at(5), 1.0 / 5f64.log2());
     let valid_at_best = r.best_valid.unwrap();
     close(valid_at_best.recall_at(1), 1.0);
-    assert_eq!(
-        r.curve
-            .iter()
-            .filter(|e| e.improved)
-            .map(|e| e.epoch)
-            .collect::<Vec<_>>(),
-        vec![0, 1]
-    );
+    assert_eq!(r.curve.iter().filter(|e| e.improved).map(|e| e.epoch).collect::<Vec<_>>(), vec![0, 1]);
 }

@@ -1,8 +1,8 @@
 //! Finite-difference gradient checks (f64, tiny sizes) of the CSR ops and of the MF and
 //! LightGCN losses.
 
-use candle_core::{DType, Device, Tensor, Var};
 use crate::harness::grad::grad_check;
+use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use sgbd_edge::learn::lightgcn::LightGcn;
 use sgbd_edge::learn::mf::MfBpr;
@@ -13,13 +13,7 @@ use std::sync::Arc;
 fn random_csr(rows: usize, cols: usize, nnz: usize, seed: u64) -> Csr {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let e: Vec<(u32, u32, f32)> = (0..nnz)
-        .map(|_| {
-            (
-                rng.random_range(0..rows as u32),
-                rng.random_range(0..cols as u32),
-                rng.random_range(-1.0..1.0),
-            )
-        })
+        .map(|_| (rng.random_range(0..rows as u32), rng.random_range(0..cols as u32), rng.random_range(-1.0..1.0)))
         .collect();
     Csr::from_coo(rows, cols, &e)
 }
@@ -42,46 +36,25 @@ fn spmm_forward_matches_dense_and_gradient_checks() {
     let _turn = crate::harness::shared();
     let a = Arc::new(random_csr(7, 5, 18, 1));
     let x = Var::from_tensor(&Tensor::randn(0f64, 1.0, (5, 3), &Device::Cpu).unwrap()).unwrap();
-    let y: Vec<f64> = spmm(&a, x.as_tensor())
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let y: Vec<f64> = spmm(&a, x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
     let want = dense_mul(&a, &x.flatten_all().unwrap().to_vec1().unwrap(), 3);
     for (p, q) in y.iter().zip(&want) {
         assert!((p - q).abs() < 1e-9, "{p} vs {q}");
     }
     // f32 path (the vectorised kernel) agrees too
-    let y32: Vec<f32> = spmm(&a, &x.to_dtype(DType::F32).unwrap())
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let y32: Vec<f32> = spmm(&a, &x.to_dtype(DType::F32).unwrap()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
     for (p, q) in y32.iter().zip(&want) {
         assert!((*p as f64 - q).abs() < 1e-5);
     }
     let w = Tensor::randn(0f64, 1.0, (7, 3), &Device::Cpu).unwrap();
-    let err = grad_check(
-        &[x.clone()],
-        &|| spmm(&a, x.as_tensor()).unwrap().mul(&w).unwrap().sum_all().unwrap(),
-        100,
-    );
+    let err = grad_check(&[x.clone()], &|| spmm(&a, x.as_tensor()).unwrap().mul(&w).unwrap().sum_all().unwrap(), 100);
     assert!(err < 1e-6, "spmm gradient relative error {err}");
     // the precomputed-transpose form, nested twice (gradient through two products)
     let op = SparseOp::new(Arc::new(random_csr(5, 5, 12, 2)));
     let w5 = Tensor::randn(0f64, 1.0, (5, 3), &Device::Cpu).unwrap();
     let err = grad_check(
         &[x.clone()],
-        &|| {
-            op.apply(&op.apply(x.as_tensor()).unwrap().tanh().unwrap())
-                .unwrap()
-                .mul(&w5)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-        },
+        &|| op.apply(&op.apply(x.as_tensor()).unwrap().tanh().unwrap()).unwrap().mul(&w5).unwrap().sum_all().unwrap(),
         100,
     );
     assert!(err < 1e-6, "nested spmm gradient relative error {err}");
@@ -95,33 +68,14 @@ fn propagate_mean_matches_layers_and_gradient_checks() {
     let x = Var::from_tensor(&Tensor::randn(0f64, 1.0, (6, 4), &Device::Cpu).unwrap()).unwrap();
     let x1 = op.apply(x.as_tensor()).unwrap();
     let x2 = op.apply(&x1).unwrap();
-    let want = ((x.as_tensor() + &x1).unwrap() + &x2)
-        .unwrap()
-        .affine(1.0 / 3.0, 0.0)
-        .unwrap();
+    let want = ((x.as_tensor() + &x1).unwrap() + &x2).unwrap().affine(1.0 / 3.0, 0.0).unwrap();
     let got = op.propagate_mean(x.as_tensor(), 2).unwrap();
-    let diff = (want - &got)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap();
+    let diff = (want - &got).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
     assert!(diff < 1e-12, "{diff}");
     let w = Tensor::randn(0f64, 1.0, (6, 4), &Device::Cpu).unwrap();
     let err = grad_check(
         &[x.clone()],
-        &|| {
-            op.propagate_mean(x.as_tensor(), 2)
-                .unwrap()
-                .sqr()
-                .unwrap()
-                .mul(&w)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-        },
+        &|| op.propagate_mean(x.as_tensor(), 2).unwrap().sqr().unwrap().mul(&w).unwrap().sum_all().unwrap(),
         100,
     );
     assert!(err < 1e-6, "propagate_mean gradient relative error {err}");
@@ -150,9 +104,7 @@ fn mf_loss_gradient_checks() {
 fn lightgcn_loss_gradient_checks() {
     let _turn = crate::harness::shared();
     let mut rng = rand::rngs::StdRng::seed_from_u64(8);
-    let edges: Vec<(u32, u32)> = (0..25)
-        .map(|_| (rng.random_range(0..7), rng.random_range(0..8)))
-        .collect();
+    let edges: Vec<(u32, u32)> = (0..25).map(|_| (rng.random_range(0..7), rng.random_range(0..8))).collect();
     for layers in [0, 1, 2, 3] {
         let m = LightGcn::new(7, 8, &edges, 4, layers, 0.2, DType::F64, &mut rng).unwrap();
         let b = batch(7, 8, 12, 9);
@@ -170,12 +122,7 @@ fn lightgcn_loss_gradient_checks() {
     let x0: Vec<f64> = e0.flatten_all().unwrap().to_vec1().unwrap();
     let x1 = dense_mul(&g, &x0, 4);
     let x2 = dense_mul(&g, &x1, 4);
-    let all: Vec<f64> = Tensor::cat(&[&u, &i], 0)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let all: Vec<f64> = Tensor::cat(&[&u, &i], 0).unwrap().flatten_all().unwrap().to_vec1().unwrap();
     for k in 0..all.len() {
         assert!((all[k] - (x0[k] + x1[k] + x2[k]) / 3.0).abs() < 1e-6);
     }
@@ -195,9 +142,7 @@ fn lightgcn_fused_gradients_match_autograd() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(21);
     let (nu, ni) = (30u32, 25u32);
     // users 28, 29 and items 23, 24 have no edges
-    let edges: Vec<(u32, u32)> = (0..120)
-        .map(|_| (rng.random_range(0..nu - 2), rng.random_range(0..ni - 2)))
-        .collect();
+    let edges: Vec<(u32, u32)> = (0..120).map(|_| (rng.random_range(0..nu - 2), rng.random_range(0..ni - 2))).collect();
     for (dtype, dim) in [(DType::F64, 4), (DType::F32, 64), (DType::F32, 72), (DType::F32, 12)] {
         for layers in [0, 1, 2, 3] {
             let mut init = rand::rngs::StdRng::seed_from_u64(3);
@@ -228,9 +173,7 @@ fn lightgcn_f32_kernel_matches_f64() {
     let _turn = crate::harness::shared();
     let mut rng = rand::rngs::StdRng::seed_from_u64(22);
     let (nu, ni) = (40u32, 30u32);
-    let edges: Vec<(u32, u32)> = (0..200)
-        .map(|_| (rng.random_range(0..nu), rng.random_range(0..ni)))
-        .collect();
+    let edges: Vec<(u32, u32)> = (0..200).map(|_| (rng.random_range(0..nu), rng.random_range(0..ni))).collect();
     for dim in [8, 64, 72, 136] {
         let b = batch(nu, ni, 50, 5);
         let run = |dt: DType| {

@@ -13,17 +13,7 @@ fn loss_of(vars: &[Var]) -> Tensor {
     for (v, a) in vars.iter().zip([&A0[..], &A1[..]]) {
         let a = Tensor::new(a, &Device::Cpu).unwrap();
         let t = v.as_tensor();
-        let l = (t
-            .mul(&a)
-            .unwrap()
-            .exp()
-            .unwrap()
-            .affine(1.0, 1.0)
-            .unwrap()
-            .log()
-            .unwrap()
-            .sum_all()
-            .unwrap()
+        let l = (t.mul(&a).unwrap().exp().unwrap().affine(1.0, 1.0).unwrap().log().unwrap().sum_all().unwrap()
             + t.sqr().unwrap().sum_all().unwrap().affine(0.5, 0.0).unwrap())
         .unwrap();
         total = Some(match total {
@@ -36,11 +26,7 @@ fn loss_of(vars: &[Var]) -> Tensor {
 
 fn grad_ref(theta: &[f64]) -> Vec<f64> {
     let a: Vec<f64> = A0.iter().chain(&A1).copied().collect();
-    theta
-        .iter()
-        .zip(&a)
-        .map(|(&t, &a)| a / (1.0 + (-a * t).exp()) + t)
-        .collect()
+    theta.iter().zip(&a).map(|(&t, &a)| a / (1.0 + (-a * t).exp()) + t).collect()
 }
 
 fn start() -> Vec<Var> {
@@ -51,16 +37,11 @@ fn start() -> Vec<Var> {
 }
 
 fn flat(vars: &[Var]) -> Vec<f64> {
-    vars.iter()
-        .flat_map(|v| v.as_tensor().to_vec1::<f64>().unwrap())
-        .collect()
+    vars.iter().flat_map(|v| v.as_tensor().to_vec1::<f64>().unwrap()).collect()
 }
 
 fn named(vars: &[Var]) -> Vec<(String, Var)> {
-    vars.iter()
-        .enumerate()
-        .map(|(i, v)| (format!("p{i}"), v.clone()))
-        .collect()
+    vars.iter().enumerate().map(|(i, v)| (format!("p{i}"), v.clone())).collect()
 }
 
 fn sgd(kind: OptimKind, p: &OptimParams, vars: &[Var], lr: f64) -> Composite {
@@ -84,10 +65,7 @@ fn sam_perturbs_by_rho_and_restores_bit_for_bit() {
     let _turn = crate::harness::shared();
     let vars = start();
     let theta0 = flat(&vars);
-    let p = OptimParams {
-        rho: 0.37,
-        ..OptimParams::default()
-    };
+    let p = OptimParams { rho: 0.37, ..OptimParams::default() };
     let mut opt = sgd(OptimKind::Sam, &p, &vars, 0.0);
     let seen = RefCell::new(vec![]);
     let loss = opt
@@ -126,12 +104,7 @@ fn sam_perturbs_by_rho_and_restores_bit_for_bit() {
 fn mirror_gradient_with_sgd_is_algorithm_1() {
     let _turn = crate::harness::shared();
     let (eta, a1, a2, beta) = (0.2, 1.0, 0.3, 3);
-    let p = OptimParams {
-        alpha1: a1,
-        alpha2: a2,
-        beta,
-        ..OptimParams::default()
-    };
+    let p = OptimParams { alpha1: a1, alpha2: a2, beta, ..OptimParams::default() };
     let vars = start();
     let mut opt = sgd(OptimKind::Mg, &p, &vars, eta);
     let mut theta = flat(&vars);
@@ -157,13 +130,7 @@ fn mirror_gradient_with_sgd_is_algorithm_1() {
 #[test]
 fn mirror_gradient_over_adam_shares_one_state() {
     let _turn = crate::harness::shared();
-    let p = OptimParams {
-        lr: 0.05,
-        alpha1: 1.0,
-        alpha2: 0.2,
-        beta: 3,
-        ..OptimParams::default()
-    };
+    let p = OptimParams { lr: 0.05, alpha1: 1.0, alpha2: 0.2, beta: 3, ..OptimParams::default() };
     let vars = start();
     let mut opt = build(OptimKind::Mg, &p, named(&vars)).unwrap();
     let (b1, b2, eps) = (p.beta1, p.beta2, p.eps);
@@ -191,18 +158,10 @@ fn mirror_gradient_over_adam_shares_one_state() {
         }
         close(&flat(&vars), &theta, 1e-12);
     }
-    assert_eq!(
-        opt.base_steps(),
-        6,
-        "step counter advances twice on each mirror batch (k = 0, 3)"
-    );
+    assert_eq!(opt.base_steps(), 6, "step counter advances twice on each mirror batch (k = 0, 3)");
     let st = opt.state().unwrap();
     assert_eq!(st.step, 6);
-    assert_eq!(
-        st.tensors.len(),
-        4,
-        "one m and one v per parameter, shared by both sub-steps"
-    );
+    assert_eq!(st.tensors.len(), 4, "one m and one v per parameter, shared by both sub-steps");
 }
 
 /// SGBD variants with SGD, against the reference on one mirror batch and one plain batch.
@@ -210,13 +169,7 @@ fn mirror_gradient_over_adam_shares_one_state() {
 fn sgbd_variants_match_reference_and_cost() {
     let _turn = crate::harness::shared();
     let (eta, rho) = (0.1, 0.2);
-    let p = OptimParams {
-        rho,
-        alpha1: 1.0,
-        alpha2: 0.3,
-        beta: 2,
-        ..OptimParams::default()
-    };
+    let p = OptimParams { rho, alpha1: 1.0, alpha2: 0.3, beta: 2, ..OptimParams::default() };
     for variant in [Variant::S1, Variant::S2, Variant::M2] {
         let vars = start();
         let mut opt = sgd(OptimKind::Sgbd(variant), &p, &vars, eta);
@@ -225,18 +178,10 @@ fn sgbd_variants_match_reference_and_cost() {
             opt.step(&mut || Ok(loss_of(&vars)), k).unwrap();
             let mirror = k % 2 == 0;
             let sam_descent = variant != Variant::S2 || mirror;
-            let g = if sam_descent {
-                grad_ref(&sam_point(&theta, rho))
-            } else {
-                grad_ref(&theta)
-            };
+            let g = if sam_descent { grad_ref(&sam_point(&theta, rho)) } else { grad_ref(&theta) };
             if mirror {
                 let t1: Vec<f64> = theta.iter().zip(&g).map(|(t, g)| t - p.alpha1 * eta * g).collect();
-                let g1 = if variant == Variant::M2 {
-                    grad_ref(&sam_point(&t1, rho))
-                } else {
-                    grad_ref(&t1)
-                };
+                let g1 = if variant == Variant::M2 { grad_ref(&sam_point(&t1, rho)) } else { grad_ref(&t1) };
                 theta = t1.iter().zip(&g1).map(|(t, g)| t + p.alpha2 * eta * g).collect();
             } else {
                 theta = theta.iter().zip(&g).map(|(t, g)| t - eta * g).collect();
@@ -270,13 +215,7 @@ fn bad_loss_is_an_error_and_parameters_are_kept() {
     let r = opt.step(&mut || Ok(loss_of(&vars).affine(0.0, f64::NAN).unwrap()), 0);
     assert!(r.is_err());
     assert_eq!(flat(&vars), theta0);
-    assert!(OptimParams {
-        alpha1: 0.1,
-        alpha2: 0.2,
-        ..OptimParams::default()
-    }
-    .validate()
-    .is_err());
+    assert!(OptimParams { alpha1: 0.1, alpha2: 0.2, ..OptimParams::default() }.validate().is_err());
     let _ = BaseOptimizer::steps(&Sgd::new(0.1));
 }
 
@@ -305,10 +244,7 @@ fn fused_gradients_drive_every_strategy_like_autograd() {
         OptimKind::Sgbd(Variant::S2),
         OptimKind::Sgbd(Variant::M2),
     ];
-    let params = OptimParams {
-        lr: 0.05,
-        ..OptimParams::default()
-    };
+    let params = OptimParams { lr: 0.05, ..OptimParams::default() };
     for kind in kinds {
         let run = |fused: bool| {
             let mut init = rand::rngs::StdRng::seed_from_u64(7);

@@ -23,11 +23,7 @@ async fn embedded_broker_lwt_offline_on_unclean_death_and_stopped_on_clean_stop(
 
     // A link on its own runtime: dropping the runtime closes the socket without DISCONNECT,
     // as a crash or kill -9 would.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let t2 = topics.clone();
     let link = rt
         .spawn(async move {
@@ -44,16 +40,10 @@ async fn embedded_broker_lwt_offline_on_unclean_death_and_stopped_on_clean_stop(
         })
         .await
         .unwrap();
-    assert!(
-        obs.wait_text(&topics.status(), "online", T).await,
-        "online not published"
-    );
+    assert!(obs.wait_text(&topics.status(), "online", T).await, "online not published");
     assert!(link.is_connected());
     tokio::task::spawn_blocking(move || drop(rt)).await.unwrap();
-    assert!(
-        obs.wait_text(&topics.status(), "offline", T).await,
-        "Last Will not published"
-    );
+    assert!(obs.wait_text(&topics.status(), "offline", T).await, "Last Will not published");
 
     // Clean stop: `stopped` (acknowledged), and no `offline` after it.
     let (l, _rx) = Link::start(
@@ -69,11 +59,7 @@ async fn embedded_broker_lwt_offline_on_unclean_death_and_stopped_on_clean_stop(
     assert!(l.shutdown("stopped", T).await, "stopped not acknowledged");
     assert!(obs.wait_text(&topics.status(), "stopped", T).await);
     let after = obs.next_on(&topics.status(), Duration::from_millis(1500)).await;
-    assert!(
-        after.is_none(),
-        "unexpected status after a clean stop: {:?}",
-        after.map(|m| m.text())
-    );
+    assert!(after.is_none(), "unexpected status after a clean stop: {:?}", after.map(|m| m.text()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,26 +75,17 @@ async fn embedded_broker_forwards_v5_response_topic_correlation_and_retains() {
         message_expiry_interval: Some(30),
         ..Default::default()
     };
-    pubr.client
-        .publish_with_properties("t/req", QoS::AtLeastOnce, false, "x", props)
-        .await
-        .unwrap();
+    pubr.client.publish_with_properties("t/req", QoS::AtLeastOnce, false, "x", props).await.unwrap();
     let m = sub.next_on("t/req", T).await.expect("forwarded");
     let p = m.props.expect("v5 properties forwarded");
     assert_eq!(p.response_topic.as_deref(), Some("t/resp"));
     assert_eq!(p.correlation_data.as_deref(), Some(&b"corr-42"[..]));
     assert!(p.message_expiry_interval.is_some_and(|e| e <= 30));
 
-    pubr.client
-        .publish("t/ret", QoS::AtLeastOnce, true, "kept")
-        .await
-        .unwrap();
+    pubr.client.publish("t/ret", QoS::AtLeastOnce, true, "kept").await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut late = Observer::connect(port, "late", &["t/ret".to_string()], true, 0).await;
-    let r = late
-        .next_on("t/ret", T)
-        .await
-        .expect("retained delivered to a late subscriber");
+    let r = late.next_on("t/ret", T).await.expect("retained delivered to a late subscriber");
     assert!(r.retain);
     assert_eq!(r.text(), "kept");
 }

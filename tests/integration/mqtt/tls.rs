@@ -9,11 +9,8 @@ fn bad_pem_files_give_clear_errors() {
     let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
-    let garbage = write(
-        dir.path(),
-        "garbage.pem",
-        "-----BEGIN CERTIFICATE-----\nnot base64!!\n-----END CERTIFICATE-----\n",
-    );
+    let garbage =
+        write(dir.path(), "garbage.pem", "-----BEGIN CERTIFICATE-----\nnot base64!!\n-----END CERTIFICATE-----\n");
     let empty = write(dir.path(), "empty.pem", "hello\n");
     let missing = dir.path().join("missing.pem");
     let err = |t: sgbd_edge::config::TlsConfig| sgbd_edge::mqtt::tls::client_config(&t).unwrap_err().to_string();
@@ -35,26 +32,14 @@ fn bad_pem_files_give_clear_errors() {
     // doctor's file check: a missing systemd credential is a warning, a missing CA a failure.
     let mut m = sgbd_edge::config::MqttConfig {
         broker: sgbd_edge::config::BrokerMode::External,
-        tls: Some(pki.tls(
-            &missing,
-            Some((
-                &pki.node_cert,
-                std::path::Path::new("/run/credentials/sgbd-edge.service/k"),
-            )),
-        )),
+        tls: Some(
+            pki.tls(&missing, Some((&pki.node_cert, std::path::Path::new("/run/credentials/sgbd-edge.service/k")))),
+        ),
         ..Default::default()
     };
     let probs = sgbd_edge::mqtt::tls::check_files(&m);
-    assert!(
-        probs.iter().any(|p| p.fatal && p.message.contains("missing.pem")),
-        "{probs:?}"
-    );
-    assert!(
-        probs
-            .iter()
-            .any(|p| !p.fatal && p.message.contains("systemd credential")),
-        "{probs:?}"
-    );
+    assert!(probs.iter().any(|p| p.fatal && p.message.contains("missing.pem")), "{probs:?}");
+    assert!(probs.iter().any(|p| !p.fatal && p.message.contains("systemd credential")), "{probs:?}");
     m.tls = Some(pki.tls(&pki.ca, Some((&pki.node_cert, &pki.node_key))));
     assert!(sgbd_edge::mqtt::tls::check_files(&m).is_empty());
 }

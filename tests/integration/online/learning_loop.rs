@@ -12,10 +12,7 @@ use std::sync::atomic::AtomicBool;
 const GATE: World = World::new(2, 50, 40, 8).features(TEXT).seed(2);
 
 fn ctx() -> RequestCtx {
-    RequestCtx {
-        now_ms: 1,
-        ..Default::default()
-    }
+    RequestCtx { now_ms: 1, ..Default::default() }
 }
 
 fn run(cfg: &sgbd_edge::config::Config, hooks: &RoundHooks) -> Result<online::RoundOutcome, OnlineError> {
@@ -45,11 +42,7 @@ fn gate_promotes_better_refuses_shuffled_and_rollback_restores() {
     let r1 = run(&cfg, &RoundHooks::default()).unwrap();
     assert_eq!(r1.baseline_name, "popularity");
     assert_eq!(r1.decision, Decision::Promoted, "{}", r1.metrics);
-    assert!(
-        r1.candidate.recall_at(20) > r1.baseline.recall_at(20) + 0.1,
-        "{}",
-        r1.metrics
-    );
+    assert!(r1.candidate.recall_at(20) > r1.baseline.recall_at(20) + 0.1, "{}", r1.metrics);
     let store = open(&cfg);
     assert_eq!(store.active_model().unwrap().unwrap().version, r1.version);
     let row = store.model_version(&r1.version).unwrap().unwrap();
@@ -60,23 +53,13 @@ fn gate_promotes_better_refuses_shuffled_and_rollback_restores() {
     assert_eq!(rec.model_version, r1.version);
     assert!(!rec.fallback);
     let bought = store.user_skus(&user(0, 3), &[EventKind::Purchase]).unwrap();
-    assert!(
-        rec.items.iter().all(|i| !bought.contains(&i.sku)),
-        "purchased items re-recommended"
-    );
+    assert!(rec.items.iter().all(|i| !bought.contains(&i.sku)), "purchased items re-recommended");
     let own = rec.items.iter().filter(|i| i.sku.starts_with("g0-")).count();
     assert!(own >= 9, "a group-0 user gets group-0 items: {:?}", rec.items);
 
     // Round 2: a deliberately bad candidate (shuffled item labels) is refused; v1 stays active.
     more_events(&cfg, 3, "b");
-    let r2 = run(
-        &cfg,
-        &RoundHooks {
-            shuffle_train_items: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let r2 = run(&cfg, &RoundHooks { shuffle_train_items: true, ..Default::default() }).unwrap();
     assert_eq!(r2.baseline_name, format!("active:{}", r1.version));
     assert_eq!(r2.decision, Decision::Rejected, "{}", r2.metrics);
     assert!(r2.candidate.recall_at(20) < r2.baseline.recall_at(20));
@@ -128,38 +111,18 @@ fn crash_between_steps_leaves_the_previous_active_model_loadable() {
     assert!(matches!(e, Err(OnlineError::Aborted)), "{e:?}");
     assert_eq!(dirs(), before);
 
-    for fp in [
-        FailPoint::AfterTraining,
-        FailPoint::AfterFilesWritten,
-        FailPoint::AfterRegistered,
-    ] {
-        let e = run(
-            &cfg,
-            &RoundHooks {
-                fail_at: Some(fp),
-                ..Default::default()
-            },
-        );
+    for fp in [FailPoint::AfterTraining, FailPoint::AfterFilesWritten, FailPoint::AfterRegistered] {
+        let e = run(&cfg, &RoundHooks { fail_at: Some(fp), ..Default::default() });
         assert!(matches!(e, Err(OnlineError::Injected(p)) if p == fp), "{e:?}");
         let store = open(&cfg);
-        assert_eq!(
-            store.active_model().unwrap().unwrap().version,
-            r1.version,
-            "after {fp:?}"
-        );
-        let (r, _) = online::load_active(&cfg, &store)
-            .unwrap()
-            .expect("previous active loads");
+        assert_eq!(store.active_model().unwrap().unwrap().version, r1.version, "after {fp:?}");
+        let (r, _) = online::load_active(&cfg, &store).unwrap().expect("previous active loads");
         assert_eq!(r.model_version(), r1.version);
     }
     // The candidate registered before the "crash" stays a candidate, never active.
     let store = open(&cfg);
-    let cands: Vec<_> = store
-        .model_versions()
-        .unwrap()
-        .into_iter()
-        .filter(|m| m.status == ModelStatus::Candidate)
-        .collect();
+    let cands: Vec<_> =
+        store.model_versions().unwrap().into_iter().filter(|m| m.status == ModelStatus::Candidate).collect();
     assert_eq!(cands.len(), 1);
     // A half-written version folder from a crash during the write is ignored.
     std::fs::create_dir_all(reg.root().join(".tmp-crashed")).unwrap();
@@ -204,9 +167,7 @@ fn new_item_with_features_reaches_buyers_of_similar_items_and_cold_users_get_con
         })
         .unwrap();
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(9);
-    store
-        .set_item_feature("new-a", FeatureKind::Text, "test-encoder", &p.feature(0, &mut rng))
-        .unwrap();
+    store.set_item_feature("new-a", FeatureKind::Text, "test-encoder", &p.feature(0, &mut rng)).unwrap();
     // And an out-of-stock group-0 item.
     store
         .upsert_item(&NewItem {
@@ -225,43 +186,20 @@ fn new_item_with_features_reaches_buyers_of_similar_items_and_cold_users_get_con
     let (mut hit0, mut hit1) = (0, 0);
     for u in 0..p.users_per_group {
         let rec = ranker.recommend(&user(0, u), 10, &ctx());
-        assert!(
-            rec.items.iter().all(|i| i.sku != sku(0, 0)),
-            "out-of-stock item recommended"
-        );
+        assert!(rec.items.iter().all(|i| i.sku != sku(0, 0)), "out-of-stock item recommended");
         if let Some(it) = rec.items.iter().find(|i| i.sku == "new-a") {
             hit0 += 1;
             assert_eq!(it.reason, "new_in_catalogue");
         }
-        if ranker
-            .recommend(&user(1, u), 9, &ctx())
-            .items
-            .iter()
-            .any(|i| i.sku == "new-a")
-        {
+        if ranker.recommend(&user(1, u), 9, &ctx()).items.iter().any(|i| i.sku == "new-a") {
             hit1 += 1;
         }
     }
-    assert!(
-        hit0 * 10 >= p.users_per_group * 8,
-        "new item reached {hit0}/{} group-0 users",
-        p.users_per_group
-    );
-    assert!(
-        hit1 * 10 <= p.users_per_group * 2,
-        "new item reached {hit1}/{} group-1 users",
-        p.users_per_group
-    );
+    assert!(hit0 * 10 >= p.users_per_group * 8, "new item reached {hit0}/{} group-0 users", p.users_per_group);
+    assert!(hit1 * 10 <= p.users_per_group * 2, "new item reached {hit1}/{} group-1 users", p.users_per_group);
 
     // Category filter.
-    let rec = ranker.recommend_filtered(
-        &user(0, 1),
-        5,
-        &ctx(),
-        &Filter {
-            category: Some("G1".into()),
-        },
-    );
+    let rec = ranker.recommend_filtered(&user(0, 1), 5, &ctx(), &Filter { category: Some("G1".into()) });
     assert_eq!(rec.items.len(), 5);
     assert!(rec.items.iter().all(|i| i.sku.starts_with("g1-")), "{:?}", rec.items);
 
@@ -285,11 +223,7 @@ fn new_item_with_features_reaches_buyers_of_similar_items_and_cold_users_get_con
     assert_eq!(rec.model_version, r1.version);
     let g1 = rec.items.iter().filter(|i| i.sku.starts_with("g1-")).count();
     assert!(g1 >= 5, "{:?}", rec.items);
-    assert!(
-        rec.items.iter().any(|i| i.reason.starts_with("similar_to:g1-")),
-        "{:?}",
-        rec.items
-    );
+    assert!(rec.items.iter().any(|i| i.reason.starts_with("similar_to:g1-")), "{:?}", rec.items);
     // Observed purchases are excluded at once.
     let first = ranker.recommend(&user(0, 2), 1, &ctx()).items[0].sku.clone();
     ranker.observe(&[Event {
@@ -300,9 +234,5 @@ fn new_item_with_features_reaches_buyers_of_similar_items_and_cold_users_get_con
         ts_ms: 6_000_000,
         kiosk: None,
     }]);
-    assert!(ranker
-        .recommend(&user(0, 2), 10, &ctx())
-        .items
-        .iter()
-        .all(|i| i.sku != first));
+    assert!(ranker.recommend(&user(0, 2), 10, &ctx()).items.iter().all(|i| i.sku != first));
 }

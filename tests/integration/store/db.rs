@@ -55,7 +55,10 @@ fn migrations_from_empty_create_every_table_and_parent_dir() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(tables, ["held_interactions", "images", "interactions", "item_features", "items", "model_versions", "outbox"]);
+    assert_eq!(
+        tables,
+        ["held_interactions", "images", "interactions", "item_features", "items", "model_versions", "outbox"]
+    );
     let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
     let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();

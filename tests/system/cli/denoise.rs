@@ -21,7 +21,10 @@ fn verify_and_caption_name_the_missing_file_and_hash() {
     let out = bin().args(["models", "verify", "--config"]).arg(&cfg).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("MISSING") && text.contains("model.safetensors") && text.contains("53aa51172d142c89"), "{text}");
+    assert!(
+        text.contains("MISSING") && text.contains("model.safetensors") && text.contains("53aa51172d142c89"),
+        "{text}"
+    );
     let img = dir.path().join("x.png");
     image::RgbImage::from_pixel(8, 8, image::Rgb([1, 2, 3])).save(&img).unwrap();
     let out = bin().arg("caption").arg(&img).arg("--config").arg(&cfg).output().unwrap();

@@ -4,13 +4,8 @@ use sgbd_edge::store::{self, Store};
 use std::path::Path;
 
 fn cli(args: &[&str], cfg_path: &Path) -> (i32, String) {
-    let out = crate::harness::daemon::bin()
-        .args(args)
-        .arg("--config")
-        .arg(cfg_path)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
+    let out =
+        crate::harness::daemon::bin().args(args).arg("--config").arg(cfg_path).env_remove("RUST_LOG").output().unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 

@@ -6,13 +6,8 @@ use std::path::Path;
 fn cli(args: &[&str], data_dir: &Path) -> (i32, String) {
     let cfg = data_dir.join("c.toml");
     std::fs::write(&cfg, format!("[node]\ndata_dir = {:?}\n", data_dir.join("var").display().to_string())).unwrap();
-    let out = crate::harness::daemon::bin()
-        .args(args)
-        .arg("--config")
-        .arg(&cfg)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
+    let out =
+        crate::harness::daemon::bin().args(args).arg("--config").arg(&cfg).env_remove("RUST_LOG").output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),

@@ -56,11 +56,7 @@ fn train_writes_a_report() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("epoch   2") && stdout.contains("test @20"), "{stdout}");
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(v["report"]["optim"], "sgbd-s2");
@@ -91,16 +87,9 @@ fn bench_train_prints_the_table() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let table = std::fs::read_to_string(&md).unwrap();
-    assert!(
-        table.contains("| adam |") && table.contains("| mg |") && table.contains("1.00x"),
-        "{table}"
-    );
+    assert!(table.contains("| adam |") && table.contains("| mg |") && table.contains("1.00x"), "{table}");
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&js).unwrap()).unwrap();
     assert_eq!(v["runs"][1]["reports"].as_array().unwrap().len(), 2);
 }
@@ -115,18 +104,9 @@ fn bad_data_is_a_clear_error() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 3") && err.contains("bad.inter"), "{err}");
-    let out = bin()
-        .args(["train", "--data"])
-        .arg(dir.path().join("missing"))
-        .output()
-        .unwrap();
+    let out = bin().args(["train", "--data"]).arg(dir.path().join("missing")).output().unwrap();
     assert!(!out.status.success());
-    let out = bin()
-        .args(["train", "--data"])
-        .arg(&p)
-        .args(["--alpha1", "0.1", "--alpha2", "0.2"])
-        .output()
-        .unwrap();
+    let out = bin().args(["train", "--data"]).arg(&p).args(["--alpha1", "0.1", "--alpha2", "0.2"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("alpha"));
 }
 

@@ -34,11 +34,7 @@ impl Mount {
     }
 
     fn remount(&self, opts: &str) {
-        let st = Command::new("mount")
-            .args(["-o", &format!("remount,{opts}")])
-            .arg(&self.0)
-            .status()
-            .unwrap();
+        let st = Command::new("mount").args(["-o", &format!("remount,{opts}")]).arg(&self.0).status().unwrap();
         assert!(st.success(), "remount {opts}");
     }
 }
@@ -56,16 +52,7 @@ async fn send(k: &KioskClient, tag: &str, n: usize, pad: usize) -> (Vec<String>,
     let user = format!("u-{}", "x".repeat(pad.min(250)));
     for i in 0..n {
         let id = format!("{tag}-{i}-{}", "p".repeat(pad.min(200)));
-        match k
-            .event(
-                &id,
-                &user,
-                &format!("sku{}", i % 7),
-                "view",
-                Some(Duration::from_secs(5)),
-            )
-            .await
-        {
+        match k.event(&id, &user, &format!("sku{}", i % 7), "view", Some(Duration::from_secs(5))).await {
             Ok(Some(r)) if r.json["stored"] == true => stored.push(id),
             Ok(Some(r)) => {
                 assert_eq!(r.error_code(), Some("internal"), "unexpected reply {}", r.json);
@@ -79,10 +66,7 @@ async fn send(k: &KioskClient, tag: &str, n: usize, pad: usize) -> (Vec<String>,
 }
 
 async fn assert_serves(k: &KioskClient) {
-    let r = k
-        .recommend("u1", Some(3), Duration::from_secs(5))
-        .await
-        .expect("request answered");
+    let r = k.recommend("u1", Some(3), Duration::from_secs(5)).await.expect("request answered");
     assert!(r.error_code().is_none(), "{}", r.json);
 }
 
@@ -111,7 +95,8 @@ async fn full_or_read_only_data_dir_gives_errors_keeps_serving_and_corrupts_noth
     };
     let port = free_port_pair();
     // A 2 MiB disk: refuse events under 192 KiB free, keep a 128 KiB reserve.
-    let cfg_path = write_config(dir.path(), port, false, "\n[store]\nmin_free_bytes = 196608\nreserve_bytes = 131072\n");
+    let cfg_path =
+        write_config(dir.path(), port, false, "\n[store]\nmin_free_bytes = 196608\nreserve_bytes = 131072\n");
     let cfg = sgbd_edge::config::Config::load(&cfg_path).unwrap();
     let skus: Vec<String> = (0..7).map(|i| format!("sku{i}")).collect();
     seed_catalog(&cfg_path, &skus.iter().map(String::as_str).collect::<Vec<_>>());
@@ -161,34 +146,21 @@ async fn full_or_read_only_data_dir_gives_errors_keeps_serving_and_corrupts_noth
     assert!(free > 1 << 20, "the disk stayed full after the filler went: {free} bytes free, WAL {wal}");
 
     daemon.signal(libc::SIGTERM);
-    assert!(
-        daemon.wait(Duration::from_secs(15)).is_some_and(|s| s.success()),
-        "{}",
-        daemon.log_text()
-    );
+    assert!(daemon.wait(Duration::from_secs(15)).is_some_and(|s| s.success()), "{}", daemon.log_text());
     drop(k);
 
     // Read-only data directory (Linux refuses an ro remount while the daemon holds files open for
     // writing, so the daemon starts on it): a clear start-up error, nothing changed.
     mount.remount("ro");
     let mut ro = Daemon::spawn(&cfg_path);
-    let st = ro
-        .wait(Duration::from_secs(20))
-        .expect("daemon on a read-only data dir must exit, not hang");
+    let st = ro.wait(Duration::from_secs(20)).expect("daemon on a read-only data dir must exit, not hang");
     assert!(!st.success(), "daemon ran on a read-only data dir");
     let ro_log = ro.log_text();
     eprintln!(
         "read-only start: {}",
-        ro_log
-            .lines()
-            .filter(|l| l.contains("ERROR") || l.contains("rror"))
-            .last()
-            .unwrap_or("")
+        ro_log.lines().filter(|l| l.contains("ERROR") || l.contains("rror")).last().unwrap_or("")
     );
-    assert!(
-        ro_log.contains("is not writable") && ro_log.contains("Read-only file system"),
-        "unclear error:\n{ro_log}"
-    );
+    assert!(ro_log.contains("is not writable") && ro_log.contains("Read-only file system"), "unclear error:\n{ro_log}");
     mount.remount("rw");
 
     // Writable again: starts, keeps every event, accepts new ones.
@@ -199,19 +171,12 @@ async fn full_or_read_only_data_dir_gives_errors_keeps_serving_and_corrupts_noth
     acked.extend(ok);
     assert_serves(&k).await;
     daemon.signal(libc::SIGTERM);
-    assert!(
-        daemon.wait(Duration::from_secs(15)).is_some_and(|s| s.success()),
-        "{}",
-        daemon.log_text()
-    );
+    assert!(daemon.wait(Duration::from_secs(15)).is_some_and(|s| s.success()), "{}", daemon.log_text());
     let store = sgbd_edge::store::open_config(&cfg).unwrap();
     assert_eq!(store.integrity_check().unwrap(), "ok");
     let stored: HashSet<String> = store.interactions().unwrap().into_iter().map(|e| e.event_id).collect();
     assert!(store.held_interactions().unwrap().is_empty(), "every SKU is catalogued");
     let missing: Vec<&String> = acked.difference(&stored).collect();
     assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
-    eprintln!(
-        "crash::disk: {} acknowledged events all stored, {full_errors} refused on a full disk",
-        acked.len()
-    );
+    eprintln!("crash::disk: {} acknowledged events all stored, {full_errors} refused on a full disk", acked.len());
 }

@@ -37,11 +37,7 @@ async fn sigkill_during_ingest_loses_no_acknowledged_event() {
         let mut tasks = Vec::new();
         for i in 0..EVENTS_PER_RUN {
             // Every run also re-sends a few ids acknowledged before (must stay stored once).
-            let id = if i % 50 == 7 && run > 0 {
-                format!("r{}-e{}", run - 1, i)
-            } else {
-                format!("r{run}-e{i}")
-            };
+            let id = if i % 50 == 7 && run > 0 { format!("r{}-e{}", run - 1, i) } else { format!("r{run}-e{i}") };
             let k = kiosk.clone();
             let acked = acked_all.clone();
             tasks.push(tokio::spawn(async move {
@@ -79,11 +75,7 @@ async fn sigkill_during_ingest_loses_no_acknowledged_event() {
         tokio::time::sleep(left).await;
         daemon.signal(libc::SIGKILL);
         let st = daemon.wait(Duration::from_secs(10)).expect("daemon exits on SIGKILL");
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&st),
-            Some(libc::SIGKILL),
-            "run {run}: {st:?}"
-        );
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(libc::SIGKILL), "run {run}: {st:?}");
         kills += 1;
         let n_tasks = tasks.len();
         let mut acked_in_run = 0;
@@ -105,10 +97,7 @@ async fn sigkill_during_ingest_loses_no_acknowledged_event() {
         }
         let acked = acked_all.lock().unwrap().clone();
         let missing: Vec<&String> = acked.iter().filter(|id| !count.contains_key(*id)).collect();
-        assert!(
-            missing.is_empty(),
-            "run {run}: acknowledged but not stored: {missing:?}"
-        );
+        assert!(missing.is_empty(), "run {run}: acknowledged but not stored: {missing:?}");
         let dup: Vec<(&String, &usize)> = count.iter().filter(|(_, n)| **n != 1).collect();
         assert!(dup.is_empty(), "run {run}: stored more than once: {dup:?}");
         drop(store);
@@ -125,14 +114,8 @@ async fn sigkill_during_ingest_loses_no_acknowledged_event() {
         started.elapsed().as_secs_f64()
     );
     assert_eq!(kills, KILLS);
-    assert!(
-        mid_stream >= 2,
-        "only {mid_stream} kills landed while events were in flight"
-    );
-    assert!(
-        acked > 0,
-        "no event was ever acknowledged: the test did not exercise anything"
-    );
+    assert!(mid_stream >= 2, "only {mid_stream} kills landed while events were in flight");
+    assert!(acked > 0, "no event was ever acknowledged: the test did not exercise anything");
     // A last clean start proves the store still opens and serves after all those kills.
     let mut daemon = Daemon::spawn(&cfg_path);
     let k = kiosk_when_ready(port, "k1", Protocol::V5).await;

@@ -28,11 +28,7 @@ async fn daemon_on_mosquitto_lwt_and_reconnect() {
     let mut obs = Observer::connect(port, "obs-m", &[status.clone(), format!("{base}/birth")], true, 0).await;
     assert!(obs.wait_text(&status, "online", T).await);
 
-    let ack = k5
-        .event("m-ev-1", "ann", "S1", "purchase", Some(T))
-        .await
-        .unwrap()
-        .unwrap();
+    let ack = k5.event("m-ev-1", "ann", "S1", "purchase", Some(T)).await.unwrap().unwrap();
     assert_eq!(ack.json["stored"], true);
     let r = k4.recommend("ann", Some(3), T).await.unwrap();
     assert!(r.json["request_id"].is_string());
@@ -56,15 +52,8 @@ async fn daemon_on_mosquitto_lwt_and_reconnect() {
     mosq.resume();
     let mut obs = Observer::connect(port, "obs-m2", &[status.clone(), format!("{base}/birth")], true, 0).await;
     let k5 = kiosk_when_ready(port, "k1", Protocol::V5).await;
-    assert!(
-        obs.wait_text(&status, "online", Duration::from_secs(10)).await,
-        "online not republished"
-    );
-    let birth = obs
-        .next_on(&format!("{base}/birth"), T)
-        .await
-        .expect("birth after reconnect")
-        .json();
+    assert!(obs.wait_text(&status, "online", Duration::from_secs(10)).await, "online not republished");
+    let birth = obs.next_on(&format!("{base}/birth"), T).await.expect("birth after reconnect").json();
     assert_eq!(birth["node_id"], "edge-t");
     let rep = parse_reply(&k5.recommend("ann", Some(3), T).await.unwrap()).unwrap();
     assert!(rep.items.iter().all(|i| i.sku != "S1"));

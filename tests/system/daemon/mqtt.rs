@@ -1,8 +1,8 @@
 //! The daemon binary with its embedded broker, driven over MQTT on loopback.
 
-use bytes::Bytes;
 use crate::harness::daemon::*;
 use crate::harness::mqtt::*;
+use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use rumqttc::v5::mqttbytes::QoS;
 use sgbd_edge::mqtt::kiosk::{parse_reply, Protocol};
@@ -12,11 +12,7 @@ const T: Duration = Duration::from_secs(3);
 
 fn count_events(dir: &std::path::Path, event_id: &str) -> usize {
     let s = sgbd_edge::store::Store::open(&dir.join("var/sgbd.db"), 5000).unwrap();
-    s.interactions()
-        .unwrap()
-        .iter()
-        .filter(|e| e.event_id == event_id)
-        .count()
+    s.interactions().unwrap().iter().filter(|e| e.event_id == event_id).count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,17 +29,10 @@ async fn events_idempotent_replies_correlated_and_clean_stop() {
     let mut obs = Observer::connect(port, "obs1", &[format!("{base}/#")], true, 0).await;
 
     // Retained availability and birth are there for a late subscriber.
-    let st = obs
-        .next_on(&format!("{base}/status"), T)
-        .await
-        .expect("retained status");
+    let st = obs.next_on(&format!("{base}/status"), T).await.expect("retained status");
     assert_eq!(st.text(), "online");
     assert!(st.retain);
-    let birth = obs
-        .next_on(&format!("{base}/birth"), T)
-        .await
-        .expect("retained birth")
-        .json();
+    let birth = obs.next_on(&format!("{base}/birth"), T).await.expect("retained birth").json();
     assert_eq!(birth["node_id"], "edge-t");
     assert_eq!(birth["schema_version"], sgbd_edge::mqtt::contract::SCHEMA_VERSION);
     assert!(birth["config_hash"].as_str().is_some_and(|h| !h.is_empty()));
@@ -52,11 +41,7 @@ async fn events_idempotent_replies_correlated_and_clean_stop() {
     // The same event twice: acknowledged twice (the second time as a duplicate), stored once,
     // forwarded to the fleet once, pushed once.
     for round in 0..2 {
-        let ack = k5
-            .event("ev-dup-1", "alice", "SKU1", "purchase", Some(T))
-            .await
-            .unwrap()
-            .unwrap();
+        let ack = k5.event("ev-dup-1", "alice", "SKU1", "purchase", Some(T)).await.unwrap().unwrap();
         assert_eq!(ack.json["stored"], true, "{}", ack.json);
         assert_eq!(ack.json["event_id"], "ev-dup-1");
         assert_eq!(ack.json.get("duplicate").is_some_and(|d| d == true), round == 1, "{}", ack.json);
@@ -70,17 +55,11 @@ async fn events_idempotent_replies_correlated_and_clean_stop() {
     }
     assert_eq!(forwarded, ["ev-dup-1", "ev-2"], "fleet events forwarded once each");
     // A purchase pushes fresh suggestions to the kiosk, without what was just bought.
-    let push = pushes
-        .next_on(&topics().kiosk_push("k1"), T)
-        .await
-        .expect("suggestions pushed after a purchase");
+    let push = pushes.next_on(&topics().kiosk_push("k1"), T).await.expect("suggestions pushed after a purchase");
     assert!(!push.retain);
     let push = push.json();
     assert_eq!(push["user"], "alice");
-    assert!(
-        push["items"].as_array().unwrap().iter().all(|i| i["sku"] != "SKU1"),
-        "{push}"
-    );
+    assert!(push["items"].as_array().unwrap().iter().all(|i| i["sku"] != "SKU1"), "{push}");
     assert!(
         pushes.next_on(&topics().kiosk_push("k1"), Duration::from_millis(500)).await.is_none(),
         "the resent purchase pushed again"
@@ -90,28 +69,15 @@ async fn events_idempotent_replies_correlated_and_clean_stop() {
     // incremental popularity update) excludes what alice bought.
     let id = k5.next_id();
     let body = serde_json::json!({"schema_version": "1.0", "ts": sgbd_edge::sys::now_ms(), "user": "alice", "k": 5});
-    let r = k5
-        .request_raw(
-            &topics().kiosk_recommend("k1"),
-            body.to_string().into_bytes(),
-            &id,
-            Some(10),
-            T,
-        )
-        .await
-        .unwrap();
+    let r =
+        k5.request_raw(&topics().kiosk_recommend("k1"), body.to_string().into_bytes(), &id, Some(10), T).await.unwrap();
     assert_eq!(r.correlation.as_deref(), Some(id.as_bytes()));
     let rep = parse_reply(&r).unwrap();
     assert!(rep.fallback);
     assert_eq!(rep.model_version, "popularity");
     assert!(rep.items.iter().all(|i| i.sku != "SKU1"), "{:?}", rep.items);
     let rep_b = parse_reply(&k5.recommend("bob", Some(5), T).await.unwrap()).unwrap();
-    assert_eq!(
-        rep_b.items.first().map(|i| i.sku.as_str()),
-        Some("SKU1"),
-        "{:?}",
-        rep_b.items
-    );
+    assert_eq!(rep_b.items.first().map(|i| i.sku.as_str()), Some("SKU1"), "{:?}", rep_b.items);
 
     // MQTT 3.1.1 kiosk on the second listener: request_id echoed, default reply topic works.
     let k4 = kiosk_when_ready(port + 1, "k2", Protocol::V311).await;
@@ -123,38 +89,16 @@ async fn events_idempotent_replies_correlated_and_clean_stop() {
     // A duplicate request (same correlation data) is answered from the cache: same generated_at.
     let id = k5.next_id();
     let body = serde_json::json!({"schema_version": "1.0", "ts": sgbd_edge::sys::now_ms(), "user": "dave"});
-    let a = k5
-        .request_raw(
-            &topics().kiosk_recommend("k1"),
-            body.to_string().into_bytes(),
-            &id,
-            None,
-            T,
-        )
-        .await
-        .unwrap();
+    let a = k5.request_raw(&topics().kiosk_recommend("k1"), body.to_string().into_bytes(), &id, None, T).await.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let b = k5
-        .request_raw(
-            &topics().kiosk_recommend("k1"),
-            body.to_string().into_bytes(),
-            &id,
-            None,
-            T,
-        )
-        .await
-        .unwrap();
+    let b = k5.request_raw(&topics().kiosk_recommend("k1"), body.to_string().into_bytes(), &id, None, T).await.unwrap();
     assert_eq!(a.json["generated_at"], b.json["generated_at"]);
 
     // Clean stop: SIGTERM -> exit 0 and retained `stopped`.
     d.signal(libc::SIGTERM);
     let status = d.wait(Duration::from_secs(15)).expect("daemon exits on SIGTERM");
     assert!(status.success(), "exit {status:?}\n{}", d.log_text());
-    assert!(
-        obs.wait_text(&format!("{}/status", base), "stopped", T).await,
-        "no stopped status\n{}",
-        d.log_text()
-    );
+    assert!(obs.wait_text(&format!("{}/status", base), "stopped", T).await, "no stopped status\n{}", d.log_text());
     assert_eq!(count_events(dir.path(), "ev-dup-1"), 1);
     let status_file: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("var/status.json")).unwrap()).unwrap();
@@ -178,44 +122,26 @@ async fn bad_payloads_get_error_replies_and_daemon_keeps_serving() {
 
     // Not JSON, MQTT 5: error reply with our correlation data.
     let id = k5.next_id();
-    let r = k5
-        .request_raw(&rec5, b"{not json".to_vec(), &id, None, T)
-        .await
-        .expect("error reply");
+    let r = k5.request_raw(&rec5, b"{not json".to_vec(), &id, None, T).await.expect("error reply");
     assert_eq!(r.error_code(), Some("malformed"));
     assert_eq!(r.correlation.as_deref(), Some(id.as_bytes()));
 
     // Unknown schema major, 3.1.1: error reply with the request_id.
     let id = k4.next_id();
     let body = serde_json::json!({"schema_version": "2.0", "ts": 1, "user": "u", "request_id": id, "reply_to": k4.reply_topic()});
-    let r = k4
-        .request_raw(
-            &topics().kiosk_recommend("k2"),
-            body.to_string().into_bytes(),
-            &id,
-            None,
-            T,
-        )
-        .await
-        .unwrap();
+    let r = k4.request_raw(&topics().kiosk_recommend("k2"), body.to_string().into_bytes(), &id, None, T).await.unwrap();
     assert_eq!(r.error_code(), Some("unsupported_schema"));
 
     // Oversized (over max_payload_bytes): error reply.
     let id = k5.next_id();
     let big = serde_json::json!({"schema_version": "1.0", "ts": 1, "user": "x".repeat(4000)});
-    let r = k5
-        .request_raw(&rec5, big.to_string().into_bytes(), &id, None, T)
-        .await
-        .unwrap();
+    let r = k5.request_raw(&rec5, big.to_string().into_bytes(), &id, None, T).await.unwrap();
     assert_eq!(r.error_code(), Some("too_large"));
 
     // Unknown event kind: error reply.
     let id = k5.next_id();
     let ev = serde_json::json!({"schema_version": "1.0", "ts": 1, "event_id": "e", "user": "u", "sku": "s", "kind": "teleport"});
-    let r = k5
-        .request_raw(&topics().kiosk_events("k1"), ev.to_string().into_bytes(), &id, None, T)
-        .await
-        .unwrap();
+    let r = k5.request_raw(&topics().kiosk_events("k1"), ev.to_string().into_bytes(), &id, None, T).await.unwrap();
     assert_eq!(r.error_code(), Some("invalid_field"));
     assert!(r.json["error"]["message"].as_str().unwrap_or("").starts_with("kind"), "{}", r.json);
 
@@ -223,9 +149,21 @@ async fn bad_payloads_get_error_replies_and_daemon_keeps_serving() {
     // user, an unset kiosk clock, `k` of 0, a blank user in a request.
     let now = sgbd_edge::sys::now_ms();
     for (topic, body, field) in [
-        (topics().kiosk_events("k1"), serde_json::json!({"schema_version": "1.1", "ts": now, "event_id": "e-blank", "user": "   ", "sku": "s", "kind": "view"}), "user"),
-        (topics().kiosk_events("k1"), serde_json::json!({"schema_version": "1.1", "ts": 5, "event_id": "e-1970", "user": "u", "sku": "s", "kind": "view"}), "ts"),
-        (topics().kiosk_events("k1"), serde_json::json!({"schema_version": "1.1", "ts": now, "event_id": "e\u{7}", "user": "u", "sku": "s", "kind": "view"}), "event_id"),
+        (
+            topics().kiosk_events("k1"),
+            serde_json::json!({"schema_version": "1.1", "ts": now, "event_id": "e-blank", "user": "   ", "sku": "s", "kind": "view"}),
+            "user",
+        ),
+        (
+            topics().kiosk_events("k1"),
+            serde_json::json!({"schema_version": "1.1", "ts": 5, "event_id": "e-1970", "user": "u", "sku": "s", "kind": "view"}),
+            "ts",
+        ),
+        (
+            topics().kiosk_events("k1"),
+            serde_json::json!({"schema_version": "1.1", "ts": now, "event_id": "e\u{7}", "user": "u", "sku": "s", "kind": "view"}),
+            "event_id",
+        ),
         (rec5.clone(), serde_json::json!({"schema_version": "1.1", "ts": now, "user": "u", "k": 0}), "k"),
         (rec5.clone(), serde_json::json!({"schema_version": "1.1", "ts": now, "user": " "}), "user"),
     ] {
@@ -238,16 +176,7 @@ async fn bad_payloads_get_error_replies_and_daemon_keeps_serving() {
     // A reply topic outside the kiosk's own topics is refused.
     let id = k4.next_id();
     let body = serde_json::json!({"schema_version": "1.0", "ts": 1, "user": "u", "request_id": id, "reply_to": topics().kiosk_reply("k9")});
-    let r = k4
-        .request_raw(
-            &topics().kiosk_recommend("k2"),
-            body.to_string().into_bytes(),
-            &id,
-            None,
-            T,
-        )
-        .await
-        .unwrap();
+    let r = k4.request_raw(&topics().kiosk_recommend("k2"), body.to_string().into_bytes(), &id, None, T).await.unwrap();
     assert_eq!(r.error_code(), Some("forbidden_reply_topic"));
     assert_eq!(r.topic, topics().kiosk_reply("k2"));
 
@@ -279,27 +208,11 @@ async fn bad_payloads_get_error_replies_and_daemon_keeps_serving() {
 
     // The stats message counts what was refused.
     let mut obs = Observer::connect(port, "obs2", &[topics().stats()], true, 0).await;
-    let stats = obs
-        .next_on(&topics().stats(), Duration::from_secs(5))
-        .await
-        .expect("stats every second")
-        .json();
-    assert!(
-        stats["counters"]["mqtt.malformed"].as_u64().unwrap_or(0) >= 1,
-        "{stats}"
-    );
-    assert!(
-        stats["counters"]["mqtt.invalid_field"].as_u64().unwrap_or(0) >= 6,
-        "{stats}"
-    );
-    assert!(
-        stats["counters"]["mqtt.oversized"].as_u64().unwrap_or(0) >= 1,
-        "{stats}"
-    );
-    assert!(
-        stats["counters"]["mqtt.unknown_schema"].as_u64().unwrap_or(0) >= 1,
-        "{stats}"
-    );
+    let stats = obs.next_on(&topics().stats(), Duration::from_secs(5)).await.expect("stats every second").json();
+    assert!(stats["counters"]["mqtt.malformed"].as_u64().unwrap_or(0) >= 1, "{stats}");
+    assert!(stats["counters"]["mqtt.invalid_field"].as_u64().unwrap_or(0) >= 6, "{stats}");
+    assert!(stats["counters"]["mqtt.oversized"].as_u64().unwrap_or(0) >= 1, "{stats}");
+    assert!(stats["counters"]["mqtt.unknown_schema"].as_u64().unwrap_or(0) >= 1, "{stats}");
     assert!(stats["counters"]["serve.expired"].as_u64().unwrap_or(0) >= 2, "{stats}");
     assert!(stats["db_rows"]["items"].is_u64(), "{stats}");
     assert!(stats["disk_free_bytes"].as_u64().unwrap_or(0) > 0, "{stats}");
@@ -319,15 +232,7 @@ async fn fleet_commands_catalog_update_and_rebirth() {
 
     let cmd = serde_json::json!({"schema_version": "1.0", "ts": 1, "items": [
         {"sku": "NEW1", "title": "New shirt"}, {"sku": "NEW2", "title": "New scarf", "attributes": {"colour": "red"}}]});
-    obs.client
-        .publish(
-            topics().fleet_cmd("catalog-update"),
-            QoS::AtLeastOnce,
-            false,
-            cmd.to_string(),
-        )
-        .await
-        .unwrap();
+    obs.client.publish(topics().fleet_cmd("catalog-update"), QoS::AtLeastOnce, false, cmd.to_string()).await.unwrap();
     // New items become recommendable (cold catalogue: reason new_in_catalogue) after the refresh.
     let mut seen = false;
     for _ in 0..50 {
@@ -350,41 +255,18 @@ async fn fleet_commands_catalog_update_and_rebirth() {
         )
         .await
         .unwrap();
-    let again = obs
-        .next_on(&topics().birth(), T)
-        .await
-        .expect("birth republished on rebirth")
-        .json();
-    assert!(
-        again["ts"].as_i64().unwrap() > first["ts"].as_i64().unwrap(),
-        "birth not regenerated"
-    );
+    let again = obs.next_on(&topics().birth(), T).await.expect("birth republished on rebirth").json();
+    assert!(again["ts"].as_i64().unwrap() > first["ts"].as_i64().unwrap(), "birth not regenerated");
 
     // config-reload: a bad file is refused (the running config stays), a good one applies live.
     let good = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(&cfg, format!("{good}\n[serve]\ndefault_k = 0\n")).unwrap();
-    obs.client
-        .publish(topics().cmd("config-reload"), QoS::AtLeastOnce, false, Bytes::new())
-        .await
-        .unwrap();
+    obs.client.publish(topics().cmd("config-reload"), QoS::AtLeastOnce, false, Bytes::new()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        parse_reply(&k5.recommend("zed", None, T).await.unwrap())
-            .unwrap()
-            .items
-            .len()
-            >= 2
-    );
+    assert!(parse_reply(&k5.recommend("zed", None, T).await.unwrap()).unwrap().items.len() >= 2);
     std::fs::write(&cfg, format!("{good}\n[serve]\ndefault_k = 1\n")).unwrap();
-    obs.client
-        .publish(topics().cmd("config-reload"), QoS::AtLeastOnce, false, Bytes::new())
-        .await
-        .unwrap();
-    let reloaded = obs
-        .next_on(&topics().birth(), T)
-        .await
-        .expect("birth after config-reload")
-        .json();
+    obs.client.publish(topics().cmd("config-reload"), QoS::AtLeastOnce, false, Bytes::new()).await.unwrap();
+    let reloaded = obs.next_on(&topics().birth(), T).await.expect("birth after config-reload").json();
     assert_ne!(reloaded["config_hash"], first["config_hash"]);
     let rep = parse_reply(&k5.recommend("zed", None, T).await.unwrap()).unwrap();
     assert_eq!(rep.items.len(), 1, "default_k not applied live");

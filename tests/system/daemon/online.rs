@@ -27,19 +27,11 @@ async fn kiosk_events_trigger_training_promotion_and_new_replies() {
     P.catalog(&sgbd_edge::store::open_config(&cfg).unwrap(), true);
 
     let mut d = Daemon::spawn(&cfg_path);
-    let kiosks = [
-        kiosk_when_ready(port, "k0", Protocol::V5).await,
-        kiosk_when_ready(port, "k1", Protocol::V5).await,
-    ];
+    let kiosks = [kiosk_when_ready(port, "k0", Protocol::V5).await, kiosk_when_ready(port, "k1", Protocol::V5).await];
     let base = topics().base;
-    let mut obs = Observer::connect(
-        port,
-        "obs-online",
-        &[format!("{base}/model"), format!("{base}/kiosk/+/push")],
-        true,
-        0,
-    )
-    .await;
+    let mut obs =
+        Observer::connect(port, "obs-online", &[format!("{base}/model"), format!("{base}/kiosk/+/push")], true, 0)
+            .await;
 
     let before = parse_reply(&kiosks[0].recommend(&user(0, 1), Some(5), T).await.unwrap()).unwrap();
     assert_eq!(before.model_version, "popularity");
@@ -50,10 +42,7 @@ async fn kiosk_events_trigger_training_promotion_and_new_replies() {
     assert_eq!(evs.len(), 240);
     for e in &evs {
         let g: usize = e.user[1..2].parse().unwrap();
-        kiosks[g]
-            .event(&e.event_id, &e.user, &e.sku, "purchase", None)
-            .await
-            .unwrap();
+        kiosks[g].event(&e.event_id, &e.user, &e.sku, "purchase", None).await.unwrap();
     }
 
     // The round runs and the promoted model is served.
@@ -84,22 +73,15 @@ async fn kiosk_events_trigger_training_promotion_and_new_replies() {
         .all(|s| after.items.iter().all(|i| &i.sku != s)));
 
     // Fleet announcement (through the outbox) and pushes to the recently active kiosks.
-    let ann = obs
-        .next_on(&format!("{base}/model"), Duration::from_secs(10))
-        .await
-        .expect("model announcement")
-        .json();
+    let ann = obs.next_on(&format!("{base}/model"), Duration::from_secs(10)).await.expect("model announcement").json();
     assert_eq!(ann["event"], "promoted");
     assert_eq!(ann["version"], active.version.as_str());
     assert!(ann["metrics"]["recall@20"].as_f64().is_some());
     // (The daemon also pushes after each event, with the model of the moment: skip those.)
     let until = Instant::now() + Duration::from_secs(10);
     let push = loop {
-        let m = obs
-            .next_on(&format!("{base}/kiosk/k0/push"), Duration::from_secs(10))
-            .await
-            .expect("push to k0")
-            .json();
+        let m =
+            obs.next_on(&format!("{base}/kiosk/k0/push"), Duration::from_secs(10)).await.expect("push to k0").json();
         if m["model_version"] == active.version.as_str() {
             break m;
         }
@@ -109,17 +91,11 @@ async fn kiosk_events_trigger_training_promotion_and_new_replies() {
 
     // The fleet pins the version, then unpins it.
     let pin = |v: serde_json::Value| {
-        serde_json::json!({"schema_version": "1.0", "ts": sgbd_edge::sys::now_ms(), "version": v})
-            .to_string()
+        serde_json::json!({"schema_version": "1.0", "ts": sgbd_edge::sys::now_ms(), "version": v}).to_string()
     };
     let pinned = cfg.node.data_dir.join("registry/PINNED");
     obs.client
-        .publish(
-            format!("{base}/cmd/model-pin"),
-            QoS::AtLeastOnce,
-            false,
-            pin(active.version.clone().into()),
-        )
+        .publish(format!("{base}/cmd/model-pin"), QoS::AtLeastOnce, false, pin(active.version.clone().into()))
         .await
         .unwrap();
     let until = Instant::now() + Duration::from_secs(10);
@@ -128,12 +104,7 @@ async fn kiosk_events_trigger_training_promotion_and_new_replies() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     obs.client
-        .publish(
-            format!("{base}/cmd/model-pin"),
-            QoS::AtLeastOnce,
-            false,
-            pin(serde_json::Value::Null),
-        )
+        .publish(format!("{base}/cmd/model-pin"), QoS::AtLeastOnce, false, pin(serde_json::Value::Null))
         .await
         .unwrap();
     let until = Instant::now() + Duration::from_secs(10);
@@ -165,14 +136,8 @@ async fn daemon_serves_the_registry_active_model_on_startup_and_popularity_when_
         s.insert_events(&P.events(0, "a")).unwrap();
     }
     let reg = sgbd_edge::registry::Registry::from_config(&lib_cfg);
-    let r = sgbd_edge::online::round::run(
-        &lib_cfg,
-        &open(&lib_cfg),
-        &reg,
-        &Default::default(),
-        &RoundHooks::default(),
-    )
-    .unwrap();
+    let r = sgbd_edge::online::round::run(&lib_cfg, &open(&lib_cfg), &reg, &Default::default(), &RoundHooks::default())
+        .unwrap();
     assert_eq!(r.decision, sgbd_edge::online::Decision::Promoted);
 
     let mut d = Daemon::spawn(&cfg_path);
@@ -217,14 +182,8 @@ async fn running_daemon_follows_cli_rollback_and_serves_new_items_from_features(
     }
     let reg = sgbd_edge::registry::Registry::from_config(&lib_cfg);
     let run = || {
-        sgbd_edge::online::round::run(
-            &lib_cfg,
-            &open(&lib_cfg),
-            &reg,
-            &Default::default(),
-            &RoundHooks::default(),
-        )
-        .unwrap()
+        sgbd_edge::online::round::run(&lib_cfg, &open(&lib_cfg), &reg, &Default::default(), &RoundHooks::default())
+            .unwrap()
     };
     let v1 = run();
     assert_eq!(v1.decision, Decision::Promoted);
@@ -234,34 +193,17 @@ async fn running_daemon_follows_cli_rollback_and_serves_new_items_from_features(
 
     let mut d = Daemon::spawn(&cfg_path);
     let k = kiosk_when_ready(port, "k0", Protocol::V5).await;
-    assert_eq!(
-        parse_reply(&k.recommend(&user(0, 1), Some(10), T).await.unwrap())
-            .unwrap()
-            .model_version,
-        v2.version
-    );
+    assert_eq!(parse_reply(&k.recommend(&user(0, 1), Some(10), T).await.unwrap()).unwrap().model_version, v2.version);
 
     // `models rollback` from the command line; the daemon swaps within online.poll_s.
-    let out = bin()
-        .args(["models", "rollback", "--config"])
-        .arg(&cfg_path)
-        .output()
-        .unwrap();
+    let out = bin().args(["models", "rollback", "--config"]).arg(&cfg_path).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let list = bin()
-        .args(["models", "list", "--config"])
-        .arg(&cfg_path)
-        .output()
-        .unwrap();
+    let list = bin().args(["models", "list", "--config"]).arg(&cfg_path).output().unwrap();
     let list = String::from_utf8_lossy(&list.stdout).to_string();
     assert!(list.contains(&v1.version) && list.contains("retired"), "{list}");
     let until = Instant::now() + Duration::from_secs(10);
     loop {
-        if parse_reply(&k.recommend(&user(0, 1), Some(10), T).await.unwrap())
-            .unwrap()
-            .model_version
-            == v1.version
-        {
+        if parse_reply(&k.recommend(&user(0, 1), Some(10), T).await.unwrap()).unwrap().model_version == v1.version {
             break;
         }
         assert!(Instant::now() < until, "rollback not served\n{}", d.log_text());
@@ -280,22 +222,14 @@ async fn running_daemon_follows_cli_rollback_and_serves_new_items_from_features(
         })
         .unwrap();
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(5);
-        s.set_item_feature(
-            "fresh",
-            sgbd_edge::store::FeatureKind::Text,
-            "test-encoder",
-            &p.feature(0, &mut rng),
-        )
-        .unwrap();
+        s.set_item_feature("fresh", sgbd_edge::store::FeatureKind::Text, "test-encoder", &p.feature(0, &mut rng))
+            .unwrap();
     }
     let until = Instant::now() + Duration::from_secs(10);
     'wait: loop {
         for u in 0..5 {
             let r = parse_reply(&k.recommend(&user(0, u), Some(10), T).await.unwrap()).unwrap();
-            if r.items
-                .iter()
-                .any(|i| i.sku == "fresh" && i.reason == "new_in_catalogue")
-            {
+            if r.items.iter().any(|i| i.sku == "fresh" && i.reason == "new_in_catalogue") {
                 break 'wait;
             }
         }
@@ -328,14 +262,9 @@ async fn daemon_killed_mid_training_keeps_the_previous_active_model() {
         s.insert_events(&P.events(0, "a")).unwrap();
     }
     let reg = sgbd_edge::registry::Registry::from_config(&lib_cfg);
-    let v1 = sgbd_edge::online::round::run(
-        &lib_cfg,
-        &open(&lib_cfg),
-        &reg,
-        &Default::default(),
-        &RoundHooks::default(),
-    )
-    .unwrap();
+    let v1 =
+        sgbd_edge::online::round::run(&lib_cfg, &open(&lib_cfg), &reg, &Default::default(), &RoundHooks::default())
+            .unwrap();
     assert_eq!(v1.decision, Decision::Promoted);
     // New events so the daemon starts a round at once.
     open(&lib_cfg).insert_events(&P.seed(3).events(1_000_000, "b")).unwrap();
@@ -349,24 +278,15 @@ async fn daemon_killed_mid_training_keeps_the_previous_active_model() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     d.signal(libc::SIGKILL);
     d.wait(Duration::from_secs(10)).expect("killed");
-    assert!(
-        !d.log_text().contains("fine-tune round done"),
-        "the round finished before the kill"
-    );
+    assert!(!d.log_text().contains("fine-tune round done"), "the round finished before the kill");
 
     let store = open(&lib_cfg);
-    assert_eq!(
-        store.model_versions().unwrap().len(),
-        1,
-        "nothing registered by the killed round"
-    );
+    assert_eq!(store.model_versions().unwrap().len(), 1, "nothing registered by the killed round");
     assert_eq!(store.active_model().unwrap().unwrap().version, v1.version);
     // Restart without training: v1 is served.
     std::fs::write(
         &cfg_path,
-        std::fs::read_to_string(&cfg_path)
-            .unwrap()
-            .replace("min_new_events = 1\n", "enabled = false\n"),
+        std::fs::read_to_string(&cfg_path).unwrap().replace("min_new_events = 1\n", "enabled = false\n"),
     )
     .unwrap();
     let mut d = Daemon::spawn(&cfg_path);

@@ -49,16 +49,11 @@ async fn outbox_survives_broker_restart_nothing_lost() {
     .unwrap();
     wait_connected(&link).await;
     for i in 0..5 {
-        producer
-            .outbox_push(&topic, format!("m{i}").as_bytes(), 1, false)
-            .unwrap();
+        producer.outbox_push(&topic, format!("m{i}").as_bytes(), 1, false).unwrap();
     }
     link.kick_outbox();
     for i in 0..5 {
-        assert_eq!(
-            obs.next_on(&topic, T).await.expect("delivered while up").text(),
-            format!("m{i}")
-        );
+        assert_eq!(obs.next_on(&topic, T).await.expect("delivered while up").text(), format!("m{i}"));
     }
 
     // Broker away: queue more; they stay in the outbox.
@@ -72,16 +67,11 @@ async fn outbox_survives_broker_restart_nothing_lost() {
     }
     assert!(!link.is_connected());
     for i in 5..25 {
-        producer
-            .outbox_push(&topic, format!("m{i}").as_bytes(), 1, false)
-            .unwrap();
+        producer.outbox_push(&topic, format!("m{i}").as_bytes(), 1, false).unwrap();
     }
     link.kick_outbox();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        producer.outbox_len().unwrap() >= 20,
-        "rows were dropped while the broker was away"
-    );
+    assert!(producer.outbox_len().unwrap() >= 20, "rows were dropped while the broker was away");
 
     // Broker back: everything is delivered (at least once), and the outbox drains.
     mosq.resume();
@@ -97,11 +87,7 @@ async fn outbox_survives_broker_restart_nothing_lost() {
             None => break,
         }
     }
-    assert!(
-        want.is_subset(&got),
-        "missing: {:?}",
-        want.difference(&got).collect::<Vec<_>>()
-    );
+    assert!(want.is_subset(&got), "missing: {:?}", want.difference(&got).collect::<Vec<_>>());
     for _ in 0..100 {
         if producer.outbox_len().unwrap() == 0 {
             break;

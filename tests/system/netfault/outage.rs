@@ -77,12 +77,7 @@ fn spawn_kiosk(
             let sku = format!("S{}", i % 41);
             tasks.push(tokio::spawn(async move {
                 loop {
-                    log.lock()
-                        .unwrap()
-                        .attempts
-                        .entry(id.clone())
-                        .and_modify(|n| *n += 1)
-                        .or_insert(1);
+                    log.lock().unwrap().attempts.entry(id.clone()).and_modify(|n| *n += 1).or_insert(1);
                     if let Ok(Some(r)) = k.event(&id, &user, &sku, "view", Some(ack_timeout)).await {
                         if r.json["stored"] == true && r.json["event_id"] == id.as_str() {
                             log.lock().unwrap().acked.insert(id);
@@ -108,10 +103,7 @@ fn spawn_kiosk(
 async fn broker_outage_nothing_lost_memory_bounded() {
     // Bounds the daemon's RSS and floods the broker for half a minute.
     let _turn = crate::harness::exclusive();
-    let outage_s: u64 = std::env::var("SGBD_OUTAGE_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
+    let outage_s: u64 = std::env::var("SGBD_OUTAGE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
     let dir = tempfile::tempdir().unwrap();
     let Some(mut mosq) = Mosquitto::start(dir.path()) else {
         return;
@@ -140,18 +132,9 @@ async fn broker_outage_nothing_lost_memory_bounded() {
 
     // The fleet: a subscriber with a persistent session on the forwarded events and the test topic.
     let test_topic = format!("{}/netfault-outbox", t.base);
-    let mut fleet = Observer::connect(
-        port,
-        "netfault-fleet",
-        &[t.fleet_events(), test_topic.clone()],
-        false,
-        3600,
-    )
-    .await;
-    let session = |name: &str| KioskSession {
-        client_id: format!("netfault-{name}"),
-        expiry_s: 3600,
-    };
+    let mut fleet =
+        Observer::connect(port, "netfault-fleet", &[t.fleet_events(), test_topic.clone()], false, 3600).await;
+    let session = |name: &str| KioskSession { client_id: format!("netfault-{name}"), expiry_s: 3600 };
     let mut kiosks = Vec::new();
     for i in 0..KIOSKS {
         let name = format!("k{i}");
@@ -192,19 +175,13 @@ async fn broker_outage_nothing_lost_memory_bounded() {
     let log: Arc<Mutex<Log>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let ack_timeout = Duration::from_secs(15);
-    let producers: Vec<_> = kiosks
-        .iter()
-        .map(|(n, k)| spawn_kiosk(k.clone(), n.clone(), log.clone(), stop.clone(), ack_timeout))
-        .collect();
+    let producers: Vec<_> =
+        kiosks.iter().map(|(n, k)| spawn_kiosk(k.clone(), n.clone(), log.clone(), stop.clone(), ack_timeout)).collect();
 
     // Warm-up under load, then kill the broker.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let acked_before = log.lock().unwrap().acked.len();
-    assert!(
-        acked_before > 0,
-        "nothing acknowledged before the outage: {}",
-        daemon.log_text()
-    );
+    assert!(acked_before > 0, "nothing acknowledged before the outage: {}", daemon.log_text());
     let broker_pid = pid_with_arg(&conf_arg).expect("mosquitto pid");
     *phase.lock().unwrap() = "outage";
     // SAFETY: kill(2) on the broker this test started (found by its own config path).
@@ -222,9 +199,7 @@ async fn broker_outage_nothing_lost_memory_bounded() {
     let mut n = 0u64;
     while outage_start.elapsed() < Duration::from_secs(outage_s) {
         let id = format!("ob-{n}");
-        producer_store
-            .outbox_push(&test_topic, id.as_bytes(), 1, false)
-            .unwrap();
+        producer_store.outbox_push(&test_topic, id.as_bytes(), 1, false).unwrap();
         outbox_ids.push(id);
         n += 1;
         if n % OUTBOX_RATE == 0 {
@@ -236,11 +211,7 @@ async fn broker_outage_nothing_lost_memory_bounded() {
     }
     drop(producer_store);
     let during = status_counters(&dir.path().join("var"));
-    assert!(
-        daemon.child.try_wait().unwrap().is_none(),
-        "daemon died during the outage: {}",
-        daemon.log_text()
-    );
+    assert!(daemon.child.try_wait().unwrap().is_none(), "daemon died during the outage: {}", daemon.log_text());
 
     // The broker comes back on the same port and persistence.
     *phase.lock().unwrap() = "recovery";
@@ -274,11 +245,8 @@ async fn broker_outage_nothing_lost_memory_bounded() {
         &unacked[..unacked.len().min(5)]
     );
     let stored = stored_counts(&db);
-    let not_once: Vec<(&String, Option<&usize>)> = produced
-        .iter()
-        .map(|id| (id, stored.get(id)))
-        .filter(|(_, n)| *n != Some(&1))
-        .collect();
+    let not_once: Vec<(&String, Option<&usize>)> =
+        produced.iter().map(|id| (id, stored.get(id))).filter(|(_, n)| *n != Some(&1)).collect();
     assert!(
         not_once.is_empty(),
         "{} of {} acknowledged events not stored exactly once, e.g. {:?}",
@@ -318,12 +286,7 @@ async fn broker_outage_nothing_lost_memory_bounded() {
     // Memory.
     let samples = samples.lock().unwrap().clone();
     let max_in = |p: &str| samples.iter().filter(|s| s.0 == p).map(|s| s.1).max().unwrap_or(0);
-    let pre = samples
-        .iter()
-        .rev()
-        .find(|s| s.0 == "warm-up")
-        .map(|s| s.1)
-        .unwrap_or(0);
+    let pre = samples.iter().rev().find(|s| s.0 == "warm-up").map(|s| s.1).unwrap_or(0);
     let (out_max, rec_max) = (max_in("outage"), max_in("recovery"));
     eprintln!(
         "netfault outage: {outage_s} s broker outage (SIGKILL); {} events produced by {KIOSKS} kiosks ({acked_before} acknowledged before the kill), all acknowledged and stored once {all_acked_s:.1} s after the restart, {resent} sent again by a kiosk; fleet got {}/{} events and {}/{} outbox messages written during the outage (outbox backlog peak {max_backlog_db} rows, status.json {max_backlog_status}; {backlog_left} left); daemon RSS pre-outage {} KiB, outage max {} KiB, recovery max {} KiB; counters during: mqtt.publish_dropped={} mqtt.reply_dropped={} mqtt.disconnects={}; after: mqtt.reconnects={} mqtt.reply_dropped={} outbox.acked={}",
@@ -342,23 +305,13 @@ async fn broker_outage_nothing_lost_memory_bounded() {
         counter(&after, "mqtt.reply_dropped"),
         counter(&after, "outbox.acked"),
     );
-    let series: Vec<String> = samples
-        .iter()
-        .step_by(4)
-        .map(|(p, k)| format!("{}:{}", &p[..1], k / 1024))
-        .collect();
-    eprintln!(
-        "netfault outage: RSS MiB every 1 s (w = warm-up, o = outage, r = recovery): {}",
-        series.join(" ")
-    );
+    let series: Vec<String> = samples.iter().step_by(4).map(|(p, k)| format!("{}:{}", &p[..1], k / 1024)).collect();
+    eprintln!("netfault outage: RSS MiB every 1 s (w = warm-up, o = outage, r = recovery): {}", series.join(" "));
     {
         let l = log.lock().unwrap();
         for (name, _) in &kiosks {
-            let mine: Vec<(&String, &u32)> = l
-                .attempts
-                .iter()
-                .filter(|(id, _)| id.starts_with(&format!("{name}-")))
-                .collect();
+            let mine: Vec<(&String, &u32)> =
+                l.attempts.iter().filter(|(id, _)| id.starts_with(&format!("{name}-"))).collect();
             let re: Vec<u64> = mine
                 .iter()
                 .filter(|(_, n)| **n > 1)
@@ -388,24 +341,14 @@ async fn broker_outage_nothing_lost_memory_bounded() {
     );
     assert_eq!(backlog_left, 0, "outbox not drained");
     // While disconnected the backlog sat in SQLite (the outbox), and the daemon saw it.
-    assert!(
-        max_backlog_db >= outbox_ids.len() as u64 / 2,
-        "outbox backlog {max_backlog_db}"
-    );
+    assert!(max_backlog_db >= outbox_ids.len() as u64 / 2, "outbox backlog {max_backlog_db}");
     assert!(max_backlog_status > 0, "status.json never showed an outbox backlog");
     // Ephemeral messages (stats every second) were dropped and counted, not queued.
     assert!(counter(&during, "mqtt.publish_dropped") > 0, "{during}");
     assert!(pre > 0 && out_max > 0, "RSS not sampled");
     let bound = pre * 3 / 2 + 20 * 1024;
-    assert!(
-        out_max < bound,
-        "RSS during the outage {out_max} KiB over {bound} KiB (pre-outage {pre} KiB)"
-    );
+    assert!(out_max < bound, "RSS during the outage {out_max} KiB over {bound} KiB (pre-outage {pre} KiB)");
 
     daemon.signal(libc::SIGTERM);
-    assert!(
-        daemon.wait(Duration::from_secs(20)).is_some_and(|s| s.success()),
-        "{}",
-        daemon.log_text()
-    );
+    assert!(daemon.wait(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", daemon.log_text());
 }

@@ -32,20 +32,12 @@ struct Normal {
 async fn normal_kiosks(ports: (u16, u16), tag: &str, secs: u64) -> Normal {
     let mut tasks = Vec::new();
     for i in 0..4 {
-        let (proto, port) = if i % 2 == 0 {
-            (Protocol::V5, ports.0)
-        } else {
-            (Protocol::V311, ports.1)
-        };
+        let (proto, port) = if i % 2 == 0 { (Protocol::V5, ports.0) } else { (Protocol::V311, ports.1) };
         let kiosk = Arc::new(kiosk_when_ready(port, &format!("k{i}"), proto).await);
         let tag = tag.to_string();
         tasks.push(tokio::spawn(async move {
-            let mut n = Normal {
-                requests: Lat::default(),
-                events: Lat::default(),
-                failures: vec![],
-                event_ids: vec![],
-            };
+            let mut n =
+                Normal { requests: Lat::default(), events: Lat::default(), failures: vec![], event_ids: vec![] };
             let until = Instant::now() + Duration::from_secs(secs);
             let mut j = 0;
             while Instant::now() < until {
@@ -76,12 +68,7 @@ async fn normal_kiosks(ports: (u16, u16), tag: &str, secs: u64) -> Normal {
             n
         }));
     }
-    let mut all = Normal {
-        requests: Lat::default(),
-        events: Lat::default(),
-        failures: vec![],
-        event_ids: vec![],
-    };
+    let mut all = Normal { requests: Lat::default(), events: Lat::default(), failures: vec![], event_ids: vec![] };
     for t in tasks {
         let n = t.await.unwrap();
         all.requests.extend(&n.requests);
@@ -94,10 +81,7 @@ async fn normal_kiosks(ports: (u16, u16), tag: &str, secs: u64) -> Normal {
 
 /// `ports`: (MQTT 5, MQTT 3.1.1) of the broker the daemon at `dir` uses.
 async fn slow_kiosk_scenario(dir: &std::path::Path, ports: (u16, u16), broker: &str) {
-    let secs: u64 = std::env::var("SGBD_SLOW_KIOSK_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(8);
+    let secs: u64 = std::env::var("SGBD_SLOW_KIOSK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
     let t = topics();
     // Baseline in the same run: the same kiosks without the slow one.
     let base = normal_kiosks(ports, "base", 2).await;
@@ -140,14 +124,8 @@ async fn slow_kiosk_scenario(dir: &std::path::Path, ports: (u16, u16), broker: &
     );
     // The scenario happened: the slow kiosk flooded, was answered, and did not read the answers.
     assert!(sent >= 1000, "{broker}: flood too small ({sent})");
-    assert!(
-        counter(&c, "serve.rate_limited") > 0,
-        "{broker}: flood never hit the rate limit: {c}"
-    );
-    assert!(
-        unread.iter().all(|u| *u > 0),
-        "{broker}: no reply ever reached a slow kiosk: {unread:?}"
-    );
+    assert!(counter(&c, "serve.rate_limited") > 0, "{broker}: flood never hit the rate limit: {c}");
+    assert!(unread.iter().all(|u| *u > 0), "{broker}: no reply ever reached a slow kiosk: {unread:?}");
     // The others were not stalled.
     assert!(
         n.failures.is_empty(),
@@ -156,28 +134,14 @@ async fn slow_kiosk_scenario(dir: &std::path::Path, ports: (u16, u16), broker: &
         &n.failures[..n.failures.len().min(10)]
     );
     let expected = (secs * 10 * 4 / 2) as usize;
-    assert!(
-        n.requests.0.len() >= expected,
-        "{broker}: only {} requests done",
-        n.requests.0.len()
-    );
+    assert!(n.requests.0.len() >= expected, "{broker}: only {} requests done", n.requests.0.len());
     for (what, l) in [("requests", &n.requests), ("events", &n.events)] {
-        assert!(
-            l.pct(99.0) < P99_BOUND_MS,
-            "{broker}: {what} p99 {:.0} ms: {}",
-            l.pct(99.0),
-            l.summary()
-        );
+        assert!(l.pct(99.0) < P99_BOUND_MS, "{broker}: {what} p99 {:.0} ms: {}", l.pct(99.0), l.summary());
     }
     // Every acknowledged event of the others is stored, once.
     let stored = stored_counts(&dir.join("var/sgbd.db"));
     for id in n.event_ids.iter().chain(&base.event_ids) {
-        assert_eq!(
-            stored.get(id),
-            Some(&1),
-            "{broker}: {id} stored {:?} times",
-            stored.get(id)
-        );
+        assert_eq!(stored.get(id), Some(&1), "{broker}: {id} stored {:?} times", stored.get(id));
     }
 }
 
@@ -191,11 +155,7 @@ async fn slow_kiosk_does_not_stall_others_embedded_broker() {
     let mut d = Daemon::spawn(&cfg);
     slow_kiosk_scenario(dir.path(), (port, port + 1), "rumqttd").await;
     d.signal(libc::SIGTERM);
-    assert!(
-        d.wait(Duration::from_secs(20)).is_some_and(|s| s.success()),
-        "{}",
-        d.log_text()
-    );
+    assert!(d.wait(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", d.log_text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,9 +170,5 @@ async fn slow_kiosk_does_not_stall_others_mosquitto() {
     let mut d = Daemon::spawn(&cfg);
     slow_kiosk_scenario(dir.path(), (mosq.port, mosq.port), "mosquitto").await;
     d.signal(libc::SIGTERM);
-    assert!(
-        d.wait(Duration::from_secs(20)).is_some_and(|s| s.success()),
-        "{}",
-        d.log_text()
-    );
+    assert!(d.wait(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", d.log_text());
 }

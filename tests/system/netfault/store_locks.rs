@@ -41,11 +41,7 @@ async fn other_process_reading_the_store_loses_no_acknowledged_event() {
     for round in 0..5 {
         for i in 0..40 {
             let id = format!("lock-r{round}-e{i}");
-            let r = k
-                .event(&id, "u1", &format!("S{i}"), "view", Some(Duration::from_secs(5)))
-                .await
-                .unwrap()
-                .unwrap();
+            let r = k.event(&id, "u1", &format!("S{i}"), "view", Some(Duration::from_secs(5))).await.unwrap().unwrap();
             assert_eq!(r.json["stored"], true, "{}", r.json);
             acked.push(id);
         }
@@ -53,29 +49,13 @@ async fn other_process_reading_the_store_loses_no_acknowledged_event() {
         // and close it again, as `sgbd-edge doctor` would.
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let seen = stored_counts(&db);
-        assert!(
-            acked.iter().all(|id| seen.contains_key(id)),
-            "round {round}: acknowledged events not visible"
-        );
+        assert!(acked.iter().all(|id| seen.contains_key(id)), "round {round}: acknowledged events not visible");
         let deleted = deleted_db_files(d.pid());
-        assert!(
-            deleted.is_empty(),
-            "round {round}: the daemon writes to deleted files: {deleted:?}"
-        );
+        assert!(deleted.is_empty(), "round {round}: the daemon writes to deleted files: {deleted:?}");
     }
     d.signal(libc::SIGTERM);
-    assert!(
-        d.wait(Duration::from_secs(20)).is_some_and(|s| s.success()),
-        "{}",
-        d.log_text()
-    );
+    assert!(d.wait(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", d.log_text());
     let stored = stored_counts(&db);
     let lost: Vec<&String> = acked.iter().filter(|id| stored.get(*id) != Some(&1)).collect();
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged events lost: {:?}",
-        lost.len(),
-        acked.len(),
-        lost
-    );
+    assert!(lost.is_empty(), "{} of {} acknowledged events lost: {:?}", lost.len(), acked.len(), lost);
 }

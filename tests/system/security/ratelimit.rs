@@ -22,10 +22,7 @@ async fn flooding_kiosk_is_rate_limited_others_are_not() {
 
     let (mut ok, mut limited) = (0, 0);
     for _ in 0..30 {
-        let r = flood
-            .recommend("u1", Some(2), Duration::from_secs(3))
-            .await
-            .expect("a reply, even when limited");
+        let r = flood.recommend("u1", Some(2), Duration::from_secs(3)).await.expect("a reply, even when limited");
         match r.error_code() {
             None => ok += 1,
             Some("rate_limited") => limited += 1,

@@ -25,11 +25,7 @@ async fn raw(
     tls: Arc<rustls::ClientConfig>,
     user: &str,
     pass: &str,
-) -> (
-    AsyncClient,
-    mpsc::UnboundedReceiver<(String, Vec<u8>)>,
-    mpsc::UnboundedReceiver<String>,
-) {
+) -> (AsyncClient, mpsc::UnboundedReceiver<(String, Vec<u8>)>, mpsc::UnboundedReceiver<String>) {
     raw_as(port, tls, user, pass, &format!("raw-{user}-{}", rand_id())).await
 }
 
@@ -40,11 +36,7 @@ async fn raw_as(
     user: &str,
     pass: &str,
     client_id: &str,
-) -> (
-    AsyncClient,
-    mpsc::UnboundedReceiver<(String, Vec<u8>)>,
-    mpsc::UnboundedReceiver<String>,
-) {
+) -> (AsyncClient, mpsc::UnboundedReceiver<(String, Vec<u8>)>, mpsc::UnboundedReceiver<String>) {
     let mut o = MqttOptions::new(client_id, "127.0.0.1", port);
     o.set_credentials(user, pass);
     o.set_transport(sgbd_edge::mqtt::tls::transport(Some(&tls)));
@@ -77,19 +69,11 @@ async fn raw_as(
 }
 
 fn rand_id() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        % 1_000_000_007
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 % 1_000_000_007
 }
 
 async fn first_event(erx: &mut mpsc::UnboundedReceiver<String>) -> String {
-    tokio::time::timeout(Duration::from_secs(5), erx.recv())
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| "nothing".into())
+    tokio::time::timeout(Duration::from_secs(5), erx.recv()).await.ok().flatten().unwrap_or_else(|| "nothing".into())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,23 +106,14 @@ async fn tls_credentials_certificates_and_acls_against_mosquitto() {
     let rogue_trust = pki.client(&pki.rogue_ca, None);
     let (_c, _rx, mut ev) = raw(broker.port, rogue_trust, "kA", "pwA").await;
     let first = first_event(&mut ev).await;
-    assert!(
-        first.starts_with("error") && first.to_lowercase().contains("certificate"),
-        "{first}"
-    );
+    assert!(first.starts_with("error") && first.to_lowercase().contains("certificate"), "{first}");
 
     // Mutual TLS listener: no client certificate, or one from a rogue CA, is refused; ours works.
     let (_c, _rx, mut ev) = raw(broker.mtls_port, trusted.clone(), "edge-t", "node-secret").await;
-    assert!(
-        first_event(&mut ev).await.starts_with("error"),
-        "mTLS listener accepted no client cert"
-    );
+    assert!(first_event(&mut ev).await.starts_with("error"), "mTLS listener accepted no client cert");
     let rogue_client = pki.client(&pki.ca, Some((&pki.rogue_cert, &pki.rogue_key)));
     let (_c, _rx, mut ev) = raw(broker.mtls_port, rogue_client, "edge-t", "node-secret").await;
-    assert!(
-        first_event(&mut ev).await.starts_with("error"),
-        "mTLS listener accepted a rogue client cert"
-    );
+    assert!(first_event(&mut ev).await.starts_with("error"), "mTLS listener accepted a rogue client cert");
 
     // The daemon over mutual TLS with a password from a file.
     let pw = write(dir.path(), "mqtt-password", "node-secret\n");
@@ -147,16 +122,8 @@ async fn tls_credentials_certificates_and_acls_against_mosquitto() {
         pw.display(), pki.ca.display(), pki.node_cert.display(), pki.node_key.display()
     );
     let cfg = write_config(dir.path(), broker.mtls_port, true, &extra);
-    let out = bin()
-        .args(["validate", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "config validate: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = bin().args(["validate", "--config"]).arg(&cfg).output().unwrap();
+    assert!(out.status.success(), "config validate: {}", String::from_utf8_lossy(&out.stderr));
     let daemon = Daemon::spawn(&cfg);
 
     // Kiosks over TLS + password. B gets answers; events are stored and acknowledged.
@@ -182,34 +149,21 @@ async fn tls_credentials_certificates_and_acls_against_mosquitto() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let kb = kb.unwrap_or_else(|| {
-        panic!(
-            "daemon did not answer over TLS: {}\n{}",
-            daemon.log_text(),
-            broker.log_text()
-        )
-    });
+    let kb =
+        kb.unwrap_or_else(|| panic!("daemon did not answer over TLS: {}\n{}", daemon.log_text(), broker.log_text()));
 
     // Kiosk A spies on B's replies and tries to publish as B.
     let (ca, mut arx, mut aev) = raw(broker.port, trusted.clone(), "kA", "pwA").await;
     assert_eq!(first_event(&mut aev).await, "connack Success");
-    ca.subscribe(format!("sgbd/s1/edge-t/kiosk/kB/#"), QoS::AtLeastOnce)
-        .await
-        .unwrap();
+    ca.subscribe(format!("sgbd/s1/edge-t/kiosk/kB/#"), QoS::AtLeastOnce).await.unwrap();
     ca.subscribe("sgbd/#", QoS::AtLeastOnce).await.unwrap();
     let _ = first_event(&mut aev).await;
     let _ = first_event(&mut aev).await;
     let forged =
         serde_json::json!({"schema_version":"1.0","ts":1,"event_id":"forged-1","user":"u","sku":"x","kind":"purchase"});
-    ca.publish(t.kiosk_events("kB"), QoS::AtLeastOnce, false, forged.to_string())
-        .await
-        .unwrap();
+    ca.publish(t.kiosk_events("kB"), QoS::AtLeastOnce, false, forged.to_string()).await.unwrap();
 
-    let ack = kb
-        .event("real-1", "alice", "sku-1", "purchase", Some(Duration::from_secs(5)))
-        .await
-        .unwrap()
-        .unwrap();
+    let ack = kb.event("real-1", "alice", "sku-1", "purchase", Some(Duration::from_secs(5))).await.unwrap().unwrap();
     assert_eq!(ack.json["stored"], true, "{}", ack.json);
     let reply = kb.recommend("alice", Some(3), Duration::from_secs(5)).await.unwrap();
     assert!(reply.error_code().is_none(), "{}", reply.json);
@@ -243,11 +197,7 @@ async fn tls_credentials_certificates_and_acls_against_mosquitto() {
     // Stop the daemon cleanly and look in its store: the real event once, the forged one never.
     daemon.signal(libc::SIGTERM);
     let mut daemon = daemon;
-    assert!(
-        daemon.wait(Duration::from_secs(15)).is_some_and(|s| s.success()),
-        "{}",
-        daemon.log_text()
-    );
+    assert!(daemon.wait(Duration::from_secs(15)).is_some_and(|s| s.success()), "{}", daemon.log_text());
     let conf = sgbd_edge::config::Config::load(&cfg).unwrap();
     let store = sgbd_edge::store::open_config(&conf).unwrap();
     // (`sku-1` is not in this node's catalogue, so the event is held apart, not served.)

@@ -51,7 +51,8 @@ fn multimodal_experiments() {
     let dir = root.join(env_or("LEARNMM_DATASET", "tiktok_mmssl"));
     let data = load_inter(&find_inter(&dir).unwrap()).unwrap();
     let feature_files: Vec<String> = list("LEARNMM_FEATURES", "image_feat.npy,audio_feat.npy");
-    let clean: Vec<Modality> = feature_files.iter().map(|f| Modality::load(&dir.join(f), data.n_items).unwrap()).collect();
+    let clean: Vec<Modality> =
+        feature_files.iter().map(|f| Modality::load(&dir.join(f), data.n_items).unwrap()).collect();
     let models: Vec<String> = list("LEARNMM_MODELS", "freedom,vbpr");
     let optims: Vec<String> = list("LEARNMM_OPTIMS", "adam,mg,sgbd");
     let seeds: Vec<u64> = list("LEARNMM_SEEDS", "999,1000,1001");
@@ -113,9 +114,12 @@ fn multimodal_experiments() {
                     for &seed in &seeds {
                         let mut rng = StdRng::seed_from_u64(seed);
                         let mut model: Box<dyn Recommender> = match model_name.as_str() {
-                            "vbpr" => Box::new(Vbpr::new(data.n_users, data.n_items, &mods, &vp, DType::F32, &mut rng).unwrap()),
+                            "vbpr" => Box::new(
+                                Vbpr::new(data.n_users, data.n_items, &mods, &vp, DType::F32, &mut rng).unwrap(),
+                            ),
                             "freedom" => Box::new(
-                                Freedom::new(data.n_users, data.n_items, &data.train, &mods, &fp, DType::F32, &mut rng).unwrap(),
+                                Freedom::new(data.n_users, data.n_items, &data.train, &mods, &fp, DType::F32, &mut rng)
+                                    .unwrap(),
                             ),
                             m => panic!("unknown model {m}"),
                         };
@@ -137,7 +141,12 @@ fn multimodal_experiments() {
                         );
                         r20.push(test.recall_at(20));
                         n20.push(test.ndcg_at(20));
-                        info.push((rep.best_epoch.unwrap_or(0), rep.epochs_run, rep.train_s_per_epoch, rep.eval_s_per_pass));
+                        info.push((
+                            rep.best_epoch.unwrap_or(0),
+                            rep.epochs_run,
+                            rep.train_s_per_epoch,
+                            rep.eval_s_per_pass,
+                        ));
                         reports.push(serde_json::json!({
                             "model": model_name, "optim": kind.label(), "noise": noise, "swap": swap, "seed": seed,
                             "report": serde_json::to_value(&rep).unwrap(),
@@ -171,4 +180,3 @@ fn multimodal_experiments() {
         eprintln!("wrote {path}");
     }
 }
-

@@ -10,7 +10,8 @@ fn random_feats(n: usize, d: usize, seed: u64) -> Vec<f32> {
 
 /// Dense normalised kNN adjacency computed the slow way, in f64.
 fn brute_force(n: usize, d: usize, x: &[f32], k: usize, symmetrize: bool) -> Vec<f64> {
-    let norm: Vec<f64> = (0..n).map(|i| x[i * d..(i + 1) * d].iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt()).collect();
+    let norm: Vec<f64> =
+        (0..n).map(|i| x[i * d..(i + 1) * d].iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt()).collect();
     let mut s = vec![0f64; n * n];
     for i in 0..n {
         let mut sims: Vec<(f64, usize)> = (0..n)
@@ -84,7 +85,8 @@ fn real_tiktok_graph_is_bounded_and_normalised() {
     let dir = root.join("tiktok_mmssl");
     let img = sgbd_edge::learn::npy::Modality::load(&dir.join("image_feat.npy"), 6710).unwrap();
     let aud = sgbd_edge::learn::npy::Modality::load(&dir.join("audio_feat.npy"), 6710).unwrap();
-    let g = item_graph(6710, &[(img.dim, &img.data), (aud.dim, &aud.data)], &[0.1, 0.9], &KnnParams::default()).unwrap();
+    let g =
+        item_graph(6710, &[(img.dim, &img.data), (aud.dim, &aud.data)], &[0.1, 0.9], &KnnParams::default()).unwrap();
     g.check().unwrap();
     assert!(g.nnz() <= 2 * 10 * 6710);
     // Directed k = 10 graphs: every row sums to 0.1 * 1 + 0.9 * 1 = 1.

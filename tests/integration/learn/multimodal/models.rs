@@ -1,9 +1,9 @@
 //! VBPR and FREEDOM: gradient checks in f64, FREEDOM's degree-sensitive edge pruning, and
 //! planted data where only the item features can place cold items.
 
-use candle_core::{DType, Device};
 use crate::harness::grad::model_grad_check;
 use crate::harness::planted::{Multimodal, World};
+use candle_core::{DType, Device};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sgbd_edge::learn::freedom::{weighted_sample_without_replacement, Freedom, FreedomParams};
@@ -85,7 +85,13 @@ fn freedom_gradients_match_finite_differences() {
     let _turn = crate::harness::shared();
     let p = World::new(2, 4, 6, 3).cold(1).features(MODALITIES).seed(12).multimodal();
     let mut rng = StdRng::seed_from_u64(1);
-    let params = FreedomParams { dim: 4, dropout: 0.5, lambda: 0.7, knn: sgbd_edge::learn::knn::KnnParams { k: 3, ..Default::default() }, ..Default::default() };
+    let params = FreedomParams {
+        dim: 4,
+        dropout: 0.5,
+        lambda: 0.7,
+        knn: sgbd_edge::learn::knn::KnnParams { k: 3, ..Default::default() },
+        ..Default::default()
+    };
     let mut m = Freedom::new(p.n_users, p.n_items, &p.train, &p.modalities, &params, DType::F64, &mut rng).unwrap();
     m.on_epoch_start(&mut rng).unwrap();
     let worst = model_grad_check(&m, &tiny_batch(&p, 2), 12, 3);
@@ -127,7 +133,9 @@ fn pruning_keeps_the_count_without_duplicates_and_favours_low_degree() {
     for u in 1..21 {
         train.push((u, 19 + u)); // items 20..40, one user each
     }
-    let feats = sgbd_edge::learn::npy::Modality::new("f", n_items, 2, (0..n_items * 2).map(|x| (x % 7) as f32 + 1.0).collect()).unwrap();
+    let feats =
+        sgbd_edge::learn::npy::Modality::new("f", n_items, 2, (0..n_items * 2).map(|x| (x % 7) as f32 + 1.0).collect())
+            .unwrap();
     let params = FreedomParams { dim: 4, dropout: 0.5, modality_weights: vec![], ..Default::default() };
     let mut m = Freedom::new(n_users, n_items, &train, &[feats], &params, DType::F32, &mut rng).unwrap();
     let (mut hub, mut light) = (0usize, 0usize);
@@ -173,10 +181,41 @@ fn features_place_cold_items_for_their_group() {
     let _turn = crate::harness::shared();
     let p = World::new(2, 15, 20, 6).cold(3).features(MODALITIES).seed(21).multimodal();
     for (name, mut model) in [
-        ("vbpr", Box::new(Vbpr::new(p.n_users, p.n_items, &p.modalities, &VbprParams { dim: 8, reg: 1e-4 }, DType::F32, &mut StdRng::seed_from_u64(1)).unwrap()) as Box<dyn Recommender>),
-        ("freedom", Box::new(Freedom::new(p.n_users, p.n_items, &p.train, &p.modalities,
-            &FreedomParams { dim: 8, dropout: 0.3, lambda: 1e-3, knn: sgbd_edge::learn::knn::KnnParams { k: 5, ..Default::default() }, ..Default::default() },
-            DType::F32, &mut StdRng::seed_from_u64(1)).unwrap())),
+        (
+            "vbpr",
+            Box::new(
+                Vbpr::new(
+                    p.n_users,
+                    p.n_items,
+                    &p.modalities,
+                    &VbprParams { dim: 8, reg: 1e-4 },
+                    DType::F32,
+                    &mut StdRng::seed_from_u64(1),
+                )
+                .unwrap(),
+            ) as Box<dyn Recommender>,
+        ),
+        (
+            "freedom",
+            Box::new(
+                Freedom::new(
+                    p.n_users,
+                    p.n_items,
+                    &p.train,
+                    &p.modalities,
+                    &FreedomParams {
+                        dim: 8,
+                        dropout: 0.3,
+                        lambda: 1e-3,
+                        knn: sgbd_edge::learn::knn::KnnParams { k: 5, ..Default::default() },
+                        ..Default::default()
+                    },
+                    DType::F32,
+                    &mut StdRng::seed_from_u64(1),
+                )
+                .unwrap(),
+            ),
+        ),
     ] {
         let before = cold_auc(&p, &scores(model.as_ref()));
         train_adam(model.as_mut(), p.n_items, &p.train, 60, 0.02, 7);
