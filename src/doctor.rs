@@ -116,7 +116,7 @@ fn check_data_dir(dir: &Path) -> Vec<Check> {
             format!("{shown} does not exist yet (created by `run` under {parent})"),
         )
     };
-    let disk = match existing_ancestor(dir).map(|p| crate::sys::disk_free_bytes(&p)) {
+    let disk = match existing_ancestor(dir).map(crate::sys::disk_free_bytes) {
         Some(Ok(free)) => Check::new("disk", disk_status(free), format!("{} free in {shown}", human_bytes(free))),
         Some(Err(e)) => Check::new("disk", CheckStatus::Fail, format!("statvfs {shown}: {e}")),
         None => Check::new("disk", CheckStatus::Fail, format!("no existing directory above {shown}")),

@@ -12,7 +12,7 @@
 //! - [`daemon`]: the running appliance (tokio stages, systemd notify, signals),
 //! - [`doctor`]: the technician's self-test and status report,
 //! - [`config`]: the one typed TOML file,
-//! - [`cli`]: subcommands of the `sgbd-edge` binary, [`bench`]: benchmarks, [`demo`]: `run --demo`
+//! - [`cli`]: subcommands of the `sgbd-edge` binary, [`mod@bench`]: benchmarks, [`demo`]: `run --demo`
 //!   and the bundled demo shelf.
 
 pub mod bench;

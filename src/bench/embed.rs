@@ -45,7 +45,7 @@ pub struct EmbedBenchReport {
     pub batch: usize,
     pub threads: usize,
     pub mean_chars: f64,
-    /// Word pieces per sentence ([CLS] and [SEP] included).
+    /// Word pieces per sentence (`[CLS]` and `[SEP]` included).
     pub mean_tokens: f64,
     /// Whether the int8 rows ran the AVX-512 VNNI kernel (else the portable one).
     pub int8_vnni: bool,

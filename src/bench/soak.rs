@@ -524,7 +524,7 @@ async fn request(c: &KioskClient, n: u64) -> bool {
 async fn send_event(c: &KioskClient, sh: &Shared, n: u64) -> bool {
     sh.sent.fetch_add(1, Ordering::Relaxed);
     let id = format!("soak-{n}");
-    let kind = if n % 10 == 0 { "cart" } else { "view" };
+    let kind = if n.is_multiple_of(10) { "cart" } else { "view" };
     let sku = format!("sku{:05}", (n * 7919) % 2000);
     let res = c.event(&id, &format!("u{}", n % 600), &sku, kind, Some(Duration::from_secs(10))).await;
     let stored = matches!(&res, Ok(Some(r)) if r.json.get("stored").and_then(|s| s.as_bool()) == Some(true));

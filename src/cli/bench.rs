@@ -14,7 +14,7 @@ pub enum BenchCmd {
     /// Capture: crops per second and end-to-end time from a shelf picture in a folder to stored crops.
     Capture(crate::bench::capture::CaptureBenchArgs),
     /// Recommender training: optimisers x seeds, test metrics and time per epoch / evaluation.
-    Train(super::train::BenchTrainArgs),
+    Train(Box<super::train::BenchTrainArgs>),
     /// BLIP-large captioning (random weights): vision encoder, ms/token before/after the decoding
     /// cache, images/s batched, peak RSS.
     Caption(crate::bench::caption::CaptionBenchArgs),

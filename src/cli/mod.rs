@@ -59,7 +59,7 @@ pub enum Command {
     /// Act as a kiosk: send an event or ask for recommendations over MQTT.
     Kiosk(kiosk::KioskArgs),
     /// Train a recommender on a data set (MMRec .inter files and features) and write a report.
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     /// Model files and the recommender model registry.
     #[command(subcommand)]
     Models(models::ModelsCmd),
@@ -100,7 +100,7 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Status(a) => doctor::status(a),
         Command::Import(c) => store::import(c),
         Command::Kiosk(a) => kiosk::run(a),
-        Command::Train(a) => train::run(a),
+        Command::Train(a) => train::run(*a),
         Command::Models(c) => models::run(c),
         Command::Caption(a) => denoise::caption(a),
         Command::Denoise(a) => denoise::denoise(a),

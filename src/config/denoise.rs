@@ -17,7 +17,7 @@ pub struct DenoiseConfig {
     /// Device for the captioner: "cpu", or "cuda" (GPU 0 when built with the `cuda` feature; otherwise
     /// the CPU is used and a log line says so).
     pub device: String,
-    /// Greedy decoding stops at [SEP] or after this many generated tokens.
+    /// Greedy decoding stops at `[SEP]` or after this many generated tokens.
     pub max_caption_tokens: usize,
     /// Images encoded (and decoded) together in one batch.
     pub caption_batch: usize,

@@ -11,7 +11,7 @@
 //!   item's description (rule-based only without BLIP: degraded, said once in the log and in
 //!   `status.json`/stats), embed the item text with MiniLM (when loaded), and store the features
 //!   (with their model ids) and then the clean text (the text written last marks the item done:
-//!   [`backlog`] relies on it).
+//!   `backlog` relies on it).
 //!
 //! Both stages beat their heartbeat (`capture`, `denoise`) at least every 500 ms between jobs.
 //! Shutdown: the stop flag ends both loops after the frame / item in hand (every row is written

@@ -1,7 +1,7 @@
 //! BLIP captioning on candle: our vision encoder ([`super::vision`]) and our own text decoder over
 //! the same weights. The decoder computes the cross-attention keys/values of the image tokens once
 //! per image batch instead of at every generated token (upstream recomputes them each step), and
-//! decodes a whole batch of images at once. Greedy decoding from [DEC] until [SEP] or a token cap.
+//! decodes a whole batch of images at once. Greedy decoding from `[DEC]` until `[SEP]` or a token cap.
 //! candle's upstream models (`blip` / `quantized_blip`) are built only on demand, as the baseline
 //! that tests and benchmarks compare against.
 use super::bert::{Attention, FeedForward};
@@ -16,15 +16,15 @@ use image::DynamicImage;
 use std::path::Path;
 use std::time::Instant;
 
-/// BLIP's [DEC] token: decoding starts from it.
+/// BLIP's `[DEC]` token: decoding starts from it.
 pub const BOS_TOKEN: u32 = 30522;
-/// BLIP's [SEP] token: decoding stops at it.
+/// BLIP's `[SEP]` token: decoding stops at it.
 pub const SEP_TOKEN: u32 = 102;
 /// CLIP normalisation used by BLIP's image processor.
 pub const IMAGE_MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];
-pub const IMAGE_STD: [f32; 3] = [0.26862954, 0.26130258, 0.27577711];
+pub const IMAGE_STD: [f32; 3] = [0.26862954, 0.261_302_6, 0.275_777_1];
 
-/// Resize to fill `size`x`size` (triangle filter, centre crop), scale to [0,1], CLIP-normalise.
+/// Resize to fill `size`x`size` (triangle filter, centre crop), scale to \[0,1\], CLIP-normalise.
 /// Returns (3, size, size) f32.
 pub fn preprocess(img: &DynamicImage, size: usize, device: &Device) -> CResult<Tensor> {
     let img = img.resize_to_fill(size as u32, size as u32, image::imageops::FilterType::Triangle);
@@ -163,7 +163,7 @@ impl CachedDecoder {
         activate(self.head_act, &x.apply(&self.head_dense)?)?.apply(&self.head_ln)?.apply(&self.head_decoder)
     }
 
-    /// Greedy decoding of a batch: one row of tokens per image (without [DEC] and [SEP]).
+    /// Greedy decoding of a batch: one row of tokens per image (without `[DEC]` and `[SEP]`).
     pub fn generate(&self, image_embeds: &Tensor, max_tokens: usize) -> CResult<Vec<Vec<u32>>> {
         self.generate_with(image_embeds, max_tokens, true)
     }
@@ -358,7 +358,7 @@ impl Captioner {
         self.generate_inner(embeds, max_tokens, mode, true)
     }
 
-    /// Decodes exactly `tokens` tokens per image, ignoring [SEP] (benchmarks).
+    /// Decodes exactly `tokens` tokens per image, ignoring `[SEP]` (benchmarks).
     pub fn generate_fixed(&mut self, embeds: &Tensor, tokens: usize, mode: DecodeMode) -> CResult<Vec<Vec<u32>>> {
         self.generate_inner(embeds, tokens, mode, false)
     }

@@ -170,7 +170,7 @@ impl TextEncoder {
         }
     }
 
-    /// Word pieces of `text` after truncation, [CLS] and [SEP] included.
+    /// Word pieces of `text` after truncation, `[CLS]` and `[SEP]` included.
     pub fn token_count(&self, text: &str) -> Result<usize> {
         let enc = self.tokenizer.encode(text, true).map_err(|e| DenoiseError::Tokenizer(e.to_string()))?;
         Ok(enc.get_ids().len())

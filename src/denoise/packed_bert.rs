@@ -254,7 +254,7 @@ impl PackedBert {
         self.precision
     }
 
-    /// Mean-pooled, L2-normalised embeddings of `sentences` (word-piece ids, [CLS]/[SEP] included).
+    /// Mean-pooled, L2-normalised embeddings of `sentences` (word-piece ids, `[CLS]`/`[SEP]` included).
     pub fn embed(&self, sentences: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
         let h = self.hidden;
         let (x, spans) = self.encode(sentences, None)?;

@@ -563,7 +563,7 @@ mod tests {
         let mut x = random(m * k, 10);
         // Input 5 is a BERT-style outlier feature: 25x the others on every token.
         for row in x.chunks_exact_mut(k) {
-            row[5] = 25.0 + row[5];
+            row[5] += 25.0;
         }
         let (w, b) = (random(n * k, 11), random(n, 12));
         let mut act_max = vec![0f32; k];

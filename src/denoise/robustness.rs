@@ -78,8 +78,7 @@ pub fn check(items: &[CatalogItem], cfg: &DenoiseConfig, enc: Option<&TextEncode
         let word = it
             .title
             .split_whitespace()
-            .filter(|w| w.chars().all(|c| c.is_alphabetic()) && w.len() >= 3)
-            .last()
+            .rfind(|w| w.chars().all(|c| c.is_alphabetic()) && w.len() >= 3)
             .unwrap_or("style")
             .to_lowercase();
         let stuffing = format!("{word} cheap {word} new {word} women {word} men {word}.");

@@ -65,8 +65,8 @@ pub fn random_bert_tensors(
         .collect()
 }
 
-/// A small BLIP config: `hidden` for both towers, `layers` layers each, vocab 30524 (so [DEC] 30522
-/// and [SEP] 102 are valid), 384x384 images in 16x16 patches.
+/// A small BLIP config: `hidden` for both towers, `layers` layers each, vocab 30524 (so `[DEC]` 30522
+/// and `[SEP]` 102 are valid), 384x384 images in 16x16 patches.
 pub fn tiny_blip_config(hidden: usize, layers: usize) -> blip::Config {
     let text_config = blip_text::Config {
         vocab_size: 30524,
@@ -136,7 +136,7 @@ pub fn write_random_blip_safetensors(cfg: &blip::Config, seed: u64, path: &Path)
 /// others become F32.
 pub fn quantize_for_gguf(t: &Tensor, dtype: GgmlDType) -> candle_core::Result<QTensor> {
     let dims = t.dims();
-    if dims.len() == 2 && dims[1] % dtype.block_size() == 0 {
+    if dims.len() == 2 && dims[1].is_multiple_of(dtype.block_size()) {
         QTensor::quantize(t, dtype)
     } else {
         QTensor::quantize(t, GgmlDType::F32)
@@ -173,8 +173,8 @@ fn write_gguf(qs: &[(String, QTensor)], path: &Path) -> candle_core::Result<()> 
     Ok(())
 }
 
-/// A BERT-style WordPiece tokenizer with BLIP's 30524 ids: [PAD]=0, [UNK]=100, [CLS]=101,
-/// [SEP]=102, [MASK]=103, [DEC]=30522, [ENC]=30523, and made-up words `w<id>` elsewhere. Saved as
+/// A BERT-style WordPiece tokenizer with BLIP's 30524 ids: `[PAD]`=0, `[UNK]`=100, `[CLS]`=101,
+/// `[SEP]`=102, `[MASK]`=103, `[DEC]`=30522, `[ENC]`=30523, and made-up words `w<id>` elsewhere. Saved as
 /// tokenizer.json at `path`.
 pub fn write_tiny_tokenizer(path: &Path) -> Result<(), String> {
     use tokenizers::models::wordpiece::WordPiece;

@@ -3,7 +3,7 @@
 //! Same computation as candle's `blip` / `quantized_blip` vision models, arranged for inference
 //! speed on a small CPU: the exact GELU runs through the vectorised kernel of [`super::gelu`], the
 //! attention on the CPU runs one (image, head) pair per task straight from the query-key-value
-//! product, with a vectorised softmax and one n × n score buffer per task ([`CpuAttention`]);
+//! product, with a vectorised softmax and one n × n score buffer per task (`CpuAttention`);
 //! elsewhere it runs one image at a time with the scale folded into the queries.
 use super::gelu::activate;
 use super::gelu::contiguous_f32;

@@ -27,15 +27,15 @@ use std::sync::Arc;
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FreedomParams {
-    /// Id embedding size [embedding_size].
+    /// Id embedding size (MMRec `embedding_size`).
     pub dim: usize,
-    /// User-item LightGCN layers [n_ui_layers].
+    /// User-item LightGCN layers (MMRec `n_ui_layers`).
     pub ui_layers: usize,
-    /// Item-item graph layers [n_mm_layers].
+    /// Item-item graph layers (MMRec `n_mm_layers`).
     pub mm_layers: usize,
-    /// Fraction of user-item edges dropped each epoch [dropout], in [0, 1).
+    /// Fraction of user-item edges dropped each epoch (MMRec `dropout`), in [0, 1).
     pub dropout: f64,
-    /// Weight of the modality BPR terms [reg_weight].
+    /// Weight of the modality BPR terms (MMRec `reg_weight`).
     pub lambda: f64,
     /// Weight of each modality's kNN graph, in the order of the modality list
     /// [mm_image_weight = 0.1 for the first, 0.9 for the second]. Empty: equal weights.

@@ -17,7 +17,7 @@ pub enum ModelKind {
     Freedom,
 }
 
-/// One training batch: B triples (user, positive item, negative item), u32 index tensors of shape [B].
+/// One training batch: B triples (user, positive item, negative item), u32 index tensors of shape `[B]`.
 pub struct Batch {
     pub users: Tensor,
     pub pos: Tensor,

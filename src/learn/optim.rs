@@ -156,7 +156,7 @@ impl OptimParams {
         if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
             return bad("Adam betas must be in [0, 1)");
         }
-        if !(self.eps > 0.0) || !(self.rho >= 0.0) || !self.rho.is_finite() {
+        if self.eps.is_nan() || self.eps <= 0.0 || self.rho.is_nan() || self.rho < 0.0 || !self.rho.is_finite() {
             return bad("eps must be > 0 and rho >= 0");
         }
         if self.beta == 0 {
@@ -489,7 +489,7 @@ pub struct Adam {
 
 impl Adam {
     pub fn new(vars: &[Var], lr: f64, b1: f64, b2: f64, eps: f64) -> Result<Self> {
-        let moments = vars.iter().map(|v| zero_moments(v)).collect::<Result<Vec<_>>>()?;
+        let moments = vars.iter().map(zero_moments).collect::<Result<Vec<_>>>()?;
         Ok(Self { lr, b1, b2, eps, t: 0, moments })
     }
 }
@@ -738,7 +738,7 @@ fn sum_sq(t: &Tensor) -> Result<f64> {
 
 impl Optimizer for Composite {
     fn step_with(&mut self, loss_fn: &mut dyn FnMut() -> Result<LossGrads>, batch_index: usize) -> Result<f32> {
-        let mirror = self.kind.uses_mirror() && batch_index % self.params.beta == 0;
+        let mirror = self.kind.uses_mirror() && batch_index.is_multiple_of(self.params.beta);
         let lg = loss_fn()?;
         let value = lg.loss.to_dtype(DType::F64)?.to_scalar::<f64>()? as f32;
         if !value.is_finite() {

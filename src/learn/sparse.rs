@@ -267,7 +267,7 @@ fn row_f32_avx2_checked(
     o: &mut [f32],
     acc: bool,
 ) {
-    if d % 8 != 0 || o.len() != d {
+    if !d.is_multiple_of(8) || o.len() != d {
         return row_generic(cols, vals, x, slot, d, o, acc);
     }
     // SAFETY: only returned by `f32::kernel` when the CPU has AVX2 and FMA.

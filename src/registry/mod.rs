@@ -105,7 +105,8 @@ pub struct ServingModel {
 /// A linear map from an item's (normalised) feature vector to the embedding space.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Projection {
-    /// Feature layout the projection expects ([`crate::online::features::FeatureLayout`]).
+    /// Feature layout the projection expects: (modality, dimension) in row order, as in
+    /// [`ItemFeatures::layout`](crate::online::features::ItemFeatures::layout).
     pub layout: Vec<(String, usize)>,
     pub feature_dim: usize,
     #[serde(skip)]

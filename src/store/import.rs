@@ -414,7 +414,7 @@ pub fn import_interactions_with(store: &mut Store, path: &Path, opts: &InterImpo
                     }
                 },
             };
-            let split = match split_column(l.split, &rec) {
+            let split = match split_column(l.split, rec) {
                 Ok(s) => s,
                 Err(msg) => {
                     summary.errors.push((line, msg));
@@ -474,7 +474,7 @@ pub fn import_interactions_with(store: &mut Store, path: &Path, opts: &InterImpo
                 summary.errors.push((line, format!("ts_ms {:?} is not an integer", &rec[l.ts_ms])));
                 return Ok(());
             };
-            let split = match split_column(l.split, &rec) {
+            let split = match split_column(l.split, rec) {
                 Ok(s) => s,
                 Err(msg) => {
                     summary.errors.push((line, msg));

@@ -47,13 +47,17 @@ fn spmm_forward_matches_dense_and_gradient_checks() {
         assert!((*p as f64 - q).abs() < 1e-5);
     }
     let w = Tensor::randn(0f64, 1.0, (7, 3), &Device::Cpu).unwrap();
-    let err = grad_check(&[x.clone()], &|| spmm(&a, x.as_tensor()).unwrap().mul(&w).unwrap().sum_all().unwrap(), 100);
+    let err = grad_check(
+        std::slice::from_ref(&x),
+        &|| spmm(&a, x.as_tensor()).unwrap().mul(&w).unwrap().sum_all().unwrap(),
+        100,
+    );
     assert!(err < 1e-6, "spmm gradient relative error {err}");
     // the precomputed-transpose form, nested twice (gradient through two products)
     let op = SparseOp::new(Arc::new(random_csr(5, 5, 12, 2)));
     let w5 = Tensor::randn(0f64, 1.0, (5, 3), &Device::Cpu).unwrap();
     let err = grad_check(
-        &[x.clone()],
+        std::slice::from_ref(&x),
         &|| op.apply(&op.apply(x.as_tensor()).unwrap().tanh().unwrap()).unwrap().mul(&w5).unwrap().sum_all().unwrap(),
         100,
     );
@@ -74,7 +78,7 @@ fn propagate_mean_matches_layers_and_gradient_checks() {
     assert!(diff < 1e-12, "{diff}");
     let w = Tensor::randn(0f64, 1.0, (6, 4), &Device::Cpu).unwrap();
     let err = grad_check(
-        &[x.clone()],
+        std::slice::from_ref(&x),
         &|| op.propagate_mean(x.as_tensor(), 2).unwrap().sqr().unwrap().mul(&w).unwrap().sum_all().unwrap(),
         100,
     );

@@ -156,10 +156,7 @@ async fn full_or_read_only_data_dir_gives_errors_keeps_serving_and_corrupts_noth
     let st = ro.wait(Duration::from_secs(20)).expect("daemon on a read-only data dir must exit, not hang");
     assert!(!st.success(), "daemon ran on a read-only data dir");
     let ro_log = ro.log_text();
-    eprintln!(
-        "read-only start: {}",
-        ro_log.lines().filter(|l| l.contains("ERROR") || l.contains("rror")).last().unwrap_or("")
-    );
+    eprintln!("read-only start: {}", ro_log.lines().rfind(|l| l.contains("ERROR") || l.contains("rror")).unwrap_or(""));
     assert!(ro_log.contains("is not writable") && ro_log.contains("Read-only file system"), "unclear error:\n{ro_log}");
     mount.remount("rw");
 

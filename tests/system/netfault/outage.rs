@@ -202,7 +202,7 @@ async fn broker_outage_nothing_lost_memory_bounded() {
         producer_store.outbox_push(&test_topic, id.as_bytes(), 1, false).unwrap();
         outbox_ids.push(id);
         n += 1;
-        if n % OUTBOX_RATE == 0 {
+        if n.is_multiple_of(OUTBOX_RATE) {
             max_backlog_db = max_backlog_db.max(producer_store.outbox_len().unwrap());
             max_backlog_status =
                 max_backlog_status.max(counter(&status_counters(&dir.path().join("var")), "outbox.backlog"));

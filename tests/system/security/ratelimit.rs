@@ -48,7 +48,7 @@ async fn flooding_kiosk_is_rate_limited_others_are_not() {
             }
         }
     }
-    assert_eq!(seen, limited as u64, "stats counter");
+    assert_eq!(seen, limited, "stats counter");
 
     // After a pause the bucket has refilled.
     tokio::time::sleep(Duration::from_millis(1200)).await;

@@ -155,7 +155,7 @@ async fn tls_credentials_certificates_and_acls_against_mosquitto() {
     // Kiosk A spies on B's replies and tries to publish as B.
     let (ca, mut arx, mut aev) = raw(broker.port, trusted.clone(), "kA", "pwA").await;
     assert_eq!(first_event(&mut aev).await, "connack Success");
-    ca.subscribe(format!("sgbd/s1/edge-t/kiosk/kB/#"), QoS::AtLeastOnce).await.unwrap();
+    ca.subscribe("sgbd/s1/edge-t/kiosk/kB/#".to_string(), QoS::AtLeastOnce).await.unwrap();
     ca.subscribe("sgbd/#", QoS::AtLeastOnce).await.unwrap();
     let _ = first_event(&mut aev).await;
     let _ = first_event(&mut aev).await;

@@ -161,14 +161,13 @@ fn pruning_keeps_the_count_without_duplicates_and_favours_low_degree() {
 /// Mean over users of P(score(cold item of own group) > score(cold item of the other group)).
 fn cold_auc(p: &Multimodal, s: &[Vec<f32>]) -> f64 {
     let mut total = 0.0;
-    for u in 0..p.n_users {
-        let g = p.user_group[u];
+    for (su, &g) in s.iter().zip(&p.user_group) {
         let own: Vec<u32> = p.cold.iter().copied().filter(|&i| p.item_group[i as usize] == g).collect();
         let other: Vec<u32> = p.cold.iter().copied().filter(|&i| p.item_group[i as usize] != g).collect();
         let mut wins = 0.0;
         for &a in &own {
             for &b in &other {
-                wins += if s[u][a as usize] > s[u][b as usize] { 1.0 } else { 0.0 };
+                wins += if su[a as usize] > su[b as usize] { 1.0 } else { 0.0 };
             }
         }
         total += wins / (own.len() * other.len()) as f64;
@@ -224,12 +223,11 @@ fn features_place_cold_items_for_their_group() {
         // Cold items of the user's own group also beat the other group's warm items.
         let mut beats = 0usize;
         let mut pairs = 0usize;
-        for u in 0..p.n_users {
-            let g = p.user_group[u];
+        for (su, &g) in s.iter().zip(&p.user_group) {
             for &c in p.cold.iter().filter(|&&c| p.item_group[c as usize] == g) {
                 for i in (0..p.n_items).filter(|&i| p.item_group[i] != g && !p.cold.contains(&(i as u32))) {
                     pairs += 1;
-                    beats += (s[u][c as usize] > s[u][i]) as usize;
+                    beats += (su[c as usize] > su[i]) as usize;
                 }
             }
         }
