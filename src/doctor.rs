@@ -180,7 +180,8 @@ fn check_database(cfg: &Config) -> Check {
     }
 }
 
-/// A registry path as stored: relative paths are under `node.data_dir`.
+/// A model path as stored in a `model_versions` row that the registry did not write itself
+/// (imported rows): absolute, or relative to `node.data_dir`.
 fn under_data_dir(cfg: &Config, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() {
@@ -190,7 +191,13 @@ fn under_data_dir(cfg: &Config, p: &str) -> PathBuf {
     }
 }
 
-/// The active recommender model: its file exists and its sha256 matches the registry.
+/// The active recommender model. A registry version is checked where the daemon loads it from,
+/// `<data_dir>/registry/<version>/` ([`crate::registry::Registry::verify`]: `manifest.json`
+/// against the row's sha256, every file against the manifest), whatever path the row records:
+/// earlier builds recorded the folder relative to the working directory of the process that
+/// trained (`./var/registry/<v>` under `data_dir = "./var"`), which joined under `data_dir` again
+/// named a folder that does not exist (a false FAIL after every promotion in the demo). Other
+/// rows name a file whose sha256 must match.
 fn check_active_model(cfg: &Config) -> Check {
     let path = store::db_path(cfg);
     if !path.exists() {
@@ -203,9 +210,43 @@ fn check_active_model(cfg: &Config) -> Check {
     let Some(m) = active else {
         return Check::new("recommender", CheckStatus::Warn, "no active model: serving falls back to popularity");
     };
+    let registry = crate::registry::Registry::from_config(cfg);
+    let dir = registry.dir(&m.version);
+    if dir.is_dir() {
+        return match registry.verify(&m) {
+            Ok(manifest) => Check::new(
+                "recommender",
+                CheckStatus::Ok,
+                format!(
+                    "active {} at {} (manifest and {} files sha256 ok)",
+                    m.version,
+                    dir.display(),
+                    manifest.files.len()
+                ),
+            ),
+            Err(e) => Check::new("recommender", CheckStatus::Fail, format!("active {}: {e}", m.version)),
+        };
+    }
     let file = under_data_dir(cfg, &m.path);
     if file.is_dir() {
-        return Check::new("recommender", CheckStatus::Ok, format!("active {} at {}", m.version, file.display()));
+        let manifest = file.join("manifest.json");
+        return match crate::sys::sha256_file(&manifest) {
+            Ok(h) if h.eq_ignore_ascii_case(m.sha256.trim()) => Check::new(
+                "recommender",
+                CheckStatus::Ok,
+                format!("active {} at {} (manifest sha256 ok)", m.version, file.display()),
+            ),
+            Ok(h) => Check::new(
+                "recommender",
+                CheckStatus::Fail,
+                format!("active {}: {} has sha256 {h}, registry says {}", m.version, manifest.display(), m.sha256),
+            ),
+            Err(e) => Check::new(
+                "recommender",
+                CheckStatus::Fail,
+                format!("active {}: {}: {e}", m.version, manifest.display()),
+            ),
+        };
     }
     match crate::sys::sha256_file(&file) {
         Ok(h) if h.eq_ignore_ascii_case(m.sha256.trim()) => Check::new(
@@ -218,13 +259,19 @@ fn check_active_model(cfg: &Config) -> Check {
             CheckStatus::Fail,
             format!("active {}: {} has sha256 {h}, registry says {}", m.version, file.display(), m.sha256),
         ),
-        Err(e) => {
-            Check::new("recommender", CheckStatus::Fail, format!("active {}: {}: {e}", m.version, file.display()))
-        }
+        Err(e) => Check::new(
+            "recommender",
+            CheckStatus::Fail,
+            format!("active {}: {} (not in {}): {e}", m.version, file.display(), registry.root().display()),
+        ),
     }
 }
 
+/// The model files the config uses. A missing one fails only when `denoise.require_models` is
+/// set; otherwise it is a warning (the denoiser runs degraded: rule-based cleaning without MiniLM,
+/// no captions without BLIP). A file with the wrong sha256 or that cannot be read always fails.
 fn check_model_files(cfg: &Config) -> Vec<Check> {
+    let required = cfg.denoise.require_models;
     modelfiles::verify_all(cfg)
         .into_iter()
         .map(|f| {
@@ -238,10 +285,15 @@ fn check_model_files(cfg: &Config) -> Vec<Check> {
                     format!("{p} present, sha256 {actual} not pinned (`sgbd-edge models pin {}`)", f.model_id),
                 ),
                 FileState::Missing { expected } => (
-                    CheckStatus::Fail,
+                    if required { CheckStatus::Fail } else { CheckStatus::Warn },
                     format!(
-                        "{p} missing (expected sha256 {})",
-                        expected.as_deref().unwrap_or("to be pinned on install")
+                        "{p} missing (expected sha256 {}){}",
+                        expected.as_deref().unwrap_or("to be pinned on install"),
+                        if required {
+                            "; required by denoise.require_models"
+                        } else {
+                            "; optional (denoise.require_models = false): the denoiser runs degraded without it"
+                        }
                     ),
                 ),
                 FileState::Mismatch { expected, actual } => {
@@ -446,7 +498,8 @@ pub(crate) fn describe_shelf(status: &serde_json::Value) -> Vec<String> {
 /// The daemon's live state, from `<data_dir>/status.json`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DaemonState {
-    /// The file is fresh (under 2 minutes) and does not say the daemon stopped.
+    /// The file is fresh (under 2 minutes), does not say the daemon stopped, and the pid it names
+    /// is alive.
     pub running: bool,
     /// Human-readable summary.
     pub detail: String,
@@ -457,7 +510,8 @@ pub struct DaemonState {
 }
 
 /// Reads `<data_dir>/status.json`. Freshness comes from its `updated_at` (ms) field, else from
-/// the file's modification time.
+/// the file's modification time; a file whose `pid` is not a live process is stale however fresh
+/// ([`crate::sys::pid_alive`]).
 pub fn daemon_state(data_dir: &Path, now_ms: i64) -> DaemonState {
     let path = crate::daemon::health::status_path(data_dir);
     let not_running = |detail: String, age_s, status| DaemonState { running: false, detail, age_s, status };
@@ -479,6 +533,19 @@ pub fn daemon_state(data_dir: &Path, now_ms: i64) -> DaemonState {
     };
     if v.get("running").and_then(|r| r.as_bool()) == Some(false) {
         return not_running("stopped (clean shutdown)".into(), age_s, Some(v));
+    }
+    // A daemon killed with SIGKILL (or crashed) leaves a fresh-looking file: its pid tells.
+    if let Some(pid) = v.get("pid").and_then(|p| p.as_u64()) {
+        if !u32::try_from(pid).is_ok_and(crate::sys::pid_alive) {
+            return not_running(
+                format!(
+                    "not running (stale status.json: pid {pid} is gone, killed or crashed {} s ago at most)",
+                    age_s.map(|a| format!("{a:.0}")).unwrap_or("?".into())
+                ),
+                age_s,
+                Some(v),
+            );
+        }
     }
     match age_ms {
         Some(a) if a <= STATUS_MAX_AGE_MS => {
@@ -600,13 +667,14 @@ mod tests {
         let now = 1_800_000_000_000i64;
         assert!(!daemon_state(&dir, now).running);
         let write = |v: serde_json::Value| std::fs::write(dir.join("status.json"), v.to_string()).unwrap();
-        write(serde_json::json!({"running": true, "updated_at": now - 5_000, "pid": 42, "uptime_s": 99,
+        let me = std::process::id();
+        write(serde_json::json!({"running": true, "updated_at": now - 5_000, "pid": me, "uptime_s": 99,
             "broker": "127.0.0.1:1883", "broker_connected": true, "model_version": "v7"}));
         let s = daemon_state(&dir, now);
         assert!(s.running, "{s:?}");
         assert_eq!(s.age_s, Some(5.0));
         assert!(
-            s.detail.contains("pid 42") && s.detail.contains("connected") && s.detail.contains("v7"),
+            s.detail.contains(&format!("pid {me}")) && s.detail.contains("connected") && s.detail.contains("v7"),
             "{}",
             s.detail
         );

@@ -70,6 +70,31 @@ pub fn terminate(pid: u32) -> std::io::Result<()> {
     Ok(rustix::process::kill_process(pid, rustix::process::Signal::TERM)?)
 }
 
+/// Whether a process with this id exists: `kill(pid, 0)`. `EPERM` (it exists but belongs to
+/// another user, e.g. the daemon's own user seen from a technician's shell) counts as alive; a
+/// zombie (exited, not yet reaped: `Z` in `/proc/<pid>/stat`) does not. Ids that are not a
+/// positive `pid_t` are never alive.
+pub fn pid_alive(pid: u32) -> bool {
+    let Some(p) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
+        return false;
+    };
+    let exists = match rustix::process::test_kill_process(p) {
+        Ok(()) => true,
+        Err(e) => e == rustix::io::Errno::PERM,
+    };
+    exists && !is_zombie(pid)
+}
+
+/// `/proc/<pid>/stat` names the state after the command in parentheses; `Z` (zombie) and `X`
+/// (dead) are processes that have exited. Without `/proc` nothing is a zombie.
+fn is_zombie(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next());
+    matches!(state, Some("Z" | "X"))
+}
+
 /// Whether this process runs as root (effective uid 0).
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
@@ -257,5 +282,21 @@ mod tests {
         pty.controller.read_exact(&mut buf).unwrap();
         assert_eq!(buf, [0x56, 0x00], "raw mode: bytes pass unchanged");
         assert!(terminate(0).is_err());
+    }
+
+    #[test]
+    fn pid_liveness() {
+        assert!(pid_alive(std::process::id()));
+        // pid 1 exists and usually belongs to root: alive, through EPERM when we are not root.
+        assert!(pid_alive(1));
+        assert!(!pid_alive(0));
+        assert!(!pid_alive(u32::MAX));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Exited but not reaped yet: a zombie, not alive.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(!pid_alive(pid));
+        child.wait().unwrap();
+        assert!(!pid_alive(pid));
     }
 }

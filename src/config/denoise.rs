@@ -9,6 +9,10 @@ use std::path::PathBuf;
 pub struct DenoiseConfig {
     /// Directory with model files named in `models/manifest.toml`.
     pub models_dir: PathBuf,
+    /// The model files (text encoder, and the captioner when captioning is enabled) must be
+    /// installed: `doctor` fails without them. When false (the default) a missing file is a
+    /// warning: the denoiser runs degraded. A file present with the wrong checksum always fails.
+    pub require_models: bool,
     /// Caption product photos with BLIP (needs the BLIP model files; without them cleaning runs degraded).
     pub caption_enabled: bool,
     /// Manifest id of the captioning model: `blip-large-q4k`, `blip-large-q8_0` (GGUF, CPU) or
@@ -54,6 +58,7 @@ impl Default for DenoiseConfig {
     fn default() -> Self {
         Self {
             models_dir: PathBuf::from("./models"),
+            require_models: false,
             caption_enabled: true,
             caption_model: "blip-large-q4k".into(),
             device: "cpu".into(),

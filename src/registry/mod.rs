@@ -295,11 +295,14 @@ impl Registry {
         Ok(Written { manifest, dir: fin, sha256 })
     }
 
-    /// Records a written version in the store with `status` (metrics, sha256, parent).
+    /// Records a written version in the store with `status` (metrics, sha256, parent). The path
+    /// is recorded absolute: a relative `node.data_dir` (`./var`) would otherwise record a path
+    /// relative to this process's working directory, which no reader can resolve.
     pub fn register(&self, store: &Store, w: &Written, metrics: &serde_json::Value, status: ModelStatus) -> Result<()> {
+        let dir = std::path::absolute(&w.dir).map_err(io(&w.dir))?;
         store.insert_model_version(&NewModelVersion {
             version: w.manifest.version.clone(),
-            path: w.dir.to_string_lossy().into_owned(),
+            path: dir.to_string_lossy().into_owned(),
             sha256: w.sha256.clone(),
             metrics: metrics.clone(),
             parent: w.manifest.parent.clone(),

@@ -43,10 +43,12 @@ fn cli_doctor_exit_codes_and_status_json() {
     .unwrap();
     s.outbox_push("t", b"x", 1, false).unwrap();
     drop(s);
+    // The pid of a live process (this test's): a status.json naming a dead pid reads as stale.
+    let pid = std::process::id();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     std::fs::write(
         data.join("status.json"),
-        serde_json::json!({"running": true, "pid": 1234, "updated_at": now, "uptime_s": 60, "broker": "127.0.0.1:1883",
+        serde_json::json!({"running": true, "pid": pid, "updated_at": now, "uptime_s": 60, "broker": "127.0.0.1:1883",
             "broker_connected": true, "model_version": "none", "stages": {"ingest": {"last_beat_ms_ago": 10, "ok": true}}})
         .to_string(),
     )
@@ -58,11 +60,13 @@ fn cli_doctor_exit_codes_and_status_json() {
     assert_eq!(v["counts"]["users"], 1);
     assert_eq!(v["counts"]["outbox"], 1);
     assert_eq!(v["daemon"]["running"], true);
-    assert_eq!(v["daemon"]["status"]["pid"], 1234);
+    assert_eq!(v["daemon"]["status"]["pid"], pid);
     let (code, out) = cli(&["status"], &cfg_path);
     assert_eq!(code, 0);
     assert!(
-        out.contains("outbox backlog 1") && out.contains("running: pid 1234") && out.contains("stage ingest"),
+        out.contains("outbox backlog 1")
+            && out.contains(&format!("running: pid {pid}"))
+            && out.contains("stage ingest"),
         "{out}"
     );
 }

@@ -124,3 +124,31 @@ async fn sigkill_during_ingest_loses_no_acknowledged_event() {
     daemon.signal(libc::SIGTERM);
     assert!(daemon.wait(Duration::from_secs(15)).is_some_and(|s| s.success()));
 }
+
+/// `status` right after a SIGKILL: the daemon's last `status.json` is fresh and says it runs, but
+/// its pid is gone, so the report says not running (stale) instead of running for two minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_after_sigkill_says_not_running() {
+    let _turn = crate::harness::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port_pair();
+    let cfg_path = write_config(dir.path(), port, false, "");
+    let mut daemon = Daemon::spawn(&cfg_path);
+    let _kiosk = kiosk_when_ready(port, "k1", Protocol::V5).await;
+    let status = |cfg: &std::path::Path| -> serde_json::Value {
+        let out = crate::harness::daemon::bin().args(["status", "--json", "--config"]).arg(cfg).output().unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let until = Instant::now() + Duration::from_secs(10);
+    while status(&cfg_path)["daemon"]["running"] != true {
+        assert!(Instant::now() < until, "status never said running\n{}", daemon.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    daemon.signal(libc::SIGKILL);
+    daemon.wait(Duration::from_secs(10)).expect("killed");
+    let v = status(&cfg_path);
+    assert_eq!(v["daemon"]["running"], false, "{v}");
+    assert!(v["daemon"]["age_s"].as_f64().is_some_and(|a| a < 60.0), "the file is fresh: {v}");
+    let detail = v["daemon"]["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("stale") && detail.contains(&daemon.pid().to_string()), "{detail}");
+}
