@@ -102,10 +102,12 @@ fn swap_in(slot: &RankerSlot, r: OnlineRanker, metrics: &Metrics) {
 }
 
 /// Starts the learning thread and, before returning, swaps the registry's active model into
-/// `slot` (falling back to the slot's current ranker, popularity, with a log line when there is
-/// none or it fails its checksums). The thread, every `online.poll_s`:
+/// `slot` and republishes the birth naming it ([`Publisher::model_changed`]), falling back to the
+/// slot's current ranker, popularity, with a log line when there is none or it fails its
+/// checksums. The thread, every `online.poll_s`:
 /// 1. follows the registry: when the active version in the store differs from the one served
-///    (`models activate|rollback|pin-version`, `cmd/model-pin`), loads it and swaps it in;
+///    (`models activate|rollback|pin-version`, `cmd/model-pin`), loads it, swaps it in and
+///    republishes the birth;
 /// 2. when item features changed, rebuilds the ranker so new items are scored through the
 ///    projection;
 /// 3. when `online.enabled`, at least `online.min_new_events` new interactions arrived and
@@ -133,9 +135,12 @@ pub fn spawn_trainer(
         Served { version: None, serving: None, features_seen: store.counts().map(|c| c.item_features).unwrap_or(0) };
     match load_active(&cfg, &store) {
         Ok(Some((r, sm))) => {
-            served.version = Some(r.model_version());
+            let version = r.model_version();
+            served.version = Some(version.clone());
             served.serving = Some(sm);
             swap_in(&slot, r, &metrics);
+            // The birth published at connect named the ranker of that moment (popularity).
+            publisher.model_changed(&version);
         }
         Ok(None) => tracing::info!("no active model in the registry; serving store popularity"),
         Err(e) => {
@@ -144,8 +149,20 @@ pub fn spawn_trainer(
         }
     }
     std::thread::Builder::new().name("trainer".into()).spawn(move || {
-        let mut t =
-            Trainer { cfg, store, slot, fallback, publisher, metrics, stopping, served, last_round: None, pool: None };
+        let pinned = Registry::from_config(&cfg).pinned().ok().flatten();
+        let mut t = Trainer {
+            cfg,
+            store,
+            slot,
+            fallback,
+            publisher,
+            metrics,
+            stopping,
+            served,
+            pinned,
+            last_round: None,
+            pool: None,
+        };
         t.pool = training_pool(&t.cfg);
         t.run();
     })
@@ -160,6 +177,8 @@ struct Trainer {
     metrics: Arc<Metrics>,
     stopping: Arc<AtomicBool>,
     served: Served,
+    /// The registry's pin as last seen (announced when it changes).
+    pinned: Option<String>,
     /// When the last round ended, and how many interactions it used.
     last_round: Option<(Instant, u64)>,
     pool: Option<rayon::ThreadPool>,
@@ -182,6 +201,7 @@ impl Trainer {
             }
             last = Instant::now();
             self.follow_registry();
+            self.follow_pin();
             self.refresh_features();
             if self.cfg.online.enabled && self.due() {
                 self.round();
@@ -204,6 +224,7 @@ impl Trainer {
                 tracing::info!("no active model any more; serving store popularity");
                 self.slot.swap(self.fallback.clone());
                 self.served = Served { version: None, serving: None, features_seen: self.served.features_seen };
+                self.publisher.model_changed(&self.fallback.model_version());
             }
             Some(v) => match load_active(&self.cfg, &self.store) {
                 Ok(Some((r, sm))) => {
@@ -225,9 +246,38 @@ impl Trainer {
                     self.metrics.incr("online.load_failed");
                     tracing::error!(version = %v, error = %e, "activated model not loaded; keeping the current one");
                     self.served.version = Some(v.clone());
+                    // The birth's registry entry changed even though the served model did not.
+                    self.publisher.model_changed(&self.slot.get().model_version());
                 }
             },
         }
+    }
+
+    /// Announces a pin set or lifted since the last poll (`cmd/model-pin`, `models pin-version`,
+    /// `models unpin`): `pinned` with the pinned version, `unpinned` with the version whose pin
+    /// was lifted, each with that version's registry metrics.
+    fn follow_pin(&mut self) {
+        let pinned = match Registry::from_config(&self.cfg).pinned() {
+            Ok(p) => p,
+            Err(e) => return tracing::warn!(error = %e, "registry pin not read"),
+        };
+        if pinned == self.pinned {
+            return;
+        }
+        let (event, version) = match (&pinned, &self.pinned) {
+            (Some(v), _) => ("pinned", v.clone()),
+            (None, Some(old)) => ("unpinned", old.clone()),
+            (None, None) => return,
+        };
+        self.pinned = pinned;
+        let row = self.store.model_version(&version).ok().flatten();
+        tracing::info!(event, version = %version, "model pin changed");
+        self.publisher.announce(&self.announcement(
+            event,
+            &version,
+            row.as_ref().and_then(|r| r.parent.clone()),
+            row.map(|r| r.metrics),
+        ));
     }
 
     fn refresh_features(&mut self) {
@@ -320,7 +370,8 @@ impl Trainer {
         let event = match out.decision {
             Decision::Promoted => "promoted",
             Decision::Rejected => "rejected",
-            Decision::Pinned => "pinned",
+            // Passed the gate, but a pin holds (`pinned` announces a pin being set).
+            Decision::Pinned => "held",
         };
         self.metrics.incr(&format!("online.{event}"));
         self.publisher.announce(&self.announcement(event, &out.version, out.parent.clone(), Some(out.metrics.clone())));

@@ -29,9 +29,14 @@ async fn kiosk_events_trigger_training_promotion_and_new_replies() {
     let mut d = Daemon::spawn(&cfg_path);
     let kiosks = [kiosk_when_ready(port, "k0", Protocol::V5).await, kiosk_when_ready(port, "k1", Protocol::V5).await];
     let base = topics().base;
-    let mut obs =
-        Observer::connect(port, "obs-online", &[format!("{base}/model"), format!("{base}/kiosk/+/push")], true, 0)
-            .await;
+    let mut obs = Observer::connect(
+        port,
+        "obs-online",
+        &[format!("{base}/model"), format!("{base}/kiosk/+/push"), format!("{base}/cmd/+/result")],
+        true,
+        0,
+    )
+    .await;
 
     let before = parse_reply(&kiosks[0].recommend(&user(0, 1), Some(5), T).await.unwrap()).unwrap();
     assert_eq!(before.model_version, "popularity");
@@ -89,9 +94,11 @@ async fn kiosk_events_trigger_training_promotion_and_new_replies() {
     };
     assert!(push["items"].as_array().is_some_and(|a| !a.is_empty()));
 
-    // The fleet pins the version, then unpins it.
+    // The fleet pins the version, then unpins it: each gets a result and an announcement.
     let pin = |v: serde_json::Value| {
-        serde_json::json!({"schema_version": "1.0", "ts": sgbd_edge::sys::now_ms(), "version": v}).to_string()
+        serde_json::json!({"schema_version": "1.2", "ts": sgbd_edge::sys::now_ms(), "version": v,
+            "request_id": format!("pin-{}", v.is_null())})
+        .to_string()
     };
     let pinned = cfg.node.data_dir.join("registry/PINNED");
     obs.client
@@ -103,6 +110,15 @@ async fn kiosk_events_trigger_training_promotion_and_new_replies() {
         assert!(Instant::now() < until, "pin not applied\n{}", d.log_text());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let result_topic = topics().cmd_result("model-pin");
+    let r = obs.next_on(&result_topic, Duration::from_secs(10)).await.expect("pin result").json();
+    assert_eq!((r["status"].as_str(), r["request_id"].as_str()), (Some("done"), Some("pin-false")), "{r}");
+    let ann = obs.next_on(&format!("{base}/model"), Duration::from_secs(10)).await.expect("pinned announcement").json();
+    assert_eq!(
+        (ann["event"].as_str(), ann["version"].as_str()),
+        (Some("pinned"), Some(active.version.as_str())),
+        "{ann}"
+    );
     obs.client
         .publish(format!("{base}/cmd/model-pin"), QoS::AtLeastOnce, false, pin(serde_json::Value::Null))
         .await
@@ -112,6 +128,15 @@ async fn kiosk_events_trigger_training_promotion_and_new_replies() {
         assert!(Instant::now() < until, "unpin not applied\n{}", d.log_text());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let r = obs.next_on(&result_topic, Duration::from_secs(10)).await.expect("unpin result").json();
+    assert_eq!((r["status"].as_str(), r["request_id"].as_str()), (Some("done"), Some("pin-true")), "{r}");
+    let ann =
+        obs.next_on(&format!("{base}/model"), Duration::from_secs(10)).await.expect("unpinned announcement").json();
+    assert_eq!(
+        (ann["event"].as_str(), ann["version"].as_str()),
+        (Some("unpinned"), Some(active.version.as_str())),
+        "{ann}"
+    );
 
     d.signal(libc::SIGTERM);
     let status = d.wait(Duration::from_secs(20)).expect("daemon exits on SIGTERM");
@@ -295,4 +320,46 @@ async fn daemon_killed_mid_training_keeps_the_previous_active_model() {
     assert_eq!(rep.model_version, v1.version, "{}", d.log_text());
     d.signal(libc::SIGTERM);
     assert!(d.wait(Duration::from_secs(20)).expect("exit").success());
+}
+
+/// A daemon (re)started on a registry with an active trained version: the retained birth names
+/// that version as the served recommender, as the replies do, not `popularity` (the ranker of the
+/// moment the broker connection came up, before the learning thread swapped the model in).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_daemon_births_the_registry_active_model() {
+    // A training round, then two daemon starts.
+    let _turn = crate::harness::exclusive();
+    use crate::harness::online::{config, open};
+    use sgbd_edge::online::RoundHooks;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port_pair();
+    let cfg_path = write_config(dir.path(), port, false, "\n[online]\nenabled = false\n");
+    let mut lib_cfg = config(dir.path());
+    lib_cfg.node = sgbd_edge::config::Config::load(&cfg_path).unwrap().node;
+    {
+        let mut s = open(&lib_cfg);
+        P.catalog(&s, false);
+        s.insert_events(&P.events(0, "a")).unwrap();
+    }
+    let reg = sgbd_edge::registry::Registry::from_config(&lib_cfg);
+    let r = sgbd_edge::online::round::run(&lib_cfg, &open(&lib_cfg), &reg, &Default::default(), &RoundHooks::default())
+        .unwrap();
+    assert_eq!(r.decision, sgbd_edge::online::Decision::Promoted);
+    let base = topics().base;
+    for start in 0..2 {
+        let mut d = Daemon::spawn(&cfg_path);
+        let k = kiosk_when_ready(port, "k0", Protocol::V5).await;
+        let rep = parse_reply(&k.recommend(&user(1, 2), Some(5), T).await.unwrap()).unwrap();
+        assert_eq!(rep.model_version, r.version, "{}", d.log_text());
+        let mut obs = Observer::connect(port, &format!("obs-birth-{start}"), &[format!("{base}/birth")], true, 0).await;
+        let birth = obs.next_on(&format!("{base}/birth"), T).await.expect("retained birth");
+        assert!(birth.retain);
+        let birth = birth.json();
+        let models = birth["models"].as_array().cloned().unwrap_or_default();
+        let version_of = |name: &str| models.iter().find(|m| m["name"] == name).map(|m| m["version"].clone());
+        assert_eq!(version_of("recommender"), Some(r.version.clone().into()), "start {start}: {birth}");
+        assert_eq!(version_of("registry-active"), Some(r.version.clone().into()), "start {start}: {birth}");
+        d.signal(libc::SIGTERM);
+        assert!(d.wait(Duration::from_secs(20)).expect("exit").success());
+    }
 }
