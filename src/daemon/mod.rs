@@ -9,7 +9,8 @@
 //!   durable-ingest path), acknowledges after commit, feeds the ranker and forwards new events to
 //!   the fleet through the outbox; it also applies catalogue updates (the store's single writer);
 //! - `requests`: answers recommendation requests from memory ([`crate::serve`]);
-//! - `commands`: fleet commands (rebirth, config-reload, catalog-update);
+//! - `commands`: fleet commands (rebirth, config-reload, catalog-update, model-pin), each
+//!   answered on `<base>/cmd/<name>/result`;
 //! - a stats publisher, a popularity refresher thread, and the status task (status.json,
 //!   `STATUS=`, watchdog);
 //! - with cameras configured, the shelf stages `capture` and `denoise` ([`shelf`]).

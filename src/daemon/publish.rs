@@ -3,7 +3,7 @@
 //! QoS 1 through the durable outbox) and the birth document; and the fleet's `cmd/model-pin`.
 
 use crate::config::Config;
-use crate::mqtt::contract::{self, ModelAnnouncement, PinCommand, Push, Topics};
+use crate::mqtt::contract::{self, ModelAnnouncement, Push, Topics};
 use crate::mqtt::Link;
 use crate::online::{NoPublisher, Publisher};
 use crate::registry::Registry;
@@ -67,27 +67,27 @@ impl Publisher for LinkPublisher {
     }
 }
 
-/// Handles a fleet `cmd/model-pin` payload; the learning loop notices the change and swaps.
-pub fn fleet_pin(cfg: &Config, payload: &[u8], metrics: &Metrics) {
-    let cmd: PinCommand = match contract::decode(payload, 64 << 10) {
-        Ok(c) => c,
-        Err(e) => {
-            metrics.incr("mqtt.malformed");
-            tracing::warn!(error = %e.message, "cmd/model-pin refused");
-            return;
-        }
-    };
+/// Applies a fleet `cmd/model-pin`: pins `version` (activating it) or, with `None`, unpins. The
+/// learning loop notices the change within `online.poll_s`, swaps the model in and announces
+/// `pinned` / `unpinned` (and `activated` for a pin of another version). Returns the message of
+/// the command's result.
+pub fn fleet_pin(cfg: &Config, version: &Option<String>, metrics: &Metrics) -> Result<String, String> {
     let res = crate::store::open_config(cfg)
         .map_err(crate::registry::RegistryError::from)
-        .and_then(|s| Registry::from_config(cfg).pin(&s, cmd.version.as_deref()));
+        .and_then(|s| Registry::from_config(cfg).pin(&s, version.as_deref()));
     match res {
         Ok(()) => {
             metrics.incr("online.pin_commands");
-            tracing::info!(version = ?cmd.version, "fleet model pin applied");
+            tracing::info!(version = ?version, "fleet model pin applied");
+            Ok(match version {
+                Some(v) => format!("pinned {v}"),
+                None => "unpinned".into(),
+            })
         }
         Err(e) => {
             metrics.incr("online.pin_failed");
-            tracing::error!(version = ?cmd.version, error = %e, "fleet model pin failed");
+            tracing::error!(version = ?version, error = %e, "fleet model pin failed");
+            Err(e.to_string())
         }
     }
 }

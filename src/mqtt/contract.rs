@@ -16,7 +16,10 @@ use serde::{Deserialize, Serialize};
 /// Major version of the payload schema this build speaks; payloads with another major are refused.
 pub const SCHEMA_MAJOR: u32 = 1;
 /// Full schema version written into every payload this node sends.
-pub const SCHEMA_VERSION: &str = "1.1";
+pub const SCHEMA_VERSION: &str = "1.2";
+
+/// Last topic level of a command's result topic ([`Topics::cmd_result`]).
+pub const RESULT: &str = "result";
 
 /// Retained `status` payloads (plain text, as Frigate and Home Assistant expect).
 pub const STATUS_ONLINE: &str = "online";
@@ -96,6 +99,11 @@ impl Topics {
     pub fn cmd(&self, name: &str) -> String {
         format!("{}/cmd/{name}", self.base)
     }
+    /// Where the node answers a command ([`CommandResult`]), whether it came on its own
+    /// `cmd/<name>` or on the fleet's: `<base>/cmd/<name>/result`.
+    pub fn cmd_result(&self, name: &str) -> String {
+        format!("{}/cmd/{name}/{RESULT}", self.base)
+    }
     /// A fleet-wide command topic.
     pub fn fleet_cmd(&self, name: &str) -> String {
         format!("{}/cmd/{name}", self.fleet)
@@ -118,12 +126,14 @@ impl Topics {
             match parts.as_slice() {
                 ["kiosk", k, "events"] if !k.is_empty() => return Inbound::Event { kiosk: k.to_string() },
                 ["kiosk", k, "recommend"] if !k.is_empty() => return Inbound::Recommend { kiosk: k.to_string() },
+                // The node's own results (`cmd/<name>/result`) come back on its `cmd/#` filter.
+                ["cmd", .., RESULT] => return Inbound::Other,
                 ["cmd", name @ ..] if !name.is_empty() => return Inbound::Command { name: name.join("/") },
                 _ => return Inbound::Other,
             }
         }
         if let Some(name) = topic.strip_prefix(&self.fleet).and_then(|r| r.strip_prefix("/cmd/")) {
-            if !name.is_empty() {
+            if !name.is_empty() && name != RESULT && !name.ends_with(&format!("/{RESULT}")) {
                 return Inbound::Command { name: name.to_string() };
             }
         }
@@ -162,6 +172,21 @@ pub enum ErrorCode {
     /// A field has a value the node does not accept (blank id, `k` of 0, a timestamp far from
     /// now, ...); `message` names the field. Sending it again will not help.
     InvalidField,
+}
+
+impl ErrorCode {
+    /// The code as it appears in JSON (`malformed`, `too_large`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Malformed => "malformed",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::UnsupportedSchema => "unsupported_schema",
+            ErrorCode::ForbiddenReplyTopic => "forbidden_reply_topic",
+            ErrorCode::Internal => "internal",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::InvalidField => "invalid_field",
+        }
+    }
 }
 
 /// A remark on an acknowledged event ([`EventAck::code`]).
@@ -396,12 +421,68 @@ pub struct ModelAnnouncement {
     pub ts: i64,
     pub node_id: String,
     pub store_id: String,
-    /// `promoted`, `rejected`, `pinned`, `activated` (rollback / manual activation).
+    /// `promoted`, `rejected`, `held` (passed the gate, not promoted: a pin holds), `activated`
+    /// (rollback / manual activation / a pin of another version), `pinned`, `unpinned`
+    /// (`version` is the version whose pin was lifted).
     pub event: String,
     pub version: String,
     #[serde(default)]
     pub parent: Option<String>,
     pub metrics: serde_json::Value,
+}
+
+/// How far a command got ([`CommandResult::status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandStatus {
+    /// Taken, to be applied later (`catalog-update`: queued for the store's writer); a `done` or
+    /// `failed` result follows.
+    Accepted,
+    /// Applied.
+    Done,
+    /// Not applied: `message` says why (payload refused, unknown command or version, invalid
+    /// config file, ...).
+    Failed,
+}
+
+/// The node's answer to a command (`<base>/cmd/<name>/result`, QoS 1, not retained), for a
+/// command on the node's own topic or on the fleet's. Every command gets one final result
+/// (`done` or `failed`), some an `accepted` before it. MQTT 5 Correlation Data is copied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CommandResult {
+    pub schema_version: String,
+    pub ts: i64,
+    pub node_id: String,
+    /// The command's name (`rebirth`, `config-reload`, `catalog-update`, `model-pin`, or the
+    /// unknown name that was sent).
+    pub command: String,
+    /// The command's `request_id`, echoed (absent when it had none or was unreadable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    pub status: CommandStatus,
+    /// For people: what was done, or why not.
+    pub message: String,
+}
+
+impl CommandResult {
+    /// A result stamped now.
+    pub fn new(
+        node_id: &str,
+        command: &str,
+        request_id: Option<String>,
+        status: CommandStatus,
+        message: String,
+    ) -> Self {
+        CommandResult {
+            schema_version: SCHEMA_VERSION.into(),
+            ts: now_ms(),
+            node_id: node_id.into(),
+            command: command.into(),
+            request_id,
+            status,
+            message,
+        }
+    }
 }
 
 /// Payload of `cmd/model-pin`: `version` pins (and activates) it; `null` or absent unpins.
@@ -414,6 +495,7 @@ pub struct PinCommand {
     pub node_id: Option<String>,
     #[serde(default)]
     pub version: Option<String>,
+    /// Echoed in the [`CommandResult`].
     #[serde(default)]
     pub request_id: Option<String>,
 }
@@ -504,7 +586,7 @@ fn empty_object() -> serde_json::Value {
 }
 
 /// Payload of a command (`cmd/rebirth`, `cmd/config-reload`, `cmd/catalog-update`). An empty
-/// payload is accepted for commands without arguments.
+/// payload is accepted for commands without arguments (its result then has no `request_id`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Command {
     pub schema_version: String,
@@ -516,6 +598,7 @@ pub struct Command {
     pub items: Vec<CatalogItem>,
     #[serde(default)]
     pub reply_to: Option<String>,
+    /// Echoed in the [`CommandResult`].
     #[serde(default)]
     pub request_id: Option<String>,
 }
@@ -579,6 +662,7 @@ fn messages(g: &mut schemars::SchemaGenerator) -> Vec<(&'static str, &'static st
         ("stats", "out", g.subschema_for::<Stats>()),
         ("events", "out", g.subschema_for::<FleetEvents>()),
         ("model", "out", g.subschema_for::<ModelAnnouncement>()),
+        ("cmd/<name>/result", "out", g.subschema_for::<CommandResult>()),
     ]
 }
 
@@ -622,6 +706,10 @@ mod tests {
         assert_eq!(t.classify("sgbd/s1/edge-2/kiosk/k7/events"), Inbound::Other);
         assert_eq!(t.classify("sgbd/s1/edge-1/kiosk//events"), Inbound::Other);
         assert_eq!(t.classify("sgbd/s1/edge-1/status"), Inbound::Other);
+        // The node's own command results are not commands.
+        assert_eq!(t.cmd_result("rebirth"), "sgbd/s1/edge-1/cmd/rebirth/result");
+        assert_eq!(t.classify(&t.cmd_result("rebirth")), Inbound::Other);
+        assert_eq!(t.classify("sgbd/fleet/cmd/rebirth/result"), Inbound::Other);
     }
 
     #[test]
@@ -688,6 +776,7 @@ mod tests {
             "Stats",
             "ModelAnnouncement",
             "PinCommand",
+            "CommandResult",
         ] {
             assert!(v["$defs"].get(name).is_some(), "{name} missing from the schema");
         }

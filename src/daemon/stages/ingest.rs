@@ -21,8 +21,15 @@ const MAX_BATCH: usize = 1024;
 
 /// Work for the ingest thread (the store's single writer).
 pub(crate) enum WriterMsg {
-    Event { ev: Event, reply: Option<ReplyTarget> },
-    Catalog { items: Vec<NewItem>, reply: Option<ReplyTarget> },
+    Event {
+        ev: Event,
+        reply: Option<ReplyTarget>,
+    },
+    /// A `catalog-update`; `done` says where its command result goes.
+    Catalog {
+        items: Vec<NewItem>,
+        done: Option<super::commands::CatalogDone>,
+    },
 }
 
 /// The ingest thread: batches events into one transaction, acks after commit, feeds the ranker,
@@ -66,7 +73,7 @@ pub(crate) fn ingest_loop(
                     }
                     events.push(ev);
                 }
-                WriterMsg::Catalog { items, reply } => apply_catalog(&ctx, &store, items, reply),
+                WriterMsg::Catalog { items, done } => apply_catalog(&ctx, &store, items, done),
             }
         }
         if !events.is_empty() {
@@ -272,26 +279,35 @@ fn forward(ctx: &Ctx, store: &Store, events: &[Event]) {
     }
 }
 
-fn apply_catalog(ctx: &Ctx, store: &Store, items: Vec<NewItem>, reply: Option<ReplyTarget>) {
-    let (mut created, mut updated, mut failed) = (0usize, 0usize, 0usize);
+fn apply_catalog(ctx: &Ctx, store: &Store, items: Vec<NewItem>, done: Option<super::commands::CatalogDone>) {
+    let (mut created, mut updated, mut failed) = (0usize, 0usize, Vec::new());
     for it in &items {
         match store.upsert_item(it) {
             Ok((_, true)) => created += 1,
             Ok((_, false)) => updated += 1,
             Err(e) => {
-                failed += 1;
                 tracing::warn!(sku = %it.sku, error = %e, "catalogue item refused");
+                failed.push(format!("{}: {e}", it.sku));
             }
         }
     }
-    tracing::info!(created, updated, failed, "catalogue update applied");
+    tracing::info!(created, updated, failed = failed.len(), "catalogue update applied");
     ctx.metrics().add("catalog.upserts", (created + updated) as u64);
     ctx.dirty.store(true, Ordering::Relaxed);
-    if let Some(t) = reply {
-        let v = serde_json::json!({
-            "schema_version": contract::SCHEMA_VERSION, "ts": now_ms(), "node_id": node_id(ctx),
-            "request_id": t.request_id, "created": created, "updated": updated, "failed": failed,
-        });
-        send_reply(ctx, &t, Bytes::from(v.to_string()));
+    if let Some(d) = done {
+        let mut msg = format!("{created} created, {updated} updated");
+        let status = if failed.is_empty() {
+            contract::CommandStatus::Done
+        } else {
+            let shown: Vec<&str> = failed.iter().take(5).map(String::as_str).collect();
+            msg.push_str(&format!(
+                ", {} refused ({}{})",
+                failed.len(),
+                shown.join("; "),
+                if failed.len() > 5 { "; ..." } else { "" }
+            ));
+            contract::CommandStatus::Failed
+        };
+        super::commands::publish_result(ctx, "catalog-update", d.correlation, d.request_id, status, msg);
     }
 }

@@ -272,3 +272,97 @@ async fn fleet_commands_catalog_update_and_rebirth() {
     assert_eq!(rep.items.len(), 1, "default_k not applied live");
     assert!(d.log_text().contains("config-reload refused"), "{}", d.log_text());
 }
+
+/// Every fleet command gets a result on `<base>/cmd/<name>/result`, with its `request_id` echoed:
+/// valid ones `done` (catalog-update `accepted` first), invalid ones `failed` with the reason; the
+/// node's own results on its `cmd/#` filter are not taken for commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_commands_get_results() {
+    let _turn = crate::harness::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port_pair();
+    let cfg = write_config(dir.path(), port, false, "");
+    let d = Daemon::spawn(&cfg);
+    let _k = kiosk_when_ready(port, "k1", Protocol::V5).await;
+    let t = topics();
+    let mut obs =
+        Observer::connect(port, "fleet-results", &[format!("{}/cmd/+/result", t.base), t.stats()], true, 0).await;
+    let client = obs.client.clone();
+    let send = move |topic: String, body: String| {
+        let c = client.clone();
+        async move { c.publish(topic, QoS::AtLeastOnce, false, body).await.unwrap() }
+    };
+    let now = sgbd_edge::sys::now_ms();
+    let result = |m: Option<Msg>, what: &str| -> serde_json::Value {
+        let m = m.unwrap_or_else(|| panic!("no result for {what}\n{}", d.log_text()));
+        assert!(!m.retain, "{what}: results are not retained");
+        let v = m.json();
+        assert_eq!(v["schema_version"], sgbd_edge::mqtt::contract::SCHEMA_VERSION, "{v}");
+        assert_eq!(v["node_id"], "edge-t", "{v}");
+        v
+    };
+
+    // Valid: rebirth on the node's topic.
+    send(t.cmd("rebirth"), serde_json::json!({"schema_version": "1.2", "ts": now, "request_id": "r-ok"}).to_string())
+        .await;
+    let r = result(obs.next_on(&t.cmd_result("rebirth"), T).await, "rebirth");
+    assert_eq!(
+        (r["command"].as_str(), r["request_id"].as_str(), r["status"].as_str()),
+        (Some("rebirth"), Some("r-ok"), Some("done")),
+        "{r}"
+    );
+
+    // Invalid: a pin of a version the registry does not know.
+    let pin =
+        serde_json::json!({"schema_version": "1.2", "ts": now, "version": "no-such-version", "request_id": "r-bad"});
+    send(t.cmd("model-pin"), pin.to_string()).await;
+    let r = result(obs.next_on(&t.cmd_result("model-pin"), T).await, "model-pin");
+    assert_eq!((r["request_id"].as_str(), r["status"].as_str()), (Some("r-bad"), Some("failed")), "{r}");
+    assert!(r["message"].as_str().is_some_and(|m| m.contains("no-such-version")), "{r}");
+
+    // Invalid: a payload that does not decode (request_id still read from it), and one that is not JSON.
+    send(
+        t.cmd("catalog-update"),
+        serde_json::json!({"schema_version": "1.2", "ts": now, "request_id": "r-shape", "items": "x"}).to_string(),
+    )
+    .await;
+    let r = result(obs.next_on(&t.cmd_result("catalog-update"), T).await, "malformed catalog-update");
+    assert_eq!((r["request_id"].as_str(), r["status"].as_str()), (Some("r-shape"), Some("failed")), "{r}");
+    send(t.cmd("config-reload"), "{not json".into()).await;
+    let r = result(obs.next_on(&t.cmd_result("config-reload"), T).await, "config-reload");
+    assert_eq!(r["status"], "failed", "{r}");
+    assert!(r.get("request_id").is_none(), "{r}");
+
+    // Valid, on the fleet topic: catalog-update is accepted, then done once stored.
+    let cat = serde_json::json!({"schema_version": "1.2", "ts": now, "request_id": "r-cat",
+        "items": [{"sku": "NEW1", "title": "New shirt"}]});
+    send(t.fleet_cmd("catalog-update"), cat.to_string()).await;
+    let r = result(obs.next_on(&t.cmd_result("catalog-update"), T).await, "catalog-update");
+    assert_eq!((r["request_id"].as_str(), r["status"].as_str()), (Some("r-cat"), Some("accepted")), "{r}");
+    let r = result(obs.next_on(&t.cmd_result("catalog-update"), T).await, "catalog-update done");
+    assert_eq!((r["request_id"].as_str(), r["status"].as_str()), (Some("r-cat"), Some("done")), "{r}");
+    assert!(r["message"].as_str().is_some_and(|m| m.contains("1 created")), "{r}");
+
+    // An unknown command fails, naming it; an empty payload has no request_id to echo.
+    send(t.cmd("frobnicate"), String::new()).await;
+    let r = result(obs.next_on(&t.cmd_result("frobnicate"), T).await, "frobnicate");
+    assert_eq!(r["status"], "failed", "{r}");
+    assert!(r["message"].as_str().is_some_and(|m| m.contains("frobnicate")), "{r}");
+
+    // Six commands, no more: the results the node received back were not commands.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut last = None;
+    while let Some(m) = obs.next_on(&t.stats(), Duration::from_millis(1500)).await {
+        last = Some(m.json());
+        if last.as_ref().is_some_and(|s| s["counters"]["fleet.commands"].as_u64() >= Some(6)) {
+            break;
+        }
+    }
+    let stats = last.expect("stats");
+    assert_eq!(stats["counters"]["fleet.commands"], 6, "{stats}");
+    assert_eq!(stats["counters"]["fleet.unknown_command"], 1, "{stats}");
+    assert!(obs
+        .next_on(&format!("{}/cmd/frobnicate/result/result", t.base), Duration::from_millis(100))
+        .await
+        .is_none());
+}
