@@ -45,6 +45,7 @@ mod learn {
 mod mqtt {
     mod link;
     mod tls;
+    mod wrong_protocol;
 }
 mod online {
     mod learning_loop;
