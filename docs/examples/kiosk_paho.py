@@ -11,7 +11,13 @@ Two things every kiosk should do, both shown below:
 - give every event a stable `event_id` and send it again until it is acknowledged: the node
   stores it once (per kiosk) and says `duplicate: true` for a copy it already had.
 
-    python3 kiosk_paho.py --host 127.0.0.1 --port 1883 --kiosk k1 --user alice --sku 15970
+Against the demo (`cargo run --release -- run --config firmware-config/dev.toml --demo`: store
+demo-store, node edge-dev, embedded broker on 127.0.0.1:1883):
+
+    python3 docs/examples/kiosk_paho.py --port 1883 --kiosk k1 --user alice --sku 10003
+
+It prints three JSON lines (the acknowledgement, the acknowledgement of a resend, the reply with
+the round-trip times in ms) and exits 0 when the event was stored and the reply had items.
 """
 
 import argparse
@@ -26,7 +32,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-SCHEMA = "1.1"
+SCHEMA = "1.2"
 
 
 def now_ms():
@@ -116,10 +122,10 @@ def main():
     ap.add_argument("--port", type=int, default=1883)
     ap.add_argument("--prefix", default="sgbd")
     ap.add_argument("--store", default="demo-store")
-    ap.add_argument("--node", default="edge-1")
+    ap.add_argument("--node", default="edge-dev")
     ap.add_argument("--kiosk", default="k1")
     ap.add_argument("--user", default="alice")
-    ap.add_argument("--sku", default="15970")
+    ap.add_argument("--sku", default="10003")
     ap.add_argument("--v311", action="store_true", help="MQTT 3.1.1 (JSON reply_to / request_id)")
     ap.add_argument("--requests", type=int, default=5, help="recommendation requests to time")
     a = ap.parse_args()

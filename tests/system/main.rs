@@ -28,12 +28,14 @@ mod crash {
     mod disk;
     mod kill;
 }
-/// `sgbd-edge run`: MQTT, mosquitto, systemd notifications, the learning loop, the shelf pipeline.
+/// `sgbd-edge run`: MQTT, mosquitto, systemd notifications, the learning loop, the Python kiosk
+/// example, the shelf pipeline.
 mod daemon {
     mod mosquitto;
     mod mqtt;
     mod notify;
     mod online;
+    mod paho;
     mod shelf;
 }
 mod mqtt {
