@@ -230,3 +230,59 @@ fn production_config_uses_the_recipes_node_listener() {
     }
     assert_eq!(Some(cfg.mqtt.port), mtls, "jetson-orin.toml port vs the recipe's mTLS listener");
 }
+
+/// The rule lines of an ACL (comments and blank lines dropped, whitespace collapsed).
+fn acl_rules(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+}
+
+/// The first fenced block of `doc` that starts with `first_line`.
+fn fenced_block(doc: &str, first_line: &str) -> String {
+    let blocks: Vec<&str> = doc.split("```").collect();
+    blocks
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .map(|b| b.trim_start_matches(|c: char| c != '\n').trim_start_matches('\n'))
+        .find(|b| b.trim_start().starts_with(first_line))
+        .unwrap_or_else(|| panic!("no block starting with {first_line:?}"))
+        .to_string()
+}
+
+#[test]
+fn documented_acl_matches_the_shipped_acl_file() {
+    let _turn = crate::harness::shared();
+    let shipped = acl_rules(&read("systemd/mosquitto/sgbd.acl"));
+    assert!(shipped.iter().any(|l| l.starts_with("pattern ")), "{shipped:?}");
+    for doc in ["docs/mqtt.md", "docs/security.md"] {
+        let documented = acl_rules(&fenced_block(&read(doc), "pattern write"));
+        assert_eq!(documented, shipped, "{doc}'s ACL example differs from systemd/mosquitto/sgbd.acl");
+    }
+}
+
+/// The production config's broker port is the recipe's mutual-TLS listener, as docs/security.md says.
+#[test]
+fn production_config_uses_the_documented_mtls_port() {
+    let _turn = crate::harness::shared();
+    let cfg = sgbd_edge::config::Config::load(&repo("firmware-config/jetson-orin.toml")).unwrap();
+    assert!(cfg.mqtt.tls.as_ref().is_some_and(|t| t.client_cert.is_some()), "jetson-orin.toml: mutual TLS");
+    // The listener of sgbd.conf whose block requires a client certificate.
+    let conf = read("systemd/mosquitto/sgbd.conf");
+    let mtls: Vec<u16> = conf
+        .split("\nlistener ")
+        .skip(1)
+        .filter(|b| b.lines().any(|l| l.trim() == "require_certificate true"))
+        .filter_map(|b| b.split_whitespace().next().and_then(|p| p.parse().ok()))
+        .collect();
+    assert_eq!(mtls, [cfg.mqtt.port], "sgbd.conf's mutual-TLS listener vs jetson-orin.toml's mqtt.port");
+    let doc = read("docs/security.md");
+    let example = fenced_block(&doc, "[mqtt]");
+    assert!(
+        example.lines().any(|l| l.split('#').next().unwrap().trim() == format!("port = {}", cfg.mqtt.port)),
+        "{example}"
+    );
+    assert!(doc.contains(&format!("{} (mutual TLS", cfg.mqtt.port)), "docs/security.md names the mTLS listener");
+}
