@@ -1,6 +1,6 @@
 //! `docs/examples/kiosk_paho.py`, the documented Python kiosk (paho-mqtt 2.x, TCP_NODELAY on its
 //! socket), against the daemon's embedded broker in MQTT 5 and 3.1.1. Skips (saying so) where
-//! `python3 -c "import paho.mqtt"` fails.
+//! python3 has no paho-mqtt 2.x.
 
 use crate::harness::daemon::*;
 use crate::harness::mqtt::kiosk_when_ready;
@@ -9,10 +9,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn paho_available() -> bool {
-    match Command::new("python3").args(["-c", "import paho.mqtt"]).stderr(Stdio::null()).status() {
+    // paho-mqtt 2.x (the example uses its CallbackAPIVersion; 1.x lacks it).
+    let check = "import paho.mqtt.client as m; m.CallbackAPIVersion";
+    match Command::new("python3").args(["-c", check]).stderr(Stdio::null()).status() {
         Ok(s) if s.success() => true,
         _ => {
-            eprintln!("skipping: python3 with paho-mqtt not available (pip install 'paho-mqtt>=2,<3')");
+            eprintln!("skipping: python3 with paho-mqtt 2.x not available (pip install 'paho-mqtt>=2,<3')");
             false
         }
     }
