@@ -12,8 +12,12 @@
 //! - [`daemon`]: the running appliance (tokio stages, systemd notify, signals),
 //! - [`doctor`]: the technician's self-test and status report,
 //! - [`config`]: the one typed TOML file,
+//! - [`kernels`]: the hand-written SIMD and `unsafe` numeric kernels (GELU, softmax, int8 and f32
+//!   products, attention, sparse rows, Adam), one CPU detection for all; [`sys`]: the platform,
 //! - [`cli`]: subcommands of the `sgbd-edge` binary, [`mod@bench`]: benchmarks, [`demo`]: `run --demo`
 //!   and the bundled demo shelf.
+
+#![deny(unsafe_code)]
 
 pub mod bench;
 pub mod capture;
@@ -24,6 +28,8 @@ pub mod demo;
 pub mod denoise;
 pub mod device;
 pub mod doctor;
+#[allow(unsafe_code)]
+pub mod kernels;
 pub mod learn;
 pub mod modelfiles;
 pub mod mqtt;
@@ -31,6 +37,7 @@ pub mod online;
 pub mod registry;
 pub mod serve;
 pub mod store;
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod telemetry;
 

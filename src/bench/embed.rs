@@ -130,17 +130,17 @@ pub fn run(a: &EmbedBenchArgs, cfg: &crate::config::DenoiseConfig) -> Result<Emb
     let tokens = refs.iter().map(|r| f32.token_count(r)).sum::<Result<usize>>()?;
     drop(f32);
     let int8 = encoder(cfg, Some(Precision::Int8), a.batch, &refs)?;
-    let vnni = crate::denoise::qgemm::vnni_available();
+    let vnni = crate::kernels::qgemm::vnni_available();
     let kernel = if vnni { "VNNI" } else { "portable" };
     let (int8_row, int8_out) = row(format!("ours int8 ({kernel}), batched (batch {batch})"), n, || int8.embed(&refs))?;
     let mut rows = vec![up_row, single_row, f32_row, int8_row];
     drop(int8);
     if vnni {
         // What a CPU without VNNI (or an arm64 board) runs: the same sums, portable code.
-        crate::denoise::qgemm::force_portable(true);
+        crate::kernels::qgemm::force_portable(true);
         let portable = encoder(cfg, Some(Precision::Int8), a.batch, &refs)
             .and_then(|enc| row(format!("ours int8 (portable), batched (batch {batch})"), n, || enc.embed(&refs)));
-        crate::denoise::qgemm::force_portable(false);
+        crate::kernels::qgemm::force_portable(false);
         rows.push(portable?.0);
     }
     let cos: Vec<f64> = int8_out.iter().zip(&f32_out).map(|(a, b)| cosine(a, b) as f64).collect();

@@ -3,9 +3,10 @@
 //! the MiniLM sentence encoder, [`super::packed_bert`]).
 //!
 //! Same computation as candle's `bert` / `blip_text` modules, with the exact GELU through the
-//! vectorised kernel of [`super::gelu`] (candle's scalar `erf` was an eighth of a BERT encoder's time).
-use super::gelu::activate;
+//! vectorised kernel of [`crate::kernels::gelu`] (candle's scalar `erf` was an eighth of a BERT
+//! encoder's time).
 use super::weights::{Lin, Weights};
+use crate::kernels::gelu::activate;
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::LayerNorm;
 

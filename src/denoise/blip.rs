@@ -5,10 +5,10 @@
 //! candle's upstream models (`blip` / `quantized_blip`) are built only on demand, as the baseline
 //! that tests and benchmarks compare against.
 use super::bert::{Attention, FeedForward};
-use super::gelu::activate;
 use super::vision::VisionEncoder;
 use super::weights::{Lin, Weights};
 use super::DenoiseError;
+use crate::kernels::gelu::activate;
 use candle_core::{DType, Device, IndexOp, Module, Result as CResult, Tensor, D};
 use candle_nn::{Embedding, LayerNorm};
 use candle_transformers::models::{blip, blip_text, quantized_blip};

@@ -122,7 +122,7 @@ impl TextEncoder {
                 )
             }
             Some(p) => {
-                if p == Precision::Int8 && !super::qgemm::vnni_available() {
+                if p == Precision::Int8 && !crate::kernels::qgemm::vnni_available() {
                     tracing::warn!(
                         "denoise.text_precision = \"int8\" without AVX-512 VNNI on this CPU: the portable int8 kernel \
                          is slower than f32 here (docs/denoise.md); consider \"f32\""

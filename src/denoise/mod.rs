@@ -2,10 +2,11 @@
 //!
 //! - [`blip`]: the captioner (our vision encoder and cached batched text decoder; candle's
 //!   upstream model only as the baseline),
-//! - [`vision`], [`bert`], [`gelu`], [`softmax`]: BLIP's ViT, BERT blocks (BLIP's decoder) and the
-//!   vectorised exact GELU and softmax they use,
+//! - [`vision`], [`bert`]: BLIP's ViT and BERT blocks (BLIP's decoder), with the vectorised exact
+//!   GELU, softmax and attention of [`crate::kernels`],
 //! - [`embed`]: all-MiniLM-L6-v2 sentence embeddings (mean pooling, L2 norm) through
-//!   [`packed_bert`], a BERT encoder over unpadded sentences with f32 or int8 ([`qgemm`]) linears,
+//!   [`packed_bert`], a BERT encoder over unpadded sentences with f32 or int8
+//!   ([`crate::kernels::qgemm`]) linears,
 //! - [`text`]: splitting a merchant description into phrases and dropping noise,
 //! - [`features`]: catalogue readers (H&M, Myntra) and item text feature builders,
 //! - [`robustness`]: injected-noise check of the cleaning on real descriptions,
@@ -18,12 +19,9 @@ pub mod bert;
 pub mod blip;
 pub mod embed;
 pub mod features;
-pub mod gelu;
 pub mod packed_bert;
 pub mod pipeline;
-pub mod qgemm;
 pub mod robustness;
-pub mod softmax;
 pub mod testutil;
 pub mod text;
 pub mod vision;

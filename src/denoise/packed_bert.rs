@@ -1,15 +1,16 @@
 //! A BERT encoder for sentence embeddings over packed sentences: the tokens of a batch are laid
 //! end to end (no padding), the linear layers run once over all of them, and attention runs within
 //! each sentence. Linear layers are f32 (the `gemm` crate, candle's own CPU kernel) or int8
-//! ([`super::qgemm`], AVX-512 VNNI where present).
+//! ([`crate::kernels::qgemm`], AVX-512 VNNI where present).
 //!
 //! The f32 computation is candle's `BertModel` on the same weights (padding tokens get zero
 //! attention there, so leaving them out changes no real token's value); a test holds it to 1e-5.
 use super::bert::BertConfig;
-use super::gelu::gelu_in_place;
-use super::qgemm::QLinear;
-use super::softmax::softmax_in_place;
 use super::weights::Weights;
+use crate::kernels::gelu::gelu_in_place;
+use crate::kernels::matmul::{matmul_f32, MatRef, Parallel};
+use crate::kernels::qgemm::QLinear;
+use crate::kernels::softmax::softmax_in_place;
 use candle_core::Result;
 use rayon::prelude::*;
 
@@ -68,31 +69,18 @@ impl Linear {
                     None => b.iter().copied().cycle().take(m * n).collect(),
                 };
                 assert!(x.len() >= m * k && out.len() == m * n);
-                // SAFETY: dst is m × n (row stride n), lhs m × k (row stride k), rhs = Wᵀ read from the
-                // row-major n × k weight (k × n with row stride 1, column stride k); lengths checked above.
-                unsafe {
-                    gemm::gemm(
-                        m,
-                        n,
-                        k,
-                        out.as_mut_ptr(),
-                        1,
-                        n as isize,
-                        true,
-                        x.as_ptr(),
-                        1,
-                        k as isize,
-                        w.as_ptr(),
-                        k as isize,
-                        1,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::Rayon(rayon::current_num_threads()),
-                    )
-                };
+                // out += x (m × k) · Wᵀ (Wᵀ read from the row-major n × k weight).
+                matmul_f32(
+                    m,
+                    n,
+                    k,
+                    &mut out,
+                    true,
+                    MatRef::row_major(x, k),
+                    MatRef::transposed(w, k),
+                    1.0,
+                    Parallel::Rayon,
+                );
                 out
             }
             Linear::Int8(q) => {

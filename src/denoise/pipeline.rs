@@ -123,11 +123,6 @@ impl Denoiser {
         (Self { cfg: cfg.clone(), captioner, encoder }, report)
     }
 
-    /// [`Denoiser::load`] without the report (kept for existing callers).
-    pub fn from_config(cfg: &DenoiseConfig) -> Self {
-        Self::load(cfg).0
-    }
-
     /// No captioner: cleaning is rule-based only.
     pub fn degraded(&self) -> bool {
         self.captioner.is_none()

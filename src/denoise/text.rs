@@ -315,9 +315,6 @@ fn finish(inp: &CleanInput, decisions: Vec<PhraseDecision>) -> Denoised {
     }
 }
 
-/// Moved to [`super::pipeline`] (the one denoise path); this path stays for existing callers.
-pub use super::pipeline::Denoiser;
-
 #[cfg(test)]
 mod tests {
     use super::*;

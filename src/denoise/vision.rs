@@ -1,18 +1,18 @@
 //! BLIP's ViT image encoder (`vision_model.*` tensors) over dense or quantized weights.
 //!
 //! Same computation as candle's `blip` / `quantized_blip` vision models, arranged for inference
-//! speed on a small CPU: the exact GELU runs through the vectorised kernel of [`super::gelu`], the
-//! attention on the CPU runs one (image, head) pair per task straight from the query-key-value
-//! product, with a vectorised softmax and one n × n score buffer per task (`CpuAttention`);
-//! elsewhere it runs one image at a time with the scale folded into the queries.
-use super::gelu::activate;
-use super::gelu::contiguous_f32;
-use super::softmax::softmax_in_place;
+//! speed on a small CPU: the exact GELU runs through the vectorised kernel of
+//! [`crate::kernels::gelu`], the attention on the CPU runs one (image, head) pair per task straight
+//! from the query-key-value product, with a vectorised softmax and one n × n score buffer per task
+//! (`CpuAttention`, over [`crate::kernels::attention`]); elsewhere it runs one image at a time with
+//! the scale folded into the queries.
 use super::weights::{Lin, Weights};
+use crate::kernels::attention::attention_f32;
+use crate::kernels::contiguous_f32;
+use crate::kernels::gelu::activate;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, D};
 use candle_nn::{Conv2d, Conv2dConfig, LayerNorm};
 use candle_transformers::models::blip::VisionConfig;
-use rayon::prelude::*;
 
 struct Layer {
     ln1: LayerNorm,
@@ -120,19 +120,12 @@ impl VisionEncoder {
     }
 }
 
-/// Attention on the CPU from the (b, n, 3h) query-key-value product to the (b, n, h) contexts, one
-/// (image, head) pair per task: scores straight from the strided product (no per-head copies),
-/// the vectorised softmax of [`super::softmax`], and one n × n score buffer per task instead of a
-/// (heads, n, n) tensor per image.
+/// Attention on the CPU from the (b, n, 3h) query-key-value product to the (b, n, h) contexts:
+/// [`crate::kernels::attention::attention_f32`], one (image, head) pair per task.
 struct CpuAttention {
     heads: usize,
     scale: f32,
 }
-
-/// The context buffer, written by tasks at disjoint (image, head) column blocks.
-struct SharedOut(*mut f32);
-// SAFETY: tasks write disjoint elements (see `CpuAttention::cpu_fwd`) and the buffer outlives them.
-unsafe impl Sync for SharedOut {}
 
 impl CustomOp1 for CpuAttention {
     fn name(&self) -> &'static str {
@@ -145,64 +138,7 @@ impl CustomOp1 for CpuAttention {
         if h3 % (3 * self.heads) != 0 {
             candle_core::bail!("cpu-attention: width {h3} is not 3 x {} heads", self.heads)
         }
-        let (h, d) = (h3 / 3, h3 / 3 / self.heads);
-        let mut ctx = vec![0f32; b * n * h];
-        let out = SharedOut(ctx.as_mut_ptr());
-        let out = &out;
-        (0..b * self.heads).into_par_iter().for_each_init(
-            || vec![0f32; n * n],
-            |scores, task| {
-                let (img, head) = (task / self.heads, task % self.heads);
-                let base = img * n * h3 + head * d;
-                // SAFETY: reads stay inside image `img` of `src` (rows of h3, columns < h3); the
-                // write goes to this task's own (image, head) column block of `ctx`, of b·n·h values.
-                unsafe {
-                    gemm::gemm(
-                        n,
-                        n,
-                        d,
-                        scores.as_mut_ptr(),
-                        1,
-                        n as isize,
-                        false,
-                        src.as_ptr().add(base),
-                        1,
-                        h3 as isize,
-                        src.as_ptr().add(base + h),
-                        h3 as isize,
-                        1,
-                        0.0,
-                        self.scale,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                    softmax_in_place(scores, n);
-                    gemm::gemm(
-                        n,
-                        d,
-                        n,
-                        out.0.add(img * n * h + head * d),
-                        1,
-                        h as isize,
-                        false,
-                        scores.as_ptr(),
-                        1,
-                        n as isize,
-                        src.as_ptr().add(base + 2 * h),
-                        1,
-                        h3 as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
-            },
-        );
-        Ok((CpuStorage::F32(ctx), Shape::from((b, n, h))))
+        let ctx = attention_f32(src, b, n, h3, self.heads, self.scale);
+        Ok((CpuStorage::F32(ctx), Shape::from((b, n, h3 / 3))))
     }
 }

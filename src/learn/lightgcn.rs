@@ -13,10 +13,9 @@
 //! would add a zero-filled table and a full-size add per step) and recycles full-size scratch.
 
 use super::model::{xavier_uniform, Batch, LossGrads, Recommender};
-use super::sparse::{
-    mul_rows, mul_selected_acc, normalized_bipartite, slice_of, Csr, Elem, SparseOp, Workspace, NO_SLOT,
-};
+use super::sparse::{mul_rows, mul_selected_acc, normalized_bipartite, slice_of, Csr, Elem, SparseOp, Workspace};
 use super::{LearnError, Result};
+use crate::kernels::sparse::NO_SLOT;
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor, Var};
 use rand::rngs::StdRng;
 use rayon::prelude::*;

@@ -16,6 +16,7 @@
 //! negatives) every time within one `step`.
 
 use super::{LearnError, Result};
+use crate::kernels::adam;
 use candle_core::{CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Tensor, Var};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -383,58 +384,9 @@ struct AdamKernel<'a> {
     scale: f64,
 }
 
-/// Adam's constants for one update, in the parameter's type.
-#[derive(Clone, Copy)]
-struct AdamConsts<T> {
-    b1: T,
-    b2: T,
-    eps: T,
-    step: T,
-    bc2s: T,
-    scale: T,
-}
-
-macro_rules! adam_chunk {
-    ($name:ident, $t:ty) => {
-        /// One chunk of the Adam update (a plain indexed loop the compiler vectorises).
-        #[inline(always)]
-        #[allow(clippy::needless_range_loop)] // one index over four slices vectorises best
-        fn $name(p: &mut [$t], g: &[$t], m: &mut [$t], v: &mut [$t], k: AdamConsts<$t>) {
-            let n = p.len().min(g.len()).min(m.len()).min(v.len());
-            let (p, g, m, v) = (&mut p[..n], &g[..n], &mut m[..n], &mut v[..n]);
-            for i in 0..n {
-                let gi = g[i] * k.scale;
-                m[i] = k.b1 * m[i] + (1.0 - k.b1) * gi;
-                v[i] = k.b2 * v[i] + (1.0 - k.b2) * gi * gi;
-                p[i] -= k.step * m[i] / (v[i].sqrt() / k.bc2s + k.eps);
-            }
-        }
-    };
-}
-adam_chunk!(adam_chunk_f32, f32);
-adam_chunk!(adam_chunk_f64, f64);
-
-/// The same loop compiled for AVX2 (same IEEE operations, so the same results, 8 lanes wide).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn adam_chunk_f32_avx2(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: AdamConsts<f32>) {
-    adam_chunk_f32(p, g, m, v, k)
-}
-
-fn adam_f32(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: AdamConsts<f32>) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked above).
-            return unsafe { adam_chunk_f32_avx2(p, g, m, v, k) };
-        }
-    }
-    adam_chunk_f32(p, g, m, v, k)
-}
-
 macro_rules! adam_body {
     ($t:ty, $p:expr, $g:expr, $m:expr, $v:expr, $k:expr, $chunk:expr) => {{
-        let k = AdamConsts::<$t> {
+        let k = adam::AdamConsts::<$t> {
             b1: $k.b1 as $t,
             b2: $k.b2 as $t,
             eps: $k.eps as $t,
@@ -462,14 +414,14 @@ impl InplaceOp2 for AdamKernel<'_> {
                 if p.len() != m.len() || g.len() != p.len() {
                     candle_core::bail!("adam: state size mismatch");
                 }
-                adam_body!(f32, p, g, m, v, self, adam_f32);
+                adam_body!(f32, p, g, m, v, self, adam::adam_f32);
             }
             (CpuStorage::F64(p), CpuStorage::F64(g), Moments::F64(m, v)) => {
                 let (p, g) = (contiguous_mut(p, pl)?, contiguous(g, gl)?);
                 if p.len() != m.len() || g.len() != p.len() {
                     candle_core::bail!("adam: state size mismatch");
                 }
-                adam_body!(f64, p, g, m, v, self, adam_chunk_f64);
+                adam_body!(f64, p, g, m, v, self, adam::adam_f64);
             }
             _ => candle_core::bail!("adam: f32 or f64 parameters, gradients and state of one dtype"),
         }

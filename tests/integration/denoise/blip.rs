@@ -131,7 +131,7 @@ fn missing_blip_files_give_a_clear_error_and_degraded_denoiser() {
         Ok(_) => panic!("loaded a captioner from an empty folder"),
     };
     assert!(err.contains("blip-image-captioning-large-q4k.gguf") && err.contains("missing"), "{err}");
-    let d = sgbd_edge::denoise::text::Denoiser::from_config(&cfg);
+    let (d, _) = sgbd_edge::denoise::Denoiser::load(&cfg);
     assert!(d.captioner.is_none() && d.encoder.is_none());
     // Mismatch: a wrong MiniLM file names expected and actual hashes.
     let m = dir.path().join("all-MiniLM-L6-v2");

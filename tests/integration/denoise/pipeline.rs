@@ -5,8 +5,7 @@ use candle_core::Device;
 use sgbd_edge::config::Config;
 use sgbd_edge::denoise::features::{read_catalog, CatalogItem};
 use sgbd_edge::denoise::testutil::*;
-use sgbd_edge::denoise::text::Denoiser;
-use sgbd_edge::denoise::{pipeline, robustness, Captioner, TextEncoder};
+use sgbd_edge::denoise::{pipeline, robustness, Captioner, Denoiser, TextEncoder};
 use sgbd_edge::store::{FeatureKind, Store};
 
 fn hm_items(n: usize) -> Option<Vec<CatalogItem>> {
@@ -67,7 +66,7 @@ fn degraded_pipeline_without_models_still_cleans_and_stores() {
     let Some(items) = hm_items(5) else { return };
     let mut cfg = Config::default().denoise;
     cfg.models_dir = tempfile::tempdir().unwrap().path().to_path_buf();
-    let mut d = Denoiser::from_config(&cfg);
+    let (mut d, _) = Denoiser::load(&cfg);
     assert!(d.captioner.is_none() && d.encoder.is_none());
     let store = Store::open_in_memory().unwrap();
     let sum = pipeline::denoise_catalog(&mut d, &items, Some(&store), |_, r| assert!(r.denoised.degraded)).unwrap();

@@ -21,6 +21,7 @@
 //! This is the dynamic int8 quantization that ONNX Runtime and PyTorch apply to BERT linears (which
 //! also quantize activations asymmetrically), with a finer (per-token rather than per-tensor)
 //! activation scale.
+use super::matmul::{matmul_f32, MatRef, Parallel};
 use rayon::prelude::*;
 
 /// Output features per packed panel (4 × 16 i32 lanes).
@@ -188,31 +189,18 @@ impl QLinear {
         let xo: Vec<f32> =
             x[..m * k].chunks_exact(k).flat_map(|row| self.outliers.iter().map(move |&j| row[j])).collect();
         assert!(xo.len() == m * c && self.outlier_w.len() == c * n && out.len() == m * n);
-        // SAFETY: dst is m × n (row stride n), lhs m × c (row stride c), rhs the row-major c × n
-        // outlier weights (row stride n); lengths checked above.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                c,
-                out.as_mut_ptr(),
-                1,
-                n as isize,
-                true,
-                xo.as_ptr(),
-                1,
-                c as isize,
-                self.outlier_w.as_ptr(),
-                1,
-                n as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::Rayon(rayon::current_num_threads()),
-            )
-        };
+        // out (m × n) += xo (m × c) · the row-major c × n outlier weights.
+        matmul_f32(
+            m,
+            n,
+            c,
+            out,
+            true,
+            MatRef::row_major(&xo, c),
+            MatRef::row_major(&self.outlier_w, n),
+            1.0,
+            Parallel::Rayon,
+        );
     }
 
     /// Whether this layer runs the VNNI kernel (else the portable one).
@@ -375,28 +363,20 @@ pub fn use_vnni() -> bool {
     !PORTABLE_ONLY.load(std::sync::atomic::Ordering::Relaxed) && vnni_available()
 }
 
-/// Whether the AVX-512 VNNI kernel can run on this CPU.
+/// Whether the AVX-512 VNNI kernel can run on this CPU ([`super::Isa::avx512_vnni`]).
 pub fn vnni_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx512f")
-            && std::is_x86_feature_detected!("avx512bw")
-            && std::is_x86_feature_detected!("avx512vnni")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    super::isa().avx512_vnni()
 }
 
 /// Integer sums of `mr` activation rows (`a`, stride `kp`, unsigned bytes) with one panel.
 #[inline(always)]
 fn kernel(a: &[u8], kp: usize, w: &[i8], mr: usize, acc: &mut [[i32; NR]; MR], vnni: bool) {
-    debug_assert!(a.len() >= mr * kp && w.len() >= NR * kp);
+    assert!(mr <= MR && a.len() >= mr * kp && w.len() >= NR * kp && kp.is_multiple_of(4));
     #[cfg(target_arch = "x86_64")]
     if vnni {
-        // SAFETY: `vnni` is only true after `vnni_available()`; the slices cover mr rows of kp bytes
-        // and one whole panel (checked by the callers' indexing above).
+        // SAFETY: `vnni` is only true after `vnni_available()` (a layer's layout is decided by
+        // `quantize_with`, whose callers check it); the slices cover mr rows of kp bytes and one
+        // whole panel (checked by the callers' indexing above).
         unsafe {
             match mr {
                 1 => vnni_kernel::<1>(a, kp, w, acc),
@@ -411,7 +391,7 @@ fn kernel(a: &[u8], kp: usize, w: &[i8], mr: usize, acc: &mut [[i32; NR]; MR], v
     }
     let _ = vnni;
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
+    if super::isa().avx2() {
         // SAFETY: the CPU supports the feature the copy was compiled for (checked above).
         unsafe { portable_kernel_avx2(a, kp, w, mr, acc) };
         return;
@@ -420,6 +400,10 @@ fn kernel(a: &[u8], kp: usize, w: &[i8], mr: usize, acc: &mut [[i32; NR]; MR], v
 }
 
 /// The portable kernel compiled for AVX2 (x86 CPUs without VNNI).
+///
+/// # Safety
+///
+/// The CPU must support AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn portable_kernel_avx2(a: &[u8], kp: usize, w: &[i8], mr: usize, acc: &mut [[i32; NR]; MR]) {
@@ -443,6 +427,12 @@ fn portable_kernel(a: &[u8], kp: usize, w: &[i8], mr: usize, acc: &mut [[i32; NR
     }
 }
 
+/// The VNNI kernel over the [k/4][64][4] layout, for `R` rows.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512 F, BW and VNNI; `a` must hold `R` rows of `kp` bytes, `w` one
+/// whole panel (64 · kp bytes), and `kp` be a multiple of 4.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn vnni_kernel<const R: usize>(a: &[u8], kp: usize, w: &[i8], acc: &mut [[i32; NR]; MR]) {
@@ -592,6 +582,20 @@ mod tests {
         many[30] = 20.0;
         many[7] = 5.0;
         assert_eq!(outlier_inputs(&many), vec![3, 30]);
+    }
+
+    #[test]
+    fn dispatched_portable_layout_kernel_matches_the_portable_twin() {
+        // The [k][64] layout: the AVX2 copy where the CPU has it, against the plain loop.
+        let kp = 44;
+        let a: Vec<u8> = (0..MR * kp).map(|i| (i * 7 % 256) as u8).collect();
+        let w: Vec<i8> = (0..NR * kp).map(|i| ((i * 13 % 255) as i32 - 127) as i8).collect();
+        for mr in 1..=MR {
+            let (mut fast, mut plain) = ([[0i32; NR]; MR], [[0i32; NR]; MR]);
+            kernel(&a, kp, &w, mr, &mut fast, false);
+            portable_kernel(&a, kp, &w, mr, &mut plain);
+            assert_eq!(fast[..mr], plain[..mr], "{mr} rows");
+        }
     }
 
     #[test]

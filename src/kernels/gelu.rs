@@ -4,9 +4,10 @@
 //! fifth of BLIP-large's vision-encoder time and an eighth of MiniLM's on 2 cores. Here `erf` is
 //! the branch-free rational approximation used by XLA and Eigen (x clamped to [-4, 4], then
 //! x·P(x²)/Q(x²); max abs error 6.5e-8 against the exact function in f64), so the compiler
-//! vectorises the loop; with AVX2+FMA present at run time a copy of the loop is compiled for it.
-//! It runs on the calling thread (see `cpu_fwd`).
+//! vectorises the loop; with AVX2+FMA present ([`super::isa`]) a copy of the loop compiled for
+//! them runs. It runs on the calling thread (see `cpu_fwd`).
 //! Other devices and dtypes use candle's own kernel. Inference only: no gradient.
+use super::contiguous_f32;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
 const ALPHA: [f32; 7] =
@@ -29,6 +30,7 @@ pub fn gelu_f32(x: f32) -> f32 {
     0.5 * x * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
+/// The portable kernel (and the body of the AVX2+FMA copy).
 #[inline(always)]
 fn gelu_slice(x: &mut [f32]) {
     for v in x.iter_mut() {
@@ -36,6 +38,11 @@ fn gelu_slice(x: &mut [f32]) {
     }
 }
 
+/// [`gelu_slice`] compiled for AVX2 and FMA.
+///
+/// # Safety
+///
+/// The CPU must support AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn gelu_slice_avx2(x: &mut [f32]) {
@@ -45,19 +52,12 @@ unsafe fn gelu_slice_avx2(x: &mut [f32]) {
 /// Exact GELU of every value of `x`, in place, on the calling thread.
 pub fn gelu_in_place(x: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+    if super::isa().avx2_fma() {
         // SAFETY: the CPU supports the features the function was compiled for (checked above).
         unsafe { gelu_slice_avx2(x) };
         return;
     }
     gelu_slice(x)
-}
-
-/// The values of a custom operation's CPU input: f32 and contiguous, or an error naming `op`.
-pub(crate) fn contiguous_f32<'a>(op: &str, storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else { candle_core::bail!("{op}: f32 only") };
-    let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("{op}: input must be contiguous") };
-    Ok(&data[start..end])
 }
 
 struct GeluErf;
@@ -130,5 +130,15 @@ mod tests {
         let t = xs.t().unwrap();
         let d2 = (gelu_erf(&t).unwrap() - t.gelu_erf().unwrap()).unwrap().abs().unwrap().max_all().unwrap();
         assert!(d2.to_scalar::<f32>().unwrap() < 2e-6);
+    }
+
+    #[test]
+    fn dispatched_kernel_matches_the_portable_twin() {
+        let x: Vec<f32> = (0..10_007).map(|i| (i as f32 - 5_000.0) * 1.3e-3).collect();
+        let (mut fast, mut portable) = (x.clone(), x);
+        gelu_in_place(&mut fast);
+        gelu_slice(&mut portable);
+        // Same operations (mul_add is fused in both), so the same bits.
+        assert_eq!(fast, portable);
     }
 }

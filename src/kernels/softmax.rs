@@ -3,8 +3,8 @@
 //! candle 0.11's CPU softmax calls libm's `expf` once per score, which was 8 % of BLIP-large's
 //! vision-encoder time (577² scores per head and layer). Here `exp` is Cephes' `expf` written
 //! branch-free (Cody–Waite reduction to r in [-ln2/2, ln2/2], a degree-7 polynomial, 2ⁿ from the
-//! exponent bits; about 1 ulp), so the compiler vectorises the loops; with AVX2+FMA present at run
-//! time a copy compiled for them is used.
+//! exponent bits; about 1 ulp), so the compiler vectorises the loops; with AVX2+FMA present
+//! ([`super::isa`]) a copy compiled for them is used.
 
 /// Eight independent partial results, so that reductions vectorise without reassociation rights.
 const LANES: usize = 8;
@@ -49,6 +49,7 @@ fn lane_reduce(row: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
     acc.iter().copied().fold(tail, f)
 }
 
+/// The portable kernel (and the body of the AVX2+FMA copy).
 #[inline(always)]
 fn softmax_rows(x: &mut [f32], width: usize) {
     for row in x.chunks_exact_mut(width) {
@@ -65,6 +66,11 @@ fn softmax_rows(x: &mut [f32], width: usize) {
     }
 }
 
+/// [`softmax_rows`] compiled for AVX2 and FMA.
+///
+/// # Safety
+///
+/// The CPU must support AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn softmax_rows_avx2(x: &mut [f32], width: usize) {
@@ -77,7 +83,7 @@ pub fn softmax_in_place(x: &mut [f32], width: usize) {
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+    if super::isa().avx2_fma() {
         // SAFETY: the CPU supports the features the function was compiled for (checked above).
         unsafe { softmax_rows_avx2(x, width) };
         return;
@@ -124,6 +130,17 @@ mod tests {
             for r in x.chunks(width) {
                 assert!((r.iter().sum::<f32>() - 1.0).abs() < 1e-5);
             }
+        }
+    }
+
+    #[test]
+    fn dispatched_kernel_matches_the_portable_twin() {
+        for width in [1usize, 7, 8, 9, 577] {
+            let x: Vec<f32> = (0..5 * width).map(|i| ((i * 53 % 97) as f32 - 48.0) * 0.41).collect();
+            let (mut fast, mut portable) = (x.clone(), x);
+            softmax_in_place(&mut fast, width);
+            softmax_rows(&mut portable, width);
+            assert_eq!(fast, portable, "width {width}");
         }
     }
 }
