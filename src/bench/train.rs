@@ -8,7 +8,7 @@ use crate::learn::data::Interactions;
 use crate::learn::dataset::DataSource;
 use crate::learn::model::{Batch, ModelKind, Recommender};
 use crate::learn::optim::{OptimName, Optimizer};
-use crate::learn::sampler::NegativeSampler;
+use crate::learn::sampler::{NegativeSampler, Negatives};
 use crate::learn::trainer::{self, TrainReport};
 use crate::learn::{LearnError, Result};
 use candle_core::Device;
@@ -57,6 +57,8 @@ pub struct TrainBenchRuns {
     /// Epoch cap and early-stopping patience of every run.
     pub epochs: usize,
     pub patience: usize,
+    /// The negative pool of every run.
+    pub negatives: Negatives,
     pub command: String,
     /// One entry per optimiser, in the order compared (the first is the cost baseline).
     pub runs: Vec<OptimRuns>,
@@ -122,7 +124,7 @@ pub fn run(o: &TrainBenchOptions) -> Result<TrainBenchReport> {
             let (kind, params) = trainer::optim_from_config(&cfg);
             let model = trainer::build_model(&cfg, inter, feats)?;
             let mut opt = crate::learn::optim::build(kind, &params, model.named_vars())?;
-            let parts = profile_parts(model.as_ref(), &mut opt, inter, cfg.batch, cfg.eval_block, 10)?;
+            let parts = profile_parts(model.as_ref(), &mut opt, inter, cfg.batch, cfg.eval_block, cfg.negatives, 10)?;
             optims.push(OptimProfile { label: kind.label().to_string(), parts });
         }
         return Ok(TrainBenchReport::Profile(TrainBenchProfile {
@@ -163,6 +165,7 @@ pub fn run(o: &TrainBenchOptions) -> Result<TrainBenchReport> {
         first_seed: o.seed,
         epochs: base.epochs,
         patience: base.patience,
+        negatives: base.negatives,
         command: o.command.clone(),
         runs,
     }))
@@ -201,8 +204,18 @@ impl std::fmt::Display for TrainBenchRuns {
         let base_cpu = first(&|r| r.train_cpu_s_per_epoch);
         write!(
             f,
-            "\n### {:?} on {} ({} seeds from {}, epochs cap {}, patience {})\n\n`{}`\n\n",
-            self.model, self.dataset, self.seeds, self.first_seed, self.epochs, self.patience, self.command
+            "\n### {:?} on {} ({} seeds from {}, epochs cap {}, patience {}, negatives from {} items)\n\n`{}`\n\n",
+            self.model,
+            self.dataset,
+            self.seeds,
+            self.first_seed,
+            self.epochs,
+            self.patience,
+            match self.negatives {
+                Negatives::Train => "train",
+                Negatives::All => "all",
+            },
+            self.command
         )?;
         f.write_str("| optimiser | test R@20 | test N@20 | epochs | best epoch | train s/epoch | CPU s/epoch | s/eval | cost vs first (wall / CPU) | time to best s | peak RSS MB |\n|---|---|---|---|---|---|---|---|---|---|---|\n")?;
         for OptimRuns { label, reports: rs, .. } in &self.runs {
@@ -286,11 +299,12 @@ pub fn profile_parts(
     data: &Interactions,
     batch: usize,
     eval_block: usize,
+    negatives: Negatives,
     reps: usize,
 ) -> Result<Vec<ProfilePart>> {
     let train_ui = data.train_by_user();
     let valid_ui = data.valid_by_user();
-    let sampler = NegativeSampler::new(data.n_items, &train_ui)?;
+    let sampler = NegativeSampler::new(data.n_items, &train_ui, negatives)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let mut out = vec![];
     let (w, c) = time(reps, || sampler.epoch(&data.train, batch, &mut rng))?;

@@ -4,6 +4,7 @@ use crate::config::LearnConfig;
 use crate::learn::dataset::DataSource;
 use crate::learn::model::ModelKind;
 use crate::learn::optim::{OptimName, Variant as SgbdVariant};
+use crate::learn::sampler::Negatives;
 use crate::learn::trainer;
 use anyhow::Context;
 use std::io::{IsTerminal, Write};
@@ -38,6 +39,9 @@ pub struct HyperArgs {
     pub epochs: Option<usize>,
     #[arg(long)]
     pub patience: Option<usize>,
+    /// Negative pool: train (MMRec's rule, the default: items that occur in train) or all (every item).
+    #[arg(long)]
+    pub negatives: Option<Negatives>,
     #[arg(long)]
     pub batch: Option<usize>,
     #[arg(long)]
@@ -72,8 +76,8 @@ impl HyperArgs {
             ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
         }
         set!(
-            model, variant, epochs, patience, batch, lr, dim, layers, reg, rho, alpha1, alpha2, beta, eval_block,
-            dropout, mm_lambda
+            model, variant, epochs, patience, negatives, batch, lr, dim, layers, reg, rho, alpha1, alpha2, beta,
+            eval_block, dropout, mm_lambda
         );
     }
 }

@@ -1,6 +1,7 @@
 use super::{Issues, Validate};
 use crate::learn::model::ModelKind;
 use crate::learn::optim::{OptimName, Variant as SgbdVariant};
+use crate::learn::sampler::Negatives;
 use serde::{Deserialize, Serialize};
 
 /// On-device training of the recommender (`sgbd-edge train` reads it; flags override it).
@@ -23,8 +24,11 @@ pub struct LearnConfig {
     pub batch: usize,
     /// Maximum epochs; early stopping usually ends training first.
     pub epochs: usize,
-    /// Epochs without a better valid Recall@20 before stopping.
+    /// Early stopping as MMRec: training stops after `patience + 1` consecutive epochs whose valid
+    /// Recall@20 (rounded to 4 decimals) is not strictly above the best (0 = never stop early).
     pub patience: usize,
+    /// Negative pool: `train` (MMRec: items that occur in train) or `all` (every item).
+    pub negatives: Negatives,
     /// SAM radius (global L2 norm over all parameters).
     pub rho: f64,
     /// Mirror Gradient descent weight.
@@ -60,6 +64,7 @@ impl Default for LearnConfig {
             batch: 2048,
             epochs: 1000,
             patience: 20,
+            negatives: Negatives::Train,
             rho: 0.05,
             alpha1: 1.0,
             alpha2: 0.2,

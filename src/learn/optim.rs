@@ -12,6 +12,10 @@
 //!   gradient is plain. `S2`: SAM only for the descent step of mirror batches. `M2`: as S1 and the
 //!   mirror gradient is a SAM gradient too.
 //!
+//! SGBD's full text is not public: the three variants are this project's reading of its
+//! abstract ("SAM inside Mirror Gradient"), not the authors' algorithm. `S1` is the default
+//! ([`Variant::default`], `[learn] variant`).
+//!
 //! The loss closure is called once per gradient evaluation and must use the same batch (and
 //! negatives) every time within one `step`.
 

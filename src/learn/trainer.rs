@@ -1,14 +1,17 @@
 //! The training loop: per epoch, shuffle the train pairs and draw negatives, one optimiser step
 //! per batch, then a full-ranking evaluation on valid; early stopping on valid Recall@`valid_k`
-//! with patience; test metrics are computed whenever valid improves, so the report holds the
-//! test metrics of the best-valid epoch. Optional checkpoint after every epoch (and resume).
+//! as MMRec's `utils.early_stopping` ([`early_stopping`]); test metrics are computed whenever
+//! valid improves, so the report holds the test metrics of the best-valid epoch. Valid and test
+//! users with no train interaction are left out of both (MMRec's `filter_out_cod_start_users`).
+//! Optional checkpoint after every epoch (and resume).
 
 use super::checkpoint;
 use super::data::Interactions;
+use super::data::UserItems;
 use super::eval::{evaluate, RankMetrics};
 use super::model::{Batch, ModelKind, Recommender};
 use super::optim::{OptimKind, OptimParams, Optimizer};
-use super::sampler::NegativeSampler;
+use super::sampler::{NegativeSampler, Negatives};
 use super::{LearnError, Result};
 use crate::config::LearnConfig;
 use candle_core::Device;
@@ -22,8 +25,12 @@ use std::time::Instant;
 pub struct TrainOptions {
     /// Maximum number of epochs.
     pub epochs: usize,
-    /// Stop after this many epochs without a better valid Recall@`valid_k` (0 = never stop early).
+    /// MMRec's `stopping_step`: stop after `patience + 1` consecutive epochs whose valid
+    /// Recall@`valid_k`, rounded to 4 decimals, is not strictly above the best (0 = never stop early).
     pub patience: usize,
+    /// The negative pool (default: MMRec's, items that occur in train).
+    #[serde(default)]
+    pub negatives: Negatives,
     pub batch: usize,
     pub seed: u64,
     /// Users per block in evaluation.
@@ -39,6 +46,7 @@ impl Default for TrainOptions {
         Self {
             epochs: 1000,
             patience: 20,
+            negatives: Negatives::Train,
             batch: 2048,
             seed: 999,
             eval_block: 1024,
@@ -149,13 +157,58 @@ struct Resume {
     time_to_best_s: f64,
 }
 
-/// Runs one epoch of training; returns the mean batch loss.
+/// A metric as MMRec's `TopKEvaluator` reports it: rounded to 4 decimals.
+pub fn round4(x: f64) -> f64 {
+    (x * 1e4).round() / 1e4
+}
+
+/// What [`early_stopping`] decided for one epoch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StopStep {
+    /// The best (rounded) score after this epoch.
+    pub best: f64,
+    /// Consecutive epochs without a strict improvement, this one included.
+    pub bad_epochs: usize,
+    pub stop: bool,
+    pub improved: bool,
+}
+
+/// MMRec's `utils.utils.early_stopping` (bigger is better) on a 4-decimal-rounded valid score:
+/// strictly above `best` is an improvement (the counter resets), otherwise the counter grows and
+/// training stops once it exceeds `patience`, i.e. after `patience + 1` bad epochs. `best` starts
+/// below any score (MMRec: -1), so the first epoch always improves. `patience == 0` never stops
+/// (this project's meaning of 0; MMRec would stop after one bad epoch).
+pub fn early_stopping(score: f64, best: Option<f64>, bad_epochs: usize, patience: usize) -> StopStep {
+    let score = round4(score);
+    if best.is_none_or(|b| score > b) {
+        return StopStep { best: score, bad_epochs: 0, stop: false, improved: true };
+    }
+    let bad_epochs = bad_epochs + 1;
+    StopStep { best: best.unwrap_or(score), bad_epochs, stop: patience > 0 && bad_epochs > patience, improved: false }
+}
+
+/// `target` without the users who have no train interaction (MMRec drops such cold-start users'
+/// valid and test rows: `filter_out_cod_start_users`, on by default).
+pub fn without_cold_users(target: &UserItems, train: &UserItems) -> UserItems {
+    let pairs: Vec<(u32, u32)> = (0..target.n_users())
+        .filter(|&u| !train.get(u).is_empty())
+        .flat_map(|u| target.get(u).iter().map(move |&i| (u as u32, i)))
+        .collect();
+    UserItems::from_pairs(target.n_users(), &pairs)
+}
+
+/// Runs one epoch of training; returns the mean batch loss. Batch `k` of the epoch is step
+/// `first_step + k` of the optimiser's schedule (Mirror Gradient mirrors on steps
+/// `mod beta == 0`): 0 restarts the schedule every epoch as MMRec (its batch index); the
+/// daemon's rounds pass the number of batches already run so the schedule counts across epochs.
+#[allow(clippy::too_many_arguments)]
 pub fn train_epoch(
     model: &mut dyn Recommender,
     opt: &mut dyn Optimizer,
     sampler: &NegativeSampler,
     train: &[(u32, u32)],
     batch: usize,
+    first_step: usize,
     rng: &mut StdRng,
     on_batch: &mut Option<&mut dyn FnMut(usize, usize)>,
 ) -> Result<f64> {
@@ -171,7 +224,7 @@ pub fn train_epoch(
         let (model_w, opt_w) = (&mut *model, &mut *opt);
         let loss = rayon::scope(move |_| {
             let m: &dyn Recommender = model_w;
-            opt_w.step_with(&mut || m.loss_and_grads(&b), k)
+            opt_w.step_with(&mut || m.loss_and_grads(&b), first_step + k)
         })?;
         sum += loss as f64;
         if let Some(f) = on_batch.as_mut() {
@@ -198,9 +251,9 @@ pub fn fit(
         ks.push(opts.valid_k);
     }
     let train_ui = data.train_by_user();
-    let valid_ui = data.valid_by_user();
-    let test_ui = data.test_by_user();
-    let sampler = NegativeSampler::new(data.n_items, &train_ui)?;
+    let valid_ui = without_cold_users(&data.valid_by_user(), &train_ui);
+    let test_ui = without_cold_users(&data.test_by_user(), &train_ui);
+    let sampler = NegativeSampler::new(data.n_items, &train_ui, opts.negatives)?;
     let start = Instant::now();
 
     let mut r = Resume {
@@ -231,7 +284,7 @@ pub fn fit(
         }
     }
     let base_elapsed = r.elapsed_s;
-    let mut stopped_early = opts.patience > 0 && r.bad_epochs >= opts.patience;
+    let mut stopped_early = opts.patience > 0 && r.bad_epochs > opts.patience;
 
     for epoch in first_epoch..opts.epochs {
         if stopped_early {
@@ -239,7 +292,7 @@ pub fn fit(
         }
         let mut rng = epoch_rng(opts.seed, epoch);
         let (t0, c0) = (Instant::now(), crate::sys::process_cpu_seconds());
-        let loss = train_epoch(model, opt, &sampler, &data.train, opts.batch, &mut rng, &mut hooks.on_batch)?;
+        let loss = train_epoch(model, opt, &sampler, &data.train, opts.batch, 0, &mut rng, &mut hooks.on_batch)?;
         let (train_s, c1) = (t0.elapsed().as_secs_f64(), crate::sys::process_cpu_seconds());
         let t1 = Instant::now();
         let (u, i) = model.embeddings()?;
@@ -247,7 +300,9 @@ pub fn fit(
         let (eval_s, eval_cpu_s) = (t1.elapsed().as_secs_f64(), crate::sys::process_cpu_seconds() - c1);
         let train_cpu_s = c1 - c0;
         let cur = valid.recall_at(opts.valid_k);
-        let improved = r.best_valid.as_ref().is_none_or(|b| cur > b.recall_at(opts.valid_k));
+        let best = r.best_valid.as_ref().map(|b| round4(b.recall_at(opts.valid_k)));
+        let step = early_stopping(cur, best, r.bad_epochs, opts.patience);
+        let improved = step.improved;
         let mut test_eval_s = 0.0;
         if improved {
             let t2 = Instant::now();
@@ -255,11 +310,9 @@ pub fn fit(
             test_eval_s = t2.elapsed().as_secs_f64();
             r.best_valid = Some(valid.clone());
             r.best_epoch = Some(epoch);
-            r.bad_epochs = 0;
             r.time_to_best_s = base_elapsed + start.elapsed().as_secs_f64();
-        } else {
-            r.bad_epochs += 1;
         }
+        r.bad_epochs = step.bad_epochs;
         let rec = EpochRecord {
             epoch,
             loss,
@@ -278,7 +331,7 @@ pub fn fit(
         }
         r.curve.push(rec);
         r.epoch = epoch;
-        stopped_early = opts.patience > 0 && r.bad_epochs >= opts.patience;
+        stopped_early = step.stop;
         if let Some(dir) = &opts.checkpoint {
             r.elapsed_s = base_elapsed + start.elapsed().as_secs_f64();
             let state = serde_json::json!({ "trainer": serde_json::to_value(&r).map_err(|e| LearnError::Invalid(e.to_string()))? });
@@ -328,6 +381,7 @@ pub fn options_from_config(cfg: &LearnConfig, checkpoint: Option<PathBuf>) -> Tr
     TrainOptions {
         epochs: cfg.epochs,
         patience: cfg.patience,
+        negatives: cfg.negatives,
         batch: cfg.batch,
         seed: cfg.seed,
         eval_block: cfg.eval_block,
@@ -398,7 +452,7 @@ pub enum Split {
 }
 
 /// MMRec's rule for one split: train items are masked, the split's items are the targets (valid
-/// items are *not* masked when testing).
+/// items are *not* masked when testing), users without train interactions are left out.
 pub fn evaluate_model(
     model: &dyn Recommender,
     data: &Interactions,
@@ -407,9 +461,108 @@ pub fn evaluate_model(
     block: usize,
 ) -> Result<RankMetrics> {
     let (u, i) = model.embeddings()?;
+    let train = data.train_by_user();
     let target = match split {
         Split::Valid => data.valid_by_user(),
         Split::Test => data.test_by_user(),
     };
-    evaluate(&u, &i, &data.train_by_user(), &target, ks, block)
+    evaluate(&u, &i, &train, &without_cold_users(&target, &train), ks, block)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds a scripted sequence of valid scores through [`early_stopping`]; returns the epoch
+    /// it stops at (if any) and the improved flags.
+    fn script(scores: &[f64], patience: usize) -> (Option<usize>, Vec<bool>) {
+        let (mut best, mut bad, mut flags) = (None, 0, vec![]);
+        for (e, &s) in scores.iter().enumerate() {
+            let st = early_stopping(s, best, bad, patience);
+            flags.push(st.improved);
+            best = Some(st.best);
+            bad = st.bad_epochs;
+            if st.stop {
+                return (Some(e), flags);
+            }
+        }
+        (None, flags)
+    }
+
+    #[test]
+    fn early_stopping_is_mmrecs_rounded_strict_rule() {
+        // epoch 0 always improves (MMRec's best starts at -1), even at 0
+        assert!(early_stopping(0.0, None, 0, 2).improved);
+        // 0.10004 rounds to 0.1000: not an improvement; 0.10006 rounds to 0.1001: one
+        let s = [0.1, 0.10004, 0.10006, 0.1001, 0.10014, 0.0999, 0.1];
+        let (stop, flags) = script(&s, 2);
+        assert_eq!(flags, vec![true, false, true, false, false, false]);
+        // patience 2: stops at the third bad epoch in a row (patience + 1), epoch 5
+        assert_eq!(stop, Some(5));
+        // an equal score is not an improvement and counts as bad
+        assert_eq!(script(&[0.2, 0.2, 0.2], 1).0, Some(2));
+        // a strict improvement resets the counter
+        assert_eq!(script(&[0.2, 0.1, 0.3, 0.1, 0.1], 1).0, Some(4));
+        // patience 0 never stops
+        assert_eq!(script(&[0.3, 0.1, 0.1, 0.1], 0).0, None);
+        // MMRec's default, patience 20: the 21st bad epoch stops
+        let mut long = vec![0.05];
+        long.extend(std::iter::repeat_n(0.04, 25));
+        assert_eq!(script(&long, 20).0, Some(21));
+    }
+
+    #[test]
+    fn cold_start_users_are_dropped_from_targets() {
+        let train = UserItems::from_pairs(3, &[(0, 0), (2, 1)]);
+        let target = UserItems::from_pairs(3, &[(0, 1), (1, 0), (1, 2), (2, 0)]);
+        let t = without_cold_users(&target, &train);
+        assert_eq!(t.get(0), &[1]);
+        assert!(t.get(1).is_empty(), "user 1 has no train interaction");
+        assert_eq!(t.get(2), &[0]);
+        assert_eq!(t.nnz(), 2);
+    }
+
+    #[test]
+    fn evaluation_leaves_cold_start_users_out() {
+        // user 2 occurs only in valid/test: it is not in the metrics' denominator
+        let data = Interactions {
+            n_users: 3,
+            n_items: 4,
+            train: vec![(0, 0), (1, 1)],
+            valid: vec![(0, 2), (1, 3), (2, 1)],
+            test: vec![(0, 3), (1, 2), (2, 0)],
+        };
+        let mut rng = StdRng::seed_from_u64(1);
+        let m = super::super::mf::MfBpr::new(3, 4, 4, 0.0, candle_core::DType::F32, &mut rng).unwrap();
+        for split in [Split::Valid, Split::Test] {
+            let r = evaluate_model(&m, &data, split, &[2], 16).unwrap();
+            assert_eq!(r.n_users, 2, "{split:?}");
+        }
+    }
+
+    /// MG on a store with one batch per epoch: with `first_step` 0 every epoch (MMRec's batch
+    /// index) every step is a mirror step; counting across epochs mirrors one step in `beta`.
+    #[test]
+    fn mg_schedule_per_epoch_index_vs_steps_across_epochs() {
+        use super::super::optim::{build, OptimKind, OptimParams};
+        let train = vec![(0u32, 0u32), (0, 1), (1, 2), (1, 3), (2, 0)];
+        let ui = UserItems::from_pairs(3, &train);
+        let sampler = NegativeSampler::new(5, &ui, Negatives::Train).unwrap();
+        let p = OptimParams { beta: 3, ..OptimParams::default() };
+        let evals = |across: bool| {
+            let mut rng = StdRng::seed_from_u64(7);
+            let mut m = super::super::mf::MfBpr::new(3, 5, 4, 1e-4, candle_core::DType::F32, &mut rng).unwrap();
+            let mut opt = build(OptimKind::Mg, &p, m.named_vars()).unwrap();
+            let mut steps = 0;
+            for e in 0..6 {
+                let first = if across { steps } else { 0 };
+                train_epoch(&mut m, &mut opt, &sampler, &train, 2048, first, &mut epoch_rng(1, e), &mut None).unwrap();
+                steps += 1; // one batch per epoch
+            }
+            opt.grad_evals()
+        };
+        // mirror step = 2 gradient evaluations, plain step = 1
+        assert_eq!(evals(false), 12, "reference: every one-batch epoch is a mirror step");
+        assert_eq!(evals(true), 2 + 1 + 1 + 2 + 1 + 1, "across epochs: steps 0 and 3 mirror");
+    }
 }

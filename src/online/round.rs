@@ -260,7 +260,14 @@ pub fn run(cfg: &Config, store: &Store, reg: &Registry, stop: &AtomicBool, hooks
     let kind = cfg.online.optim.with_variant(lc.variant);
     let mut opt = optim::build(kind, &params, model.named_vars())?;
     let train_ui = data.train_by_user();
-    let sampler = NegativeSampler::new(data.n_items, &train_ui)?;
+    // MMRec's negative rule, as `train` (`[learn] negatives`): in the store's time split the items
+    // absent from train are the newest ones, which the `all` rule would push down as negatives.
+    let sampler = NegativeSampler::new(data.n_items, &train_ui, lc.negatives)?;
+    // Mirror Gradient's schedule counts batches across the round's epochs: a store under
+    // `batch` train pairs has one batch per epoch, and MMRec's per-epoch batch index would make
+    // every step a mirror step.
+    let batches_per_epoch = data.train.len().div_ceil(lc.batch.max(1));
+    let mut steps = 0usize;
     let t_train = Instant::now();
     let budget = std::time::Duration::from_secs(cfg.online.time_budget_s);
     let mut best: Option<(RankMetrics, usize, Vec<Tensor>)> = None;
@@ -271,7 +278,8 @@ pub fn run(cfg: &Config, store: &Store, reg: &Registry, stop: &AtomicBool, hooks
             return Err(OnlineError::Aborted);
         }
         let mut rng = epoch_rng(lc.seed.wrapping_add(events_used), epoch);
-        trainer::train_epoch(model.as_mut(), &mut opt, &sampler, &data.train, lc.batch, &mut rng, &mut None)?;
+        trainer::train_epoch(model.as_mut(), &mut opt, &sampler, &data.train, lc.batch, steps, &mut rng, &mut None)?;
+        steps += batches_per_epoch;
         epochs += 1;
         let valid = evaluate_model(model.as_ref(), &data, Split::Valid, &KS, block)?;
         // Recall@20 first; NDCG@20 breaks ties (recall saturates on small catalogues).

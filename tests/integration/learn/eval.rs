@@ -117,7 +117,7 @@ fn early_stopping_reports_test_at_best_valid_epoch() {
     let r = fit(&mut m, &mut opt, &data, &opts, Hooks::default()).unwrap();
     assert_eq!(r.best_epoch, Some(1));
     assert!(r.stopped_early);
-    assert_eq!(r.epochs_run, 2 + 3, "best at epoch 1, then 3 epochs without improvement");
+    assert_eq!(r.epochs_run, 2 + 4, "best at epoch 1, then patience + 1 = 4 epochs without improvement (MMRec)");
     let t = r.test.unwrap();
     // at epoch 1 the test item (score 2) ranks 4th among unmasked items 1..5 -> recall@1 0, @5 1
     close(t.recall_at(1), 0.0);
