@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # aarch64 (Jetson) cross build and smoke test under qemu-user:
-#   1. cross/build-aarch64.sh (installs the cross toolchain and the rust target if missing)
+#   1. cross/build-aarch64.sh --profile dist, the build the arm64 .deb ships (installs the cross toolchain and the rust target if missing)
 #   2. ELF checks: aarch64, glibc symbol versions <= 2.35 (JetPack 6 = Ubuntu 22.04), shared libraries
 #   3. under qemu-aarch64-static: --version, validate on the shipped configs (and a bad one: exit 78),
 #      print-default-config == firmware-config/default.toml
@@ -38,10 +38,10 @@ if [ ${#need[@]} -gt 0 ]; then
     $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${need[@]}"
 fi
 
-step "cross build: cross/build-aarch64.sh --release"
-cross/build-aarch64.sh --release
+step "cross build: cross/build-aarch64.sh --profile dist (the shipped build, packaged by .ci/deb.sh)"
+cross/build-aarch64.sh --profile dist
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-BIN=${TARGET_DIR:-target}/$TARGET/release/sgbd-edge
+BIN=${TARGET_DIR:-target}/$TARGET/dist/sgbd-edge
 
 step "ELF checks"
 check "binary is an aarch64 ELF" grep -q 'ARM aarch64' <<<"$(file -b "$BIN")"

@@ -55,21 +55,24 @@ if ! command -v file >/dev/null; then
     $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends file
 fi
 
-step "amd64: cargo build --release (no-op when .ci/run already built it)"
-nice -n 10 cargo build --release --locked --bin sgbd-edge
-
-step "amd64: cargo deb --no-build"
+# Packages ship the `dist` profile (LTO, one codegen unit, no incremental, stripped), never `release`.
+step "amd64: cargo build --profile dist"
 t=$(date +%s)
-cargo deb --no-build --output "$OUTDIR/" 2>&1 | tail -3
+nice -n 10 cargo build --profile dist --locked --bin sgbd-edge
+echo "[deb] amd64 dist build took $(($(date +%s) - t)) s"
+
+step "amd64: cargo deb --profile dist --no-build"
+t=$(date +%s)
+cargo deb --profile dist --no-build --output "$OUTDIR/" 2>&1 | tail -3
 DEB_AMD64=$(ls -t "$OUTDIR"/${PKG}_*_amd64.deb | head -1)
 echo "[deb] $DEB_AMD64: $(du -h "$DEB_AMD64" | cut -f1) ($(stat -c %s "$DEB_AMD64") bytes), built in $(($(date +%s) - t)) s"
 
 DEB_ARM64=""
 if [ -z "${SGBD_SKIP_AARCH64:-}" ]; then
-    step "arm64: cross build (no-op when .ci/aarch64.sh already built it) + cargo deb --target aarch64-unknown-linux-gnu --no-build"
-    cross/build-aarch64.sh
+    step "arm64: cross build --profile dist (no-op when .ci/aarch64.sh already built it) + cargo deb --target aarch64-unknown-linux-gnu --profile dist --no-build"
+    cross/build-aarch64.sh --profile dist
     t=$(date +%s)
-    cargo deb --target aarch64-unknown-linux-gnu --no-build --output "$OUTDIR/" 2>&1 | tail -3
+    cargo deb --target aarch64-unknown-linux-gnu --profile dist --no-build --output "$OUTDIR/" 2>&1 | tail -3
     DEB_ARM64=$(ls -t "$OUTDIR"/${PKG}_*_arm64.deb | head -1)
     echo "[deb] $DEB_ARM64: $(du -h "$DEB_ARM64" | cut -f1) ($(stat -c %s "$DEB_ARM64") bytes), built in $(($(date +%s) - t)) s"
 else
@@ -201,7 +204,7 @@ TMPDEB=$(mktemp -d)
 # cargo-deb deletes other versions of the package from target/debian: keep ours aside.
 cp -p "$DEB_AMD64" "$TMPDEB/keep.deb"
 mkdir "$TMPDEB/next"
-cargo deb --no-build --deb-revision 99 --output "$TMPDEB/next/" >/dev/null 2>&1
+cargo deb --profile dist --no-build --deb-revision 99 --output "$TMPDEB/next/" >/dev/null 2>&1
 mv "$TMPDEB/keep.deb" "$DEB_AMD64"
 DEB_NEXT=$(ls "$TMPDEB"/next/*.deb)
 "${DPKG[@]}" -i "$DEB_NEXT" </dev/null >/dev/null
