@@ -262,6 +262,28 @@ pub struct EventMsg {
     pub request_id: Option<String>,
 }
 
+impl EventMsg {
+    /// The interaction this message describes, sent by `kiosk` and checked at `now` (ms UTC), or
+    /// why it is not acceptable: a known `kind`, a plausible `ts` ([`check_ts`]) and every rule the
+    /// store applies ([`crate::store::Event::check`]). The daemon's router refuses an event this
+    /// rejects, so that it never reaches the store's writer.
+    pub fn to_event(&self, kiosk: &str, now: i64) -> Result<crate::store::Event, String> {
+        let kind =
+            self.kind.parse().map_err(|_| format!("kind: unknown {:?}; use view, scan, cart, purchase", self.kind))?;
+        check_ts(self.ts, now).map_err(|e| format!("ts: {e}"))?;
+        let ev = crate::store::Event {
+            event_id: self.event_id.clone(),
+            user: self.user.clone(),
+            sku: self.sku.clone(),
+            kind,
+            ts_ms: self.ts,
+            kiosk: Some(kiosk.to_string()),
+        };
+        ev.check().map_err(|e| e.to_string())?;
+        Ok(ev)
+    }
+}
+
 /// Acknowledgement of an event, sent only when asked for, after the event is committed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct EventAck {

@@ -134,6 +134,13 @@ impl Vc0706 {
             .timeout(s.timeout)
             .open()
             .map_err(|e| CaptureError::Serial { port: s.port.clone(), msg: e.to_string() })?;
+        Self::on_port(port, s)
+    }
+
+    /// [`Vc0706::connect`] on a port that is already open (a serial bridge, a test double): resets
+    /// the camera, checks its version and sets the image size. `s.port` only names the camera in
+    /// errors and logs.
+    pub fn on_port(port: Box<dyn SerialPort>, s: &SerialSettings) -> Result<Self> {
         let mut cam = Self { port, s: s.clone(), retried: 0 };
         cam.reset()?;
         let version = cam.retry("GEN_VERSION", |c| c.transact(GEN_VERSION, &[]))?;

@@ -5,9 +5,8 @@ use super::ingest::WriterMsg;
 use super::reply::{error_payload, refuse, reply_target, send_reply};
 use crate::daemon::Ctx;
 use crate::mqtt::client::InMsg;
-use crate::mqtt::contract::{self, decode, DecodeError, ErrorCode, EventMsg, Inbound};
+use crate::mqtt::contract::{decode, DecodeError, ErrorCode, EventMsg, Inbound};
 use crate::mqtt::ratelimit::KioskRateLimiter;
-use crate::store::Event;
 use crate::sys::now_ms;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,8 +59,8 @@ pub(crate) async fn router(
     tracing::debug!("router stopped");
 }
 
-/// Decodes and checks one kiosk event: every rule the store applies ([`Event::check`]) plus
-/// the contract's own (a known `kind`, a plausible `ts`), and the kiosk's event rate. A bad
+/// Decodes and checks one kiosk event ([`EventMsg::to_event`]: every rule the store applies plus
+/// the contract's own, a known `kind` and a plausible `ts`), and the kiosk's event rate. A bad
 /// event is refused here, alone, with a code naming the problem; it never reaches the writer.
 fn decode_event(ctx: &Ctx, kiosk: &str, m: &InMsg, limit: &mut KioskRateLimiter) -> Option<WriterMsg> {
     let max = ctx.live().max_payload_bytes;
@@ -78,7 +77,7 @@ fn decode_event(ctx: &Ctx, kiosk: &str, m: &InMsg, limit: &mut KioskRateLimiter)
         request_id: msg.request_id.clone(),
         reply_to: msg.reply_to.clone(),
     };
-    let ev = match event_of(&msg, kiosk, now_ms()) {
+    let ev = match msg.to_event(kiosk, now_ms()) {
         Ok(ev) => ev,
         Err(message) => {
             refuse(ctx, Some(kiosk), m, refused(ErrorCode::InvalidField, message));
@@ -107,20 +106,4 @@ fn decode_event(ctx: &Ctx, kiosk: &str, m: &InMsg, limit: &mut KioskRateLimiter)
         }
     };
     Some(WriterMsg::Event { ev, reply })
-}
-
-/// The interaction a kiosk's event message describes, or why it is not acceptable.
-pub(crate) fn event_of(msg: &EventMsg, kiosk: &str, now: i64) -> Result<Event, String> {
-    let kind = msg.kind.parse().map_err(|_| format!("kind: unknown {:?}; use view, scan, cart, purchase", msg.kind))?;
-    contract::check_ts(msg.ts, now).map_err(|e| format!("ts: {e}"))?;
-    let ev = Event {
-        event_id: msg.event_id.clone(),
-        user: msg.user.clone(),
-        sku: msg.sku.clone(),
-        kind,
-        ts_ms: msg.ts,
-        kiosk: Some(kiosk.to_string()),
-    };
-    ev.check().map_err(|e| e.to_string())?;
-    Ok(ev)
 }
