@@ -553,11 +553,10 @@ mod tests {
             let mut rng = StdRng::seed_from_u64(7);
             let mut m = super::super::mf::MfBpr::new(3, 5, 4, 1e-4, candle_core::DType::F32, &mut rng).unwrap();
             let mut opt = build(OptimKind::Mg, &p, m.named_vars()).unwrap();
-            let mut steps = 0;
-            for e in 0..6 {
-                let first = if across { steps } else { 0 };
+            for e in 0..6usize {
+                // one batch per epoch: the steps before epoch e are e
+                let first = if across { e } else { 0 };
                 train_epoch(&mut m, &mut opt, &sampler, &train, 2048, first, &mut epoch_rng(1, e), &mut None).unwrap();
-                steps += 1; // one batch per epoch
             }
             opt.grad_evals()
         };

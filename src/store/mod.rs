@@ -136,12 +136,15 @@ pub struct FieldError {
     pub problem: String,
 }
 
-/// The rule for every identifier of an interaction: not blank, at most [`MAX_ID_BYTES`], no
-/// control characters.
+/// The rule for every identifier of an interaction: not blank, no leading or trailing white space
+/// (the catalogue and the imports trim SKUs, so `" a"` would never meet item `a`), at most
+/// [`MAX_ID_BYTES`], no control characters.
 pub fn check_id(field: &'static str, v: &str) -> std::result::Result<(), FieldError> {
     let bad = |problem: &str| Err(FieldError { field, problem: problem.into() });
     if v.trim().is_empty() {
         bad("must not be empty or blank")
+    } else if v.trim() != v {
+        bad("has leading or trailing white space")
     } else if v.len() > MAX_ID_BYTES {
         bad(&format!("longer than {MAX_ID_BYTES} bytes"))
     } else if v.chars().any(char::is_control) {
@@ -361,6 +364,18 @@ mod tests {
         assert!("like".parse::<EventKind>().is_err());
         let w: Vec<f64> = EventKind::ALL.iter().map(|k| k.weight()).collect();
         assert!(w.windows(2).all(|p| p[0] < p[1]));
+    }
+
+    #[test]
+    fn ids_with_surrounding_white_space_are_refused_like_blank_ones() {
+        assert!(check_id("sku", "a").is_ok());
+        assert!(check_id("sku", "a b").is_ok(), "inner spaces are part of an id");
+        for v in [" a", "a ", "\u{3000}a", ""] {
+            let e = check_id("sku", v).unwrap_err();
+            assert_eq!(e.field, "sku", "{v:?}");
+        }
+        assert_eq!(check_id("sku", " a").unwrap_err().problem, "has leading or trailing white space");
+        assert_eq!(check_id("user", "   ").unwrap_err().problem, "must not be empty or blank");
     }
 
     #[test]
