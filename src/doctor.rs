@@ -228,41 +228,25 @@ fn check_active_model(cfg: &Config) -> Check {
         };
     }
     let file = under_data_dir(cfg, &m.path);
-    if file.is_dir() {
-        let manifest = file.join("manifest.json");
-        return match crate::sys::sha256_file(&manifest) {
-            Ok(h) if h.eq_ignore_ascii_case(m.sha256.trim()) => Check::new(
-                "recommender",
-                CheckStatus::Ok,
-                format!("active {} at {} (manifest sha256 ok)", m.version, file.display()),
-            ),
-            Ok(h) => Check::new(
-                "recommender",
-                CheckStatus::Fail,
-                format!("active {}: {} has sha256 {h}, registry says {}", m.version, manifest.display(), m.sha256),
-            ),
-            Err(e) => Check::new(
-                "recommender",
-                CheckStatus::Fail,
-                format!("active {}: {}: {e}", m.version, manifest.display()),
-            ),
-        };
-    }
-    match crate::sys::sha256_file(&file) {
-        Ok(h) if h.eq_ignore_ascii_case(m.sha256.trim()) => Check::new(
-            "recommender",
-            CheckStatus::Ok,
-            format!("active {} at {} (sha256 ok)", m.version, file.display()),
-        ),
+    // A version directory is checked through its manifest, a single file directly.
+    let (digested, what, missing) = if file.is_dir() {
+        (file.join("manifest.json"), "manifest sha256 ok", String::new())
+    } else {
+        (file.clone(), "sha256 ok", format!(" (not in {})", registry.root().display()))
+    };
+    match crate::sys::sha256_file(&digested) {
+        Ok(h) if h.eq_ignore_ascii_case(m.sha256.trim()) => {
+            Check::new("recommender", CheckStatus::Ok, format!("active {} at {} ({what})", m.version, file.display()))
+        }
         Ok(h) => Check::new(
             "recommender",
             CheckStatus::Fail,
-            format!("active {}: {} has sha256 {h}, registry says {}", m.version, file.display(), m.sha256),
+            format!("active {}: {} has sha256 {h}, registry says {}", m.version, digested.display(), m.sha256),
         ),
         Err(e) => Check::new(
             "recommender",
             CheckStatus::Fail,
-            format!("active {}: {} (not in {}): {e}", m.version, file.display(), registry.root().display()),
+            format!("active {}: {}{missing}: {e}", m.version, digested.display()),
         ),
     }
 }
