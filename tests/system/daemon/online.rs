@@ -147,23 +147,8 @@ async fn kiosk_events_trigger_training_promotion_and_new_replies() {
 async fn daemon_serves_the_registry_active_model_on_startup_and_popularity_when_it_is_damaged() {
     // Training rounds in the daemon under time limits, a kill timed into a round.
     let _turn = crate::harness::exclusive();
-    use crate::harness::online::{config, open};
-    use sgbd_edge::online::RoundHooks;
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port_pair();
     // Train a version with the library first (same data dir as the daemon's config).
-    let cfg_path = write_config(dir.path(), port, false, "\n[online]\nenabled = false\n");
-    let mut lib_cfg = config(dir.path());
-    lib_cfg.node = sgbd_edge::config::Config::load(&cfg_path).unwrap().node;
-    {
-        let mut s = open(&lib_cfg);
-        P.catalog(&s, false);
-        s.insert_events(&P.events(0, "a")).unwrap();
-    }
-    let reg = sgbd_edge::registry::Registry::from_config(&lib_cfg);
-    let r = sgbd_edge::online::round::run(&lib_cfg, &open(&lib_cfg), &reg, &Default::default(), &RoundHooks::default())
-        .unwrap();
-    assert_eq!(r.decision, sgbd_edge::online::Decision::Promoted);
+    let Trained { dir: _dir, port, cfg_path, reg, round: r } = trained_with_online_off();
 
     let mut d = Daemon::spawn(&cfg_path);
     let k = kiosk_when_ready(port, "k0", Protocol::V5).await;
@@ -329,22 +314,7 @@ async fn daemon_killed_mid_training_keeps_the_previous_active_model() {
 async fn restarted_daemon_births_the_registry_active_model() {
     // A training round, then two daemon starts.
     let _turn = crate::harness::exclusive();
-    use crate::harness::online::{config, open};
-    use sgbd_edge::online::RoundHooks;
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port_pair();
-    let cfg_path = write_config(dir.path(), port, false, "\n[online]\nenabled = false\n");
-    let mut lib_cfg = config(dir.path());
-    lib_cfg.node = sgbd_edge::config::Config::load(&cfg_path).unwrap().node;
-    {
-        let mut s = open(&lib_cfg);
-        P.catalog(&s, false);
-        s.insert_events(&P.events(0, "a")).unwrap();
-    }
-    let reg = sgbd_edge::registry::Registry::from_config(&lib_cfg);
-    let r = sgbd_edge::online::round::run(&lib_cfg, &open(&lib_cfg), &reg, &Default::default(), &RoundHooks::default())
-        .unwrap();
-    assert_eq!(r.decision, sgbd_edge::online::Decision::Promoted);
+    let Trained { dir: _dir, port, cfg_path, reg: _, round: r } = trained_with_online_off();
     let base = topics().base;
     for start in 0..2 {
         let mut d = Daemon::spawn(&cfg_path);
@@ -362,4 +332,34 @@ async fn restarted_daemon_births_the_registry_active_model() {
         d.signal(libc::SIGTERM);
         assert!(d.wait(Duration::from_secs(20)).expect("exit").success());
     }
+}
+
+/// A data dir with the planted catalogue and events, a daemon config over it with the learning loop
+/// off, and one version trained and promoted by a library round.
+struct Trained {
+    dir: tempfile::TempDir,
+    port: u16,
+    cfg_path: std::path::PathBuf,
+    reg: sgbd_edge::registry::Registry,
+    round: sgbd_edge::online::RoundOutcome,
+}
+
+fn trained_with_online_off() -> Trained {
+    use crate::harness::online::{config, open};
+    use sgbd_edge::online::RoundHooks;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port_pair();
+    let cfg_path = write_config(dir.path(), port, false, "\n[online]\nenabled = false\n");
+    let mut lib_cfg = config(dir.path());
+    lib_cfg.node = sgbd_edge::config::Config::load(&cfg_path).unwrap().node;
+    {
+        let mut s = open(&lib_cfg);
+        P.catalog(&s, false);
+        s.insert_events(&P.events(0, "a")).unwrap();
+    }
+    let reg = sgbd_edge::registry::Registry::from_config(&lib_cfg);
+    let r = sgbd_edge::online::round::run(&lib_cfg, &open(&lib_cfg), &reg, &Default::default(), &RoundHooks::default())
+        .unwrap();
+    assert_eq!(r.decision, sgbd_edge::online::Decision::Promoted);
+    Trained { dir, port, cfg_path, reg, round: r }
 }
