@@ -68,6 +68,9 @@ pub struct HyperArgs {
     /// FREEDOM modality-loss weight.
     #[arg(long)]
     pub mm_lambda: Option<f64>,
+    /// Where training runs: cpu, cuda or auto (`learn.device`; cuda needs a `--features cuda` build).
+    #[arg(long)]
+    pub device: Option<crate::device::DevicePref>,
 }
 
 impl HyperArgs {
@@ -77,7 +80,7 @@ impl HyperArgs {
         }
         set!(
             model, variant, epochs, patience, negatives, batch, lr, dim, layers, reg, rho, alpha1, alpha2, beta,
-            eval_block, dropout, mm_lambda
+            eval_block, dropout, mm_lambda, device
         );
     }
 }

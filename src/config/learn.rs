@@ -48,6 +48,9 @@ pub struct LearnConfig {
     pub dropout: f64,
     /// FREEDOM: weight of the per-modality BPR terms.
     pub mm_lambda: f64,
+    /// Where training runs: `cpu`, `cuda` or `auto` (CUDA needs a build with `--features cuda`;
+    /// without a GPU it falls back to the CPU with a log line).
+    pub device: crate::device::DevicePref,
 }
 
 impl Default for LearnConfig {
@@ -75,6 +78,7 @@ impl Default for LearnConfig {
             test_per_user: 1,
             dropout: 0.8,
             mm_lambda: 1e-4,
+            device: crate::device::DevicePref::Cpu,
         }
     }
 }

@@ -135,7 +135,8 @@ pub fn evaluate(
     let mut sums = vec![0f64; 3 * nk];
     for chunk in eval_users.chunks(block.max(1)) {
         let idx = Tensor::from_slice(chunk, chunk.len(), users.device())?;
-        let scores = users.index_select(&idx, 0)?.matmul(&items_t)?;
+        // scored on the embeddings' device, ranked on the CPU (a no-op copy there)
+        let scores = users.index_select(&idx, 0)?.matmul(&items_t)?.to_device(&candle_core::Device::Cpu)?;
         let (storage, layout) = scores.storage_and_layout();
         let scores: &[f32] = match (&*storage, layout.contiguous_offsets()) {
             (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((s, e))) => &v[s..e],

@@ -13,11 +13,11 @@
 //! TikTok, audio).
 
 use super::knn::{item_graph, KnnParams};
-use super::model::{bpr_loss, Batch, Recommender};
+use super::model::{bpr_loss, var_on, Batch, Recommender};
 use super::npy::Modality;
 use super::sparse::{normalized_bipartite, SparseOp};
 use super::vbpr::{check_modalities, xavier_var, Linear};
-use super::{LearnError, Result};
+use super::{LearnError, OpPath, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -263,11 +263,23 @@ impl Recommender for Freedom {
             return Ok(());
         }
         let kept = self.prune(rng);
-        self.masked = SparseOp::symmetric(Arc::new(normalized_bipartite(self.n_users, self.n_items, &kept)));
+        self.masked = SparseOp::symmetric(Arc::new(normalized_bipartite(self.n_users, self.n_items, &kept)))
+            .with_path(self.full.path());
         Ok(())
     }
 
     fn embeddings(&self) -> Result<(Tensor, Tensor)> {
         self.forward(&self.full)
+    }
+
+    fn place(&mut self, device: &Device, path: OpPath) -> Result<()> {
+        self.user = var_on(&self.user, device)?;
+        self.item = var_on(&self.item, device)?;
+        self.feats = self.feats.iter().map(|f| var_on(f, device)).collect::<Result<_>>()?;
+        self.trs = self.trs.iter().map(|t| t.on(device)).collect::<Result<_>>()?;
+        self.full = self.full.clone().with_path(path);
+        self.masked = self.masked.clone().with_path(path);
+        self.mm = self.mm.clone().with_path(path);
+        Ok(())
     }
 }

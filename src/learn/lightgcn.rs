@@ -11,10 +11,13 @@
 //!
 //! The direct path hands the gradient to the optimiser without candle's gradient store (which
 //! would add a zero-filled table and a full-size add per step) and recycles full-size scratch.
+//!
+//! Off the CPU (or on [`OpPath::TensorOps`]) the same loss is built from tensor ops (the graph's
+//! tensor-op propagation, `index_select`, [`bpr_loss`], [`emb_reg`]) and differentiated by autograd.
 
-use super::model::{xavier_uniform, Batch, LossGrads, Recommender};
+use super::model::{bpr_loss, emb_reg, var_on, xavier_uniform, Batch, LossGrads, Recommender};
 use super::sparse::{mul_rows, mul_selected_acc, normalized_bipartite, slice_of, Csr, Elem, SparseOp, Workspace};
-use super::{LearnError, Result};
+use super::{LearnError, OpPath, Result};
 use crate::kernels::sparse::NO_SLOT;
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor, Var};
 use rand::rngs::StdRng;
@@ -29,6 +32,7 @@ pub struct LightGcn {
     reg: f64,
     graph: SparseOp,
     ws: Arc<Workspace>,
+    path: OpPath,
 }
 
 impl LightGcn {
@@ -56,6 +60,7 @@ impl LightGcn {
             reg,
             graph,
             ws: Arc::new(Workspace::default()),
+            path: OpPath::Fused,
         })
     }
 
@@ -80,6 +85,37 @@ impl LightGcn {
         Ok(BatchRows::new(idx, self.n_users + self.n_items, self.n_users))
     }
 
+    /// Whether the fused CPU kernel computes the loss.
+    fn fused(&self) -> bool {
+        self.path.fused_on(self.ego.device())
+    }
+
+    /// The loss from tensor ops (any device): BPR on the propagated rows + `reg` * EmbLoss of
+    /// the layer-0 rows, the fused kernel's formula.
+    fn tensor_loss(&self, b: &Batch) -> Result<Tensor> {
+        let max_id = |t: &Tensor| -> Result<usize> {
+            Ok(if t.dim(0)? == 0 { 0 } else { t.max(0)?.to_dtype(DType::F64)?.to_scalar::<f64>()? as usize })
+        };
+        if b.is_empty() || max_id(&b.users)? >= self.n_users || max_id(&b.pos)?.max(max_id(&b.neg)?) >= self.n_items {
+            return Err(LearnError::Invalid("empty batch or a user or item id out of range".into()));
+        }
+        let ego = self.ego.as_tensor();
+        let all = self.graph.propagate_mean(ego, self.layers)?;
+        let split = |t: &Tensor| -> Result<(Tensor, Tensor)> {
+            Ok((t.narrow(0, 0, self.n_users)?, t.narrow(0, self.n_users, self.n_items)?))
+        };
+        let rows = |(us, is): &(Tensor, Tensor)| -> Result<[Tensor; 3]> {
+            Ok([us.index_select(&b.users, 0)?, is.index_select(&b.pos, 0)?, is.index_select(&b.neg, 0)?])
+        };
+        let [u, p, n] = rows(&split(&all)?)?;
+        let loss = bpr_loss(&u, &p, &n)?;
+        if self.reg == 0.0 {
+            return Ok(loss);
+        }
+        let [u0, p0, n0] = rows(&split(ego)?)?;
+        Ok(loss.add(&emb_reg(&[&u0, &p0, &n0])?.affine(self.reg, 0.0)?)?)
+    }
+
     fn op(&self, rows: BatchRows) -> BprOp {
         BprOp {
             a: self.graph.matrix().clone(),
@@ -102,11 +138,17 @@ impl Recommender for LightGcn {
     }
 
     fn batch_loss(&self, b: &Batch) -> Result<Tensor> {
+        if !self.fused() {
+            return self.tensor_loss(b);
+        }
         let op = self.op(self.batch_rows(b)?);
         Ok(self.ego.as_tensor().apply_op1(op)?)
     }
 
     fn loss_and_grads(&self, b: &Batch) -> Result<LossGrads> {
+        if !self.fused() {
+            return Ok(LossGrads::autograd(self.tensor_loss(b)?));
+        }
         let op = self.op(self.batch_rows(b)?);
         let x = self.ego.as_tensor();
         let (_, d) = x.dims2()?;
@@ -134,6 +176,13 @@ impl Recommender for LightGcn {
     fn embeddings(&self) -> Result<(Tensor, Tensor)> {
         let all = self.graph.propagate_mean(&self.ego.as_detached_tensor(), self.layers)?;
         Ok((all.narrow(0, 0, self.n_users)?, all.narrow(0, self.n_users, self.n_items)?))
+    }
+
+    fn place(&mut self, device: &Device, path: OpPath) -> Result<()> {
+        self.ego = var_on(&self.ego, device)?;
+        self.graph = self.graph.clone().with_path(path);
+        self.path = path;
+        Ok(())
     }
 }
 

@@ -1,8 +1,8 @@
 //! MF-BPR (MMRec's `BPR`): user and item tables (xavier-uniform), scores `<e_u, e_i>`,
 //! loss = BPR + `reg` * EmbLoss of the batch rows.
 
-use super::model::{bpr_loss, emb_reg, xavier_uniform, Batch, Recommender};
-use super::Result;
+use super::model::{bpr_loss, emb_reg, var_on, xavier_uniform, Batch, Recommender};
+use super::{OpPath, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use rand::rngs::StdRng;
 
@@ -43,5 +43,12 @@ impl Recommender for MfBpr {
 
     fn embeddings(&self) -> Result<(Tensor, Tensor)> {
         Ok((self.users.as_detached_tensor(), self.items.as_detached_tensor()))
+    }
+
+    fn place(&mut self, device: &Device, _path: OpPath) -> Result<()> {
+        // tensor ops only: nothing depends on the path
+        self.users = var_on(&self.users, device)?;
+        self.items = var_on(&self.items, device)?;
+        Ok(())
     }
 }

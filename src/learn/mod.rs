@@ -44,3 +44,33 @@ pub enum LearnError {
 }
 
 pub type Result<T> = std::result::Result<T, LearnError>;
+
+/// Which implementation of the training ops runs: the fused CPU kernels (the CSR products of
+/// [`sparse`], LightGCN's fused BPR loss, the optimisers' in-place updates) or candle tensor ops
+/// with autograd (`index_select` + `index_add` for the sparse products), which run on any device,
+/// CUDA included. [`OpPath::for_device`] picks the fused kernels on the CPU and tensor ops
+/// elsewhere; the tests run both on the CPU and compare them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OpPath {
+    /// The hand-written CPU kernels where the tensors are on the CPU (tensor ops otherwise).
+    #[default]
+    Fused,
+    /// candle tensor ops only, on whatever device the tensors are.
+    TensorOps,
+}
+
+impl OpPath {
+    /// Fused kernels on the CPU, tensor ops on any other device.
+    pub fn for_device(device: &candle_core::Device) -> Self {
+        if device.is_cpu() {
+            OpPath::Fused
+        } else {
+            OpPath::TensorOps
+        }
+    }
+
+    /// Whether the fused CPU kernel runs for a tensor on `device` under this path.
+    pub fn fused_on(self, device: &candle_core::Device) -> bool {
+        self == OpPath::Fused && device.is_cpu()
+    }
+}

@@ -2,8 +2,8 @@
 //! and item embeddings, so evaluation and serving need only [`Recommender::embeddings`].
 
 pub use super::optim::LossGrads;
-use super::Result;
-use candle_core::{Tensor, Var};
+use super::{OpPath, Result};
+use candle_core::{Device, Tensor, Var};
 use rand::rngs::StdRng;
 
 /// Which recommender (configuration and command line names).
@@ -47,6 +47,21 @@ pub trait Recommender: Send {
 
     /// Final (users [U, d], items [I, d]) embeddings for full ranking, computed without pruning.
     fn embeddings(&self) -> Result<(Tensor, Tensor)>;
+
+    /// Moves the parameters and the model's fixed tensors to `device` and runs its ops on `path`
+    /// ([`OpPath::for_device`] for the usual choice). Call it before building the optimiser:
+    /// the optimiser holds the parameters it was given.
+    fn place(&mut self, device: &Device, path: OpPath) -> Result<()>;
+
+    /// The device the parameters are on.
+    fn device(&self) -> Device {
+        self.named_vars().first().map_or(Device::Cpu, |(_, v)| v.device().clone())
+    }
+}
+
+/// A copy of the parameter `v` on `device` (a new variable).
+pub fn var_on(v: &Var, device: &Device) -> Result<Var> {
+    Ok(Var::from_tensor(&v.as_tensor().to_device(device)?)?)
 }
 
 impl Batch {

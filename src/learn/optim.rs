@@ -19,7 +19,7 @@
 //! The loss closure is called once per gradient evaluation and must use the same batch (and
 //! negatives) every time within one `step`.
 
-use super::{LearnError, Result};
+use super::{LearnError, OpPath, Result};
 use crate::kernels::adam;
 use candle_core::{CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Tensor, Var};
 use rayon::prelude::*;
@@ -280,6 +280,8 @@ enum Backup {
     Empty,
     F32(Vec<f32>),
     F64(Vec<f64>),
+    /// On the tensor-op path: a copy on the parameter's device.
+    Tensor(Tensor),
 }
 
 /// `backup = p; p += a * g` in one parallel pass.
@@ -363,12 +365,30 @@ fn restore_from<T: Copy + Send + Sync>(p: &mut [T], b: &[T]) -> candle_core::Res
     Ok(())
 }
 
-fn axpy(v: &Var, g: &Tensor, a: f64) -> Result<()> {
+fn axpy(v: &Var, g: &Tensor, a: f64, path: OpPath) -> Result<()> {
     let g = g.contiguous()?;
     if g.shape() != v.shape() {
         return Err(LearnError::Invalid(format!("gradient shape {:?} != parameter {:?}", g.shape(), v.shape())));
     }
-    v.as_tensor().inplace_op2(&g, &Axpy(a))?;
+    if path.fused_on(v.device()) {
+        v.as_tensor().inplace_op2(&g, &Axpy(a))?;
+    } else {
+        v.set(&v.as_tensor().add(&g.detach().affine(a, 0.0)?)?)?;
+    }
+    Ok(())
+}
+
+/// Adam's update from tensor ops (any device): the formula of [`adam::adam_f32`], with its
+/// constants rounded to the parameter's type the same way (`1 - b1` computed in that type).
+fn adam_tensor_ops(p: &Var, g: &Tensor, m: &mut Tensor, v: &mut Tensor, k: AdamStep) -> Result<()> {
+    let r = |x: f64| if p.dtype() == DType::F32 { x as f32 as f64 } else { x };
+    let one_minus = |b: f64| if p.dtype() == DType::F32 { (1.0f32 - b as f32) as f64 } else { 1.0 - b };
+    let g = g.detach().affine(r(k.scale), 0.0)?;
+    *m = m.affine(r(k.b1), 0.0)?.add(&g.affine(one_minus(k.b1), 0.0)?)?;
+    *v = v.affine(r(k.b2), 0.0)?.add(&g.sqr()?.affine(one_minus(k.b2), 0.0)?)?;
+    let bc2s = Tensor::new(k.bc2_sqrt, p.device())?.to_dtype(p.dtype())?;
+    let denom = v.sqrt()?.broadcast_div(&bc2s)?.affine(1.0, r(k.eps))?;
+    p.set(&p.as_tensor().sub(&m.affine(r(k.step_size), 0.0)?.div(&denom)?)?)?;
     Ok(())
 }
 
@@ -376,16 +396,24 @@ fn axpy(v: &Var, g: &Tensor, a: f64) -> Result<()> {
 enum Moments {
     F32(Vec<f32>, Vec<f32>),
     F64(Vec<f64>, Vec<f64>),
+    /// On the tensor-op path: tensors on the parameter's device.
+    Tensor(Tensor, Tensor),
 }
 
-struct AdamKernel<'a> {
-    mom: RefCell<&'a mut Moments>,
+/// The constants of one Adam update.
+#[derive(Clone, Copy)]
+struct AdamStep {
     step_size: f64,
     bc2_sqrt: f64,
     b1: f64,
     b2: f64,
     eps: f64,
     scale: f64,
+}
+
+struct AdamKernel<'a> {
+    mom: RefCell<&'a mut Moments>,
+    k: AdamStep,
 }
 
 macro_rules! adam_body {
@@ -418,14 +446,14 @@ impl InplaceOp2 for AdamKernel<'_> {
                 if p.len() != m.len() || g.len() != p.len() {
                     candle_core::bail!("adam: state size mismatch");
                 }
-                adam_body!(f32, p, g, m, v, self, adam::adam_f32);
+                adam_body!(f32, p, g, m, v, self.k, adam::adam_f32);
             }
             (CpuStorage::F64(p), CpuStorage::F64(g), Moments::F64(m, v)) => {
                 let (p, g) = (contiguous_mut(p, pl)?, contiguous(g, gl)?);
                 if p.len() != m.len() || g.len() != p.len() {
                     candle_core::bail!("adam: state size mismatch");
                 }
-                adam_body!(f64, p, g, m, v, self, adam::adam_f64);
+                adam_body!(f64, p, g, m, v, self.k, adam::adam_f64);
             }
             _ => candle_core::bail!("adam: f32 or f64 parameters, gradients and state of one dtype"),
         }
@@ -441,18 +469,33 @@ pub struct Adam {
     eps: f64,
     t: u64,
     moments: Vec<Moments>,
+    path: OpPath,
 }
 
 impl Adam {
+    /// Adam on the usual op path for the parameters' device ([`OpPath::for_device`]).
     pub fn new(vars: &[Var], lr: f64, b1: f64, b2: f64, eps: f64) -> Result<Self> {
-        let moments = vars.iter().map(zero_moments).collect::<Result<Vec<_>>>()?;
-        Ok(Self { lr, b1, b2, eps, t: 0, moments })
+        Self::on_path(vars, lr, b1, b2, eps, path_of(vars))
+    }
+
+    /// Adam whose updates run on `path` (fused in-place kernels on CPU storage, tensor ops otherwise).
+    pub fn on_path(vars: &[Var], lr: f64, b1: f64, b2: f64, eps: f64, path: OpPath) -> Result<Self> {
+        let moments = vars.iter().map(|v| zero_moments(v, path)).collect::<Result<Vec<_>>>()?;
+        Ok(Self { lr, b1, b2, eps, t: 0, moments, path })
     }
 }
 
-fn zero_moments(v: &Var) -> Result<Moments> {
+/// The op path for parameters on their device (that of the first).
+fn path_of(vars: &[Var]) -> OpPath {
+    vars.first().map_or(OpPath::Fused, |v| OpPath::for_device(v.device()))
+}
+
+fn zero_moments(v: &Var, path: OpPath) -> Result<Moments> {
     let n = v.elem_count();
     match v.dtype() {
+        DType::F32 | DType::F64 if !path.fused_on(v.device()) => {
+            Ok(Moments::Tensor(v.as_tensor().zeros_like()?, v.as_tensor().zeros_like()?))
+        }
         DType::F32 => Ok(Moments::F32(vec![0.0; n], vec![0.0; n])),
         DType::F64 => Ok(Moments::F64(vec![0.0; n], vec![0.0; n])),
         d => Err(LearnError::Invalid(format!("parameters must be f32 or f64, got {d:?}"))),
@@ -467,8 +510,7 @@ impl BaseOptimizer for Adam {
         let bc2 = 1.0 - self.b2.powi(t);
         for ((v, g), mom) in vars.iter().zip(grads).zip(self.moments.iter_mut()) {
             let g = g.contiguous()?;
-            let k = AdamKernel {
-                mom: RefCell::new(mom),
+            let k = AdamStep {
                 step_size: self.lr / bc1,
                 bc2_sqrt: bc2.sqrt(),
                 b1: self.b1,
@@ -476,7 +518,10 @@ impl BaseOptimizer for Adam {
                 eps: self.eps,
                 scale,
             };
-            v.as_tensor().inplace_op2(&g, &k)?;
+            match mom {
+                Moments::Tensor(m, mv) => adam_tensor_ops(v, &g, m, mv, k)?,
+                _ => v.as_tensor().inplace_op2(&g, &AdamKernel { mom: RefCell::new(mom), k })?,
+            }
         }
         Ok(())
     }
@@ -496,6 +541,10 @@ impl BaseOptimizer for Adam {
                 Moments::F64(m, v) => (
                     Tensor::new(m.as_slice(), &candle_core::Device::Cpu)?,
                     Tensor::new(v.as_slice(), &candle_core::Device::Cpu)?,
+                ),
+                Moments::Tensor(m, v) => (
+                    m.flatten_all()?.to_device(&candle_core::Device::Cpu)?,
+                    v.flatten_all()?.to_device(&candle_core::Device::Cpu)?,
                 ),
             };
             tensors.push((format!("adam.m.{name}"), m));
@@ -519,6 +568,12 @@ impl BaseOptimizer for Adam {
                 return Err(LearnError::Invalid(format!("checkpoint moments of {name} have the wrong size")));
             }
             moments.push(match var.dtype() {
+                DType::F32 | DType::F64 if !self.path.fused_on(var.device()) => {
+                    let on = |t: &Tensor| -> Result<Tensor> {
+                        Ok(t.to_dtype(var.dtype())?.reshape(var.shape())?.to_device(var.device())?)
+                    };
+                    Moments::Tensor(on(m)?, on(v)?)
+                }
                 DType::F32 => Moments::F32(
                     m.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
                     v.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
@@ -552,7 +607,7 @@ impl BaseOptimizer for Sgd {
     fn apply(&mut self, vars: &[Var], grads: &[Tensor], scale: f64) -> Result<()> {
         self.t += 1;
         for (v, g) in vars.iter().zip(grads) {
-            axpy(v, g, -self.lr * scale)?;
+            axpy(v, g, -self.lr * scale, OpPath::Fused)?;
         }
         Ok(())
     }
@@ -580,13 +635,26 @@ pub struct Composite {
     grad_evals: u64,
     /// Reused copies of the parameters for SAM's restore (allocated on first use).
     backups: Vec<Backup>,
+    /// Where SAM's save / perturb / restore run (fused in-place kernels or tensor ops).
+    path: OpPath,
 }
 
-/// Builds `kind` over Adam (the MMRec setting).
+/// Builds `kind` over Adam (the MMRec setting), on the op path for the parameters' device.
 pub fn build(kind: OptimKind, params: &OptimParams, named_vars: Vec<(String, Var)>) -> Result<Composite> {
     let vars: Vec<Var> = named_vars.iter().map(|(_, v)| v.clone()).collect();
-    let adam = Adam::new(&vars, params.lr, params.beta1, params.beta2, params.eps)?;
-    Composite::new(kind, params, named_vars, Box::new(adam))
+    build_on(kind, params, named_vars, path_of(&vars))
+}
+
+/// As [`build`], with every update on `path`.
+pub fn build_on(
+    kind: OptimKind,
+    params: &OptimParams,
+    named_vars: Vec<(String, Var)>,
+    path: OpPath,
+) -> Result<Composite> {
+    let vars: Vec<Var> = named_vars.iter().map(|(_, v)| v.clone()).collect();
+    let adam = Adam::on_path(&vars, params.lr, params.beta1, params.beta2, params.eps, path)?;
+    Ok(Composite::new(kind, params, named_vars, Box::new(adam))?.with_path(path))
 }
 
 impl Composite {
@@ -599,8 +667,15 @@ impl Composite {
         if params.beta == 0 {
             return Err(LearnError::Invalid("MG beta must be >= 1".into()));
         }
-        let (names, vars) = named_vars.into_iter().unzip();
-        Ok(Self { kind, params: params.clone(), names, vars, base, grad_evals: 0, backups: vec![] })
+        let (names, vars): (Vec<String>, Vec<Var>) = named_vars.into_iter().unzip();
+        let path = path_of(&vars);
+        Ok(Self { kind, params: params.clone(), names, vars, base, grad_evals: 0, backups: vec![], path })
+    }
+
+    /// SAM's updates on `path` (the base optimiser keeps its own).
+    pub fn with_path(mut self, path: OpPath) -> Self {
+        self.path = path;
+        self
     }
 
     pub fn vars(&self) -> &[Var] {
@@ -643,12 +718,20 @@ impl Composite {
         // save the point and perturb it in one pass per parameter
         for ((v, g), b) in self.vars.iter().zip(g).zip(self.backups.iter_mut()) {
             let g = g.contiguous()?;
-            v.as_tensor().inplace_op2(&g, &SaveAndAxpy { a, backup: RefCell::new(b) })?;
+            if self.path.fused_on(v.device()) {
+                v.as_tensor().inplace_op2(&g, &SaveAndAxpy { a, backup: RefCell::new(b) })?;
+            } else {
+                *b = Backup::Tensor(v.as_tensor().copy()?);
+                axpy(v, &g, a, OpPath::TensorOps)?;
+            }
         }
         let res = loss_fn().and_then(|l| self.grads(l));
         // restore (an exact copy) even when the perturbed evaluation failed
         for (v, b) in self.vars.iter().zip(&self.backups) {
-            v.as_tensor().inplace_op1(&Restore(b))?;
+            match b {
+                Backup::Tensor(t) => v.set(t)?,
+                _ => v.as_tensor().inplace_op1(&Restore(b))?,
+            }
         }
         res
     }

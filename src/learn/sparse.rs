@@ -10,12 +10,16 @@
 //!   f32 one keeps up to 64 output columns in registers). [`Workspace`] recycles full-size
 //!   scratch buffers.
 //!
-//! CPU storage only (f32 and f64); other devices get a clear error.
+//! The custom ops run on CPU storage (f32 and f64). [`SparseOp`] also has a tensor-op path for
+//! other devices (CUDA) and for [`OpPath::TensorOps`]: `index_add(rows, index_select(x, cols) *
+//! values)` over the matrix's entries, differentiated by candle's autograd (both ops have correct
+//! backward passes); it gives the same results as the CSR kernels to float rounding.
 
+use super::OpPath;
 use crate::kernels::sparse::RowElem;
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Compressed sparse rows with f32 values. Column indices within a row are sorted.
 #[derive(Clone, Debug, PartialEq)]
@@ -283,22 +287,63 @@ fn check_shape(a: &Csr, layout: &Layout, name: &str) -> candle_core::Result<usiz
 }
 
 /// A sparse matrix ready for autograd: holds `A` and its precomputed transpose.
+/// On the tensor-op path, it also keeps the matrix's entries as tensors on the device last used.
 #[derive(Clone, Debug)]
 pub struct SparseOp {
     a: Arc<Csr>,
     at: Arc<Csr>,
+    path: OpPath,
+    entries: Arc<Mutex<Option<Entries>>>,
+}
+
+/// `A`'s entries in row-major order as tensors: row and column ids (u32, `[nnz]`) and values
+/// (f32, `[nnz, 1]`).
+#[derive(Clone, Debug)]
+struct Entries {
+    rows: Tensor,
+    cols: Tensor,
+    values: Tensor,
+}
+
+impl Entries {
+    fn new(a: &Csr, device: &Device) -> candle_core::Result<Self> {
+        let nnz = a.indices.len();
+        let mut rows = Vec::with_capacity(nnz);
+        for r in 0..a.n_rows {
+            rows.extend(std::iter::repeat_n(r as u32, a.indptr[r + 1] - a.indptr[r]));
+        }
+        Ok(Self {
+            rows: Tensor::from_vec(rows, nnz, device)?,
+            cols: Tensor::from_slice(&a.indices, nnz, device)?,
+            values: Tensor::from_slice(&a.values, (nnz, 1), device)?,
+        })
+    }
 }
 
 impl SparseOp {
     /// Precomputes the transpose.
     pub fn new(a: Arc<Csr>) -> Self {
         let at = Arc::new(a.transpose());
-        Self { a, at }
+        Self::with(a, at)
     }
 
     /// For a matrix known to be symmetric (e.g. [`normalized_bipartite`]): shares `A` as `A^T`.
     pub fn symmetric(a: Arc<Csr>) -> Self {
-        Self { at: a.clone(), a }
+        Self::with(a.clone(), a)
+    }
+
+    fn with(a: Arc<Csr>, at: Arc<Csr>) -> Self {
+        Self { a, at, path: OpPath::Fused, entries: Arc::new(Mutex::new(None)) }
+    }
+
+    /// The same matrix on op path `path`.
+    pub fn with_path(mut self, path: OpPath) -> Self {
+        self.path = path;
+        self
+    }
+
+    pub fn path(&self) -> OpPath {
+        self.path
     }
 
     pub fn matrix(&self) -> &Arc<Csr> {
@@ -312,12 +357,52 @@ impl SparseOp {
 
     /// `A x`, differentiable in `x`.
     pub fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.apply_op1(Spmm { a: self.a.clone(), at: Some(self.at.clone()) })
+        if self.path.fused_on(x.device()) {
+            return x.apply_op1(Spmm { a: self.a.clone(), at: Some(self.at.clone()) });
+        }
+        self.apply_tensor_ops(x, &self.entries_on(x.device())?)
     }
 
     /// `mean_{l=0..layers} A^l x` (LightGCN propagation with layer averaging), differentiable in `x`.
     pub fn propagate_mean(&self, x: &Tensor, layers: usize) -> candle_core::Result<Tensor> {
-        x.apply_op1(PropagateMean { a: self.a.clone(), at: self.at.clone(), layers })
+        if self.path.fused_on(x.device()) {
+            return x.apply_op1(PropagateMean { a: self.a.clone(), at: self.at.clone(), layers });
+        }
+        if layers > 0 && self.a.n_rows != self.a.n_cols {
+            candle_core::bail!("csr-propagate-mean: matrix must be square");
+        }
+        let e = self.entries_on(x.device())?;
+        let (mut sum, mut cur) = (x.clone(), x.clone());
+        for _ in 0..layers {
+            cur = self.apply_tensor_ops(&cur, &e)?;
+            sum = sum.add(&cur)?;
+        }
+        sum.affine(1.0 / (layers as f64 + 1.0), 0.0)
+    }
+
+    /// The entries on `device`: cached for the device last asked for.
+    fn entries_on(&self, device: &Device) -> candle_core::Result<Entries> {
+        let mut slot = self.entries.lock().map_err(|_| candle_core::Error::Msg("sparse entries lock poisoned".into()))?;
+        if let Some(e) = slot.as_ref().filter(|e| e.rows.device().same_device(device)) {
+            return Ok(e.clone());
+        }
+        let e = Entries::new(&self.a, device)?;
+        *slot = Some(e.clone());
+        Ok(e)
+    }
+
+    /// `A x` from tensor ops: each entry `(r, c, v)` adds `v * x[c]` to row `r`.
+    fn apply_tensor_ops(&self, x: &Tensor, e: &Entries) -> candle_core::Result<Tensor> {
+        let (n, d) = x.dims2()?;
+        if n != self.a.n_cols {
+            candle_core::bail!("csr-spmm: expected x of shape [{}, d], got {:?}", self.a.n_cols, x.dims());
+        }
+        let out = Tensor::zeros((self.a.n_rows, d), x.dtype(), x.device())?;
+        if self.a.indices.is_empty() {
+            return Ok(out); // no entries: zero, and no gradient (the optimiser reads zeros)
+        }
+        let msg = x.index_select(&e.cols, 0)?.broadcast_mul(&e.values.to_dtype(x.dtype())?)?;
+        out.index_add(&e.rows, &msg, 0)
     }
 }
 

@@ -12,9 +12,8 @@ use super::eval::{evaluate, RankMetrics};
 use super::model::{Batch, ModelKind, Recommender};
 use super::optim::{OptimKind, OptimParams, Optimizer};
 use super::sampler::{NegativeSampler, Negatives};
-use super::{LearnError, Result};
+use super::{LearnError, OpPath, Result};
 use crate::config::LearnConfig;
-use candle_core::Device;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -216,7 +215,7 @@ pub fn train_epoch(
     let batches = sampler.epoch(train, batch, rng)?;
     let n = batches.len();
     let mut sum = 0f64;
-    let dev = Device::Cpu;
+    let dev = model.device();
     for (k, b) in batches.into_iter().enumerate() {
         let b = Batch::from_vecs(b.users, b.pos, b.neg, &dev)?;
         // the step runs on a rayon worker: its parallel loops split there directly instead of
@@ -393,8 +392,20 @@ pub fn options_from_config(cfg: &LearnConfig, checkpoint: Option<PathBuf>) -> Tr
 /// Item feature matrices for the multimodal models (one per modality, rows = items).
 pub type Features = Vec<super::npy::Modality>;
 
-/// Builds the model of `cfg` for `data` (f32), initialised from `cfg.seed`.
+/// Builds the model of `cfg` for `data` (f32), initialised from `cfg.seed` (on the CPU, so the
+/// same seed gives the same start on every device), then placed on `cfg.device`
+/// ([`crate::device::select`]: a missing GPU falls back to the CPU with a log line).
 pub fn build_model(cfg: &LearnConfig, data: &Interactions, features: &Features) -> Result<Box<dyn Recommender>> {
+    let mut model = build_model_on_cpu(cfg, data, features)?;
+    let device = crate::device::select(cfg.device);
+    if !device.is_cpu() {
+        model.place(&device, OpPath::for_device(&device))?;
+    }
+    tracing::info!(model = model.name(), device = crate::device::describe(&device), "training device");
+    Ok(model)
+}
+
+fn build_model_on_cpu(cfg: &LearnConfig, data: &Interactions, features: &Features) -> Result<Box<dyn Recommender>> {
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let dt = candle_core::DType::F32;
     Ok(match cfg.model {

@@ -4,9 +4,9 @@
 //!
 //! The raw features are fixed inputs (only the projection is trained), as in MMRec.
 
-use super::model::{bpr_loss, emb_reg, xavier_uniform, Batch, Recommender};
+use super::model::{bpr_loss, emb_reg, var_on, xavier_uniform, Batch, Recommender};
 use super::npy::Modality;
-use super::{LearnError, Result};
+use super::{LearnError, OpPath, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
@@ -68,6 +68,11 @@ impl Linear {
         let weight = Var::from_tensor(&Tensor::from_vec(w, (out, inp), &Device::Cpu)?.to_dtype(dtype)?)?;
         let bias = Var::from_tensor(&Tensor::from_vec(b, out, &Device::Cpu)?.to_dtype(dtype)?)?;
         Ok(Self { weight, bias })
+    }
+
+    /// A copy on `device`.
+    pub fn on(&self, device: &Device) -> Result<Self> {
+        Ok(Self { weight: var_on(&self.weight, device)?, bias: var_on(&self.bias, device)? })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -170,5 +175,14 @@ impl Recommender for Vbpr {
 
     fn embeddings(&self) -> Result<(Tensor, Tensor)> {
         Ok((self.user.as_tensor().clone(), self.items(None)?))
+    }
+
+    fn place(&mut self, device: &Device, _path: OpPath) -> Result<()> {
+        // tensor ops only: nothing depends on the path
+        self.user = var_on(&self.user, device)?;
+        self.item = var_on(&self.item, device)?;
+        self.proj = self.proj.on(device)?;
+        self.feats = self.feats.to_device(device)?;
+        Ok(())
     }
 }

@@ -32,6 +32,7 @@ mod learn {
     mod data;
     mod eval;
     mod grad;
+    mod op_paths;
     mod optim;
     mod planted;
     mod multimodal {

@@ -8,7 +8,7 @@ use sgbd_edge::learn::eval::evaluate;
 use sgbd_edge::learn::model::{Batch, Recommender};
 use sgbd_edge::learn::optim::{build, OptimKind, OptimParams};
 use sgbd_edge::learn::trainer::{evaluate_model, fit, Hooks, Split, TrainOptions};
-use sgbd_edge::learn::Result;
+use sgbd_edge::learn::{OpPath, Result};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Fixed embeddings (d = 1): user 0 scores items in index order, user 1 in reverse order.
@@ -49,6 +49,12 @@ impl Recommender for Fixed {
             Tensor::from_vec(self.users.clone(), (n, 1), &Device::Cpu)?,
             Tensor::from_vec(row.clone(), (row.len(), 1), &Device::Cpu)?,
         ))
+    }
+    fn place(&mut self, device: &Device, _path: OpPath) -> Result<()> {
+        match device {
+            Device::Cpu => Ok(()),
+            _ => Err(sgbd_edge::learn::LearnError::Invalid("the fixed test model stays on the CPU".into())),
+        }
     }
 }
 

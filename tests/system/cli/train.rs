@@ -143,3 +143,29 @@ fn multimodal_models_train_from_the_cli() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.npy"));
 }
+
+#[test]
+fn asking_for_cuda_without_a_gpu_trains_on_the_cpu_and_says_so() {
+    let _turn = crate::harness::shared();
+    let dir = tempfile::tempdir().unwrap();
+    write_inter(dir.path());
+    let report = dir.path().join("r.json");
+    let out = bin()
+        .args(["train", "--data"])
+        .arg(dir.path())
+        .args(["--device", "cuda", "--epochs", "1", "--batch", "64", "--dim", "8", "--report"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // a CPU build says it has no CUDA; a CUDA build on a machine without a GPU says it fell back
+    let want = if cfg!(feature = "cuda") { "falling back to the CPU" } else { "built without the `cuda` feature" };
+    assert!(err.contains(want) && err.contains("WARN"), "no fallback line in:\n{err}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(v["config"]["device"], "cuda", "the report keeps what was asked for");
+    // a device name that is none of cpu / cuda / auto is refused before anything runs
+    let out = bin().args(["train", "--data"]).arg(dir.path()).args(["--device", "gpu"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown device \"gpu\""));
+}
