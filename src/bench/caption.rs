@@ -7,7 +7,7 @@ use crate::denoise::blip::{Captioner, DecodeMode};
 use crate::denoise::testutil;
 use crate::denoise::{DenoiseError, Result};
 use candle_core::quantized::GgmlDType;
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use candle_transformers::models::blip;
 use image::{DynamicImage, Rgb, RgbImage};
 use std::path::{Path, PathBuf};
@@ -37,6 +37,10 @@ pub struct CaptionBenchArgs {
     /// Skip the upstream candle baselines (vision encoder and uncached decoder).
     #[arg(long)]
     pub skip_upstream: bool,
+    /// cpu, cuda or auto (cuda needs a `--features cuda` build; without a GPU it falls back to
+    /// the CPU with a log line, and the report's `device` says which ran).
+    #[arg(long, default_value = "cpu")]
+    pub device: crate::device::DevicePref,
     /// Write the results as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -48,6 +52,8 @@ pub struct CaptionBenchArgs {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CaptionBenchReport {
     pub quant: String,
+    /// Where it ran: "cpu" or "cuda".
+    pub device: String,
     pub threads: usize,
     pub gguf_mb: f64,
     pub load_s: f64,
@@ -148,7 +154,8 @@ fn run_in(a: &CaptionBenchArgs, cfg: &blip::Config, dir: &Path) -> Result<Captio
     testutil::write_tiny_tokenizer(&tok).map_err(DenoiseError::Tokenizer)?;
     let gguf_mb = std::fs::metadata(&gguf).map(|m| m.len() as f64 / 1048576.0).unwrap_or(f64::NAN);
     let t = Instant::now();
-    let mut cap = Captioner::load_files(&gguf, &tok, cfg, &Device::Cpu, "random-blip-large", tokens, n)?;
+    let device = crate::device::select(a.device);
+    let mut cap = Captioner::load_files(&gguf, &tok, cfg, &device, "random-blip-large", tokens, n)?;
     let load_s = secs(t);
     let rss_load = crate::sys::peak_rss_mib();
     let imgs = bench_images(n);
@@ -189,6 +196,7 @@ fn run_in(a: &CaptionBenchArgs, cfg: &blip::Config, dir: &Path) -> Result<Captio
     }
     Ok(CaptionBenchReport {
         quant: format!("{:?}", a.quant),
+        device: crate::device::describe(&device).to_string(),
         threads: candle_core::utils::get_num_threads(),
         gguf_mb,
         load_s,
@@ -277,8 +285,8 @@ impl std::fmt::Display for CaptionBenchReport {
             |base: Option<f64>, ours: f64| base.map(|x| format!("x{:.2}", x / ours)).unwrap_or_else(|| "-".into());
         writeln!(
             f,
-            "BLIP-large random weights, {} ({:.0} MiB GGUF), {} threads, {} images, {} tokens",
-            b.quant, b.gguf_mb, b.threads, b.images, b.tokens
+            "BLIP-large random weights, {} ({:.0} MiB GGUF), on {}, {} threads, {} images, {} tokens",
+            b.quant, b.gguf_mb, b.device, b.threads, b.images, b.tokens
         )?;
         writeln!(f, "{:<44} {:>10} {:>10} {:>8}", "metric", "upstream", "ours", "speedup")?;
         let rows = [

@@ -96,28 +96,32 @@ impl VisionEncoder {
         let ctx = if qkv.device().is_cpu() && qkv.dtype() == DType::F32 {
             qkv.contiguous()?.apply_op1_no_bwd(&CpuAttention { heads: self.heads, scale: self.scale as f32 })?
         } else {
-            self.attention_tensors(&qkv)?
+            attention_tensor_ops(&qkv, self.heads, self.scale)?
         };
         ctx.apply(&l.projection)
     }
+}
 
-    /// Attention through candle's tensor operations (GPU, f16), one image at a time.
-    fn attention_tensors(&self, qkv: &Tensor) -> Result<Tensor> {
-        let (b, n, h3) = qkv.dims3()?;
-        let hd = h3 / 3 / self.heads;
-        // (b, n, 3, heads, hd) -> (3, b, heads, n, hd)
-        let qkv = qkv.reshape((b, n, 3, self.heads, hd))?.permute((2, 0, 3, 1, 4))?;
-        let ctx = (0..b)
-            .map(|i| {
-                let q = (qkv.get(0)?.get(i)? * self.scale)?.contiguous()?;
-                let k = qkv.get(1)?.get(i)?.contiguous()?;
-                let v = qkv.get(2)?.get(i)?.contiguous()?;
-                let probs = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
-                probs.matmul(&v)?.transpose(0, 1)?.flatten_from(1)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Tensor::stack(&ctx, 0)
+/// Attention through candle's tensor operations (the GPU path, f16 there), one image at a time:
+/// the (b, n, 3h) query-key-value product to the (b, n, h) contexts, as [`CpuAttention`].
+fn attention_tensor_ops(qkv: &Tensor, heads: usize, scale: f64) -> Result<Tensor> {
+    let (b, n, h3) = qkv.dims3()?;
+    if h3 % (3 * heads) != 0 {
+        candle_core::bail!("attention: width {h3} is not 3 x {heads} heads")
     }
+    let hd = h3 / 3 / heads;
+    // (b, n, 3, heads, hd) -> (3, b, heads, n, hd)
+    let qkv = qkv.reshape((b, n, 3, heads, hd))?.permute((2, 0, 3, 1, 4))?;
+    let ctx = (0..b)
+        .map(|i| {
+            let q = (qkv.get(0)?.get(i)? * scale)?.contiguous()?;
+            let k = qkv.get(1)?.get(i)?.contiguous()?;
+            let v = qkv.get(2)?.get(i)?.contiguous()?;
+            let probs = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
+            probs.matmul(&v)?.transpose(0, 1)?.flatten_from(1)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::stack(&ctx, 0)
 }
 
 /// Attention on the CPU from the (b, n, 3h) query-key-value product to the (b, n, h) contexts:
@@ -140,5 +144,26 @@ impl CustomOp1 for CpuAttention {
         }
         let ctx = attention_f32(src, b, n, h3, self.heads, self.scale);
         Ok((CpuStorage::F32(ctx), Shape::from((b, n, h3 / 3))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// The tensor-op attention (what runs on the GPU) against the CPU kernel, 1e-5 apart in f32.
+    #[test]
+    fn tensor_op_attention_matches_the_cpu_kernel() {
+        let (heads, hd) = (4usize, 8usize);
+        let scale = 1.0 / (hd as f64).sqrt();
+        let qkv = Tensor::randn(0f32, 1.0, (2, 7, 3 * heads * hd), &Device::Cpu).unwrap();
+        let cpu = qkv.apply_op1_no_bwd(&CpuAttention { heads, scale: scale as f32 }).unwrap();
+        let ops = attention_tensor_ops(&qkv, heads, scale).unwrap();
+        assert_eq!(cpu.dims(), &[2, 7, heads * hd]);
+        assert_eq!(cpu.dims(), ops.dims());
+        let diff = (cpu - ops).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-5, "attention paths differ by {diff}");
+        assert!(attention_tensor_ops(&qkv.narrow(2, 0, 10).unwrap(), heads, scale).is_err(), "bad width refused");
     }
 }
