@@ -78,6 +78,9 @@ pub struct EpochRecord {
 pub struct TrainReport {
     pub model: String,
     pub optim: String,
+    /// Where the parameters lived: "cpu" or "cuda".
+    #[serde(default)]
+    pub device: String,
     pub options: TrainOptions,
     pub curve: Vec<EpochRecord>,
     pub epochs_run: usize,
@@ -341,6 +344,7 @@ pub fn fit(
     Ok(TrainReport {
         model: model.name().to_string(),
         optim: opt.kind().label(),
+        device: crate::device::describe(&model.device()).to_string(),
         options: opts.clone(),
         epochs_run: r.curve.len(),
         best_epoch: r.best_epoch,

@@ -163,7 +163,8 @@ fn asking_for_cuda_without_a_gpu_trains_on_the_cpu_and_says_so() {
     let want = if cfg!(feature = "cuda") { "falling back to the CPU" } else { "built without the `cuda` feature" };
     assert!(err.contains(want) && err.contains("WARN"), "no fallback line in:\n{err}");
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-    assert_eq!(v["config"]["device"], "cuda", "the report keeps what was asked for");
+    assert_eq!(v["config"]["device"], "cuda", "the report keeps what was asked for ...");
+    assert_eq!(v["report"]["device"], "cpu", "... and says where it ran");
     // a device name that is none of cpu / cuda / auto is refused before anything runs
     let out = bin().args(["train", "--data"]).arg(dir.path()).args(["--device", "gpu"]).output().unwrap();
     assert!(!out.status.success());
