@@ -51,7 +51,12 @@ fn cuda_or_cpu(explicit: bool) -> candle_core::Device {
             d
         }
         Err(e) => {
-            tracing::warn!(error = %e, requested = explicit, "CUDA not available at run time; falling back to the CPU");
+            // candle attaches a backtrace when RUST_BACKTRACE is set: the reason alone is enough here
+            let reason = match &e {
+                candle_core::Error::WithBacktrace { inner, .. } => inner.to_string(),
+                other => other.to_string(),
+            };
+            tracing::warn!(error = %reason, requested = explicit, "CUDA not available at run time; falling back to the CPU");
             candle_core::Device::Cpu
         }
     }

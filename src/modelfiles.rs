@@ -305,7 +305,7 @@ pub fn caption_status(cfg: &Config) -> CaptionStatus {
 pub fn require(model: &ManifestModel, models_dir: &Path) -> Result<PathBuf> {
     for st in verify_model(model, models_dir) {
         if let Some(err) = st.error() {
-            tracing::error!(model = %model.id, file = %st.path.display(), error = %err, "model file not usable");
+            tracing::warn!(model = %model.id, file = %st.path.display(), error = %err, "model file not usable");
             return Err(err);
         }
         if let FileState::Unpinned { actual } = &st.state {
