@@ -73,7 +73,7 @@ pub fn load(dir: &Path, model: &dyn Recommender, opt: &mut dyn Optimizer) -> Res
                 msg: format!("{key} has shape {:?}, model has {:?}", t.shape(), var.shape()),
             });
         }
-        var.set(&t.to_dtype(var.dtype())?)?;
+        var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
     }
     let opt_tensors: HashMap<String, Tensor> =
         tensors.into_iter().filter_map(|(k, v)| k.strip_prefix("optim.").map(|s| (s.to_string(), v))).collect();

@@ -122,7 +122,7 @@ fn warm_start(
                 copied += 1;
             }
         }
-        var.set(&Tensor::from_vec(new_v, (rows, d), &Device::Cpu)?.to_dtype(var.dtype())?)?;
+        var.set(&Tensor::from_vec(new_v, (rows, d), var.device())?.to_dtype(var.dtype())?)?;
     }
     Ok(copied)
 }
