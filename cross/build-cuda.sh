@@ -38,6 +38,26 @@ case "$CUDA_COMPUTE_CAP" in
     87|90|90a) ;;
     *) echo "build-cuda: note: CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP is neither 87 (Orin) nor 90 (H100); building anyway" >&2 ;;
 esac
+# candle-kernels' build (cudaforge) turns CUDA_COMPUTE_CAP=90 into sm_90a (Hopper's arch-specific
+# features), which only CUDA 12+ knows. With an older nvcc (Debian's 11.8) build plain sm_90 through
+# a wrapper that rewrites the architecture flags: the kernels then use no sm_90a-only instructions
+# and run on any Hopper GPU.
+nvcc_major=$(nvcc --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p' | head -n1)
+if [ "${CUDA_COMPUTE_CAP#sm_}" = "90" ] && [ -n "$nvcc_major" ] && [ "$nvcc_major" -lt 12 ] && [ -z "${NVCC:-}" ]; then
+    shim="$PWD/${CARGO_TARGET_DIR:-target}/nvcc-sm90/bin"
+    case "${CARGO_TARGET_DIR:-}" in /*) shim="$CARGO_TARGET_DIR/nvcc-sm90/bin" ;; esac
+    mkdir -p "$shim"
+    {
+        echo '#!/usr/bin/env bash'
+        echo "# written by cross/build-cuda.sh: CUDA $nvcc_major has no sm_90a, so build plain sm_90"
+        echo 'args=()'
+        echo 'for a in "$@"; do a=${a//compute_90a/compute_90}; a=${a//sm_90a/sm_90}; args+=("$a"); done'
+        echo "exec $(command -v nvcc) \"\${args[@]}\""
+    } >"$shim/nvcc"
+    chmod +x "$shim/nvcc"
+    export NVCC="$shim/nvcc"
+    echo "build-cuda: nvcc $nvcc_major has no sm_90a: building plain sm_90 through $NVCC"
+fi
 # libcudart / libcublas for the linker (candle-kernels links cudart, cudarc links the rest).
 cuda_root=$(dirname "$(dirname "$(command -v nvcc)")")
 for d in "$cuda_root/lib64" "$cuda_root/targets/$(uname -m)-linux/lib"; do

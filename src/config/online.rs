@@ -23,10 +23,11 @@ pub struct OnlineConfig {
     pub epochs: usize,
     /// Stop a round after this many epochs without a better valid Recall@20 (0 = never).
     pub patience: usize,
-    /// Newest interactions per user held out to compare candidate and active.
+    /// Newest interactions per user held out: a random half of those users picks the candidate's
+    /// best epoch, the other half compares candidate and active (`online::round`).
     pub holdout_per_user: usize,
-    /// Promotion gate: the candidate's valid Recall@20 and NDCG@20 may be at most this much
-    /// (absolute) below the active model's.
+    /// Promotion gate: the candidate's Recall@20 and NDCG@20 on the gate half may be at most this
+    /// much (absolute) below the active model's.
     pub tolerance: f64,
     /// Optimiser of fine-tune rounds: adam | sam | mg | sgbd (hyper-parameters from `[learn]`).
     pub optim: OptimName,

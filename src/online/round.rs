@@ -5,6 +5,13 @@
 //! keeping the best-valid parameters -> candidate and active scored on the same held-out slice ->
 //! promotion gate -> registry (files, metrics, sha256, lineage) -> status Active or Rejected.
 //!
+//! The gate is unbiased: the users with held-out interactions are split at random (per round)
+//! into a *stop* half, whose held-out interactions pick the best epoch, and a *gate* half, on
+//! which candidate and active are compared. Picking the best of many epochs on the slice it is
+//! then judged on would favour the candidate by the luck of that choice; on the gate half the
+//! candidate's score is as unbiased as the active model's. (Fewer than two such users: one slice
+//! serves both, and the metrics say `"gate": "shared-slice"`.)
+//!
 //! The active model is scored the way it would serve: its own embeddings for the users and items
 //! it knows, store popularity (from the train part only) for users it does not know, items it does
 //! not know ranked last. With no active model, the candidate must beat store popularity.
@@ -43,6 +50,27 @@ pub struct RoundHooks {
     pub fail_at: Option<FailPoint>,
     /// Train on item ids shuffled across pairs (a deliberately bad candidate).
     pub shuffle_train_items: bool,
+    /// Early-stop and gate on the same held-out slice (the biased scheme the gate replaced; kept
+    /// to measure that bias in tests).
+    pub gate_on_stop_slice: bool,
+}
+
+/// Moves the held-out pairs of a random half of the users (seeded) from `data.valid` (the stop
+/// slice) to `data.test` (the gate slice). Returns false, moving nothing, with under two users.
+fn split_gate_users(data: &mut Interactions, seed: u64) -> bool {
+    use rand::seq::SliceRandom;
+    let mut users: Vec<u32> = data.valid.iter().map(|p| p.0).collect();
+    users.sort_unstable();
+    users.dedup();
+    if users.len() < 2 {
+        return false;
+    }
+    users.shuffle(&mut epoch_rng(seed, usize::MAX));
+    let gate: std::collections::HashSet<u32> = users[..users.len() / 2].iter().copied().collect();
+    let (to_gate, stop): (Vec<_>, Vec<_>) = data.valid.iter().partition(|p| gate.contains(&p.0));
+    data.test = to_gate;
+    data.valid = stop;
+    true
 }
 
 /// What the gate decided.
@@ -132,6 +160,7 @@ fn baseline_metrics(
     data: &Interactions,
     maps: &IdMaps,
     active: Option<&ServingModel>,
+    split: Split,
     block: usize,
 ) -> Result<RankMetrics> {
     let mut pop = vec![0f32; data.n_items];
@@ -175,7 +204,11 @@ fn baseline_metrics(
     let dev = Device::Cpu;
     let ut = Tensor::from_vec(u, (data.n_users, w), &dev)?;
     let itt = Tensor::from_vec(it, (data.n_items, w), &dev)?;
-    Ok(evaluate(&ut, &itt, &data.train_by_user(), &data.valid_by_user(), &KS, block)?)
+    let target = match split {
+        Split::Valid => data.valid_by_user(),
+        Split::Test => data.test_by_user(),
+    };
+    Ok(evaluate(&ut, &itt, &data.train_by_user(), &target, &KS, block)?)
 }
 
 /// Rough bytes a round needs: parameters with gradients, Adam moments, SAM backups and
@@ -251,7 +284,12 @@ pub fn run(cfg: &Config, store: &Store, reg: &Registry, stop: &AtomicBool, hooks
         None => 0,
     };
     let block = lc.eval_block.max(1);
-    let baseline = baseline_metrics(&data, &maps, active.as_ref().map(|a| &a.0), block)?;
+    let disjoint = !hooks.gate_on_stop_slice && split_gate_users(&mut data, lc.seed.wrapping_add(events_used));
+    let gate_split = if disjoint { Split::Test } else { Split::Valid };
+    if !disjoint && !hooks.gate_on_stop_slice {
+        tracing::warn!("under two users with held-out interactions: the gate uses the early-stopping slice");
+    }
+    let baseline = baseline_metrics(&data, &maps, active.as_ref().map(|a| &a.0), gate_split, block)?;
     let baseline_name = parent.as_ref().map_or("popularity".to_string(), |v| format!("active:{v}"));
 
     // Train, keeping the best-valid parameters.
@@ -307,12 +345,17 @@ pub fn run(cfg: &Config, store: &Store, reg: &Registry, stop: &AtomicBool, hooks
         }
     }
     let train_s = t_train.elapsed().as_secs_f64();
-    let Some((candidate, best_epoch, snap)) = best else {
+    let Some((stop_metrics, best_epoch, snap)) = best else {
         return Err(OnlineError::NotEnoughData("no epoch ran".into()));
     };
     for ((_, v), t) in model.named_vars().iter().zip(&snap) {
         v.set(t)?;
     }
+    // the candidate as the gate sees it: on the gate half, scored once
+    let candidate = match gate_split {
+        Split::Test => evaluate_model(model.as_ref(), &data, Split::Test, &KS, block)?,
+        Split::Valid => stop_metrics.clone(),
+    };
     if hooks.fail_at == Some(FailPoint::AfterTraining) {
         return Err(OnlineError::Injected(FailPoint::AfterTraining));
     }
@@ -347,6 +390,9 @@ pub fn run(cfg: &Config, store: &Store, reg: &Registry, stop: &AtomicBool, hooks
         "baseline": baseline_name,
         "baseline_recall@20": baseline.recall_at(20), "baseline_ndcg@20": baseline.ndcg_at(20),
         "valid_users": candidate.n_users, "tolerance": tol,
+        "gate": if disjoint { "disjoint-users" } else { "shared-slice" },
+        "stop_users": stop_metrics.n_users, "stop_recall@20": stop_metrics.recall_at(20),
+        "stop_ndcg@20": stop_metrics.ndcg_at(20),
         "decision": decision, "pinned": pinned,
         "users": data.n_users, "items": data.n_items, "train_pairs": data.train.len(), "valid_pairs": data.valid.len(),
         "events": events_used, "warm_start_rows": warm_rows,
