@@ -20,7 +20,7 @@ pub use learn::LearnConfig;
 pub use log::{LogConfig, LogFormat};
 pub use mqtt::{BrokerMode, MqttConfig, TlsConfig};
 pub use node::NodeConfig;
-pub use online::OnlineConfig;
+pub use online::{OnlineConfig, OnlineModel};
 pub use serve::ServeConfig;
 pub use store::StoreConfig;
 

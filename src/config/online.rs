@@ -1,6 +1,43 @@
 use super::{Issues, Validate};
+use crate::learn::model::ModelKind;
 use crate::learn::optim::OptimName;
 use serde::{Deserialize, Serialize};
+
+/// The recommender fine-tune rounds train.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnlineModel {
+    /// FREEDOM when the store holds item features (MiniLM text, BLIP image vectors), `learn.model`
+    /// (LightGCN by default) otherwise; decided each round and logged.
+    #[default]
+    Auto,
+    Mf,
+    Lightgcn,
+    /// Needs item features in the store (a round without any fails with a clear error).
+    Vbpr,
+    /// Needs item features in the store (a round without any fails with a clear error).
+    Freedom,
+}
+
+impl OnlineModel {
+    /// The model for a store that has (`true`) or lacks item features; `Err` names what is missing.
+    pub fn resolve(self, learn_model: ModelKind, has_features: bool) -> Result<ModelKind, String> {
+        let explicit = match self {
+            OnlineModel::Auto => return Ok(if has_features { ModelKind::Freedom } else { learn_model }),
+            OnlineModel::Mf => ModelKind::Mf,
+            OnlineModel::Lightgcn => ModelKind::Lightgcn,
+            OnlineModel::Vbpr => ModelKind::Vbpr,
+            OnlineModel::Freedom => ModelKind::Freedom,
+        };
+        if matches!(explicit, ModelKind::Vbpr | ModelKind::Freedom) && !has_features {
+            return Err(format!(
+                "online.model = {explicit:?} needs item features (MiniLM text or BLIP image vectors) and the store has none; \
+                 use \"auto\" to train {learn_model:?} until they exist"
+            ));
+        }
+        Ok(explicit)
+    }
+}
 
 /// The on-device learning loop: when to fine-tune, within which budget, and the promotion gate.
 /// Model shape and optimiser hyper-parameters come from `[learn]`.
@@ -29,6 +66,8 @@ pub struct OnlineConfig {
     /// Promotion gate: the candidate's Recall@20 and NDCG@20 on the gate half may be at most this
     /// much (absolute) below the active model's.
     pub tolerance: f64,
+    /// Recommender of fine-tune rounds: auto | mf | lightgcn | vbpr | freedom (shape from `[learn]`).
+    pub model: OnlineModel,
     /// Optimiser of fine-tune rounds: adam | sam | mg | sgbd (hyper-parameters from `[learn]`).
     pub optim: OptimName,
     /// Threads of the (niced) training pool; 0 = one per core.
@@ -56,6 +95,7 @@ impl Default for OnlineConfig {
             patience: 5,
             holdout_per_user: 1,
             tolerance: 0.0,
+            model: OnlineModel::Auto,
             optim: OptimName::Sgbd,
             train_threads: 0,
             nice: 10,

@@ -20,6 +20,10 @@ pub struct ItemFeatures {
     pub skus: Vec<String>,
     /// `[skus.len() * dim]`, each row unit length.
     pub rows: Vec<f32>,
+    /// Per modality of the layout: the items that have it, and the encoders (model ids) of those
+    /// vectors, sorted.
+    pub counts: Vec<usize>,
+    pub encoders: Vec<Vec<String>>,
 }
 
 fn kind_of(name: &str) -> Option<FeatureKind> {
@@ -73,10 +77,13 @@ impl ItemFeatures {
         let mut out = Self { layout: layout.clone(), dim, ..Default::default() };
         let mut offset = 0;
         for ((_, d), v) in layout.iter().zip(per_kind) {
-            for (sku, _, mut x) in v {
+            let (mut count, mut encoders) = (0usize, std::collections::BTreeSet::new());
+            for (sku, model_id, mut x) in v {
                 if x.len() != *d || x.iter().any(|f| !f.is_finite()) {
                     continue;
                 }
+                count += 1;
+                encoders.insert(model_id);
                 normalise(&mut x);
                 let r = match out.index.get(&sku) {
                     Some(&r) => r,
@@ -90,6 +97,8 @@ impl ItemFeatures {
                 };
                 out.rows[r * dim + offset..r * dim + offset + d].copy_from_slice(&x);
             }
+            out.counts.push(count);
+            out.encoders.push(encoders.into_iter().collect());
             offset += d;
         }
         for r in 0..out.skus.len() {
@@ -104,6 +113,47 @@ impl ItemFeatures {
 
     pub fn is_empty(&self) -> bool {
         self.skus.is_empty()
+    }
+
+    /// What the rows were built from, as the registry records it per version: per modality its
+    /// name, dimension, encoders and how many items have it.
+    pub fn record(&self) -> serde_json::Value {
+        let sets: Vec<serde_json::Value> = self
+            .layout
+            .iter()
+            .zip(self.counts.iter().zip(&self.encoders))
+            .map(|((name, d), (n, enc))| serde_json::json!({"modality": name, "dim": d, "encoders": enc, "items": n}))
+            .collect();
+        serde_json::Value::Array(sets)
+    }
+
+    /// Whether vectors of `other` (a [`ItemFeatures::record`]) came from the same encoders in the
+    /// same layout (item counts may differ).
+    pub fn same_sets(&self, other: &serde_json::Value) -> bool {
+        let key = |v: &serde_json::Value| -> Vec<(serde_json::Value, serde_json::Value, serde_json::Value)> {
+            v.as_array()
+                .map(|a| a.iter().map(|s| (s["modality"].clone(), s["dim"].clone(), s["encoders"].clone())).collect())
+                .unwrap_or_default()
+        };
+        key(&self.record()) == key(other)
+    }
+
+    /// One [`Modality`](crate::learn::npy::Modality) per layout entry, rows in the order of
+    /// `items` (zeros for an item without that modality), for FREEDOM and VBPR.
+    pub fn modalities(&self, items: &[String]) -> Result<Vec<crate::learn::npy::Modality>> {
+        let mut out = Vec::with_capacity(self.layout.len());
+        let mut offset = 0;
+        for (name, d) in &self.layout {
+            let mut data = vec![0f32; items.len() * d];
+            for (r, sku) in items.iter().enumerate() {
+                if let Some(row) = self.row(sku) {
+                    data[r * d..(r + 1) * d].copy_from_slice(&row[offset..offset + d]);
+                }
+            }
+            out.push(crate::learn::npy::Modality::new(name.clone(), items.len(), *d, data)?);
+            offset += d;
+        }
+        Ok(out)
     }
 
     /// The unit feature row of `sku`.

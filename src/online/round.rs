@@ -21,7 +21,7 @@ use super::{OnlineError, Result};
 use crate::config::Config;
 use crate::learn::data::{IdMaps, Interactions};
 use crate::learn::eval::{evaluate, RankMetrics};
-use crate::learn::model::Recommender;
+use crate::learn::model::{ModelKind, Recommender};
 use crate::learn::optim::{self, Optimizer};
 use crate::learn::sampler::NegativeSampler;
 use crate::learn::trainer::{self, epoch_rng, evaluate_model, Split};
@@ -114,9 +114,11 @@ fn row_keys(var: &str, users: &[String], items: &[String]) -> Option<Vec<String>
     let u = || users.iter().map(|s| format!("u:{s}"));
     let i = || items.iter().map(|s| format!("i:{s}"));
     match var {
-        "mf.user" => Some(u().collect()),
-        "mf.item" => Some(i().collect()),
+        "mf.user" | "user" => Some(u().collect()),
+        "mf.item" | "item" => Some(i().collect()),
         "lightgcn.ego" => Some(u().chain(i()).collect()),
+        // FREEDOM's trainable copies of the item features
+        v if v.starts_with("feat") && v[4..].parse::<usize>().is_ok() => Some(i().collect()),
         _ => None,
     }
 }
@@ -130,9 +132,16 @@ fn warm_start(
 ) -> Result<usize> {
     let mut copied = 0;
     for (name, var) in model.named_vars() {
-        let (Some(old_t), Some(new_keys), Some(old_keys)) =
-            (old.get(&name), row_keys(&name, &maps.users, &maps.items), row_keys(&name, &old_sm.users, &old_sm.items))
+        let Some(old_t) = old.get(&name) else { continue };
+        let (Some(new_keys), Some(old_keys)) =
+            (row_keys(&name, &maps.users, &maps.items), row_keys(&name, &old_sm.users, &old_sm.items))
         else {
+            // not indexed by users or items (a projection layer): carried over whole when it fits
+            if old_t.shape() == var.shape() {
+                var.set(&old_t.to_dtype(var.dtype())?.to_device(var.device())?)?;
+            } else {
+                tracing::warn!(var = %name, "warm start skipped: shape differs from the active checkpoint");
+            }
             continue;
         };
         let (rows, d) = var.as_tensor().dims2()?;
@@ -273,9 +282,23 @@ pub fn run(cfg: &Config, store: &Store, reg: &Registry, stop: &AtomicBool, hooks
         _ => None,
     };
 
+    // The model: `online.model`, FREEDOM for `auto` once the store holds item features.
+    let feats = ItemFeatures::load(store)?;
+    let kind_of_model = cfg.online.model.resolve(cfg.learn.model, !feats.is_empty()).map_err(OnlineError::NotEnoughData)?;
+    let lc = &crate::config::LearnConfig { model: kind_of_model, ..cfg.learn.clone() };
+    let multimodal = matches!(kind_of_model, ModelKind::Vbpr | ModelKind::Freedom);
+    let modalities = if multimodal { feats.modalities(&maps.items)? } else { Vec::new() };
     let model_name = format!("{:?}", lc.model).to_lowercase();
-    let mut model = trainer::build_model(lc, &data, &Vec::new())?;
+    tracing::info!(model = %model_name, choice = ?cfg.online.model, feature_items = feats.len(), "round model");
+    let mut model = trainer::build_model(lc, &data, &modalities)?;
+    // A multimodal model trained on other feature sets (another encoder, dimension or modality)
+    // cannot continue from its rows.
+    let active_sets = active_row.as_ref().map(|r| r.metrics["features"].clone()).unwrap_or_default();
     let warm_rows = match &active {
+        Some(_) if multimodal && !feats.same_sets(&active_sets) => {
+            tracing::info!(now = %feats.record(), active = %active_sets, "item feature sets changed; training from scratch");
+            0
+        }
         Some((sm, vars, kind)) if *kind == model.name() => warm_start(model.as_ref(), vars, sm, &maps)?,
         Some((_, _, kind)) => {
             tracing::info!(active = %kind, now = %model.name(), "model kind changed; training from scratch");
@@ -376,7 +399,6 @@ pub fn run(cfg: &Config, store: &Store, reg: &Registry, stop: &AtomicBool, hooks
     let dim = ue.dims2()?.1;
     let user_emb: Vec<f32> = ue.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
     let item_emb: Vec<f32> = ie.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
-    let feats = ItemFeatures::load(store)?;
     let projection = fit_projection(&feats, dim, cfg.online.projection_ridge, |sku| {
         maps.item_index.get(sku).map(|&i| &item_emb[i as usize * dim..(i as usize + 1) * dim])
     })?;
@@ -396,7 +418,9 @@ pub fn run(cfg: &Config, store: &Store, reg: &Registry, stop: &AtomicBool, hooks
         "decision": decision, "pinned": pinned,
         "users": data.n_users, "items": data.n_items, "train_pairs": data.train.len(), "valid_pairs": data.valid.len(),
         "events": events_used, "warm_start_rows": warm_rows,
-        "optim": kind.label(), "model": model_name, "epochs": epochs, "best_epoch": best_epoch,
+        "optim": kind.label(), "model": model_name, "model_choice": cfg.online.model,
+        "features": if multimodal { feats.record() } else { serde_json::Value::Array(vec![]) },
+        "epochs": epochs, "best_epoch": best_epoch,
         "train_s": train_s, "round_s": t_round.elapsed().as_secs_f64(),
         "peak_rss_bytes": crate::sys::peak_rss_bytes(),
         "projection": serving.projection.as_ref().map(|p| p.feature_dim),

@@ -9,11 +9,13 @@ use std::path::Path;
 /// [`super::planted::World::catalog`]).
 pub const TEXT: &[(&str, usize)] = &[("text", 8)];
 
-/// A small, fast configuration rooted at `dir`: MF, 16 dims, SGBD, high learning rate.
+/// A small, fast configuration rooted at `dir`: MF (also for the rounds), 16 dims, SGBD, high learning rate.
 pub fn config(dir: &Path) -> Config {
     let mut c = Config::default();
     c.node.data_dir = dir.join("var");
     c.learn.model = sgbd_edge::learn::model::ModelKind::Mf;
+    // MF even where the store holds item features (`auto` would pick FREEDOM there)
+    c.online.model = sgbd_edge::config::OnlineModel::Mf;
     c.learn.dim = 16;
     c.learn.lr = 0.05;
     c.learn.batch = 64;

@@ -301,3 +301,75 @@ fn on_noise_the_gate_promotes_a_candidate_at_most_at_chance_rate() {
     assert!(fair <= rounds * 2 / 3, "the gate promoted {fair} of {rounds} noise candidates");
     assert!(biased > fair, "gating on the early-stopping slice should favour the candidate ({biased} vs {fair})");
 }
+
+/// `online.model = "auto"`: `learn.model` while the store has no item features, FREEDOM on them
+/// once it has; the version records its feature sets; the next FREEDOM round warm-starts from
+/// it, one after an encoder change does not; explicit FREEDOM without features is a clear error.
+#[test]
+fn auto_rounds_train_freedom_on_store_features_and_warm_start_only_on_the_same_encoder() {
+    use sgbd_edge::config::OnlineModel;
+    let _turn = crate::harness::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.online.model = OnlineModel::Auto;
+    cfg.online.tolerance = 1.0; // every round promoted: this test is about the model, not the gate
+    {
+        let mut s = open(&cfg);
+        GATE.catalog(&s, false);
+        s.insert_events(&GATE.events(0, "a")).unwrap();
+    }
+    let r0 = run(&cfg, &RoundHooks::default()).unwrap();
+    assert_eq!(r0.metrics["model"], "mf", "no features yet: learn.model");
+    assert_eq!(r0.metrics["features"], serde_json::json!([]));
+
+    GATE.catalog(&open(&cfg), true); // MiniLM-like text vectors for every item
+    more_events(&cfg, 3, "b");
+    let r1 = run(&cfg, &RoundHooks::default()).unwrap();
+    assert_eq!(r1.metrics["model"], "freedom", "{}", r1.metrics);
+    assert_eq!(r1.metrics["model_choice"], "auto");
+    let sets = &r1.metrics["features"];
+    assert_eq!(sets[0]["modality"], "text");
+    assert_eq!(sets[0]["dim"], TEXT[0].1);
+    assert_eq!(sets[0]["encoders"], serde_json::json!(["test-encoder"]));
+    assert_eq!(sets[0]["items"], GATE.n_items());
+    assert_eq!(r1.metrics["warm_start_rows"], 0, "MF rows do not fit FREEDOM");
+    assert_eq!(r1.decision, Decision::Promoted, "{}", r1.metrics);
+    let store = open(&cfg);
+    let row = store.model_version(&r1.version).unwrap().unwrap();
+    assert_eq!(&row.metrics["features"], sets, "the registry keeps the feature sets");
+    // the FREEDOM version serves through the ordinary ranker
+    let (ranker, _) = online::load_active(&cfg, &store).unwrap().unwrap();
+    let rec = ranker.recommend(&user(0, 3), 10, &ctx());
+    assert_eq!(rec.model_version, r1.version);
+    assert_eq!(rec.items.len(), 10);
+
+    more_events(&cfg, 4, "c");
+    let r2 = run(&cfg, &RoundHooks::default()).unwrap();
+    assert_eq!(r2.metrics["model"], "freedom");
+    let warm = r2.metrics["warm_start_rows"].as_u64().unwrap();
+    assert!(warm as usize >= GATE.n_items(), "user, item and feature rows copied: {warm}");
+
+    // another text encoder (same dimension): the rows no longer mean the same
+    for g in 0..2 {
+        for i in 0..40 {
+            let v = vec![0.5f32; TEXT[0].1];
+            open(&cfg).set_item_feature(&sku(g, i), FeatureKind::Text, "other-encoder", &v).unwrap();
+        }
+    }
+    more_events(&cfg, 5, "d");
+    let r3 = run(&cfg, &RoundHooks::default()).unwrap();
+    assert_eq!(r3.metrics["features"][0]["encoders"], serde_json::json!(["other-encoder"]));
+    assert_eq!(r3.metrics["warm_start_rows"], 0, "{}", r3.metrics);
+
+    // explicit FREEDOM on a store without features
+    let dir2 = tempfile::tempdir().unwrap();
+    let mut cfg2 = config(dir2.path());
+    cfg2.online.model = OnlineModel::Freedom;
+    {
+        let mut s = open(&cfg2);
+        GATE.catalog(&s, false);
+        s.insert_events(&GATE.events(0, "a")).unwrap();
+    }
+    let e = run(&cfg2, &RoundHooks::default()).unwrap_err();
+    assert!(e.to_string().contains("needs item features"), "{e}");
+}

@@ -71,6 +71,9 @@ async fn kiosk_events_trigger_training_promotion_and_new_replies() {
     let active = store.active_model().unwrap().expect("an active version");
     assert_eq!(active.version, after.model_version);
     assert_eq!(active.metrics["baseline"], "popularity");
+    // `online.model = "auto"` on a store with item text vectors: FREEDOM, trained inside the daemon
+    assert_eq!(active.metrics["model"], "freedom", "{}", active.metrics);
+    assert_eq!(active.metrics["features"][0]["modality"], "text");
     assert!(store
         .user_skus(&user(0, 1), &[sgbd_edge::store::EventKind::Purchase])
         .unwrap()
