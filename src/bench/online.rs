@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::online::{round, OnlineError, Result, RoundHooks};
 use crate::registry::Registry;
 use crate::serve::{PopularityRanker, Ranker, RequestCtx};
-use crate::store::{Event, EventKind, Store};
+use crate::store::{Event, EventKind, FeatureKind, Store};
 use crate::telemetry::Metrics;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -45,14 +45,56 @@ pub struct LoopBenchArgs {
     /// Configuration file for `[learn]` / `[online]` (default: compiled-in defaults).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Item feature files (.npy, row i = itemID i), comma separated, stored as the items' features
+    /// before the replay (a file name containing "image" is an image modality, any other text; the
+    /// encoder id is the file stem). With them, `online.model = "auto"` trains FREEDOM.
+    #[arg(long, value_delimiter = ',')]
+    pub features: Vec<PathBuf>,
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+/// One item feature file for the store: modality, encoder id, dimension, rows (itemID order).
+pub struct FeatureFile {
+    pub kind: FeatureKind,
+    pub encoder: String,
+    pub dim: usize,
+    pub rows: Vec<f32>,
+}
+
+impl FeatureFile {
+    pub fn load(path: &Path) -> Result<Self> {
+        let (_, dim, rows) = crate::learn::npy::read_features(path)?;
+        let stem = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+        let kind = if stem.contains("image") { FeatureKind::Image } else { FeatureKind::Text };
+        Ok(Self { kind, encoder: stem, dim, rows })
+    }
+
+    /// Catalogues item `i` as SKU `i` (as the replay names them) and stores its vector.
+    fn store_into(&self, store: &Store) -> Result<()> {
+        for (i, v) in self.rows.chunks(self.dim.max(1)).enumerate() {
+            let sku = i.to_string();
+            if store.item_by_sku(&sku)?.is_none() {
+                store.upsert_item(&crate::store::NewItem {
+                    sku: sku.clone(),
+                    title: format!("item {i}"),
+                    description: String::new(),
+                    attributes: serde_json::Value::Null,
+                    image_path: None,
+                })?;
+            }
+            store.set_item_feature(&sku, self.kind, &self.encoder, v)?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RoundStat {
     pub after_chunk: usize,
     pub decision: String,
+    /// The model the round trained (`online.model` resolved on the store's features).
+    pub model: String,
     pub wall_s: f64,
     pub train_s: f64,
     pub epochs: usize,
@@ -157,7 +199,15 @@ fn serving_ranker(cfg: &Config, store: &Store, trained: bool) -> Result<Arc<dyn 
     Ok(Arc::new(pop))
 }
 
-fn run_arm(arm: &str, base: &Config, events: &[Event], warm: usize, rounds: usize, k: usize) -> Result<ArmResult> {
+fn run_arm(
+    arm: &str,
+    base: &Config,
+    events: &[Event],
+    features: &[FeatureFile],
+    warm: usize,
+    rounds: usize,
+    k: usize,
+) -> Result<ArmResult> {
     let dir = std::env::temp_dir().join(format!("sgbd-bench-loop-{}-{arm}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut cfg = base.clone();
@@ -168,6 +218,9 @@ fn run_arm(arm: &str, base: &Config, events: &[Event], warm: usize, rounds: usiz
             .map_err(|_| OnlineError::Invalid(format!("unknown arm {arm:?} (sgbd, adam, mg, sam, popularity)")))?;
     }
     let mut store = crate::store::open_config(&cfg)?;
+    for f in features {
+        f.store_into(&store)?;
+    }
     store.insert_events(&events[..warm])?;
     let reg = Registry::from_config(&cfg);
     let users: Arc<Vec<String>> = {
@@ -206,6 +259,7 @@ fn run_arm(arm: &str, base: &Config, events: &[Event], warm: usize, rounds: usiz
             Ok(o) => RoundStat {
                 after_chunk: after,
                 decision: format!("{:?}", o.decision).to_lowercase(),
+                model: o.metrics["model"].as_str().unwrap_or_default().to_string(),
                 wall_s,
                 train_s: o.train_s,
                 epochs: o.epochs,
@@ -219,6 +273,7 @@ fn run_arm(arm: &str, base: &Config, events: &[Event], warm: usize, rounds: usiz
             Err(e) => RoundStat {
                 after_chunk: after,
                 decision: format!("failed: {e}"),
+                model: String::new(),
                 wall_s,
                 train_s: 0.0,
                 epochs: 0,
@@ -308,17 +363,21 @@ pub fn run(a: &LoopBenchArgs) -> Result<LoopBenchReport> {
         cfg.online.epochs = e;
     }
     let warm = ((events.len() as f64) * a.warmup.clamp(0.05, 0.95)) as usize;
+    let features = a.features.iter().map(|p| FeatureFile::load(p)).collect::<Result<Vec<_>>>()?;
     let mut arms = Vec::new();
     for arm in &a.arms {
         eprintln!("arm {arm} ...");
-        arms.push(run_arm(arm, &cfg, &events, warm, a.rounds, a.k)?);
+        arms.push(run_arm(arm, &cfg, &events, &features, warm, a.rounds, a.k)?);
     }
+    let mut models: Vec<String> =
+        arms.iter().flat_map(|a| a.rounds.iter().map(|r| r.model.clone())).filter(|m| !m.is_empty()).collect();
+    models.dedup();
     Ok(LoopBenchReport {
         data: path.display().to_string(),
         events: events.len(),
         warmup_events: warm,
         k: a.k,
-        model: format!("{:?}", cfg.learn.model).to_lowercase(),
+        model: if models.is_empty() { format!("{:?}", cfg.online.model).to_lowercase() } else { models.join(", ") },
         arms,
     })
 }
