@@ -382,7 +382,8 @@ impl SparseOp {
 
     /// The entries on `device`: cached for the device last asked for.
     fn entries_on(&self, device: &Device) -> candle_core::Result<Entries> {
-        let mut slot = self.entries.lock().map_err(|_| candle_core::Error::Msg("sparse entries lock poisoned".into()))?;
+        let mut slot =
+            self.entries.lock().map_err(|_| candle_core::Error::Msg("sparse entries lock poisoned".into()))?;
         if let Some(e) = slot.as_ref().filter(|e| e.rows.device().same_device(device)) {
             return Ok(e.clone());
         }

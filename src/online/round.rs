@@ -284,7 +284,8 @@ pub fn run(cfg: &Config, store: &Store, reg: &Registry, stop: &AtomicBool, hooks
 
     // The model: `online.model`, FREEDOM for `auto` once the store holds item features.
     let feats = ItemFeatures::load(store)?;
-    let kind_of_model = cfg.online.model.resolve(cfg.learn.model, !feats.is_empty()).map_err(OnlineError::NotEnoughData)?;
+    let kind_of_model =
+        cfg.online.model.resolve(cfg.learn.model, !feats.is_empty()).map_err(OnlineError::NotEnoughData)?;
     let lc = &crate::config::LearnConfig { model: kind_of_model, ..cfg.learn.clone() };
     let multimodal = matches!(kind_of_model, ModelKind::Vbpr | ModelKind::Freedom);
     let modalities = if multimodal { feats.modalities(&maps.items)? } else { Vec::new() };

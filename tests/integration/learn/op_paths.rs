@@ -48,14 +48,15 @@ fn batch(p: &Multimodal, n: usize, seed: u64) -> Batch {
 
 /// The four models, each built twice from one seed: as built (fused on the CPU) and placed on
 /// the tensor-op path.
-fn model_pairs(p: &Multimodal) -> Vec<(&'static str, Box<dyn Recommender>, Box<dyn Recommender>)> {
+/// A model's name, then the model as built (fused) and placed on the tensor-op path.
+type ModelPair = (&'static str, Box<dyn Recommender>, Box<dyn Recommender>);
+
+fn model_pairs(p: &Multimodal) -> Vec<ModelPair> {
     let make = |name: &str| -> Box<dyn Recommender> {
         let rng = &mut StdRng::seed_from_u64(5);
         match name {
             "mf" => Box::new(MfBpr::new(p.n_users, p.n_items, 8, 1e-3, DType::F32, rng).unwrap()),
-            "lightgcn" => {
-                Box::new(LightGcn::new(p.n_users, p.n_items, &p.train, 8, 2, 1e-3, DType::F32, rng).unwrap())
-            }
+            "lightgcn" => Box::new(LightGcn::new(p.n_users, p.n_items, &p.train, 8, 2, 1e-3, DType::F32, rng).unwrap()),
             "vbpr" => Box::new(
                 Vbpr::new(p.n_users, p.n_items, &p.modalities, &VbprParams { dim: 8, reg: 1e-3 }, DType::F32, rng)
                     .unwrap(),

@@ -239,7 +239,14 @@ fn new_item_with_features_reaches_buyers_of_similar_items_and_cold_users_get_con
 
 /// Pure noise: `per_user` purchases per user of items drawn uniformly from `items`, at times
 /// after `*t` (so each call's interactions are the newest).
-fn noise_events(rng: &mut rand::rngs::StdRng, users: usize, items: usize, per_user: usize, t: &mut i64, tag: &str) -> Vec<Event> {
+fn noise_events(
+    rng: &mut rand::rngs::StdRng,
+    users: usize,
+    items: usize,
+    per_user: usize,
+    t: &mut i64,
+    tag: &str,
+) -> Vec<Event> {
     use rand::Rng;
     let mut out = vec![];
     for k in 0..per_user {
@@ -297,7 +304,9 @@ fn on_noise_the_gate_promotes_a_candidate_at_most_at_chance_rate() {
     };
     let fair = promotions(false);
     let biased = promotions(true);
-    eprintln!("noise candidates promoted: {fair}/{rounds} with the disjoint gate, {biased}/{rounds} gating on the stop slice");
+    eprintln!(
+        "noise candidates promoted: {fair}/{rounds} with the disjoint gate, {biased}/{rounds} gating on the stop slice"
+    );
     assert!(fair <= rounds * 2 / 3, "the gate promoted {fair} of {rounds} noise candidates");
     assert!(biased > fair, "gating on the early-stopping slice should favour the candidate ({biased} vs {fair})");
 }
