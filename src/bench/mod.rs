@@ -6,6 +6,8 @@ pub mod caption;
 pub mod capture;
 pub mod embed;
 pub mod online;
+pub mod plot;
+pub mod robustness;
 pub mod serve;
 pub mod soak;
 pub mod train;

@@ -171,7 +171,8 @@ pub fn run(o: &TrainBenchOptions) -> Result<TrainBenchReport> {
     }))
 }
 
-fn mean_sd(v: &[f64]) -> (f64, f64) {
+/// Mean and sample standard deviation (NaN for no values, sd 0 for one).
+pub(crate) fn mean_sd(v: &[f64]) -> (f64, f64) {
     let n = v.len() as f64;
     if v.is_empty() {
         return (f64::NAN, f64::NAN);

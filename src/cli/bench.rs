@@ -26,6 +26,17 @@ pub enum BenchCmd {
     /// Soak: kiosk requests and acknowledged events for `--minutes`; RSS, latency percentiles and
     /// errors per window.
     Soak(crate::bench::soak::SoakArgs),
+    /// The paper's claim on product data: catalogue descriptions corrupted at several rates, FREEDOM
+    /// trained on the raw and on the cleaned text with each optimiser and seed; table, JSON, SVG plot.
+    Robustness(Box<RobustnessCmd>),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RobustnessCmd {
+    #[command(flatten)]
+    pub bench: crate::bench::robustness::RobustnessArgs,
+    #[command(flatten)]
+    pub config: super::ConfigArg,
 }
 
 #[derive(clap::Args, Debug)]
@@ -69,6 +80,12 @@ pub fn run(c: BenchCmd) -> anyhow::Result<ExitCode> {
             }
             None => finish(&crate::bench::caption::run(&a)?, a.json.as_deref()),
         },
+        BenchCmd::Robustness(a) => {
+            let cfg = super::load_config(&a.config)?;
+            let enc = crate::denoise::TextEncoder::from_config(&cfg.denoise)
+                .context("bench robustness embeds the catalogue text with MiniLM (`sgbd-edge models fetch`)")?;
+            finish(&crate::bench::robustness::run(&a.bench, &cfg, &enc)?, a.bench.json.as_deref())
+        }
         BenchCmd::Embed(a) => {
             let cfg = super::load_config(&a.config)?;
             finish(&crate::bench::embed::run(&a.bench, &cfg.denoise)?, a.bench.json.as_deref())

@@ -141,7 +141,8 @@ pub fn read_catalog(path: &Path, images: Option<&Path>, limit: Option<usize>) ->
 }
 
 /// Which text of an item to embed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
 pub enum TextMode {
     /// `title. description` as the merchant wrote it (MMRec's H&M-style text feature).
     Raw,

@@ -10,6 +10,7 @@
 //! - [`text`]: splitting a merchant description into phrases and dropping noise,
 //! - [`features`]: catalogue readers (H&M, Myntra) and item text feature builders,
 //! - [`robustness`]: injected-noise check of the cleaning on real descriptions,
+//! - [`catalog_noise`]: catalogue descriptions corrupted as real catalogues go wrong (`bench robustness`),
 //! - [`pipeline`]: the one denoise path: [`Denoiser::load`] (models as configured, degraded with
 //!   a logged reason) and [`Denoiser::process_batch`] / [`Denoiser::process_item`] (caption,
 //!   clean, embed, store features first and the clean text last); the CLI's whole catalogue
@@ -17,6 +18,7 @@
 //! - [`testutil`]: random BLIP checkpoints in the real tensor layout, for tests and benchmarks.
 pub mod bert;
 pub mod blip;
+pub mod catalog_noise;
 pub mod embed;
 pub mod features;
 pub mod packed_bert;

@@ -291,10 +291,6 @@ pub(crate) mod testing {
     use crate::denoise::testutil;
     use std::path::{Path, PathBuf};
 
-    const BERT: &str = r#"{"vocab_size": 30524, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-        "intermediate_size": 64, "hidden_act": "gelu", "max_position_embeddings": 300, "type_vocab_size": 2,
-        "layer_norm_eps": 1e-12, "hidden_dropout_prob": 0.0, "initializer_range": 0.02, "pad_token_id": 0}"#;
-
     /// A denoiser with a tiny random BLIP (`tiny-blip`, 32-d image features) and a tiny random
     /// BERT sentence encoder (`tiny-bert`, 32-d text features), files under `dir`. Descriptions
     /// for it should have one genuine phrase (random embeddings may call two a near-duplicate).
@@ -306,14 +302,7 @@ pub(crate) mod testing {
         testutil::write_tiny_tokenizer(&tok).unwrap();
         let cap =
             Captioner::load_files(&weights, &tok, &blip_cfg, &candle_core::Device::Cpu, "tiny-blip", 3, 2).unwrap();
-        let bert = dir.join("bert");
-        std::fs::create_dir_all(&bert).unwrap();
-        std::fs::write(bert.join("config.json"), BERT).unwrap();
-        std::fs::copy(&tok, bert.join("tokenizer.json")).unwrap();
-        let up: candle_transformers::models::bert::Config = serde_json::from_str(BERT).unwrap();
-        let tensors = testutil::random_bert_tensors(&up, 5).unwrap();
-        candle_core::safetensors::save(&tensors, bert.join("model.safetensors")).unwrap();
-        let enc = TextEncoder::load(&bert, "tiny-bert", 64, 8, &candle_core::Device::Cpu).unwrap();
+        let enc = testutil::tiny_text_encoder(&dir.join("bert")).unwrap();
         // Random weights: no phrase may be judged off-topic by their similarities.
         let cfg = DenoiseConfig { min_phrase_similarity: -1.0, ..Default::default() };
         Denoiser { cfg, captioner: Some(cap), encoder: Some(enc) }

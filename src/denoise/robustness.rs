@@ -54,7 +54,8 @@ pub struct Report {
     pub min_phrase_similarity: f32,
 }
 
-fn attr<'a>(it: &'a CatalogItem, names: &[&str]) -> Option<&'a str> {
+/// The first of `names` the item has as an attribute.
+pub(crate) fn attr<'a>(it: &'a CatalogItem, names: &[&str]) -> Option<&'a str> {
     names.iter().find_map(|n| it.attributes.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()))
 }
 

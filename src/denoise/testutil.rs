@@ -210,3 +210,21 @@ pub fn write_tiny_tokenizer(path: &Path) -> Result<(), String> {
     tok.add_special_tokens(specials).map_err(|e| e.to_string())?;
     tok.save(path, false).map_err(|e| e.to_string())
 }
+
+/// The config of [`tiny_text_encoder`]'s BERT (32-d, one layer, BLIP's 30524-id vocabulary).
+pub const TINY_BERT_CONFIG: &str = r#"{"vocab_size": 30524, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+    "intermediate_size": 64, "hidden_act": "gelu", "max_position_embeddings": 300, "type_vocab_size": 2,
+    "layer_norm_eps": 1e-12, "hidden_dropout_prob": 0.0, "initializer_range": 0.02, "pad_token_id": 0}"#;
+
+/// A tiny random sentence encoder (`tiny-bert`, 32-d): writes config.json, tokenizer.json
+/// ([`write_tiny_tokenizer`]) and model.safetensors under `dir` and loads them on the CPU.
+pub fn tiny_text_encoder(dir: &Path) -> Result<crate::denoise::TextEncoder, String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("config.json"), TINY_BERT_CONFIG).map_err(|e| e.to_string())?;
+    write_tiny_tokenizer(&dir.join("tokenizer.json"))?;
+    let up: candle_transformers::models::bert::Config =
+        serde_json::from_str(TINY_BERT_CONFIG).map_err(|e| e.to_string())?;
+    let tensors = random_bert_tensors(&up, 5).map_err(|e| e.to_string())?;
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).map_err(|e| e.to_string())?;
+    crate::denoise::TextEncoder::load(dir, "tiny-bert", 64, 8, &Device::Cpu).map_err(|e| e.to_string())
+}

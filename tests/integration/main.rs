@@ -41,6 +41,7 @@ mod learn {
         mod knn;
         mod models;
         mod npy;
+        mod robustness;
     }
 }
 mod mqtt {
