@@ -163,10 +163,12 @@ fn rate_key(r: f64) -> String {
     format!("{r}")
 }
 
-/// The catalogue's items that the mapping names, and the mapping file.
-fn load_items(dir: &Path, catalog: &str) -> Result<(Vec<crate::denoise::features::CatalogItem>, PathBuf)> {
+/// The catalogue's items that the mapping names, the mapping file and how many ids it names.
+fn load_items(dir: &Path, catalog: &str) -> Result<(Vec<crate::denoise::features::CatalogItem>, PathBuf, usize)> {
     let mapping = dir.join("i_id_mapping.csv");
-    let wanted: HashSet<String> = mapping_skus(&mapping)?.into_iter().collect();
+    let skus = mapping_skus(&mapping)?;
+    let n_ids = skus.len();
+    let wanted: HashSet<String> = skus.into_iter().collect();
     let images = dir.join("images");
     let items: Vec<_> = read_catalog(&dir.join(catalog), images.is_dir().then_some(images.as_path()), None)?
         .into_iter()
@@ -179,7 +181,7 @@ fn load_items(dir: &Path, catalog: &str) -> Result<(Vec<crate::denoise::features
             mapping.display()
         )));
     }
-    Ok((items, mapping))
+    Ok((items, mapping, n_ids))
 }
 
 /// Embeds the text of `items` (catalogue order), through the cache when given.
@@ -213,21 +215,23 @@ fn embed_cached(
 /// One cell's runs: source, R@20 and N@20 per seed, rate.
 type Group = (TextMode, Vec<f64>, Vec<f64>, f64);
 
-/// Cells (mean ± sd over seeds) of the runs so far, with the change from rate 0.
+/// Cells (mean ± sd over seeds) of the runs so far, with the change from rate 0; ordered by
+/// source (raw first), optimiser label, rate (rates are non-negative, so their bits sort as they do).
 fn cells(runs: &[RunRow]) -> Vec<Cell> {
-    let mut groups: BTreeMap<(String, String, u64), Group> = BTreeMap::new();
+    let mut groups: BTreeMap<(u8, String, u64), Group> = BTreeMap::new();
     for r in runs {
-        let key = (format!("{:?}", r.source), r.optim.clone(), r.rate.to_bits());
-        let g = groups.entry(key).or_insert((r.source, vec![], vec![], r.rate));
+        let g = groups.entry((r.source as u8, r.optim.clone(), r.rate.to_bits())).or_insert((
+            r.source,
+            vec![],
+            vec![],
+            r.rate,
+        ));
         g.1.push(r.recall_at_20);
         g.2.push(r.ndcg_at_20);
     }
-    let base: HashMap<(String, String), f64> = groups
-        .iter()
-        .filter(|(_, g)| g.3 == 0.0)
-        .map(|((s, o, _), g)| ((s.clone(), o.clone()), mean_sd(&g.1).0))
-        .collect();
-    let mut out: Vec<Cell> = groups
+    let base: HashMap<(u8, String), f64> =
+        groups.iter().filter(|(_, g)| g.3 == 0.0).map(|((s, o, _), g)| ((*s, o.clone()), mean_sd(&g.1).0)).collect();
+    groups
         .into_iter()
         .map(|((s, optim, _), (source, rec, ndcg, rate))| {
             let (recall_mean, recall_sd) = mean_sd(&rec);
@@ -245,13 +249,7 @@ fn cells(runs: &[RunRow]) -> Vec<Cell> {
                 recall_change: recall_mean / b - 1.0,
             }
         })
-        .collect();
-    out.sort_by(|a, b| {
-        (a.source as u8, &a.optim, a.rate)
-            .partial_cmp(&(b.source as u8, &b.optim, b.rate))
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
-    out
+        .collect()
 }
 
 /// Runs the benchmark with the text encoder `enc` (MiniLM on the appliance; tests pass a tiny one).
@@ -271,10 +269,9 @@ pub fn run(a: &RobustnessArgs, cfg: &Config, enc: &TextEncoder) -> Result<Robust
             .map(|r| PathBuf::from(r).join("hm_sample"))
             .ok_or_else(|| RobustnessError::Invalid("give --data DIR, or set SGBD_DATA (uses its hm_sample)".into()))?,
     };
-    let (items, mapping) = load_items(&dir, &a.catalog)?;
+    let (items, mapping, n_ids) = load_items(&dir, &a.catalog)?;
     let inter_path = crate::learn::data::find_inter(&dir)?;
     let inter = crate::learn::data::load_inter(&inter_path)?;
-    let n_ids = mapping_skus(&mapping)?.len();
     if n_ids != inter.n_items {
         return Err(RobustnessError::Invalid(format!(
             "{} names {n_ids} items but {} has {}",
