@@ -12,10 +12,12 @@
 //! Modalities are a list; with two of them MMRec's weights are 0.1 (image) and 0.9 (text or, for
 //! TikTok, audio).
 
+mod fused;
+
 use super::knn::{item_graph, KnnParams};
-use super::model::{bpr_loss, var_on, Batch, Recommender};
+use super::model::{bpr_loss, var_on, Batch, LossGrads, Recommender};
 use super::npy::Modality;
-use super::sparse::{normalized_bipartite, SparseOp};
+use super::sparse::{normalized_bipartite, SparseOp, Workspace};
 use super::vbpr::{check_modalities, xavier_var, Linear};
 use super::{LearnError, OpPath, Result};
 use candle_core::{DType, Device, Tensor, Var};
@@ -131,6 +133,8 @@ pub struct Freedom {
     edges: Vec<(u32, u32)>,
     edge_w: Vec<f64>,
     params: FreedomParams,
+    /// Full-size scratch buffers of the fused loss.
+    ws: Arc<Workspace>,
 }
 
 impl Freedom {
@@ -190,6 +194,7 @@ impl Freedom {
             edges,
             edge_w,
             params: params.clone(),
+            ws: Arc::new(Workspace::default()),
         })
     }
 
@@ -249,12 +254,31 @@ impl Recommender for Freedom {
         let mut loss = bpr_loss(&u, &ia.index_select(&batch.pos, 0)?, &ia.index_select(&batch.neg, 0)?)?;
         if self.params.lambda > 0.0 {
             for (f, t) in self.feats.iter().zip(&self.trs) {
-                let p = t.forward(&f.as_tensor().index_select(&batch.pos, 0)?)?;
-                let n = t.forward(&f.as_tensor().index_select(&batch.neg, 0)?)?;
+                // T(i+) and T(i-) share the bias, which cancels in the BPR difference: its
+                // gradient is exactly zero, so it is left out of autograd (rounding noise in
+                // its place would drive Adam's normalised steps)
+                let proj = |ids: &Tensor| -> Result<Tensor> {
+                    let x = f.as_tensor().index_select(ids, 0)?;
+                    Ok(x.matmul(&t.weight.as_tensor().t()?)?.broadcast_add(&t.bias.as_detached_tensor())?)
+                };
+                let (p, n) = (proj(&batch.pos)?, proj(&batch.neg)?);
                 loss = loss.add(&bpr_loss(&u, &p, &n)?.affine(self.params.lambda, 0.0)?)?;
             }
         }
         Ok(loss)
+    }
+
+    /// The fused kernel ([`fused`]) on the CPU's fused path, autograd on [`Self::batch_loss`]
+    /// otherwise.
+    fn loss_and_grads(&self, batch: &Batch) -> Result<LossGrads> {
+        if !self.full.path().fused_on(self.user.device()) {
+            return Ok(LossGrads::autograd(self.batch_loss(batch)?));
+        }
+        match self.user.dtype() {
+            DType::F32 => self.fused_loss::<f32>(batch),
+            DType::F64 => self.fused_loss::<f64>(batch),
+            dt => Err(LearnError::Invalid(format!("FREEDOM parameters must be f32 or f64, not {dt:?}"))),
+        }
     }
 
     fn on_epoch_start(&mut self, rng: &mut StdRng) -> Result<()> {

@@ -64,27 +64,6 @@ impl LightGcn {
         })
     }
 
-    /// The batch's node rows `[users; n_users + pos; n_users + neg]`, checked against the table.
-    fn batch_rows(&self, b: &Batch) -> Result<BatchRows> {
-        let users: Vec<u32> = b.users.to_vec1()?;
-        let pos: Vec<u32> = b.pos.to_vec1()?;
-        let neg: Vec<u32> = b.neg.to_vec1()?;
-        let n = users.len();
-        if n == 0 || pos.len() != n || neg.len() != n {
-            return Err(LearnError::Invalid("empty batch or batch vectors of different lengths".into()));
-        }
-        if users.iter().any(|&u| u as usize >= self.n_users)
-            || pos.iter().chain(&neg).any(|&i| i as usize >= self.n_items)
-        {
-            return Err(LearnError::Invalid("batch holds a user or item id out of range".into()));
-        }
-        let off = self.n_users as u32;
-        let mut idx = users;
-        idx.extend(pos.iter().map(|&i| i + off));
-        idx.extend(neg.iter().map(|&i| i + off));
-        Ok(BatchRows::new(idx, self.n_users + self.n_items, self.n_users))
-    }
-
     /// Whether the fused CPU kernel computes the loss.
     fn fused(&self) -> bool {
         self.path.fused_on(self.ego.device())
@@ -141,7 +120,7 @@ impl Recommender for LightGcn {
         if !self.fused() {
             return self.tensor_loss(b);
         }
-        let op = self.op(self.batch_rows(b)?);
+        let op = self.op(BatchRows::of_batch(b, self.n_users, self.n_items)?);
         Ok(self.ego.as_tensor().apply_op1(op)?)
     }
 
@@ -149,7 +128,7 @@ impl Recommender for LightGcn {
         if !self.fused() {
             return Ok(LossGrads::autograd(self.tensor_loss(b)?));
         }
-        let op = self.op(self.batch_rows(b)?);
+        let op = self.op(BatchRows::of_batch(b, self.n_users, self.n_items)?);
         let x = self.ego.as_tensor();
         let (_, d) = x.dims2()?;
         let (loss, grad) = {
@@ -186,20 +165,40 @@ impl Recommender for LightGcn {
     }
 }
 
-/// The node rows a batch touches.
-struct BatchRows {
+/// The node rows a batch touches (LightGCN's and FREEDOM's fused losses).
+pub(super) struct BatchRows {
     /// `3B` node ids: users, positives, negatives.
-    idx: Vec<u32>,
+    pub(super) idx: Vec<u32>,
     /// Distinct node ids, ascending.
-    uniq: Vec<u32>,
+    pub(super) uniq: Vec<u32>,
     /// Node -> position in `uniq` (`NO_SLOT` when absent), one entry per node.
-    slot: Vec<u32>,
+    pub(super) slot: Vec<u32>,
     /// `uniq[..user_slots]` are users, the rest items.
-    user_slots: usize,
+    pub(super) user_slots: usize,
 }
 
 impl BatchRows {
-    /// `idx` as built by [`LightGcn::batch_rows`] (users first, `n_users` of the nodes).
+    /// The batch's node rows `[users; n_users + pos; n_users + neg]`, checked against the
+    /// `n_users + n_items` nodes.
+    pub(super) fn of_batch(b: &Batch, n_users: usize, n_items: usize) -> Result<Self> {
+        let users: Vec<u32> = b.users.to_vec1()?;
+        let pos: Vec<u32> = b.pos.to_vec1()?;
+        let neg: Vec<u32> = b.neg.to_vec1()?;
+        let n = users.len();
+        if n == 0 || pos.len() != n || neg.len() != n {
+            return Err(LearnError::Invalid("empty batch or batch vectors of different lengths".into()));
+        }
+        if users.iter().any(|&u| u as usize >= n_users) || pos.iter().chain(&neg).any(|&i| i as usize >= n_items) {
+            return Err(LearnError::Invalid("batch holds a user or item id out of range".into()));
+        }
+        let off = n_users as u32;
+        let mut idx = users;
+        idx.extend(pos.iter().map(|&i| i + off));
+        idx.extend(neg.iter().map(|&i| i + off));
+        Ok(Self::new(idx, n_users + n_items, n_users))
+    }
+
+    /// `idx`: node ids, users first (`n_users` of the nodes).
     fn new(idx: Vec<u32>, n_nodes: usize, n_users: usize) -> Self {
         let mut slot = vec![NO_SLOT; n_nodes];
         for &r in &idx {
@@ -216,12 +215,12 @@ impl BatchRows {
         Self { idx, uniq, slot, user_slots }
     }
 
-    fn batch(&self) -> usize {
+    pub(super) fn batch(&self) -> usize {
         self.idx.len() / 3
     }
 
     /// Compact position of the `k`-th batch row.
-    fn at(&self, k: usize) -> usize {
+    pub(super) fn at(&self, k: usize) -> usize {
         self.slot[self.idx[k] as usize] as usize
     }
 }
@@ -236,12 +235,12 @@ struct BprOp {
     ws: Arc<Workspace>,
 }
 
-fn dot<T: Elem>(a: &[T], b: &[T]) -> f64 {
+pub(super) fn dot<T: Elem>(a: &[T], b: &[T]) -> f64 {
     a.iter().zip(b).map(|(&x, &y)| x.to_f64() * y.to_f64()).sum()
 }
 
 /// `o += c * v`.
-fn axpy_row<T: Elem>(o: &mut [T], c: f64, v: &[T]) {
+pub(super) fn axpy_row<T: Elem>(o: &mut [T], c: f64, v: &[T]) {
     let c = T::from_f64(c);
     for (ov, &vv) in o.iter_mut().zip(v) {
         *ov += c * vv;
@@ -249,14 +248,23 @@ fn axpy_row<T: Elem>(o: &mut [T], c: f64, v: &[T]) {
 }
 
 /// `log(sigmoid(x))`, stable.
-fn log_sigmoid(x: f64) -> f64 {
+pub(super) fn log_sigmoid(x: f64) -> f64 {
     x.min(0.0) - (-x.abs()).exp().ln_1p()
 }
 
-impl BprOp {
-    /// Final (layer-mean) embeddings at the distinct batch rows, compact `[uniq, d]`.
-    fn final_rows<T: Elem>(&self, x: &[T], d: usize) -> Vec<T> {
-        let uniq = &self.rows.uniq;
+/// LightGCN's layer mean `mean_{l=0..L} A^l x` restricted to a batch's rows, and its
+/// transpose (shared by LightGCN's and FREEDOM's fused losses).
+pub(super) struct LayerMean<'a> {
+    pub(super) a: &'a Csr,
+    pub(super) at: &'a Csr,
+    pub(super) layers: usize,
+    pub(super) ws: &'a Workspace,
+}
+
+impl LayerMean<'_> {
+    /// The layer mean at the nodes `uniq` (ascending), compact `[uniq, d]`: layers `1..L-1`
+    /// over the whole graph (their batch rows join the sum), the last one at `uniq` only.
+    pub(super) fn rows<T: Elem>(&self, x: &[T], d: usize, uniq: &[u32]) -> Vec<T> {
         let mut fin: Vec<T> = Vec::with_capacity(uniq.len() * d);
         for &r in uniq {
             fin.extend_from_slice(&x[r as usize * d..(r as usize + 1) * d]);
@@ -265,11 +273,10 @@ impl BprOp {
             return fin;
         }
         let n = self.a.n_rows;
-        // full layers 1..L-1 (their batch rows join the sum), then the last layer at the batch rows
         let mut cur: Option<Vec<T>> = None;
         for _ in 1..self.layers {
             let mut next = self.ws.take::<T>(n * d);
-            mul_rows(&self.a, cur.as_deref().unwrap_or(x), None, d, &mut next, |_, _| {});
+            mul_rows(self.a, cur.as_deref().unwrap_or(x), None, d, &mut next, |_, _| {});
             for (f, &r) in fin.chunks_mut(d).zip(uniq) {
                 axpy_row(f, 1.0, &next[r as usize * d..(r as usize + 1) * d]);
             }
@@ -278,13 +285,68 @@ impl BprOp {
             }
         }
         let scale = T::from_f64(1.0 / (self.layers as f64 + 1.0));
-        mul_selected_acc(&self.a, uniq, cur.as_deref().unwrap_or(x), d, &mut fin, |f| {
+        mul_selected_acc(self.a, uniq, cur.as_deref().unwrap_or(x), d, &mut fin, |f| {
             f.iter_mut().for_each(|v| *v = *v * scale)
         });
         if let Some(c) = cur {
             self.ws.give(c);
         }
         fin
+    }
+
+    /// The gradient with respect to `x` (full `[n, d]`) of the rows above, given `h`, the
+    /// gradient at the compact rows (`slot`: node -> row of `h`): `mean_{l<=L} (A^T)^l H` by
+    /// Horner's rule (`S = H; S = H + A^T S`, L times; `S / (L+1)`), the sums done per row right
+    /// after the row's product; then `extra(row, out_row)` adds the caller's own terms. The
+    /// first product reads `h` as compact non-zero rows.
+    pub(super) fn grad<T: Elem>(
+        &self,
+        h: &[T],
+        slot: &[u32],
+        d: usize,
+        extra: impl Fn(usize, &mut [T]) + Sync,
+    ) -> Vec<T> {
+        let n = self.a.n_rows;
+        let scale = T::from_f64(1.0 / (self.layers as f64 + 1.0));
+        let epilogue = |r: usize, o: &mut [T], last: bool| {
+            let s = slot[r];
+            if s != NO_SLOT {
+                let s = s as usize;
+                for (ov, &hv) in o.iter_mut().zip(&h[s * d..(s + 1) * d]) {
+                    *ov += hv;
+                }
+            }
+            if last {
+                o.iter_mut().for_each(|v| *v = *v * scale);
+                extra(r, o);
+            }
+        };
+        if self.layers == 0 {
+            let mut g = vec![T::default(); n * d];
+            g.par_chunks_mut(d.max(1)).with_min_len(256).enumerate().for_each(|(r, o)| epilogue(r, o, true));
+            return g;
+        }
+        let buf = |l: usize| {
+            if l == self.layers {
+                vec![T::default(); n * d]
+            } else {
+                self.ws.take::<T>(n * d)
+            }
+        };
+        let mut cur = buf(1);
+        mul_rows(self.at, h, Some(slot), d, &mut cur, |r, o| epilogue(r, o, self.layers == 1));
+        for l in 2..=self.layers {
+            let mut next = buf(l);
+            mul_rows(self.at, &cur, None, d, &mut next, |r, o| epilogue(r, o, l == self.layers));
+            self.ws.give(std::mem::replace(&mut cur, next));
+        }
+        cur
+    }
+}
+
+impl BprOp {
+    fn layer_mean(&self) -> LayerMean<'_> {
+        LayerMean { a: &self.a, at: &self.at, layers: self.layers, ws: &self.ws }
     }
 
     /// Loss and, when `grad_out` is given, `grad_out * dloss/dx` (full table).
@@ -298,7 +360,7 @@ impl BprOp {
                 self.a.n_cols
             )));
         }
-        let fin = self.final_rows(x, d);
+        let fin = self.layer_mean().rows(x, d, &self.rows.uniq);
         let rows = &self.rows;
         let b = rows.batch();
         let row = |k: usize| {
@@ -361,46 +423,14 @@ impl BprOp {
                 }
             }
         }
-        // dx = mean_{l<=L} (A^T)^l H + EmbLoss rows, by Horner: S = H; S = H + A^T S (L times);
-        // dx = S / (L+1) + rc x, the sums done per row right after the row's product
-        let scale = T::from_f64(1.0 / (self.layers as f64 + 1.0));
+        // dx = mean_{l<=L} (A^T)^l H + EmbLoss rows
         let slot = &rows.slot;
-        let epilogue = |r: usize, o: &mut [T], last: bool| {
+        let grad = self.layer_mean().grad(&h, slot, d, |r, o| {
             let s = slot[r];
-            if s != NO_SLOT {
-                let s = s as usize;
-                for (ov, &hv) in o.iter_mut().zip(&h[s * d..(s + 1) * d]) {
-                    *ov += hv;
-                }
+            if s != NO_SLOT && rc[s as usize] != 0.0 {
+                axpy_row(o, rc[s as usize], &x[r * d..(r + 1) * d]);
             }
-            if last {
-                o.iter_mut().for_each(|v| *v = *v * scale);
-                if s != NO_SLOT && rc[s as usize] != 0.0 {
-                    axpy_row(o, rc[s as usize], &x[r * d..(r + 1) * d]);
-                }
-            }
-        };
-        let grad = if self.layers == 0 {
-            let mut g = vec![T::default(); n * d];
-            g.par_chunks_mut(d.max(1)).with_min_len(256).enumerate().for_each(|(r, o)| epilogue(r, o, true));
-            g
-        } else {
-            let buf = |l: usize| {
-                if l == self.layers {
-                    vec![T::default(); n * d]
-                } else {
-                    self.ws.take::<T>(n * d)
-                }
-            };
-            let mut cur = buf(1);
-            mul_rows(&self.at, &h, Some(slot), d, &mut cur, |r, o| epilogue(r, o, self.layers == 1));
-            for l in 2..=self.layers {
-                let mut next = buf(l);
-                mul_rows(&self.at, &cur, None, d, &mut next, |r, o| epilogue(r, o, l == self.layers));
-                self.ws.give(std::mem::replace(&mut cur, next));
-            }
-            cur
-        };
+        });
         Ok((loss, Some(grad)))
     }
 }

@@ -278,6 +278,18 @@ pub(crate) fn slice_of<'a, T>(v: &'a [T], layout: &Layout) -> candle_core::Resul
     }
 }
 
+/// Runs `f` on the values of the contiguous CPU tensor `t`, without copying them.
+pub(crate) fn with_cpu_slice<T: candle_core::WithDType, R>(
+    t: &Tensor,
+    f: impl FnOnce(&[T]) -> R,
+) -> candle_core::Result<R> {
+    let (st, l) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(st) = &*st else {
+        candle_core::bail!("expected a tensor on the CPU");
+    };
+    Ok(f(slice_of(st.as_slice::<T>()?, l)?))
+}
+
 fn check_shape(a: &Csr, layout: &Layout, name: &str) -> candle_core::Result<usize> {
     let dims = layout.dims();
     if dims.len() != 2 || dims[0] != a.n_cols {

@@ -7,7 +7,7 @@
 use super::model::{bpr_loss, emb_reg, var_on, xavier_uniform, Batch, Recommender};
 use super::npy::Modality;
 use super::{LearnError, OpPath, Result};
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var, WithDType};
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
 
@@ -78,6 +78,57 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(x.matmul(&self.weight.as_tensor().t()?)?.broadcast_add(self.bias.as_tensor())?)
     }
+
+    /// The layer applied to the rows `items` of `table` (`[n, in]`), outside autograd: the
+    /// fused losses' projections.
+    pub(crate) fn project_rows<T: WithDType>(&self, table: &Tensor, items: &[u32]) -> Result<ProjectedRows<T>> {
+        let idx = Tensor::from_slice(items, items.len(), table.device())?;
+        let input = table.detach().index_select(&idx, 0)?;
+        let out =
+            input.matmul(&self.weight.as_detached_tensor().t()?)?.broadcast_add(&self.bias.as_detached_tensor())?;
+        Ok(ProjectedRows { rows: out.flatten_all()?.to_vec1()?, input, items: items.to_vec() })
+    }
+
+    /// Given `g`, the loss gradient at the projected rows (`[rows, out]`, row-major): the
+    /// gradients of the weight (`g^T X`) and the bias (`sum g`), and with `table_rows = Some(n)`
+    /// that of the `[n, in]` table (`g W` at the projected rows, zero elsewhere).
+    pub(crate) fn backward_rows<T: WithDType>(
+        &self,
+        p: &ProjectedRows<T>,
+        g: Vec<T>,
+        table_rows: Option<usize>,
+    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+        let (nb, inp) = p.input.dims2()?;
+        let g = Tensor::from_vec(g, (nb, self.bias.dim(0)?), p.input.device())?;
+        let dw = g.t()?.matmul(&p.input)?;
+        let db = g.sum(0)?;
+        let dt = match table_rows {
+            None => None,
+            Some(n) => {
+                let rows: Vec<T> = g.matmul(&self.weight.as_detached_tensor())?.flatten_all()?.to_vec1()?;
+                let mut full = vec![T::from_f64(0.0); n * inp];
+                for (j, &i) in p.items.iter().enumerate() {
+                    let i = i as usize;
+                    if i >= n {
+                        return Err(LearnError::Invalid(format!("projected row {i} outside a table of {n} rows")));
+                    }
+                    full[i * inp..(i + 1) * inp].copy_from_slice(&rows[j * inp..(j + 1) * inp]);
+                }
+                Some(Tensor::from_vec(full, (n, inp), p.input.device())?)
+            }
+        };
+        Ok((dw, db, dt))
+    }
+}
+
+/// A [`Linear`] applied to selected rows of a table (see [`Linear::project_rows`]).
+pub(crate) struct ProjectedRows<T> {
+    /// The layer's output, `[rows, out]`, row-major.
+    pub(crate) rows: Vec<T>,
+    /// The input rows, `[rows, in]`.
+    input: Tensor,
+    /// The table rows they came from.
+    items: Vec<u32>,
 }
 
 /// A trainable [rows, cols] table initialised xavier-uniform (as `nn.init.xavier_uniform_`).
