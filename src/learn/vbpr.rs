@@ -4,7 +4,9 @@
 //!
 //! The raw features are fixed inputs (only the projection is trained), as in MMRec.
 
-use super::model::{bpr_loss, emb_reg, var_on, xavier_uniform, Batch, Recommender};
+mod fused;
+
+use super::model::{bpr_loss, emb_reg, var_on, xavier_uniform, Batch, LossGrads, Recommender};
 use super::npy::Modality;
 use super::{LearnError, OpPath, Result};
 use candle_core::{DType, Device, Tensor, Var, WithDType};
@@ -160,6 +162,7 @@ pub struct Vbpr {
     /// Concatenated raw features [I, sum of modality dims] (fixed input).
     feats: Tensor,
     reg: f64,
+    path: OpPath,
 }
 
 impl Vbpr {
@@ -186,16 +189,21 @@ impl Vbpr {
         let user = xavier_var(n_users, 2 * d, dtype, rng)?;
         let item = xavier_var(n_items, d, dtype, rng)?;
         let proj = Linear::xavier_normal(f, d, dtype, rng)?;
-        Ok(Self { user, item, proj, feats, reg: params.reg })
+        Ok(Self { user, item, proj, feats, reg: params.reg, path: OpPath::Fused })
     }
 
-    /// Item embeddings of the given item ids (or of all items).
-    fn items(&self, idx: Option<&Tensor>) -> Result<Tensor> {
+    /// Item embeddings of the given item ids (or of all items), the projection adding `bias`.
+    fn items_with(&self, idx: Option<&Tensor>, bias: &Tensor) -> Result<Tensor> {
         let (id, raw) = match idx {
             Some(ix) => (self.item.as_tensor().index_select(ix, 0)?, self.feats.index_select(ix, 0)?),
             None => (self.item.as_tensor().clone(), self.feats.clone()),
         };
-        Ok(Tensor::cat(&[&id, &self.proj.forward(&raw)?], 1)?)
+        let p = raw.matmul(&self.proj.weight.as_tensor().t()?)?.broadcast_add(bias)?;
+        Ok(Tensor::cat(&[&id, &p], 1)?)
+    }
+
+    fn items(&self, idx: Option<&Tensor>) -> Result<Tensor> {
+        self.items_with(idx, self.proj.bias.as_tensor())
     }
 }
 
@@ -215,21 +223,38 @@ impl Recommender for Vbpr {
 
     fn batch_loss(&self, batch: &Batch) -> Result<Tensor> {
         let u = self.user.as_tensor().index_select(&batch.users, 0)?;
-        let p = self.items(Some(&batch.pos))?;
-        let n = self.items(Some(&batch.neg))?;
-        let loss = bpr_loss(&u, &p, &n)?;
+        // the bias cancels in the BPR difference: its BPR gradient is exactly zero, left out of
+        // autograd (only the EmbLoss term reaches it), as in the fused kernel
+        let fixed = self.proj.bias.as_detached_tensor();
+        let rows = |ids: &Tensor, bias: &Tensor| self.items_with(Some(ids), bias);
+        let loss = bpr_loss(&u, &rows(&batch.pos, &fixed)?, &rows(&batch.neg, &fixed)?)?;
         if self.reg == 0.0 {
             return Ok(loss);
         }
+        let bias = self.proj.bias.as_tensor();
+        let (p, n) = (rows(&batch.pos, bias)?, rows(&batch.neg, bias)?);
         Ok(loss.add(&emb_reg(&[&u, &p, &n])?.affine(self.reg, 0.0)?)?)
+    }
+
+    /// The fused kernel ([`fused`]) on the CPU's fused path, autograd on [`Self::batch_loss`]
+    /// otherwise.
+    fn loss_and_grads(&self, batch: &Batch) -> Result<LossGrads> {
+        if !self.path.fused_on(self.user.device()) {
+            return Ok(LossGrads::autograd(self.batch_loss(batch)?));
+        }
+        match self.user.dtype() {
+            DType::F32 => self.fused_loss::<f32>(batch),
+            DType::F64 => self.fused_loss::<f64>(batch),
+            dt => Err(LearnError::Invalid(format!("VBPR parameters must be f32 or f64, not {dt:?}"))),
+        }
     }
 
     fn embeddings(&self) -> Result<(Tensor, Tensor)> {
         Ok((self.user.as_tensor().clone(), self.items(None)?))
     }
 
-    fn place(&mut self, device: &Device, _path: OpPath) -> Result<()> {
-        // tensor ops only: nothing depends on the path
+    fn place(&mut self, device: &Device, path: OpPath) -> Result<()> {
+        self.path = path;
         self.user = var_on(&self.user, device)?;
         self.item = var_on(&self.item, device)?;
         self.proj = self.proj.on(device)?;

@@ -107,6 +107,51 @@ fn flat(t: &candle_core::Tensor) -> Vec<f64> {
     t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1().unwrap()
 }
 
+/// `loss_and_grads` (the fused CPU kernel) against `batch_loss` + autograd, every parameter
+/// within `tol` of the gradient's largest entry; a bias that cancels in i+ - i- is exactly zero.
+fn assert_fused_matches_autograd(m: &dyn Recommender, b: &Batch, tol: f64, what: &str) {
+    let l = m.batch_loss(b).unwrap();
+    let store = l.backward().unwrap();
+    let lg = m.loss_and_grads(b).unwrap();
+    let fused = lg.grads.expect("the CPU path returns gradients");
+    let vars = m.named_vars();
+    assert_eq!(fused.len(), vars.len(), "{what}");
+    let (la, lf) = (flat(&l)[0], flat(&lg.loss)[0]);
+    assert!((la - lf).abs() <= tol * la.abs().max(1.0), "{what}: loss {la} vs {lf}");
+    for ((name, v), g) in vars.iter().zip(&fused) {
+        assert_eq!(g.dims(), v.dims(), "{what}: {name}");
+        let auto = store.get(v.as_tensor()).map_or_else(|| vec![0.0; v.elem_count()], flat);
+        let g = flat(g);
+        let scale = auto.iter().fold(0f64, |a, &x| a.max(x.abs()));
+        if name.ends_with(".bias") && scale == 0.0 {
+            // it cancels in i+ - i- (FREEDOM's T(i+) - T(i-), VBPR without EmbLoss): exactly
+            // zero on both paths
+            assert!(g.iter().all(|&x| x == 0.0), "{what}: {name} {g:?}");
+            continue;
+        }
+        assert!(scale > 0.0, "{what}: {name} has a zero gradient");
+        for (a, f) in auto.iter().zip(&g) {
+            assert!((a - f).abs() <= tol * scale, "{what}: {name}: {a} vs {f}");
+        }
+    }
+}
+
+/// The same for VBPR, with and without the EmbLoss term.
+#[test]
+fn vbpr_fused_gradients_match_autograd() {
+    let _turn = crate::harness::shared();
+    let p = World::new(2, 4, 6, 3).cold(1).features(MODALITIES).seed(14).multimodal();
+    let b = epoch_batches(p.n_items, &p.train, 40, &mut StdRng::seed_from_u64(4)).remove(0);
+    for (dtype, dim, tol) in [(DType::F64, 4, 1e-12), (DType::F32, 64, 2e-5), (DType::F32, 12, 2e-5)] {
+        for reg in [0.0, 0.3] {
+            let params = VbprParams { dim, reg };
+            let m =
+                Vbpr::new(p.n_users, p.n_items, &p.modalities, &params, dtype, &mut StdRng::seed_from_u64(8)).unwrap();
+            assert_fused_matches_autograd(&m, &b, tol, &format!("vbpr {dtype:?} d {dim} reg {reg}"));
+        }
+    }
+}
+
 /// FREEDOM's fused kernel (`loss_and_grads` on the CPU) gives `batch_loss` + autograd's loss and
 /// gradients for every parameter: f64 (generic kernels) and f32 at widths that use the AVX2 row
 /// kernel (64, 72) or its fallback (12), 0-3 user-item layers, 0-2 item-graph layers, with and
@@ -140,29 +185,7 @@ fn freedom_fused_gradients_match_autograd() {
             let mut m = Freedom::new(p.n_users, p.n_items, &p.train, &p.modalities, &params, dtype, &mut rng).unwrap();
             m.on_epoch_start(&mut rng).unwrap();
             let what = format!("{dtype:?} d {dim} ui {ui_layers} mm {mm_layers} lambda {lambda}");
-            let l = m.batch_loss(&b).unwrap();
-            let store = l.backward().unwrap();
-            let lg = m.loss_and_grads(&b).unwrap();
-            let fused = lg.grads.expect("the CPU path returns gradients");
-            let vars = m.named_vars();
-            assert_eq!(fused.len(), vars.len(), "{what}");
-            let (la, lf) = (flat(&l)[0], flat(&lg.loss)[0]);
-            assert!((la - lf).abs() <= tol * la.abs().max(1.0), "{what}: loss {la} vs {lf}");
-            for ((name, v), g) in vars.iter().zip(&fused) {
-                assert_eq!(g.dims(), v.dims(), "{what}: {name}");
-                let auto = store.get(v.as_tensor()).map_or_else(|| vec![0.0; v.elem_count()], flat);
-                let g = flat(g);
-                let scale = auto.iter().fold(0f64, |a, &x| a.max(x.abs()));
-                if name.ends_with(".bias") {
-                    // it cancels in T(i+) - T(i-): exactly zero on both paths
-                    assert!(auto.iter().chain(&g).all(|&x| x == 0.0), "{what}: {name} {auto:?} {g:?}");
-                    continue;
-                }
-                assert!(scale > 0.0, "{what}: {name} has a zero gradient");
-                for (a, f) in auto.iter().zip(&g) {
-                    assert!((a - f).abs() <= tol * scale, "{what}: {name}: {a} vs {f}");
-                }
-            }
+            assert_fused_matches_autograd(&m, &b, tol, &what);
             cases += 1;
         }
     }
