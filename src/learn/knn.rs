@@ -67,23 +67,28 @@ pub fn knn_indices(n: usize, d: usize, feats: &[f32], k: usize, block_rows: usiz
     for start in (0..n).step_by(block) {
         let rows = block.min(n - start);
         let sims = all.narrow(0, start, rows)?.matmul(&all_t)?; // [rows, n]
-        let sims: Vec<f32> = sims.flatten_all()?.to_vec1()?;
-        let part: Vec<Vec<u32>> = sims.par_chunks(n).map(|row| top_k(row, k)).collect();
+        let part: Vec<Vec<u32>> =
+            super::sparse::with_cpu_slice(&sims, |s: &[f32]| s.par_chunks(n).map(|row| top_k(row, k)).collect())?;
         out.extend(part);
     }
     Ok(out)
 }
 
-/// Indices of the k largest values of `row`, by decreasing value then increasing index.
+/// Indices of the k largest values of `row`, by decreasing value then increasing index, in one
+/// pass keeping the best k so far (sorted) and the value a newcomer must beat.
 fn top_k(row: &[f32], k: usize) -> Vec<u32> {
-    let cmp = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-    let mut cand: Vec<(f32, u32)> = row.iter().enumerate().map(|(j, &s)| (s, j as u32)).collect();
-    if k < cand.len() {
-        cand.select_nth_unstable_by(k, cmp);
-        cand.truncate(k);
+    use std::cmp::Ordering::Greater;
+    let mut best: Vec<(f32, u32)> = Vec::with_capacity(k + 1);
+    for (j, &s) in row.iter().enumerate() {
+        if best.len() == k && best.last().is_none_or(|w| s.total_cmp(&w.0) != Greater) {
+            continue;
+        }
+        // after every kept value >= s (an equal value came first: lower index wins)
+        let at = best.partition_point(|b| b.0.total_cmp(&s) != std::cmp::Ordering::Less);
+        best.insert(at, (s, j as u32));
+        best.truncate(k);
     }
-    cand.sort_unstable_by(cmp);
-    cand.into_iter().map(|(_, j)| j).collect()
+    best.into_iter().map(|(_, j)| j).collect()
 }
 
 /// The binary kNN graph of one modality, normalised D^-1/2 S D^-1/2, as an n x n CSR.
@@ -176,6 +181,25 @@ mod tests {
     fn top_k_orders_and_breaks_ties_by_index() {
         assert_eq!(top_k(&[0.1, 0.9, 0.5, 0.9, -1.0], 3), vec![1, 3, 2]);
         assert_eq!(top_k(&[0.3, 0.2], 5), vec![0, 1]);
+        assert_eq!(top_k(&[0.5, 0.5, 0.5, 0.7], 2), vec![3, 0]);
+        assert!(top_k(&[0.5], 0).is_empty());
+    }
+
+    /// The one-pass selection gives what a full sort by (value desc, index asc) gives.
+    #[test]
+    fn top_k_matches_a_full_sort() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for n in [1usize, 7, 100, 1000] {
+            // few distinct values: many ties
+            let row: Vec<f32> = (0..n).map(|_| rng.random_range(0..20) as f32 / 10.0 - 1.0).collect();
+            let mut sorted: Vec<(f32, u32)> = row.iter().enumerate().map(|(j, &s)| (s, j as u32)).collect();
+            sorted.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            for k in [1usize, 3, 10, n + 2] {
+                let want: Vec<u32> = sorted.iter().take(k).map(|e| e.1).collect();
+                assert_eq!(top_k(&row, k), want, "n {n} k {k}");
+            }
+        }
     }
 
     #[test]
