@@ -268,7 +268,7 @@ impl Recommender for Freedom {
         Ok(loss)
     }
 
-    /// The fused kernel ([`fused`]) on the CPU's fused path, autograd on [`Self::batch_loss`]
+    /// The fused kernel (`freedom/fused.rs`) on the CPU's fused path, autograd on [`Self::batch_loss`]
     /// otherwise.
     fn loss_and_grads(&self, batch: &Batch) -> Result<LossGrads> {
         if !self.full.path().fused_on(self.user.device()) {

@@ -236,7 +236,7 @@ impl Recommender for Vbpr {
         Ok(loss.add(&emb_reg(&[&u, &p, &n])?.affine(self.reg, 0.0)?)?)
     }
 
-    /// The fused kernel ([`fused`]) on the CPU's fused path, autograd on [`Self::batch_loss`]
+    /// The fused kernel (`vbpr/fused.rs`) on the CPU's fused path, autograd on [`Self::batch_loss`]
     /// otherwise.
     fn loss_and_grads(&self, batch: &Batch) -> Result<LossGrads> {
         if !self.path.fused_on(self.user.device()) {
