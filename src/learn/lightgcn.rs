@@ -248,8 +248,20 @@ pub(super) fn axpy_row<T: Elem>(o: &mut [T], c: f64, v: &[T]) {
 }
 
 /// `log(sigmoid(x))`, stable.
-pub(super) fn log_sigmoid(x: f64) -> f64 {
+fn log_sigmoid(x: f64) -> f64 {
     x.min(0.0) - (-x.abs()).exp().ln_1p()
+}
+
+/// MMRec's BPR loss from a batch's score differences `z_k = <u, i+> - <u, i->`:
+/// `-mean log sigmoid(z)`.
+pub(super) fn bpr_mean(z: &[f64]) -> f64 {
+    -z.iter().map(|&z| log_sigmoid(z)).sum::<f64>() / z.len().max(1) as f64
+}
+
+/// `d(w * bpr_mean(z)) / dz_k = -w sigmoid(-z_k) / B` for each `k`.
+pub(super) fn bpr_coefs(z: &[f64], w: f64) -> Vec<f64> {
+    let b = z.len().max(1) as f64;
+    z.iter().map(|&z| -w / b / (1.0 + z.exp())).collect()
 }
 
 /// LightGCN's layer mean `mean_{l=0..L} A^l x` restricted to a batch's rows, and its
@@ -377,7 +389,7 @@ impl BprOp {
             .with_min_len(256)
             .map(|k| dot(row(k), row(b + k)) - dot(row(k), row(2 * b + k)))
             .collect();
-        let bpr = -diffs.iter().map(|&z| log_sigmoid(z)).sum::<f64>() / b as f64;
+        let bpr = bpr_mean(&diffs);
         let norms: Vec<f64> = (0..3)
             .map(|j| {
                 (j * b..(j + 1) * b)
@@ -392,8 +404,7 @@ impl BprOp {
         let Some(go) = grad_out else { return Ok((loss, None)) };
 
         // H = d loss / d final rows, compact; user and item rows are disjoint, so in parallel
-        // d(-log sigmoid z)/dz = -sigmoid(-z)
-        let cs: Vec<f64> = diffs.iter().map(|&z| -go / b as f64 / (1.0 + z.exp())).collect();
+        let cs = bpr_coefs(&diffs, go);
         let mut h = vec![T::default(); fin.len()];
         let (hu, hi) = h.split_at_mut(rows.user_slots * d);
         let item_off = rows.user_slots;

@@ -90,37 +90,6 @@ impl Linear {
             input.matmul(&self.weight.as_detached_tensor().t()?)?.broadcast_add(&self.bias.as_detached_tensor())?;
         Ok(ProjectedRows { rows: out.flatten_all()?.to_vec1()?, input, items: items.to_vec() })
     }
-
-    /// Given `g`, the loss gradient at the projected rows (`[rows, out]`, row-major): the
-    /// gradients of the weight (`g^T X`) and the bias (`sum g`), and with `table_rows = Some(n)`
-    /// that of the `[n, in]` table (`g W` at the projected rows, zero elsewhere).
-    pub(crate) fn backward_rows<T: WithDType>(
-        &self,
-        p: &ProjectedRows<T>,
-        g: Vec<T>,
-        table_rows: Option<usize>,
-    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
-        let (nb, inp) = p.input.dims2()?;
-        let g = Tensor::from_vec(g, (nb, self.bias.dim(0)?), p.input.device())?;
-        let dw = g.t()?.matmul(&p.input)?;
-        let db = g.sum(0)?;
-        let dt = match table_rows {
-            None => None,
-            Some(n) => {
-                let rows: Vec<T> = g.matmul(&self.weight.as_detached_tensor())?.flatten_all()?.to_vec1()?;
-                let mut full = vec![T::from_f64(0.0); n * inp];
-                for (j, &i) in p.items.iter().enumerate() {
-                    let i = i as usize;
-                    if i >= n {
-                        return Err(LearnError::Invalid(format!("projected row {i} outside a table of {n} rows")));
-                    }
-                    full[i * inp..(i + 1) * inp].copy_from_slice(&rows[j * inp..(j + 1) * inp]);
-                }
-                Some(Tensor::from_vec(full, (n, inp), p.input.device())?)
-            }
-        };
-        Ok((dw, db, dt))
-    }
 }
 
 /// A [`Linear`] applied to selected rows of a table (see [`Linear::project_rows`]).
@@ -131,6 +100,35 @@ pub(crate) struct ProjectedRows<T> {
     input: Tensor,
     /// The table rows they came from.
     items: Vec<u32>,
+}
+
+impl<T: WithDType> ProjectedRows<T> {
+    /// `g`, the loss gradient at the output rows (row-major), as a `[rows, out]` tensor.
+    pub(crate) fn output_grad(&self, g: Vec<T>) -> Result<Tensor> {
+        let n = self.items.len();
+        let out = g.len().checked_div(n).unwrap_or(0);
+        Ok(Tensor::from_vec(g, (n, out), self.input.device())?)
+    }
+
+    /// The layer weight's gradient `g^T X` (`g` from [`Self::output_grad`]).
+    pub(crate) fn weight_grad(&self, g: &Tensor) -> Result<Tensor> {
+        Ok(g.t()?.matmul(&self.input)?)
+    }
+
+    /// The `[n, in]` table's gradient: `g W` at the projected rows, zero elsewhere.
+    pub(crate) fn table_grad(&self, g: &Tensor, layer: &Linear, n: usize) -> Result<Tensor> {
+        let (_, inp) = self.input.dims2()?;
+        let rows: Vec<T> = g.matmul(&layer.weight.as_detached_tensor())?.flatten_all()?.to_vec1()?;
+        let mut full = vec![T::from_f64(0.0); n * inp];
+        for (j, &i) in self.items.iter().enumerate() {
+            let i = i as usize;
+            if i >= n {
+                return Err(LearnError::Invalid(format!("projected row {i} outside a table of {n} rows")));
+            }
+            full[i * inp..(i + 1) * inp].copy_from_slice(&rows[j * inp..(j + 1) * inp]);
+        }
+        Ok(Tensor::from_vec(full, (n, inp), self.input.device())?)
+    }
 }
 
 /// A trainable [rows, cols] table initialised xavier-uniform (as `nn.init.xavier_uniform_`).

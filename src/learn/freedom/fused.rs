@@ -16,7 +16,7 @@
 //! the feature tables' gradients are zero outside the batch's items.
 
 use super::Freedom;
-use crate::learn::lightgcn::{axpy_row, dot, log_sigmoid, BatchRows, LayerMean};
+use crate::learn::lightgcn::{axpy_row, bpr_coefs, bpr_mean, dot, BatchRows, LayerMean};
 use crate::learn::model::{Batch, LossGrads};
 use crate::learn::sparse::{mul_rows, mul_selected_acc, with_cpu_slice, Elem};
 use crate::learn::vbpr::ProjectedRows;
@@ -83,14 +83,11 @@ impl Freedom {
                     .collect()
             })
             .collect();
-        let bpr = |z: &[f64]| -z.iter().map(|&z| log_sigmoid(z)).sum::<f64>() / bsz as f64;
         let lambda = self.params.lambda;
-        let loss = bpr(&diffs) + lambda * mdiffs.iter().map(|z| bpr(z)).sum::<f64>();
+        let loss = bpr_mean(&diffs) + lambda * mdiffs.iter().map(|z| bpr_mean(z)).sum::<f64>();
 
-        // d(-log sigmoid z)/dz = -sigmoid(-z), over the batch mean
-        let coef = |z: &[f64], w: f64| -> Vec<f64> { z.iter().map(|&z| -w / bsz as f64 / (1.0 + z.exp())).collect() };
-        let c = coef(&diffs, 1.0);
-        let cm: Vec<Vec<f64>> = mdiffs.iter().map(|z| coef(z, lambda)).collect();
+        let c = bpr_coefs(&diffs, 1.0);
+        let cm: Vec<Vec<f64>> = mdiffs.iter().map(|z| bpr_coefs(z, lambda)).collect();
         let nb = items.len();
         let mut h = vec![T::default(); fin.len()];
         let mut gts: Vec<Vec<T>> = projected.iter().map(|_| vec![T::default(); nb * d]).collect();
@@ -129,10 +126,9 @@ impl Freedom {
         let item_grad = self.item_graph_grad(&h, &rows.slot[nu..], &ego[nu * d..], d);
         let mut grads = vec![user_grad, to_tensor(item_grad, (ni, d))?];
         for ((p, g), t) in projected.iter().zip(gts).zip(&self.trs) {
-            let (dw, db, df) = t.backward_rows(p, g, Some(ni))?;
-            let df = df.ok_or_else(|| LearnError::Invalid("no feature-table gradient".into()))?;
+            let g = p.output_grad(g)?;
             // the bias cancels in T(i+) - T(i-): exactly zero, as on the autograd path
-            grads.extend([df, dw, db.zeros_like()?]);
+            grads.extend([p.table_grad(&g, t, ni)?, p.weight_grad(&g)?, t.bias.as_tensor().zeros_like()?]);
         }
         let loss = Tensor::from_vec(vec![<T as WithDType>::from_f64(loss)], (), &Device::Cpu)?;
         Ok(LossGrads { loss, grads: Some(grads) })

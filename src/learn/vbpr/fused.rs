@@ -11,8 +11,7 @@
 //! terms, the bias cancelling in `i+ - i-`).
 
 use super::Vbpr;
-use crate::kernels::sparse::NO_SLOT;
-use crate::learn::lightgcn::{axpy_row, dot, log_sigmoid};
+use crate::learn::lightgcn::{axpy_row, bpr_coefs, bpr_mean, dot, BatchRows};
 use crate::learn::model::{Batch, LossGrads};
 use crate::learn::sparse::{with_cpu_slice, Elem};
 use crate::learn::{LearnError, Result};
@@ -23,31 +22,22 @@ impl Vbpr {
     /// The loss and the gradients of `named_vars` (user, item, proj.weight, proj.bias) for
     /// parameters of type `T` on the CPU.
     pub(super) fn fused_loss<T: Elem + WithDType>(&self, b: &Batch) -> Result<LossGrads> {
-        let users: Vec<u32> = b.users.to_vec1()?;
-        let pos: Vec<u32> = b.pos.to_vec1()?;
-        let neg: Vec<u32> = b.neg.to_vec1()?;
         let (nu, du) = self.user.dims2()?;
         let (ni, d) = self.item.dims2()?;
-        let bsz = users.len();
-        if bsz == 0 || pos.len() != bsz || neg.len() != bsz || du != 2 * d {
-            return Err(LearnError::Invalid("empty batch, batch vectors of different lengths or bad tables".into()));
+        if du != 2 * d {
+            return Err(LearnError::Invalid(format!("VBPR user width {du} is not twice the item width {d}")));
         }
-        if users.iter().any(|&u| u as usize >= nu) || pos.iter().chain(&neg).any(|&i| i as usize >= ni) {
-            return Err(LearnError::Invalid("batch holds a user or item id out of range".into()));
-        }
-        // the batch's distinct items, ascending, and item -> compact row
-        let mut slot = vec![NO_SLOT; ni];
-        pos.iter().chain(&neg).for_each(|&i| slot[i as usize] = 0);
-        let mut items = Vec::with_capacity(2 * bsz);
-        for (i, s) in slot.iter_mut().enumerate() {
-            if *s != NO_SLOT {
-                *s = items.len() as u32;
-                items.push(i as u32);
-            }
-        }
+        // the batch's rows (ids checked), its distinct items ascending, item -> row of `uniq`
+        let rows = BatchRows::of_batch(b, nu, ni)?;
+        let (bsz, us, off) = (rows.batch(), rows.user_slots, nu as u32);
+        let users = &rows.idx[..bsz];
+        let pos: Vec<u32> = rows.idx[bsz..2 * bsz].iter().map(|&r| r - off).collect();
+        let neg: Vec<u32> = rows.idx[2 * bsz..].iter().map(|&r| r - off).collect();
+        let items: Vec<u32> = rows.uniq[us..].iter().map(|&r| r - off).collect();
+        let slot = &rows.slot[nu..];
         let proj = self.proj.project_rows::<T>(&self.feats, &items)?;
         let p_row = |i: u32| {
-            let s = slot[i as usize] as usize;
+            let s = slot[i as usize] as usize - us;
             &proj.rows[s * d..(s + 1) * d]
         };
         let reg = self.reg;
@@ -71,10 +61,10 @@ impl Vbpr {
                     pos.par_iter().map(|&i| sq_item(i)).sum::<f64>().sqrt(),
                     neg.par_iter().map(|&i| sq_item(i)).sum::<f64>().sqrt(),
                 ];
-                let bpr = -diffs.iter().map(|&z| log_sigmoid(z)).sum::<f64>() / bsz as f64;
+                let bpr = bpr_mean(&diffs);
                 let loss = if reg == 0.0 { bpr } else { bpr + reg * norms.iter().sum::<f64>() / bsz as f64 };
 
-                let c: Vec<f64> = diffs.iter().map(|&z| -1.0 / bsz as f64 / (1.0 + z.exp())).collect();
+                let c = bpr_coefs(&diffs, 1.0);
                 let rc = norms.map(|n| if reg != 0.0 && n > 0.0 { reg / (bsz as f64 * n) } else { 0.0 });
                 let mut gu = vec![T::default(); nu * du];
                 let mut gi = vec![T::default(); ni * d];
@@ -96,7 +86,7 @@ impl Vbpr {
                         for k in 0..bsz {
                             let u = u_row(users[k]);
                             for (i, ck, r) in [(pos[k], c[k], rc[1]), (neg[k], -c[k], rc[2])] {
-                                let s = slot[i as usize] as usize;
+                                let s = slot[i as usize] as usize - us;
                                 let gid = &mut gi[i as usize * d..(i as usize + 1) * d];
                                 axpy_row(gid, ck, &u[..d]);
                                 axpy_row(gid, r, id_row(i));
@@ -121,7 +111,7 @@ impl Vbpr {
             }
         }
         let db = Tensor::from_vec(db, d, &Device::Cpu)?.to_dtype(self.proj.bias.dtype())?;
-        let (dw, _, _) = self.proj.backward_rows(&proj, gp, None)?;
+        let dw = proj.weight_grad(&proj.output_grad(gp)?)?;
         let table = |v: Vec<T>, shape: (usize, usize)| Tensor::from_vec(v, shape, &Device::Cpu);
         let loss = Tensor::from_vec(vec![<T as WithDType>::from_f64(loss)], (), &Device::Cpu)?;
         Ok(LossGrads { loss, grads: Some(vec![table(gu, (nu, du))?, table(gi, (ni, d))?, dw, db]) })
