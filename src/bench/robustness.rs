@@ -14,7 +14,7 @@ use super::plot::{line_chart_svg, Line};
 use super::train::mean_sd;
 use crate::config::Config;
 use crate::denoise::catalog_noise::{corrupt_catalog, Corruption};
-use crate::denoise::features::{embed_catalog, mapping_skus, order_by_mapping, read_catalog, write_npy, TextMode};
+use crate::denoise::features::{embed_catalog, read_catalog, write_npy, IdMapping, TextMode};
 use crate::denoise::{DenoiseError, TextEncoder};
 use crate::learn::model::ModelKind;
 use crate::learn::npy::Modality;
@@ -22,7 +22,7 @@ use crate::learn::optim::OptimName;
 use crate::learn::trainer;
 use crate::learn::LearnError;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -163,22 +163,18 @@ fn rate_key(r: f64) -> String {
     format!("{r}")
 }
 
-/// The catalogue's items that the mapping names, the mapping file and how many ids it names.
-fn load_items(dir: &Path, catalog: &str) -> Result<(Vec<crate::denoise::features::CatalogItem>, PathBuf, usize)> {
-    let mapping = dir.join("i_id_mapping.csv");
-    let skus = mapping_skus(&mapping)?;
-    let n_ids = skus.len();
-    let wanted: HashSet<String> = skus.into_iter().collect();
+/// The catalogue's items that the mapping names, the mapping and how many ids it names.
+fn load_items(dir: &Path, catalog: &str) -> Result<(Vec<crate::denoise::features::CatalogItem>, IdMapping, usize)> {
+    let mapping = IdMapping::read(&dir.join("i_id_mapping.csv"))?;
+    let n_ids = mapping.skus().len();
     let images = dir.join("images");
-    let items: Vec<_> = read_catalog(&dir.join(catalog), images.is_dir().then_some(images.as_path()), None)?
-        .into_iter()
-        .filter(|it| wanted.contains(&it.sku))
-        .collect();
+    let items =
+        mapping.retain_mapped(read_catalog(&dir.join(catalog), images.is_dir().then_some(images.as_path()), None)?);
     if items.is_empty() {
         return Err(RobustnessError::Invalid(format!(
             "no item of {} is named in {}",
             dir.join(catalog).display(),
-            mapping.display()
+            mapping.path().display()
         )));
     }
     Ok((items, mapping, n_ids))
@@ -275,7 +271,7 @@ pub fn run(a: &RobustnessArgs, cfg: &Config, enc: &TextEncoder) -> Result<Robust
     if n_ids != inter.n_items {
         return Err(RobustnessError::Invalid(format!(
             "{} names {n_ids} items but {} has {}",
-            mapping.display(),
+            mapping.path().display(),
             inter_path.display(),
             inter.n_items
         )));
@@ -360,7 +356,7 @@ pub fn run(a: &RobustnessArgs, cfg: &Config, enc: &TextEncoder) -> Result<Robust
                     report.fidelity.push(f);
                 }
             }
-            let ordered = order_by_mapping(&noisy.items, rows, &mapping)?;
+            let ordered = mapping.order(&noisy.items, rows)?;
             let dim = ordered.first().map(|r| r.len()).unwrap_or(0);
             let flat: Vec<f32> = ordered.into_iter().flatten().collect();
             let feats = vec![Modality::new(format!("{source:?}-text").to_lowercase(), inter.n_items, dim, flat)?];

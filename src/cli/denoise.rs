@@ -97,10 +97,10 @@ pub fn denoise(a: DenoiseArgs) -> anyhow::Result<ExitCode> {
     let cfg = super::load_config(&a.config)?;
     let mut items =
         features::read_catalog(&a.catalog, a.images.as_deref(), if a.id_map.is_some() { None } else { a.limit })?;
-    if let Some(m) = &a.id_map {
+    let mapping = a.id_map.as_deref().map(features::IdMapping::read).transpose()?;
+    if let Some(m) = &mapping {
         // Only the mapped items (e.g. the 4,116 H&M articles of hm.inter), then --limit.
-        let keep: std::collections::HashSet<String> = features::mapping_skus(m)?.into_iter().collect();
-        items.retain(|it| keep.contains(&it.sku));
+        items = m.retain_mapped(items);
         if let Some(l) = a.limit {
             items.truncate(l);
         }
@@ -123,8 +123,8 @@ pub fn denoise(a: DenoiseArgs) -> anyhow::Result<ExitCode> {
         let enc = denoise::TextEncoder::from_config(&cfg.denoise)
             .context("--write-npy needs the MiniLM files (`sgbd-edge models fetch`)")?;
         let rows = features::embed_catalog(&enc, &items, TextMode::Raw, &HashMap::new(), &cfg.denoise)?;
-        let rows = match &a.id_map {
-            Some(m) => features::order_by_mapping(&items, rows, m)?,
+        let rows = match &mapping {
+            Some(m) => m.order(&items, rows)?,
             None => rows,
         };
         features::write_npy(&rows, a.write_npy.as_deref().context("--write-npy")?)?;
@@ -185,8 +185,8 @@ pub fn denoise(a: DenoiseArgs) -> anyhow::Result<ExitCode> {
                 .map(|it| cleaned_feats.get(&it.sku).cloned().context("missing feature"))
                 .collect::<anyhow::Result<Vec<_>>>()?,
         };
-        let rows = match &a.id_map {
-            Some(m) => features::order_by_mapping(&items, rows, m)?,
+        let rows = match &mapping {
+            Some(m) => m.order(&items, rows)?,
             None => rows,
         };
         features::write_npy(&rows, out)?;

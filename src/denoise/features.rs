@@ -189,43 +189,65 @@ pub fn embed_catalog(
     enc.embed(&refs)
 }
 
-/// Reorders rows so that row i belongs to itemID i of an MMRec `i_id_mapping.csv`
-/// (tab-separated `<id column>\titemID`). Items absent from the mapping are dropped; an itemID
-/// without a row is an error (the .npy must cover every item).
-pub fn order_by_mapping(items: &[CatalogItem], rows: Vec<Vec<f32>>, mapping: &Path) -> Result<Vec<Vec<f32>>> {
-    let merr = |msg: String| DenoiseError::Catalog { path: mapping.display().to_string(), msg };
-    let text = std::fs::read_to_string(mapping)
-        .map_err(|source| DenoiseError::Io { path: mapping.display().to_string(), source })?;
-    let by_sku: HashMap<&str, usize> = items.iter().enumerate().map(|(i, it)| (it.sku.as_str(), i)).collect();
-    let mut pairs = Vec::new();
-    for (n, line) in text.lines().enumerate().skip(1) {
-        let mut f = line.split('\t');
-        let (Some(sku), Some(id)) = (f.next(), f.next()) else { continue };
-        let id: usize = id.trim().parse().map_err(|_| merr(format!("line {}: bad itemID", n + 1)))?;
-        pairs.push((id, sku.trim().to_string()));
-    }
-    let n = pairs.iter().map(|(i, _)| i + 1).max().unwrap_or(0);
-    let mut out: Vec<Option<Vec<f32>>> = vec![None; n];
-    for (id, sku) in pairs {
-        let i = *by_sku
-            .get(sku.as_str())
-            .ok_or_else(|| merr(format!("item {sku} (itemID {id}) is not in the catalogue read")))?;
-        out[id] = Some(rows[i].clone());
-    }
-    out.into_iter().enumerate().map(|(i, r)| r.ok_or_else(|| merr(format!("no row for itemID {i}")))).collect()
+/// An MMRec `i_id_mapping.csv` (tab-separated `<id column>\titemID`, a header line first),
+/// read once and used for filtering a catalogue and ordering its feature rows.
+pub struct IdMapping {
+    path: PathBuf,
+    text: String,
 }
 
-/// The item ids of an MMRec `i_id_mapping.csv` (first column), in file order.
-pub fn mapping_skus(mapping: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(mapping)
-        .map_err(|source| DenoiseError::Io { path: mapping.display().to_string(), source })?;
-    Ok(text
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split('\t').next())
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect())
+impl IdMapping {
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| DenoiseError::Io { path: path.display().to_string(), source })?;
+        Ok(Self { path: path.to_path_buf(), text })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The item ids (first column), in file order.
+    pub fn skus(&self) -> Vec<String> {
+        self.text
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split('\t').next())
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
+    /// The catalogue items the mapping names, in catalogue order.
+    pub fn retain_mapped(&self, mut items: Vec<CatalogItem>) -> Vec<CatalogItem> {
+        let keep: std::collections::HashSet<String> = self.skus().into_iter().collect();
+        items.retain(|it| keep.contains(&it.sku));
+        items
+    }
+
+    /// Reorders rows (one per item of `items`) so that row i belongs to itemID i. Items absent
+    /// from the mapping are dropped; an itemID without a row is an error (the .npy must cover
+    /// every item).
+    pub fn order(&self, items: &[CatalogItem], rows: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>> {
+        let merr = |msg: String| DenoiseError::Catalog { path: self.path.display().to_string(), msg };
+        let by_sku: HashMap<&str, usize> = items.iter().enumerate().map(|(i, it)| (it.sku.as_str(), i)).collect();
+        let mut pairs = Vec::new();
+        for (n, line) in self.text.lines().enumerate().skip(1) {
+            let mut f = line.split('\t');
+            let (Some(sku), Some(id)) = (f.next(), f.next()) else { continue };
+            let id: usize = id.trim().parse().map_err(|_| merr(format!("line {}: bad itemID", n + 1)))?;
+            pairs.push((id, sku.trim()));
+        }
+        let n = pairs.iter().map(|(i, _)| i + 1).max().unwrap_or(0);
+        let mut out: Vec<Option<Vec<f32>>> = vec![None; n];
+        for (id, sku) in pairs {
+            let i = *by_sku
+                .get(sku)
+                .ok_or_else(|| merr(format!("item {sku} (itemID {id}) is not in the catalogue read")))?;
+            out[id] = Some(rows[i].clone());
+        }
+        out.into_iter().enumerate().map(|(i, r)| r.ok_or_else(|| merr(format!("no row for itemID {i}")))).collect()
+    }
 }
 
 /// Writes rows as a float32 NumPy .npy (n x dim, C order).
@@ -310,7 +332,9 @@ mod tests {
             .collect();
         let map = dir.path().join("m.csv");
         std::fs::write(&map, "article_id\titemID\nb\t0\na\t1\n").unwrap();
-        let rows = order_by_mapping(&items, vec![vec![1.0, 2.0], vec![3.0, 4.0]], &map).unwrap();
+        let mapping = IdMapping::read(&map).unwrap();
+        assert_eq!(mapping.skus(), ["b", "a"]);
+        let rows = mapping.order(&items, vec![vec![1.0, 2.0], vec![3.0, 4.0]]).unwrap();
         assert_eq!(rows, vec![vec![3.0, 4.0], vec![1.0, 2.0]]);
         let p = dir.path().join("x.npy");
         write_npy(&rows, &p).unwrap();

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 fn hm_text_features() {
     // The whole H&M sample through MiniLM, and it reports its time.
     let _turn = crate::harness::exclusive();
-    use sgbd_edge::denoise::features::{embed_catalog, order_by_mapping, read_catalog, TextMode};
+    use sgbd_edge::denoise::features::{embed_catalog, read_catalog, IdMapping, TextMode};
     let (Some(root), Ok(minilm), Ok(out)) =
         (std::env::var_os("SGBD_DATA"), std::env::var("LEARNMM_MINILM_DIR"), std::env::var("LEARNMM_HM_OUT"))
     else {
@@ -25,18 +25,9 @@ fn hm_text_features() {
         return;
     };
     let dir = PathBuf::from(root).join("hm_sample");
-    let mapping = dir.join("i_id_mapping.csv");
-    let wanted: std::collections::HashSet<String> = std::fs::read_to_string(&mapping)
-        .unwrap()
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split('\t').next().map(|s| s.trim().to_string()))
-        .collect();
-    let items: Vec<_> = read_catalog(&dir.join("articles_sample.csv"), Some(&dir.join("images")), None)
-        .unwrap()
-        .into_iter()
-        .filter(|it| wanted.contains(&it.sku))
-        .collect();
+    let mapping = IdMapping::read(&dir.join("i_id_mapping.csv")).unwrap();
+    let items =
+        mapping.retain_mapped(read_catalog(&dir.join("articles_sample.csv"), Some(&dir.join("images")), None).unwrap());
     let cfg = sgbd_edge::config::Config::default().denoise;
     let enc = sgbd_edge::denoise::TextEncoder::load(
         std::path::Path::new(&minilm),
@@ -50,7 +41,7 @@ fn hm_text_features() {
     for (mode, name) in [(TextMode::Raw, "hm_text_raw.npy"), (TextMode::Cleaned, "hm_text_clean.npy")] {
         let t = std::time::Instant::now();
         let rows = embed_catalog(&enc, &items, mode, &Default::default(), &cfg).unwrap();
-        let rows = order_by_mapping(&items, rows, &mapping).unwrap();
+        let rows = mapping.order(&items, rows).unwrap();
         let dim = rows[0].len();
         let flat: Vec<f32> = rows.iter().flatten().copied().collect();
         let path = PathBuf::from(&out).join(name);
