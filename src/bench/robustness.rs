@@ -261,9 +261,7 @@ pub fn run(a: &RobustnessArgs, cfg: &Config, enc: &TextEncoder) -> Result<Robust
     }
     let dir = match &a.data {
         Some(d) => d.clone(),
-        None => std::env::var_os("SGBD_DATA")
-            .map(|r| PathBuf::from(r).join("hm_sample"))
-            .ok_or_else(|| RobustnessError::Invalid("give --data DIR, or set SGBD_DATA (uses its hm_sample)".into()))?,
+        None => crate::learn::dataset::named_dir("hm")?,
     };
     let (items, mapping, n_ids) = load_items(&dir, &a.catalog)?;
     let inter_path = crate::learn::data::find_inter(&dir)?;

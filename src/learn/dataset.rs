@@ -35,22 +35,25 @@ pub struct Dataset {
 /// 0.1 and the second 0.9, as MMRec's image / text).
 pub const DEFAULT_FEATURES: [&str; 3] = ["image_feat.npy", "text_feat.npy", "audio_feat.npy"];
 
+/// The folder of data set `name` (baby, tiktok, hm) under `$SGBD_DATA`.
+pub fn named_dir(name: &str) -> Result<PathBuf> {
+    let root = std::env::var_os("SGBD_DATA").ok_or_else(|| {
+        LearnError::Invalid(format!("data set {name:?} needs SGBD_DATA (the data root); or pass --data"))
+    })?;
+    let sub = match name {
+        "baby" => "mmrec_baby",
+        "tiktok" => "tiktok_mmssl",
+        "hm" => "hm_sample",
+        other => return Err(LearnError::Invalid(format!("unknown --dataset {other:?} (baby, tiktok, hm)"))),
+    };
+    Ok(Path::new(&root).join(sub))
+}
+
 /// The `.inter` path of `data`, or of `dataset` under `$SGBD_DATA`.
 pub fn resolve(src: &DataSource) -> Result<PathBuf> {
     let dir = match (&src.data, &src.dataset) {
         (Some(d), _) => d.clone(),
-        (None, Some(name)) => {
-            let root = std::env::var_os("SGBD_DATA").ok_or_else(|| {
-                LearnError::Invalid("--dataset needs SGBD_DATA (the data root); or pass --data".into())
-            })?;
-            let sub = match name.as_str() {
-                "baby" => "mmrec_baby",
-                "tiktok" => "tiktok_mmssl",
-                "hm" => "hm_sample",
-                other => return Err(LearnError::Invalid(format!("unknown --dataset {other:?} (baby, tiktok, hm)"))),
-            };
-            Path::new(&root).join(sub)
-        }
+        (None, Some(name)) => named_dir(name)?,
         (None, None) => {
             return Err(LearnError::Invalid("give --data DIR|FILE.inter or --dataset NAME with SGBD_DATA".into()))
         }
