@@ -118,8 +118,7 @@ pub fn corrupt_catalog(items: &[CatalogItem], rate: f64, kinds: &[Corruption], s
 }
 
 fn boilerplate(desc: &str, rng: &mut impl Rng) -> String {
-    let picked: Vec<&&str> = BOILERPLATE.choose_multiple(rng, 2).collect();
-    let tail = picked.iter().map(|s| **s).collect::<Vec<_>>().join(" ");
+    let tail = BOILERPLATE.choose_multiple(rng, 2).copied().collect::<Vec<_>>().join(" ");
     if desc.trim().is_empty() {
         tail
     } else {
