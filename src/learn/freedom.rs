@@ -14,7 +14,7 @@
 
 mod fused;
 
-use super::knn::{item_graph, KnnParams};
+use super::knn::{item_graph_with_neighbours, ItemGraphParts, KnnParams};
 use super::model::{bpr_loss, var_on, Batch, LossGrads, Recommender};
 use super::npy::Modality;
 use super::sparse::{normalized_bipartite, SparseOp, Workspace};
@@ -129,6 +129,8 @@ pub struct Freedom {
     full: SparseOp,
     masked: SparseOp,
     mm: SparseOp,
+    /// Per modality, the kNN lists `mm` was built from.
+    neighbours: Vec<Vec<Vec<u32>>>,
     /// De-duplicated train edges and their sampling weights 1/sqrt(d_u d_i).
     edges: Vec<(u32, u32)>,
     edge_w: Vec<f64>,
@@ -168,7 +170,8 @@ impl Freedom {
 
         let weights = params.weights_for(modalities.len())?;
         let mods: Vec<(usize, &[f32])> = modalities.iter().map(|m| (m.dim, m.data.as_slice())).collect();
-        let mm = SparseOp::new(Arc::new(item_graph(n_items, &mods, &weights, &params.knn)?));
+        let (mm, neighbours) = item_graph_with_neighbours(n_items, &mods, &weights, &params.knn)?;
+        let mm = SparseOp::new(Arc::new(mm));
         let full = SparseOp::symmetric(Arc::new(normalized_bipartite(n_users, n_items, &edges)));
 
         let d = params.dim;
@@ -191,6 +194,7 @@ impl Freedom {
             masked: full.clone(),
             full,
             mm,
+            neighbours,
             edges,
             edge_w,
             params: params.clone(),
@@ -294,6 +298,21 @@ impl Recommender for Freedom {
 
     fn embeddings(&self) -> Result<(Tensor, Tensor)> {
         self.forward(&self.full)
+    }
+
+    /// The graph's parts (none for a symmetrised graph: adding an item there changes other
+    /// items' degrees, which the serving-side extension does not model).
+    fn item_graph_parts(&self) -> Result<Option<ItemGraphParts>> {
+        if self.params.knn.symmetrize {
+            return Ok(None);
+        }
+        Ok(Some(ItemGraphParts {
+            k: self.params.knn.k,
+            layers: self.params.mm_layers,
+            weights: self.params.weights_for(self.neighbours.len())?,
+            neighbours: self.neighbours.clone(),
+            item_id: self.item.as_tensor().to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
+        }))
     }
 
     fn place(&mut self, device: &Device, path: OpPath) -> Result<()> {

@@ -3,8 +3,9 @@
 //! (MMRec: S = 0.1 S_image + 0.9 S_text).
 //!
 //! Built in row blocks: each block of normalised rows is multiplied by all normalised rows
-//! (one [block, n] similarity slab at a time, never n x n) and each row keeps a partial top-k
-//! (`select_nth_unstable_by`), rows in parallel with rayon.
+//! (one [block, n] similarity slab at a time, never n x n) and each row keeps its top k in one
+//! pass, rows in parallel with rayon. Items added later extend the lists
+//! ([`extend_neighbours`]: only the new rows' similarities are computed).
 //!
 //! As in MMRec's `get_knn_adj_mat`, a row's k neighbours include the item itself (its cosine with
 //! itself is 1) and the graph is directed (row i holds i's k neighbours), so with D the row sums
@@ -93,9 +94,13 @@ fn top_k(row: &[f32], k: usize) -> Vec<u32> {
 
 /// The binary kNN graph of one modality, normalised D^-1/2 S D^-1/2, as an n x n CSR.
 pub fn knn_graph(n: usize, d: usize, feats: &[f32], p: &KnnParams) -> Result<Csr> {
-    let nbrs = knn_indices(n, d, feats, p.k, p.block_rows)?;
+    Ok(neighbour_graph(n, knn_indices(n, d, feats, p.k, p.block_rows)?, p.symmetrize))
+}
+
+/// The normalised graph of per-row neighbour lists (what [`knn_indices`] returns).
+pub fn neighbour_graph(n: usize, nbrs: Vec<Vec<u32>>, symmetrize: bool) -> Csr {
     let mut rows: Vec<Vec<u32>> = nbrs;
-    if p.symmetrize {
+    if symmetrize {
         let mut sym: Vec<Vec<u32>> = rows.clone();
         for (i, r) in rows.iter().enumerate() {
             for &j in r {
@@ -121,7 +126,58 @@ pub fn knn_graph(n: usize, d: usize, feats: &[f32], p: &KnnParams) -> Result<Csr
         }
         indptr.push(indices.len());
     }
-    Ok(Csr { n_rows: n, n_cols: n, indptr, indices, values })
+    Csr { n_rows: n, n_cols: n, indptr, indices, values }
+}
+
+/// Adds `m` items to the neighbour lists of `n` items without recomputing the n x n similarities:
+/// the new rows get their k nearest among all n + m items (themselves included), and an old row
+/// takes a new item when it beats the row's current k-th neighbour. `old` and `new` are row-major
+/// [n, d] and [m, d] raw features; `nbrs` (n lists, as [`knn_indices`] returned them: decreasing
+/// similarity, ties by lower index) grows to n + m lists. The result is what [`knn_indices`] gives
+/// on all n + m rows, up to the rounding of near-equal similarities. Cost: one [m, n + m] block of
+/// similarities plus k dot products per old row that takes a new neighbour.
+pub fn extend_neighbours(d: usize, old: &[f32], new: &[f32], nbrs: &mut Vec<Vec<u32>>, k: usize) -> Result<()> {
+    let (n, m) = (nbrs.len(), new.len() / d.max(1));
+    if old.len() != n * d || new.len() != m * d {
+        return Err(LearnError::Invalid(format!(
+            "extend_neighbours: {} old and {} new values for {n} + {m} rows of {d}",
+            old.len(),
+            new.len()
+        )));
+    }
+    if new.iter().any(|x| !x.is_finite()) {
+        return Err(LearnError::Invalid("knn: features contain NaN or infinity".into()));
+    }
+    if m == 0 {
+        return Ok(());
+    }
+    let all = normalize_rows(n + m, d, &[old, new].concat());
+    let all_t = candle_core::Tensor::from_slice(&all, (n + m, d), &candle_core::Device::Cpu)?.t()?.contiguous()?;
+    let fresh = candle_core::Tensor::from_slice(&all[n * d..], (m, d), &candle_core::Device::Cpu)?;
+    let sims: Vec<f32> = fresh.matmul(&all_t)?.flatten_all()?.to_vec1()?; // [m, n + m]
+    let w = n + m;
+    let row = |i: usize| &all[i * d..(i + 1) * d];
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    nbrs.par_iter_mut().enumerate().for_each(|(i, list)| {
+        let kth = match list.last() {
+            Some(&j) if list.len() >= k => dot(row(i), row(j as usize)),
+            _ => f32::NEG_INFINITY,
+        };
+        // a new item has a higher index than every old one: it must beat the k-th strictly
+        let wins: Vec<(f32, u32)> =
+            (0..m).map(|r| (sims[r * w + i], (n + r) as u32)).filter(|&(s, _)| s > kth).collect();
+        if wins.is_empty() {
+            return;
+        }
+        let mut merged: Vec<(f32, u32)> = list.iter().map(|&j| (dot(row(i), row(j as usize)), j)).collect();
+        merged.extend(wins);
+        merged.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        merged.truncate(k);
+        *list = merged.into_iter().map(|(_, j)| j).collect();
+    });
+    let k = k.min(w);
+    nbrs.extend(sims.par_chunks(w).map(|r| top_k(r, k)).collect::<Vec<_>>());
+    Ok(())
 }
 
 /// Weighted sum of same-shape CSR matrices (entries with the same (row, col) are added).
@@ -148,6 +204,17 @@ pub fn weighted_sum(mats: &[(f32, &Csr)]) -> Result<Csr> {
 /// (one per modality; MMRec uses 0.1 for the image and 0.9 for the text modality).
 /// `modalities` are row-major [n_items, d_m] matrices given as (d_m, data).
 pub fn item_graph(n_items: usize, modalities: &[(usize, &[f32])], weights: &[f32], p: &KnnParams) -> Result<Csr> {
+    Ok(item_graph_with_neighbours(n_items, modalities, weights, p)?.0)
+}
+
+/// [`item_graph`] and, per modality, the neighbour lists it was built from (for
+/// [`extend_neighbours`] when items are added after training).
+pub fn item_graph_with_neighbours(
+    n_items: usize,
+    modalities: &[(usize, &[f32])],
+    weights: &[f32],
+    p: &KnnParams,
+) -> Result<(Csr, Vec<Vec<Vec<u32>>>)> {
     if modalities.is_empty() {
         return Err(LearnError::Invalid("item graph needs at least one modality".into()));
     }
@@ -159,7 +226,11 @@ pub fn item_graph(n_items: usize, modalities: &[(usize, &[f32])], weights: &[f32
         )));
     }
     let t0 = std::time::Instant::now();
-    let graphs = modalities.iter().map(|(d, data)| knn_graph(n_items, *d, data, p)).collect::<Result<Vec<_>>>()?;
+    let nbrs = modalities
+        .iter()
+        .map(|(d, data)| knn_indices(n_items, *d, data, p.k, p.block_rows))
+        .collect::<Result<Vec<_>>>()?;
+    let graphs: Vec<Csr> = nbrs.iter().map(|l| neighbour_graph(n_items, l.clone(), p.symmetrize)).collect();
     let pairs: Vec<(f32, &Csr)> = weights.iter().copied().zip(graphs.iter()).collect();
     let g = weighted_sum(&pairs)?;
     tracing::info!(
@@ -170,7 +241,85 @@ pub fn item_graph(n_items: usize, modalities: &[(usize, &[f32])], weights: &[f32
         ms = t0.elapsed().as_millis() as u64,
         "built item-item kNN graph"
     );
-    Ok(g)
+    Ok((g, nbrs))
+}
+
+/// What a model's item representations owe to its frozen item-item kNN graph: item i's embedding
+/// is `base_i + h_i` with `h = S^layers x item_id` and `S = sum_m weights[m] S_m`, `S_m` the
+/// normalised graph of `neighbours[m]` (FREEDOM, directed lists). Serving extends the lists to
+/// items added after training ([`ItemGraphParts::extend`]: an item with no interactions has a zero
+/// `base` and a zero ID row) and recomputes `h` ([`ItemGraphParts::propagate`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemGraphParts {
+    pub k: usize,
+    pub layers: usize,
+    pub weights: Vec<f32>,
+    /// Per modality, per item: its neighbours, by decreasing similarity (itself included).
+    pub neighbours: Vec<Vec<Vec<u32>>>,
+    /// `[n_items * dim]`, the ID embeddings the graph propagates.
+    pub item_id: Vec<f32>,
+}
+
+impl ItemGraphParts {
+    pub fn n_items(&self) -> usize {
+        self.neighbours.first().map_or(0, Vec::len)
+    }
+
+    /// Checks that the parts fit together (lists per modality, indices in range, `dim` columns).
+    pub fn check(&self, dim: usize) -> Result<()> {
+        let n = self.n_items();
+        let bad = |m: String| Err(LearnError::Invalid(format!("item graph: {m}")));
+        if self.neighbours.is_empty() || self.weights.len() != self.neighbours.len() {
+            return bad(format!("{} weights for {} modalities", self.weights.len(), self.neighbours.len()));
+        }
+        if self.neighbours.iter().any(|l| l.len() != n) {
+            return bad("modalities list different item counts".into());
+        }
+        if self.neighbours.iter().flatten().flatten().any(|&j| j as usize >= n) {
+            return bad("a neighbour index is out of range".into());
+        }
+        if self.item_id.len() != n * dim {
+            return bad(format!("{} ID values for {n} items of {dim}", self.item_id.len()));
+        }
+        Ok(())
+    }
+
+    /// `h = S^layers x item_id`, row-major `[n_items * dim]`, S as [`neighbour_graph`] and
+    /// [`weighted_sum`] build it.
+    pub fn propagate(&self, dim: usize) -> Vec<f32> {
+        let inv: Vec<Vec<f32>> =
+            self.neighbours.iter().map(|l| l.iter().map(|r| (r.len() as f32 + 1e-7).powf(-0.5)).collect()).collect();
+        let mut h = self.item_id.clone();
+        for _ in 0..self.layers {
+            let prev = h;
+            let mut next = vec![0f32; prev.len()];
+            next.par_chunks_mut(dim.max(1)).enumerate().for_each(|(i, out)| {
+                for ((lists, inv), &w) in self.neighbours.iter().zip(&inv).zip(&self.weights) {
+                    for &j in &lists[i] {
+                        let c = w * inv[i] * inv[j as usize];
+                        let src = &prev[j as usize * dim..(j as usize + 1) * dim];
+                        out.iter_mut().zip(src).for_each(|(o, x)| *o += c * x);
+                    }
+                }
+            });
+            h = next;
+        }
+        h
+    }
+
+    /// Adds `m` items: per modality `old[m]` / `new[m]` are the raw [n, d_m] / [m, d_m] feature
+    /// matrices (in the item order of the lists); the new ID rows are zero.
+    pub fn extend(&mut self, dims: &[usize], old: &[&[f32]], new: &[&[f32]], dim: usize) -> Result<()> {
+        if dims.len() != self.neighbours.len() || old.len() != dims.len() || new.len() != dims.len() {
+            return Err(LearnError::Invalid("item graph: feature matrices do not match its modalities".into()));
+        }
+        let m = new.first().map_or(0, |x| x.len() / dims[0].max(1));
+        for (((lists, &d), o), x) in self.neighbours.iter_mut().zip(dims).zip(old).zip(new) {
+            extend_neighbours(d, o, x, lists, self.k)?;
+        }
+        self.item_id.extend(std::iter::repeat_n(0.0, m * dim));
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -200,6 +349,57 @@ mod tests {
                 assert_eq!(top_k(&row, k), want, "n {n} k {k}");
             }
         }
+    }
+
+    /// Adding items to the lists of a smaller set gives the lists of the whole set.
+    #[test]
+    fn extending_neighbours_matches_a_rebuild() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let (d, k) = (6usize, 4usize);
+        for (n, m) in [(40usize, 1usize), (40, 15), (3, 2), (1, 1), (25, 0)] {
+            let x: Vec<f32> = (0..(n + m) * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            let whole = knn_indices(n + m, d, &x, k, 7).unwrap();
+            let mut grown = knn_indices(n, d, &x[..n * d], k, 7).unwrap();
+            extend_neighbours(d, &x[..n * d], &x[n * d..], &mut grown, k).unwrap();
+            assert_eq!(grown, whole, "n {n} m {m}");
+        }
+        let mut l = vec![vec![0u32]];
+        assert!(extend_neighbours(2, &[1.0, 0.0], &[f32::NAN, 1.0], &mut l, 1).is_err());
+        assert!(extend_neighbours(2, &[1.0], &[0.0, 1.0], &mut l, 1).is_err());
+    }
+
+    /// `propagate` is the product with the CSR the training graph is built as.
+    #[test]
+    fn propagate_matches_the_sparse_graph() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+        let (n, dim) = (30usize, 3usize);
+        let x1: Vec<f32> = (0..n * 4).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let x2: Vec<f32> = (0..n * 5).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let p = KnnParams { k: 4, ..Default::default() };
+        let (g, neighbours) = item_graph_with_neighbours(n, &[(4, &x1), (5, &x2)], &[0.3, 0.7], &p).unwrap();
+        let item_id: Vec<f32> = (0..n * dim).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let parts = ItemGraphParts { k: 4, layers: 2, weights: vec![0.3, 0.7], neighbours, item_id };
+        parts.check(dim).unwrap();
+        let mut want = parts.item_id.clone();
+        for _ in 0..2 {
+            let mut next = vec![0f32; n * dim];
+            for r in 0..n {
+                for e in g.indptr[r]..g.indptr[r + 1] {
+                    for c in 0..dim {
+                        next[r * dim + c] += g.values[e] * want[g.indices[e] as usize * dim + c];
+                    }
+                }
+            }
+            want = next;
+        }
+        for (a, b) in parts.propagate(dim).iter().zip(&want) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+        let mut bad = parts.clone();
+        bad.item_id.pop();
+        assert!(bad.check(dim).is_err());
     }
 
     #[test]

@@ -48,6 +48,12 @@ pub trait Recommender: Send {
     /// Final (users [U, d], items [I, d]) embeddings for full ranking, computed without pruning.
     fn embeddings(&self) -> Result<(Tensor, Tensor)>;
 
+    /// The item-item graph a model scores items through, for extending it to items added after
+    /// training (FREEDOM); `None` for models without one.
+    fn item_graph_parts(&self) -> Result<Option<super::knn::ItemGraphParts>> {
+        Ok(None)
+    }
+
     /// Moves the parameters and the model's fixed tensors to `device` and runs its ops on `path`
     /// ([`OpPath::for_device`] for the usual choice). Call it before building the optimiser:
     /// the optimiser holds the parameters it was given.

@@ -4,10 +4,12 @@
 //! - [`round`]: one fine-tune round (split, warm start, SGBD training under budgets, gate, registry);
 //! - [`ranker`]: [`OnlineRanker`], serving a registry version from memory;
 //! - [`features`]: item content vectors and the feature -> embedding projection for new items;
+//! - [`item_graph`]: new items scored through FREEDOM's own item-item graph;
 //! - [`publish`]: pushes to kiosks, fleet model announcements, `cmd/model-pin`;
 //! - [`spawn_trainer`]: the daemon's learning thread (see its doc).
 
 pub mod features;
+pub mod item_graph;
 pub mod publish;
 pub mod ranker;
 pub mod round;
@@ -96,7 +98,7 @@ struct Served {
 }
 
 fn swap_in(slot: &RankerSlot, r: OnlineRanker, metrics: &Metrics) {
-    tracing::info!(version = %r.model_version(), items = r.n_items(), projected = r.n_projected(), "serving model swapped in");
+    tracing::info!(version = %r.model_version(), items = r.n_items(), graph = r.n_graph(), projected = r.n_projected(), "serving model swapped in");
     metrics.incr("online.swaps");
     slot.swap(Arc::new(r));
 }
@@ -109,7 +111,7 @@ fn swap_in(slot: &RankerSlot, r: OnlineRanker, metrics: &Metrics) {
 ///    (`models activate|rollback|pin-version`, `cmd/model-pin`), loads it, swaps it in and
 ///    republishes the birth;
 /// 2. when item features changed, rebuilds the ranker so new items are scored through the
-///    projection;
+///    model's item graph (FREEDOM, [`item_graph`]) or the projection (other models);
 /// 3. when `online.enabled`, at least `online.min_new_events` new interactions arrived and
 ///    `online.min_interval_s` passed, runs a round ([`round::run`]) on a niced thread pool; on
 ///    promotion swaps the new model in, pushes refreshed suggestions to kiosks active in the last

@@ -5,14 +5,16 @@
 //!   `serve.exclude_kinds` interactions, the request's `exclude` list, and items whose attributes
 //!   say they are out of stock (`in_stock: false` or `stock: 0`) are never returned; an optional
 //!   category filter ([`Filter`]) keeps one category.
-//! - New items (features, no interactions): their embedding is the feature row times the
-//!   projection learned at promotion, so they rank like similar items within one `online.poll_s`
-//!   of their features being stored (the learning loop rebuilds the ranker when features change).
+//! - New items (features, no interactions) rank within one `online.poll_s` of their features
+//!   being stored (the learning loop rebuilds the ranker when features change). Under FREEDOM they
+//!   join the model's item-item kNN graph and are scored by its own propagation
+//!   ([`super::item_graph`]); under the other models their embedding is the feature row times the
+//!   projection learned at promotion.
 //! - Cold-start users (not in the model): `w` x store popularity (normalised) + `(1 - w)` x
 //!   content similarity (cosine of item features) to what they scanned or viewed recently,
 //!   flagged `fallback: true`.
 //! - Reasons: `similar_to:<sku>` (closest of the user's recent items, cosine > 0.5),
-//!   `new_in_catalogue` (projected item), `popular_in_store` (top 10 % popularity), else `for_you`.
+//!   `new_in_catalogue` (an item without interactions in training), `popular_in_store` (top 10 % popularity), else `for_you`.
 //! - [`Ranker::observe`]: new events update exclusions, recent items and popularity at once.
 
 use super::features::{project, ItemFeatures};
@@ -54,8 +56,10 @@ pub struct OnlineRanker {
     items: Vec<String>,
     item_index: HashMap<String, u32>,
     item_emb: Vec<f32>,
-    /// Items at or after this index were scored through the projection (no interactions yet).
+    /// Items at or after this index had no interactions in training: scored through the item
+    /// graph (`n_graph` of them, FREEDOM) or the projection.
     n_trained: usize,
+    n_graph: usize,
     /// Unit feature row per item (for cold start), if the item has features.
     feat: ItemFeatures,
     item_feat: Vec<Option<u32>>,
@@ -92,20 +96,34 @@ impl OnlineRanker {
         let mut item_index: HashMap<String, u32> =
             items.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)).collect();
         let n_trained = items.len();
-        let feat = match &sm.projection {
-            Some(p) => ItemFeatures::load_with_layout(store, &p.layout)?,
+        let layout = sm.graph.as_ref().map(|g| &g.layout).or(sm.projection.as_ref().map(|p| &p.layout));
+        let feat = match layout {
+            Some(l) => ItemFeatures::load_with_layout(store, l)?,
             None => ItemFeatures::load(store)?,
         };
-        if let Some(p) = &sm.projection {
-            for (r, sku) in feat.skus.iter().enumerate() {
-                if item_index.contains_key(sku) {
-                    continue;
+        let new: Vec<String> = feat.skus.iter().filter(|s| !item_index.contains_key(*s)).cloned().collect();
+        let mut n_graph = 0;
+        if let (Some(g), false) = (&sm.graph, new.is_empty()) {
+            // through the model's item graph; the projection when that cannot be done
+            match super::item_graph::extend(sm, g, &feat, &new) {
+                Ok(e) => {
+                    item_emb = e;
+                    n_graph = new.len();
                 }
-                let e = project(p, &feat.rows[r * feat.dim..(r + 1) * feat.dim], d);
-                item_index.insert(sku.clone(), items.len() as u32);
-                items.push(sku.clone());
-                item_emb.extend(e);
+                Err(e) => {
+                    tracing::warn!(version, error = %e, "new items not added to the item graph; using the projection")
+                }
             }
+        }
+        for sku in new {
+            let e = match (n_graph, &sm.projection) {
+                (1.., _) => None, // already in item_emb
+                (0, Some(p)) => feat.row(&sku).map(|x| project(p, x, d)),
+                (0, None) => continue,
+            };
+            item_index.insert(sku.clone(), items.len() as u32);
+            items.push(sku);
+            item_emb.extend(e.into_iter().flatten());
         }
         let item_feat = items.iter().map(|s| feat.index.get(s).map(|&r| r as u32)).collect();
         let mut category = vec![None; items.len()];
@@ -131,6 +149,7 @@ impl OnlineRanker {
             item_index,
             item_emb,
             n_trained,
+            n_graph,
             feat,
             item_feat,
             out_of_stock: oos,
@@ -149,7 +168,12 @@ impl OnlineRanker {
 
     /// Items added through the feature projection.
     pub fn n_projected(&self) -> usize {
-        self.items.len() - self.n_trained
+        self.items.len() - self.n_trained - self.n_graph
+    }
+
+    /// Items added through the model's item graph (FREEDOM).
+    pub fn n_graph(&self) -> usize {
+        self.n_graph
     }
 
     fn apply(&self, events: &[Event]) {

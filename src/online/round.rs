@@ -403,8 +403,17 @@ pub fn run(cfg: &Config, store: &Store, reg: &Registry, stop: &AtomicBool, hooks
     let projection = fit_projection(&feats, dim, cfg.online.projection_ridge, |sku| {
         maps.item_index.get(sku).map(|&i| &item_emb[i as usize * dim..(i as usize + 1) * dim])
     })?;
-    let serving =
-        ServingModel { users: maps.users.clone(), items: maps.items.clone(), dim, user_emb, item_emb, projection };
+    let graph =
+        model.item_graph_parts()?.map(|parts| crate::registry::ServingGraph { layout: feats.layout.clone(), parts });
+    let serving = ServingModel {
+        users: maps.users.clone(),
+        items: maps.items.clone(),
+        dim,
+        user_emb,
+        item_emb,
+        projection,
+        graph,
+    };
 
     let version = Registry::new_version(&model_name);
     let metrics = serde_json::json!({

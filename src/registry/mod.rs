@@ -5,7 +5,8 @@
 //!   [`crate::learn::checkpoint`], for warm starts;
 //! - `serving.safetensors` + `ids.json`: what serving needs ([`ServingModel`]): final user and item
 //!   embeddings, the user / sku id maps, and the projection from item features to item embeddings
-//!   that scores new items without interactions;
+//!   that scores new items without interactions, and for FREEDOM the item-item kNN lists and ID
+//!   embeddings that score items added after training through the model itself;
 //! - `metrics.json`: offline metrics of the candidate and of the model it was compared with;
 //! - `manifest.json`: version, parent (lineage), creation time, model kind, and the sha256 of every
 //!   file above. The store row (`model_versions`) holds the sha256 of `manifest.json`, so the row
@@ -100,6 +101,27 @@ pub struct ServingModel {
     /// Item features -> item embedding (`[feature_dim * dim]`), learned at promotion from the
     /// items that have both; scores new items that have features but no interactions.
     pub projection: Option<Projection>,
+    /// FREEDOM's item-item graph ([`ServingGraph`]): new items join it and are scored by the
+    /// model's own propagation; `None` for other models (they use the projection).
+    pub graph: Option<ServingGraph>,
+}
+
+/// FREEDOM's item graph as served: its parts and the feature layout of its modalities.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServingGraph {
+    /// (modality, dimension) per graph modality, as in
+    /// [`ItemFeatures::layout`](crate::online::features::ItemFeatures::layout).
+    pub layout: Vec<(String, usize)>,
+    pub parts: crate::learn::knn::ItemGraphParts,
+}
+
+/// `ids.json`'s record of a [`ServingGraph`] (the lists and ID rows are tensors).
+#[derive(Serialize, Deserialize)]
+struct GraphMeta {
+    layout: Vec<(String, usize)>,
+    k: usize,
+    layers: usize,
+    weights: Vec<f32>,
 }
 
 /// A linear map from an item's (normalised) feature vector to the embedding space.
@@ -121,6 +143,8 @@ struct IdsFile {
     items: Vec<String>,
     #[serde(default)]
     projection: Option<Projection>,
+    #[serde(default)]
+    graph: Option<GraphMeta>,
 }
 
 impl ServingModel {
@@ -137,6 +161,22 @@ impl ServingModel {
         if let Some(p) = &self.projection {
             map.insert("projection".into(), Tensor::from_slice(&p.weights, (p.feature_dim, d), &dev)?);
         }
+        if let Some(g) = &self.graph {
+            let n = g.parts.n_items();
+            g.parts.check(d).map_err(|e| RegistryError::Invalid(e.to_string()))?;
+            if n != self.items.len() {
+                return Err(RegistryError::Invalid(format!("item graph of {n} items for {}", self.items.len())));
+            }
+            map.insert("graph.item_id".into(), Tensor::from_slice(&g.parts.item_id, (n, d), &dev)?);
+            for (m, lists) in g.parts.neighbours.iter().enumerate() {
+                let k = lists.first().map_or(0, Vec::len);
+                if lists.iter().any(|l| l.len() != k) {
+                    return Err(RegistryError::Invalid("item graph rows differ in length".into()));
+                }
+                let flat: Vec<u32> = lists.concat();
+                map.insert(format!("graph.neighbours{m}"), Tensor::from_vec(flat, (n, k), &dev)?);
+            }
+        }
         let path = dir.join(SERVING);
         candle_core::safetensors::save(&map, &path)?;
         fsync_path(&path)?;
@@ -146,6 +186,12 @@ impl ServingModel {
             users: self.users.clone(),
             items: self.items.clone(),
             projection: self.projection.clone(),
+            graph: self.graph.as_ref().map(|g| GraphMeta {
+                layout: g.layout.clone(),
+                k: g.parts.k,
+                layers: g.parts.layers,
+                weights: g.parts.weights.clone(),
+            }),
         };
         let text = serde_json::to_vec(&ids).map_err(|e| RegistryError::Invalid(e.to_string()))?;
         write_synced(&dir.join(IDS), &text)
@@ -175,7 +221,34 @@ impl ServingModel {
             }
             None => None,
         };
-        Ok(Self { users: ids.users, items: ids.items, dim: ids.dim, user_emb, item_emb, projection })
+        let graph = match ids.graph {
+            Some(meta) => {
+                let n = ids.items.len();
+                let neighbours = (0..meta.weights.len())
+                    .map(|m| {
+                        let name = format!("graph.neighbours{m}");
+                        let x = t.get(&name).ok_or_else(|| corrupt(format!("{SERVING} lacks {name}")))?;
+                        let (rows, k) = x.dims2().map_err(|_| corrupt(format!("{name} is not a matrix")))?;
+                        if rows != n {
+                            return Err(corrupt(format!("{name} has {rows} rows for {n} items")));
+                        }
+                        let flat: Vec<u32> = x.flatten_all()?.to_vec1()?;
+                        Ok(flat.chunks(k.max(1)).map(<[u32]>::to_vec).collect::<Vec<_>>())
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let parts = crate::learn::knn::ItemGraphParts {
+                    k: meta.k,
+                    layers: meta.layers,
+                    weights: meta.weights,
+                    neighbours,
+                    item_id: get("graph.item_id", n)?,
+                };
+                parts.check(ids.dim).map_err(|e| corrupt(e.to_string()))?;
+                Some(ServingGraph { layout: meta.layout, parts })
+            }
+            None => None,
+        };
+        Ok(Self { users: ids.users, items: ids.items, dim: ids.dim, user_emb, item_emb, projection, graph })
     }
 }
 
@@ -455,6 +528,16 @@ mod tests {
             user_emb: vec![1.0, 0.0, 0.0, 1.0],
             item_emb: vec![1.0, 0.0, 0.0, 1.0, 0.5, 0.5],
             projection: Some(Projection { layout: vec![("text".into(), 3)], feature_dim: 3, weights: vec![0.1; 6] }),
+            graph: Some(ServingGraph {
+                layout: vec![("text".into(), 3)],
+                parts: crate::learn::knn::ItemGraphParts {
+                    k: 2,
+                    layers: 1,
+                    weights: vec![1.0],
+                    neighbours: vec![vec![vec![0, 1], vec![1, 2], vec![2, 0]]],
+                    item_id: vec![0.5, -0.5, 0.25, 0.0, 1.0, 2.0],
+                },
+            }),
         }
     }
 

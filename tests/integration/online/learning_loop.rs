@@ -143,6 +143,70 @@ fn crash_between_steps_leaves_the_previous_active_model_loadable() {
     assert!(online::load_active(&cfg, &open(&cfg)).is_err());
 }
 
+/// Catalogues `sku`, known only by a group-`g` feature vector (no interactions).
+fn add_featured_item(store: &sgbd_edge::store::Store, p: &World, sku: &str, g: usize, seed: u64) {
+    store
+        .upsert_item(&NewItem {
+            sku: sku.into(),
+            title: "new".into(),
+            description: String::new(),
+            attributes: serde_json::json!({"category": format!("g{g}")}),
+            image_path: None,
+        })
+        .unwrap();
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+    store.set_item_feature(sku, FeatureKind::Text, "test-encoder", &p.feature(g, &mut rng)).unwrap();
+}
+
+/// Under FREEDOM a new item joins the model's own item-item graph (no projection): the version
+/// keeps the kNN lists and ID rows; with no new item the graph reproduces the trained item
+/// embeddings; a new group-0 item reaches group-0 users and not group-1 users.
+#[test]
+fn new_item_is_scored_through_freedoms_item_graph() {
+    let _turn = crate::harness::shared();
+    let p = World::new(2, 40, 15, 6).features(TEXT).seed(2);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.online.model = sgbd_edge::config::OnlineModel::Freedom;
+    cfg.online.tolerance = 1.0; // this test is about serving, not the gate
+    let mut store = open(&cfg);
+    p.catalog(&store, true);
+    store.insert_events(&p.events(0, "a")).unwrap();
+    let r1 = run(&cfg, &RoundHooks::default()).unwrap();
+    assert_eq!(r1.metrics["model"], "freedom");
+    let (_, sm) = online::load_active(&cfg, &store).unwrap().unwrap();
+    let g = sm.graph.as_ref().expect("a FREEDOM version keeps its item graph");
+    assert_eq!(g.parts.n_items(), sm.items.len());
+    let feats = online::features::ItemFeatures::load(&store).unwrap();
+    let same = online::item_graph::extend(&sm, g, &feats, &[]).unwrap();
+    let worst = same.iter().zip(&sm.item_emb).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(worst < 1e-4, "the graph recomputes the trained embeddings to {worst}");
+
+    add_featured_item(&store, &p, "new-a", 0, 9);
+    let (ranker, _) = online::load_active(&cfg, &store).unwrap().unwrap();
+    assert_eq!((ranker.n_graph(), ranker.n_projected()), (1, 0));
+    let (mut hit0, mut hit1) = (0, 0);
+    for u in 0..p.users_per_group {
+        if let Some(it) = ranker.recommend(&user(0, u), 10, &ctx()).items.iter().find(|i| i.sku == "new-a") {
+            hit0 += 1;
+            assert_eq!(it.reason, "new_in_catalogue");
+        }
+        // group-1 users have 9 unbought group-1 items
+        if ranker.recommend(&user(1, u), 9, &ctx()).items.iter().any(|i| i.sku == "new-a") {
+            hit1 += 1;
+        }
+    }
+    assert!(hit0 * 10 >= p.users_per_group * 8, "new item reached {hit0}/{} group-0 users", p.users_per_group);
+    assert!(hit1 * 10 <= p.users_per_group * 2, "new item reached {hit1}/{} group-1 users", p.users_per_group);
+
+    // a feature layout the graph was not trained on: the projection takes over
+    let mut other = (*sm).clone();
+    if let Some(g) = other.graph.as_mut() {
+        g.layout[0].1 += 1;
+    }
+    assert!(online::item_graph::extend(&other, other.graph.as_ref().unwrap(), &feats, &["new-a".into()]).is_err());
+}
+
 #[test]
 fn new_item_with_features_reaches_buyers_of_similar_items_and_cold_users_get_content_fallback() {
     let _turn = crate::harness::shared();
@@ -157,17 +221,7 @@ fn new_item_with_features_reaches_buyers_of_similar_items_and_cold_users_get_con
     assert_eq!(r1.metrics["projection"], 8);
 
     // A new group-0 item, known only by its features.
-    store
-        .upsert_item(&NewItem {
-            sku: "new-a".into(),
-            title: "new".into(),
-            description: String::new(),
-            attributes: serde_json::json!({"category": "g0"}),
-            image_path: None,
-        })
-        .unwrap();
-    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(9);
-    store.set_item_feature("new-a", FeatureKind::Text, "test-encoder", &p.feature(0, &mut rng)).unwrap();
+    add_featured_item(&store, &p, "new-a", 0, 9);
     // And an out-of-stock group-0 item.
     store
         .upsert_item(&NewItem {

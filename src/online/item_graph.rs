@@ -1,0 +1,62 @@
+//! New items through FREEDOM's own item-item graph: an item catalogued with features after the
+//! serving model was trained joins the model's kNN lists ([`ItemGraphParts::extend`]: only its
+//! similarities to the other items are computed, and an old item takes it as a neighbour when it
+//! beats that item's k-th), and every item's graph part `h = S^L x item_id` is recomputed. The new
+//! item has no interactions, so its ID row and user-item part are zero: it is scored by
+//! `h_new = sum_j S[new, j] h_j`, the propagation FREEDOM trained, not a separate regressor.
+//!
+//! Features are read from the store as the round read them; an old item whose stored vector
+//! changed since training keeps the neighbours it was trained with.
+
+use super::features::ItemFeatures;
+use super::{OnlineError, Result};
+use crate::registry::{ServingGraph, ServingModel};
+
+/// Per graph modality, the raw feature rows of `skus` (zeros where an item lacks it).
+fn matrices(g: &ServingGraph, feats: &ItemFeatures, skus: &[String]) -> Vec<Vec<f32>> {
+    let mut offset = 0;
+    g.layout
+        .iter()
+        .map(|(_, d)| {
+            let mut out = vec![0f32; skus.len() * d];
+            for (r, sku) in skus.iter().enumerate() {
+                if let Some(row) = feats.row(sku) {
+                    out[r * d..(r + 1) * d].copy_from_slice(&row[offset..offset + d]);
+                }
+            }
+            offset += d;
+            out
+        })
+        .collect()
+}
+
+/// The item embeddings of `sm.items` followed by `new` (SKUs with features that `sm` lacks),
+/// `[(items + new) * dim]`, through `sm`'s item graph extended to the new items.
+pub fn extend(sm: &ServingModel, g: &ServingGraph, feats: &ItemFeatures, new: &[String]) -> Result<Vec<f32>> {
+    if feats.layout != g.layout {
+        return Err(OnlineError::Invalid(format!(
+            "item graph trained on features {:?}, the store holds {:?}",
+            g.layout, feats.layout
+        )));
+    }
+    let d = sm.dim;
+    let mut parts = g.parts.clone();
+    parts.check(d)?;
+    if parts.n_items() != sm.items.len() {
+        return Err(OnlineError::Invalid(format!(
+            "item graph of {} items for {} served items",
+            parts.n_items(),
+            sm.items.len()
+        )));
+    }
+    // the user-item part of each trained item's embedding
+    let mut emb: Vec<f32> = sm.item_emb.iter().zip(parts.propagate(d)).map(|(e, h)| e - h).collect();
+    let (old, fresh) = (matrices(g, feats, &sm.items), matrices(g, feats, new));
+    let dims: Vec<usize> = g.layout.iter().map(|(_, d)| *d).collect();
+    let (old, fresh): (Vec<&[f32]>, Vec<&[f32]>) =
+        (old.iter().map(Vec::as_slice).collect(), fresh.iter().map(Vec::as_slice).collect());
+    parts.extend(&dims, &old, &fresh, d)?;
+    emb.extend(std::iter::repeat_n(0.0, new.len() * d));
+    emb.iter_mut().zip(parts.propagate(d)).for_each(|(e, h)| *e += h);
+    Ok(emb)
+}
