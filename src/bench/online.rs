@@ -9,6 +9,14 @@
 //! (online hit rate = hits / users with a later event in the chunk). After each chunk a round runs
 //! while a serving thread calls `recommend` in a loop: request latency while training (in-process
 //! ranking time, the part of a reply the model controls), round wall time, peak RSS.
+//!
+//! Items enter the catalogue (with their feature vectors) when the chunk that first sells them
+//! opens; items first sold in the warm-up, and feature rows never sold, from the start. At each
+//! chunk's start one poll rebuilds the rankers, as the daemon's learning thread does when
+//! features change; per serving path (FREEDOM's item graph, and for comparison on the same stream
+//! the same version with the feature projection; popularity) the report gives how long the
+//! rebuild took, how many new items were recommended within their chunk, the replay minutes from
+//! insert to first recommendation, and how many users bought a new item recommended to them.
 
 use crate::config::Config;
 use crate::online::{round, OnlineError, Result, RoundHooks};
@@ -70,23 +78,29 @@ impl FeatureFile {
         Ok(Self { kind, encoder: stem, dim, rows })
     }
 
-    /// Catalogues item `i` as SKU `i` (as the replay names them) and stores its vector.
-    fn store_into(&self, store: &Store) -> Result<()> {
-        for (i, v) in self.rows.chunks(self.dim.max(1)).enumerate() {
-            let sku = i.to_string();
-            if store.item_by_sku(&sku)?.is_none() {
-                store.upsert_item(&crate::store::NewItem {
-                    sku: sku.clone(),
-                    title: format!("item {i}"),
-                    description: String::new(),
-                    attributes: serde_json::Value::Null,
-                    image_path: None,
-                })?;
-            }
-            store.set_item_feature(&sku, self.kind, &self.encoder, v)?;
+}
+
+/// Catalogues `skus` (as the replay names them: SKU `i` is row `i` of every feature file) and
+/// stores their feature vectors, as a merchant adding items would.
+fn catalogue(store: &Store, skus: &[&str], features: &[FeatureFile]) -> Result<()> {
+    for &sku in skus {
+        if store.item_by_sku(sku)?.is_none() {
+            store.upsert_item(&crate::store::NewItem {
+                sku: sku.to_string(),
+                title: format!("item {sku}"),
+                description: String::new(),
+                attributes: serde_json::Value::Null,
+                image_path: None,
+            })?;
         }
-        Ok(())
+        let Ok(row) = sku.parse::<usize>() else { continue };
+        for f in features {
+            if let Some(v) = f.rows.get(row * f.dim..(row + 1) * f.dim) {
+                store.set_item_feature(sku, f.kind, &f.encoder, v)?;
+            }
+        }
     }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -118,6 +132,29 @@ pub struct ArmResult {
     /// Latency of the serving path with no training running (p50, p99 ms).
     pub idle_p50_ms: f64,
     pub idle_p99_ms: f64,
+    /// Items first sold after the warm-up, per serving path (the active model's first).
+    pub new_items: Vec<NewItemStat>,
+}
+
+/// Items first sold after the warm-up: catalogued (with their features) when the chunk that first
+/// sells them opens, then served by one poll's rebuild of the rankers.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewItemStat {
+    /// How the path scores items without interactions: `graph` (FREEDOM's item graph),
+    /// `projection` (feature -> embedding regression) or `popularity`.
+    pub path: String,
+    pub catalogued: u64,
+    /// Wall ms from the catalogue insert to a ranker serving the items (the poll's rebuild; the
+    /// daemon adds up to `online.poll_s` of waiting), worst chunk.
+    pub servable_ms_max: f64,
+    /// New items recommended to someone within the chunk that catalogued them.
+    pub recommended: u64,
+    /// Replay minutes from the insert (the chunk's first event) to an item's first
+    /// recommendation, median and p90 over the items recommended.
+    pub minutes_p50: f64,
+    pub minutes_p90: f64,
+    /// Users who were recommended a new item at their first event of the chunk and bought it later.
+    pub hits: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -188,15 +225,60 @@ fn p50_p99(m: &Metrics) -> (u64, f64, f64) {
     m.latency_summaries().get("ms").map_or((0, f64::NAN, f64::NAN), |s| (s.count, s.p50_ms, s.p99_ms))
 }
 
-fn serving_ranker(cfg: &Config, store: &Store, trained: bool) -> Result<Arc<dyn Ranker>> {
+/// A ranker serving the stream, named for how it scores items without interactions.
+struct Served {
+    name: &'static str,
+    ranker: Arc<dyn Ranker>,
+}
+
+/// The rankers one poll would build: the active model (new items through its item graph when it
+/// has one, else the projection) and, for a model with an item graph, the same version with the
+/// projection instead (scored on the same stream for comparison; the replay does not depend on
+/// what is served). Popularity when untrained or nothing is active.
+fn serving_rankers(cfg: &Config, store: &Store, trained: bool) -> Result<Vec<Served>> {
     if trained {
-        if let Some((r, _)) = crate::online::load_active(cfg, store)? {
-            return Ok(Arc::new(r) as Arc<dyn Ranker>);
+        if let Some((r, sm)) = crate::online::load_active(cfg, store)? {
+            let version = r.model_version();
+            if sm.graph.is_none() {
+                return Ok(vec![Served { name: "projection", ranker: Arc::new(r) }]);
+            }
+            let plain = crate::registry::ServingModel { graph: None, ..(*sm).clone() };
+            let alt = crate::online::OnlineRanker::build(&version, &plain, store, cfg)?;
+            return Ok(vec![Served { name: "graph", ranker: Arc::new(r) }, Served { name: "projection", ranker: Arc::new(alt) }]);
         }
     }
     let pop =
         PopularityRanker::load(store, &cfg.serve.exclude_kinds).map_err(|e| OnlineError::Invalid(e.to_string()))?;
-    Ok(Arc::new(pop))
+    Ok(vec![Served { name: "popularity", ranker: Arc::new(pop) }])
+}
+
+/// New items seen by one serving path.
+#[derive(Default)]
+struct NewItemTrack {
+    catalogued: u64,
+    servable_ms_max: f64,
+    /// Replay minutes from insert to first recommendation, per new item recommended.
+    minutes: Vec<f64>,
+    hits: u64,
+}
+
+impl NewItemTrack {
+    fn stat(mut self, path: &str) -> NewItemStat {
+        self.minutes.sort_by(f64::total_cmp);
+        let q = |p: f64| match self.minutes.len() {
+            0 => f64::NAN,
+            n => self.minutes[((n - 1) as f64 * p).round() as usize],
+        };
+        NewItemStat {
+            path: path.to_string(),
+            catalogued: self.catalogued,
+            servable_ms_max: self.servable_ms_max,
+            recommended: self.minutes.len() as u64,
+            minutes_p50: q(0.5),
+            minutes_p90: q(0.9),
+            hits: self.hits,
+        }
+    }
 }
 
 fn run_arm(
@@ -217,10 +299,24 @@ fn run_arm(
         cfg.online.optim = serde_json::from_value(serde_json::Value::String(arm.into()))
             .map_err(|_| OnlineError::Invalid(format!("unknown arm {arm:?} (sgbd, adam, mg, sam, popularity)")))?;
     }
-    let mut store = crate::store::open_config(&cfg)?;
-    for f in features {
-        f.store_into(&store)?;
+    // An item enters the catalogue when the chunk that first sells it opens (items first sold in
+    // the warm-up, and feature rows never sold, from the start).
+    let rest = &events[warm..];
+    let per = rest.len().div_ceil(rounds.max(1)).max(1);
+    let mut first_chunk: std::collections::HashMap<&str, usize> = Default::default();
+    for (n, e) in events.iter().enumerate() {
+        first_chunk.entry(e.sku.as_str()).or_insert(if n < warm { 0 } else { 1 + (n - warm) / per });
     }
+    let rows = features.iter().map(|f| f.rows.len() / f.dim.max(1)).max().unwrap_or(0);
+    let row_skus: Vec<String> = (0..rows).map(|i| i.to_string()).filter(|s| !first_chunk.contains_key(s.as_str())).collect();
+    let arrivals = |c: usize| -> Vec<&str> {
+        let mut v: Vec<&str> = first_chunk.iter().filter(|(_, &fc)| fc == c).map(|(s, _)| *s).collect();
+        v.sort_unstable();
+        v
+    };
+    let mut store = crate::store::open_config(&cfg)?;
+    let upfront: Vec<&str> = arrivals(0).into_iter().chain(row_skus.iter().map(String::as_str)).collect();
+    catalogue(&store, &upfront, features)?;
     store.insert_events(&events[..warm])?;
     let reg = Registry::from_config(&cfg);
     let users: Arc<Vec<String>> = {
@@ -239,6 +335,7 @@ fn run_arm(
         rounds: vec![],
         idle_p50_ms: 0.0,
         idle_p99_ms: 0.0,
+        new_items: vec![],
     };
     let do_round = |ranker: &Arc<dyn Ranker>, after: usize| -> Result<RoundStat> {
         let stop = Arc::new(AtomicBool::new(false));
@@ -286,39 +383,57 @@ fn run_arm(
             },
         })
     };
-    let mut ranker = serving_ranker(&cfg, &store, false)?;
+    let mut paths = serving_rankers(&cfg, &store, false)?;
     {
         // Idle latency (no training running).
         let stop = Arc::new(AtomicBool::new(false));
-        let probe = latency_probe(ranker.clone(), users.clone(), k, stop.clone());
+        let probe = latency_probe(paths[0].ranker.clone(), users.clone(), k, stop.clone());
         std::thread::sleep(std::time::Duration::from_millis(500));
         stop.store(true, Ordering::Relaxed);
         let (_, p50, p99) = p50_p99(&probe.join().map_err(|_| OnlineError::Invalid("latency probe panicked".into()))?);
         (res.idle_p50_ms, res.idle_p99_ms) = (p50, p99);
     }
     if trained {
-        let st = do_round(&ranker, 0)?;
-        if st.decision == "promoted" {
-            ranker = serving_ranker(&cfg, &store, true)?;
-        }
-        res.rounds.push(st);
+        res.rounds.push(do_round(&paths[0].ranker, 0)?);
     }
-    let rest = &events[warm..];
-    let per = rest.len().div_ceil(rounds.max(1)).max(1);
+    let mut tracks: std::collections::BTreeMap<&'static str, NewItemTrack> = Default::default();
+    let n_chunks = rest.len().div_ceil(per);
     for (c, chunk) in rest.chunks(per).enumerate() {
-        let mut served: std::collections::HashMap<&str, (Vec<String>, bool)> = Default::default();
+        // The chunk's new items are catalogued, then one poll rebuilds the serving rankers.
+        let new = arrivals(c + 1);
+        let t_insert = Instant::now();
+        catalogue(&store, &new, features)?;
+        paths = serving_rankers(&cfg, &store, trained)?;
+        let servable_ms = t_insert.elapsed().as_secs_f64() * 1e3;
+        let new_set: std::collections::HashSet<&str> = new.iter().copied().collect();
+        let t0 = chunk.first().map_or(0, |e| e.ts_ms);
+        // per path: user -> items served at the user's first event of the chunk
+        let mut served: Vec<std::collections::HashMap<&str, Vec<String>>> = vec![Default::default(); paths.len()];
+        let mut first_rec: Vec<std::collections::HashMap<String, i64>> = vec![Default::default(); paths.len()];
+        let mut hit_users: std::collections::HashSet<&str> = Default::default();
+        let mut new_hit_users: Vec<std::collections::HashSet<&str>> = vec![Default::default(); paths.len()];
         for e in chunk {
-            match served.get_mut(e.user.as_str()) {
-                Some((items, hit)) => {
-                    if items.iter().any(|s| s == &e.sku) {
-                        *hit = true;
+            for (p, path) in paths.iter().enumerate() {
+                path.ranker.observe(std::slice::from_ref(e));
+                match served[p].get(e.user.as_str()) {
+                    Some(items) => {
+                        if items.iter().any(|s| s == &e.sku) {
+                            if p == 0 {
+                                hit_users.insert(e.user.as_str());
+                            }
+                            if new_set.contains(e.sku.as_str()) {
+                                new_hit_users[p].insert(e.user.as_str());
+                            }
+                        }
                     }
-                    ranker.observe(std::slice::from_ref(e));
-                }
-                None => {
-                    ranker.observe(std::slice::from_ref(e));
-                    let rec = ranker.recommend(&e.user, k, &RequestCtx { now_ms: e.ts_ms, ..Default::default() });
-                    served.insert(e.user.as_str(), (rec.items.into_iter().map(|i| i.sku).collect(), false));
+                    None => {
+                        let rec = path.ranker.recommend(&e.user, k, &RequestCtx { now_ms: e.ts_ms, ..Default::default() });
+                        let items: Vec<String> = rec.items.into_iter().map(|i| i.sku).collect();
+                        for s in items.iter().filter(|s| new_set.contains(s.as_str())) {
+                            first_rec[p].entry(s.clone()).or_insert(e.ts_ms);
+                        }
+                        served[p].insert(e.user.as_str(), items);
+                    }
                 }
             }
         }
@@ -327,22 +442,23 @@ fn run_arm(
         for e in chunk {
             *later.entry(e.user.as_str()).or_default() += 1;
         }
-        let eligible: Vec<&str> = later.iter().filter(|(_, &n)| n > 1).map(|(u, _)| *u).collect();
-        let hits = eligible.iter().filter(|u| served.get(**u).is_some_and(|s| s.1)).count();
-        res.hits += hits as u64;
-        res.served_users += eligible.len() as u64;
-        res.hit_rate.push(hits as f64 / eligible.len().max(1) as f64);
+        let eligible = later.values().filter(|&&n| n > 1).count();
+        res.hits += hit_users.len() as u64;
+        res.served_users += eligible as u64;
+        res.hit_rate.push(hit_users.len() as f64 / eligible.max(1) as f64);
+        for (p, path) in paths.iter().enumerate() {
+            let t = tracks.entry(path.name).or_default();
+            t.catalogued += new.len() as u64;
+            t.servable_ms_max = t.servable_ms_max.max(servable_ms);
+            t.minutes.extend(first_rec[p].values().map(|&ts| (ts - t0) as f64 / 60_000.0));
+            t.hits += new_hit_users[p].len() as u64;
+        }
         store.insert_events(chunk)?;
-        if trained && c + 1 < rest.len().div_ceil(per) {
-            let st = do_round(&ranker, c + 1)?;
-            if st.decision == "promoted" {
-                ranker = serving_ranker(&cfg, &store, true)?;
-            }
-            res.rounds.push(st);
-        } else if !trained {
-            ranker = serving_ranker(&cfg, &store, false)?;
+        if trained && c + 1 < n_chunks {
+            res.rounds.push(do_round(&paths[0].ranker, c + 1)?);
         }
     }
+    res.new_items = tracks.into_iter().map(|(name, t)| t.stat(name)).collect();
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(res)
@@ -425,6 +541,26 @@ impl std::fmt::Display for LoopBenchReport {
                     f,
                     "  {} round after chunk {}: {} in {:.2} s ({} epochs, train {:.2} s), valid R@20 {:.4} vs baseline {:.4}, {} requests p99 {:.3} ms",
                     a.arm, r.after_chunk, r.decision, r.wall_s, r.epochs, r.train_s, r.valid_recall20, r.baseline_recall20, r.requests, r.p99_ms
+                )?;
+            }
+        }
+        writeln!(f, "new items (catalogued when the chunk that first sells them opens):")?;
+        writeln!(f, "| arm | path | catalogued | servable after (ms, worst poll) | recommended in their chunk | replay minutes to first recommendation p50 / p90 | users who bought one recommended to them |")?;
+        writeln!(f, "|---|---|---|---|---|---|---|")?;
+        for a in &self.arms {
+            for n in &a.new_items {
+                writeln!(
+                    f,
+                    "| {} | {} | {} | {:.0} | {} ({:.1} %) | {:.0} / {:.0} | {} |",
+                    a.arm,
+                    n.path,
+                    n.catalogued,
+                    n.servable_ms_max,
+                    n.recommended,
+                    100.0 * n.recommended as f64 / n.catalogued.max(1) as f64,
+                    n.minutes_p50,
+                    n.minutes_p90,
+                    n.hits
                 )?;
             }
         }

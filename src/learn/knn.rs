@@ -287,24 +287,31 @@ impl ItemGraphParts {
     /// `h = S^layers x item_id`, row-major `[n_items * dim]`, S as [`neighbour_graph`] and
     /// [`weighted_sum`] build it.
     pub fn propagate(&self, dim: usize) -> Vec<f32> {
-        let inv: Vec<Vec<f32>> =
-            self.neighbours.iter().map(|l| l.iter().map(|r| (r.len() as f32 + 1e-7).powf(-0.5)).collect()).collect();
         let mut h = self.item_id.clone();
         for _ in 0..self.layers {
-            let prev = h;
-            let mut next = vec![0f32; prev.len()];
-            next.par_chunks_mut(dim.max(1)).enumerate().for_each(|(i, out)| {
-                for ((lists, inv), &w) in self.neighbours.iter().zip(&inv).zip(&self.weights) {
-                    for &j in &lists[i] {
-                        let c = w * inv[i] * inv[j as usize];
-                        let src = &prev[j as usize * dim..(j as usize + 1) * dim];
-                        out.iter_mut().zip(src).for_each(|(o, x)| *o += c * x);
-                    }
-                }
-            });
-            h = next;
+            h = self.mix(&h, dim, 0..self.n_items());
         }
         h
+    }
+
+    /// `S[rows, :] x` for a row-major `[n_items * dim]` matrix `x`.
+    pub fn mix(&self, x: &[f32], dim: usize, rows: std::ops::Range<usize>) -> Vec<f32> {
+        let inv: Vec<Vec<f32>> = self
+            .neighbours
+            .iter()
+            .map(|l| l.iter().map(|r| (r.len() as f32 + 1e-7).powf(-0.5)).collect())
+            .collect();
+        let mut out = vec![0f32; rows.len() * dim];
+        out.par_chunks_mut(dim.max(1)).zip(rows).for_each(|(out, i)| {
+            for ((lists, inv), &w) in self.neighbours.iter().zip(&inv).zip(&self.weights) {
+                for &j in &lists[i] {
+                    let c = w * inv[i] * inv[j as usize];
+                    let src = &x[j as usize * dim..(j as usize + 1) * dim];
+                    out.iter_mut().zip(src).for_each(|(o, v)| *o += c * v);
+                }
+            }
+        });
+        out
     }
 
     /// Adds `m` items: per modality `old[m]` / `new[m]` are the raw [n, d_m] / [m, d_m] feature

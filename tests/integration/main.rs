@@ -50,6 +50,7 @@ mod mqtt {
     mod wrong_protocol;
 }
 mod online {
+    mod bench_loop;
     mod learning_loop;
 }
 mod store {
