@@ -77,7 +77,6 @@ impl FeatureFile {
         let kind = if stem.contains("image") { FeatureKind::Image } else { FeatureKind::Text };
         Ok(Self { kind, encoder: stem, dim, rows })
     }
-
 }
 
 /// Catalogues `skus` (as the replay names them: SKU `i` is row `i` of every feature file) and
@@ -244,7 +243,10 @@ fn serving_rankers(cfg: &Config, store: &Store, trained: bool) -> Result<Vec<Ser
             }
             let plain = crate::registry::ServingModel { graph: None, ..(*sm).clone() };
             let alt = crate::online::OnlineRanker::build(&version, &plain, store, cfg)?;
-            return Ok(vec![Served { name: "graph", ranker: Arc::new(r) }, Served { name: "projection", ranker: Arc::new(alt) }]);
+            return Ok(vec![
+                Served { name: "graph", ranker: Arc::new(r) },
+                Served { name: "projection", ranker: Arc::new(alt) },
+            ]);
         }
     }
     let pop =
@@ -308,7 +310,8 @@ fn run_arm(
         first_chunk.entry(e.sku.as_str()).or_insert(if n < warm { 0 } else { 1 + (n - warm) / per });
     }
     let rows = features.iter().map(|f| f.rows.len() / f.dim.max(1)).max().unwrap_or(0);
-    let row_skus: Vec<String> = (0..rows).map(|i| i.to_string()).filter(|s| !first_chunk.contains_key(s.as_str())).collect();
+    let row_skus: Vec<String> =
+        (0..rows).map(|i| i.to_string()).filter(|s| !first_chunk.contains_key(s.as_str())).collect();
     let arrivals = |c: usize| -> Vec<&str> {
         let mut v: Vec<&str> = first_chunk.iter().filter(|(_, &fc)| fc == c).map(|(s, _)| *s).collect();
         v.sort_unstable();
@@ -427,7 +430,8 @@ fn run_arm(
                         }
                     }
                     None => {
-                        let rec = path.ranker.recommend(&e.user, k, &RequestCtx { now_ms: e.ts_ms, ..Default::default() });
+                        let rec =
+                            path.ranker.recommend(&e.user, k, &RequestCtx { now_ms: e.ts_ms, ..Default::default() });
                         let items: Vec<String> = rec.items.into_iter().map(|i| i.sku).collect();
                         for s in items.iter().filter(|s| new_set.contains(s.as_str())) {
                             first_rec[p].entry(s.clone()).or_insert(e.ts_ms);

@@ -296,11 +296,8 @@ impl ItemGraphParts {
 
     /// `S[rows, :] x` for a row-major `[n_items * dim]` matrix `x`.
     pub fn mix(&self, x: &[f32], dim: usize, rows: std::ops::Range<usize>) -> Vec<f32> {
-        let inv: Vec<Vec<f32>> = self
-            .neighbours
-            .iter()
-            .map(|l| l.iter().map(|r| (r.len() as f32 + 1e-7).powf(-0.5)).collect())
-            .collect();
+        let inv: Vec<Vec<f32>> =
+            self.neighbours.iter().map(|l| l.iter().map(|r| (r.len() as f32 + 1e-7).powf(-0.5)).collect()).collect();
         let mut out = vec![0f32; rows.len() * dim];
         out.par_chunks_mut(dim.max(1)).zip(rows).for_each(|(out, i)| {
             for ((lists, inv), &w) in self.neighbours.iter().zip(&inv).zip(&self.weights) {

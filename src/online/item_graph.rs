@@ -1,5 +1,5 @@
 //! New items through FREEDOM's own item-item graph: an item catalogued with features after the
-//! serving model was trained joins the model's kNN lists ([`ItemGraphParts::extend`]: only its
+//! serving model was trained joins the model's kNN lists ([`ItemGraphParts::extend`](crate::learn::knn::ItemGraphParts::extend): only its
 //! similarities to the other items are computed, and an old item takes it as a neighbour when it
 //! beats that item's k-th), and every item's graph part `h = S^L x item_id` is recomputed, as
 //! FREEDOM computes it, with the new item's ID row zero (it has no interactions).

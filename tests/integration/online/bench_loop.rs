@@ -30,7 +30,9 @@ fn write_world(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf
     let mut feats = Vec::new();
     for g in 0..groups {
         for _ in 0..items {
-            feats.extend((0..dim).map(|c| if (c % 2 == 0) == (g == 0) { 1.0 } else { -1.0 } + rng.random_range(-0.2..0.2)));
+            feats.extend(
+                (0..dim).map(|c| (if (c % 2 == 0) == (g == 0) { 1.0 } else { -1.0 }) + rng.random_range(-0.2..0.2)),
+            );
         }
     }
     let npy = dir.join("w_text.npy");

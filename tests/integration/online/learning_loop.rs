@@ -158,6 +158,23 @@ fn add_featured_item(store: &sgbd_edge::store::Store, p: &World, sku: &str, g: u
     store.set_item_feature(sku, FeatureKind::Text, "test-encoder", &p.feature(g, &mut rng)).unwrap();
 }
 
+/// A new group-0 item `new` reaches at least 80 % of group-0 users' top 10 (as `new_in_catalogue`)
+/// and at most 20 % of group-1 users' top 9 (they have 9 unbought group-1 items).
+fn reaches_its_group_only(ranker: &online::OnlineRanker, p: &World, new: &str) {
+    let (mut hit0, mut hit1) = (0, 0);
+    for u in 0..p.users_per_group {
+        if let Some(it) = ranker.recommend(&user(0, u), 10, &ctx()).items.iter().find(|i| i.sku == new) {
+            hit0 += 1;
+            assert_eq!(it.reason, "new_in_catalogue");
+        }
+        if ranker.recommend(&user(1, u), 9, &ctx()).items.iter().any(|i| i.sku == new) {
+            hit1 += 1;
+        }
+    }
+    assert!(hit0 * 10 >= p.users_per_group * 8, "new item reached {hit0}/{} group-0 users", p.users_per_group);
+    assert!(hit1 * 10 <= p.users_per_group * 2, "new item reached {hit1}/{} group-1 users", p.users_per_group);
+}
+
 /// Under FREEDOM a new item joins the model's own item-item graph (no projection): the version
 /// keeps the kNN lists and ID rows; with no new item the graph reproduces the trained item
 /// embeddings; a new group-0 item reaches group-0 users and not group-1 users.
@@ -185,19 +202,7 @@ fn new_item_is_scored_through_freedoms_item_graph() {
     add_featured_item(&store, &p, "new-a", 0, 9);
     let (ranker, _) = online::load_active(&cfg, &store).unwrap().unwrap();
     assert_eq!((ranker.n_graph(), ranker.n_projected()), (1, 0));
-    let (mut hit0, mut hit1) = (0, 0);
-    for u in 0..p.users_per_group {
-        if let Some(it) = ranker.recommend(&user(0, u), 10, &ctx()).items.iter().find(|i| i.sku == "new-a") {
-            hit0 += 1;
-            assert_eq!(it.reason, "new_in_catalogue");
-        }
-        // group-1 users have 9 unbought group-1 items
-        if ranker.recommend(&user(1, u), 9, &ctx()).items.iter().any(|i| i.sku == "new-a") {
-            hit1 += 1;
-        }
-    }
-    assert!(hit0 * 10 >= p.users_per_group * 8, "new item reached {hit0}/{} group-0 users", p.users_per_group);
-    assert!(hit1 * 10 <= p.users_per_group * 2, "new item reached {hit1}/{} group-1 users", p.users_per_group);
+    reaches_its_group_only(&ranker, &p, "new-a");
 
     // a feature layout the graph was not trained on: the projection takes over
     let mut other = (*sm).clone();
@@ -237,20 +242,11 @@ fn new_item_with_features_reaches_buyers_of_similar_items_and_cold_users_get_con
 
     // Group-0 users: 9 unbought group-0 items + the new one fill the top 10 when it outranks every
     // group-1 item; group-1 users: it stays below all 9 of their unbought items.
-    let (mut hit0, mut hit1) = (0, 0);
     for u in 0..p.users_per_group {
         let rec = ranker.recommend(&user(0, u), 10, &ctx());
         assert!(rec.items.iter().all(|i| i.sku != sku(0, 0)), "out-of-stock item recommended");
-        if let Some(it) = rec.items.iter().find(|i| i.sku == "new-a") {
-            hit0 += 1;
-            assert_eq!(it.reason, "new_in_catalogue");
-        }
-        if ranker.recommend(&user(1, u), 9, &ctx()).items.iter().any(|i| i.sku == "new-a") {
-            hit1 += 1;
-        }
     }
-    assert!(hit0 * 10 >= p.users_per_group * 8, "new item reached {hit0}/{} group-0 users", p.users_per_group);
-    assert!(hit1 * 10 <= p.users_per_group * 2, "new item reached {hit1}/{} group-1 users", p.users_per_group);
+    reaches_its_group_only(&ranker, &p, "new-a");
 
     // Category filter.
     let rec = ranker.recommend_filtered(&user(0, 1), 5, &ctx(), &Filter { category: Some("G1".into()) });
