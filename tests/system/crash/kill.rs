@@ -35,12 +35,12 @@ async fn sigkill_during_ingest_loses_no_acknowledged_event() {
         let kill_after = Duration::from_millis(rng.random_range(10..150));
         let t0 = Instant::now();
         let mut tasks = Vec::new();
-        for i in 0..EVENTS_PER_RUN {
+        let spawn_event = |i: usize| {
             // Every run also re-sends a few ids acknowledged before (must stay stored once).
             let id = if i % 50 == 7 && run > 0 { format!("r{}-e{}", run - 1, i) } else { format!("r{run}-e{i}") };
             let k = kiosk.clone();
             let acked = acked_all.clone();
-            tasks.push(tokio::spawn(async move {
+            tokio::spawn(async move {
                 let r = k
                     .event(
                         &id,
@@ -60,17 +60,29 @@ async fn sigkill_during_ingest_loses_no_acknowledged_event() {
                     }
                 }
                 false
-            }));
+            })
+        };
+        let mut i = 0;
+        while i < EVENTS_PER_RUN {
+            tasks.push(spawn_event(i));
+            i += 1;
             sent += 1;
-            // Bursts of 25 concurrent events, so that on a fast machine too the kill lands while
-            // some are sent but not yet committed and acknowledged.
-            if i % 25 == 24 {
+            // Bursts of 25 concurrent events.
+            if i % 25 == 0 {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             if t0.elapsed() >= kill_after {
                 break;
             }
         }
+        // A last burst of 100 just before the kill, so that on a fast, idle machine too the kill
+        // lands while some are sent but not yet committed and acknowledged.
+        for _ in 0..100 {
+            tasks.push(spawn_event(i));
+            i += 1;
+            sent += 1;
+        }
+        tokio::task::yield_now().await;
         let left = kill_after.saturating_sub(t0.elapsed());
         tokio::time::sleep(left).await;
         daemon.signal(libc::SIGKILL);
