@@ -134,9 +134,15 @@ pub fn neighbour_graph(n: usize, nbrs: Vec<Vec<u32>>, symmetrize: bool) -> Csr {
 /// takes a new item when it beats the row's current k-th neighbour. `old` and `new` are row-major
 /// [n, d] and [m, d] raw features; `nbrs` (n lists, as [`knn_indices`] returned them: decreasing
 /// similarity, ties by lower index) grows to n + m lists. The result is what [`knn_indices`] gives
-/// on all n + m rows, up to the rounding of near-equal similarities. Cost: one [m, n + m] block of
-/// similarities plus k dot products per old row that takes a new neighbour.
+/// on all n + m rows, up to the rounding of near-equal similarities. Cost: the [m, n + m]
+/// similarities, computed in blocks of at most 2^24 values, plus k dot products per old row that
+/// takes a new neighbour.
 pub fn extend_neighbours(d: usize, old: &[f32], new: &[f32], nbrs: &mut Vec<Vec<u32>>, k: usize) -> Result<()> {
+    extend_in_slabs(d, old, new, nbrs, k, 1 << 24)
+}
+
+/// [`extend_neighbours`] with new rows in blocks of at most `slab` similarities.
+fn extend_in_slabs(d: usize, old: &[f32], new: &[f32], nbrs: &mut Vec<Vec<u32>>, k: usize, slab: usize) -> Result<()> {
     let (n, m) = (nbrs.len(), new.len() / d.max(1));
     if old.len() != n * d || new.len() != m * d {
         return Err(LearnError::Invalid(format!(
@@ -152,31 +158,41 @@ pub fn extend_neighbours(d: usize, old: &[f32], new: &[f32], nbrs: &mut Vec<Vec<
         return Ok(());
     }
     let all = normalize_rows(n + m, d, &[old, new].concat());
-    let all_t = candle_core::Tensor::from_slice(&all, (n + m, d), &candle_core::Device::Cpu)?.t()?.contiguous()?;
-    let fresh = candle_core::Tensor::from_slice(&all[n * d..], (m, d), &candle_core::Device::Cpu)?;
-    let sims: Vec<f32> = fresh.matmul(&all_t)?.flatten_all()?.to_vec1()?; // [m, n + m]
     let w = n + m;
+    let all_t = candle_core::Tensor::from_slice(&all, (w, d), &candle_core::Device::Cpu)?.t()?.contiguous()?;
     let row = |i: usize| &all[i * d..(i + 1) * d];
     let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
-    nbrs.par_iter_mut().enumerate().for_each(|(i, list)| {
-        let kth = match list.last() {
-            Some(&j) if list.len() >= k => dot(row(i), row(j as usize)),
-            _ => f32::NEG_INFINITY,
-        };
-        // a new item has a higher index than every old one: it must beat the k-th strictly
-        let wins: Vec<(f32, u32)> =
-            (0..m).map(|r| (sims[r * w + i], (n + r) as u32)).filter(|&(s, _)| s > kth).collect();
-        if wins.is_empty() {
-            return;
-        }
-        let mut merged: Vec<(f32, u32)> = list.iter().map(|&j| (dot(row(i), row(j as usize)), j)).collect();
-        merged.extend(wins);
-        merged.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        merged.truncate(k);
-        *list = merged.into_iter().map(|(_, j)| j).collect();
-    });
-    let k = k.min(w);
-    nbrs.extend(sims.par_chunks(w).map(|r| top_k(r, k)).collect::<Vec<_>>());
+    // new rows in blocks (a catalogue import adds many at once)
+    let block = (slab / w).max(1);
+    let mut fresh_lists = Vec::with_capacity(m);
+    for start in (0..m).step_by(block) {
+        let b = block.min(m - start);
+        let rows = candle_core::Tensor::from_slice(
+            &all[(n + start) * d..(n + start + b) * d],
+            (b, d),
+            &candle_core::Device::Cpu,
+        )?;
+        let sims: Vec<f32> = rows.matmul(&all_t)?.flatten_all()?.to_vec1()?; // [b, n + m]
+        nbrs.par_iter_mut().enumerate().for_each(|(i, list)| {
+            let kth = match list.last() {
+                Some(&j) if list.len() >= k => dot(row(i), row(j as usize)),
+                _ => f32::NEG_INFINITY,
+            };
+            // a new item has a higher index than every item in the list: it must beat the k-th strictly
+            let wins: Vec<(f32, u32)> =
+                (0..b).map(|r| (sims[r * w + i], (n + start + r) as u32)).filter(|&(s, _)| s > kth).collect();
+            if wins.is_empty() {
+                return;
+            }
+            let mut merged: Vec<(f32, u32)> = list.iter().map(|&j| (dot(row(i), row(j as usize)), j)).collect();
+            merged.extend(wins);
+            merged.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            merged.truncate(k);
+            *list = merged.into_iter().map(|(_, j)| j).collect();
+        });
+        fresh_lists.extend(sims.par_chunks(w).map(|r| top_k(r, k.min(w))).collect::<Vec<_>>());
+    }
+    nbrs.extend(fresh_lists);
     Ok(())
 }
 
@@ -364,9 +380,11 @@ mod tests {
         for (n, m) in [(40usize, 1usize), (40, 15), (3, 2), (1, 1), (25, 0)] {
             let x: Vec<f32> = (0..(n + m) * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
             let whole = knn_indices(n + m, d, &x, k, 7).unwrap();
-            let mut grown = knn_indices(n, d, &x[..n * d], k, 7).unwrap();
-            extend_neighbours(d, &x[..n * d], &x[n * d..], &mut grown, k).unwrap();
-            assert_eq!(grown, whole, "n {n} m {m}");
+            for slab in [1usize << 24, 3 * (n + m), 1] {
+                let mut grown = knn_indices(n, d, &x[..n * d], k, 7).unwrap();
+                extend_in_slabs(d, &x[..n * d], &x[n * d..], &mut grown, k, slab).unwrap();
+                assert_eq!(grown, whole, "n {n} m {m} slab {slab}");
+            }
         }
         let mut l = vec![vec![0u32]];
         assert!(extend_neighbours(2, &[1.0, 0.0], &[f32::NAN, 1.0], &mut l, 1).is_err());
