@@ -122,9 +122,16 @@ pub fn run(o: &TrainBenchOptions) -> Result<TrainBenchReport> {
         for &optim in &o.optims {
             let cfg = LearnConfig { optim, ..base.clone() };
             let (kind, params) = trainer::optim_from_config(&cfg);
+            // the model build: for FREEDOM the kNN item graph of every modality
+            let (w, c) = (Instant::now(), crate::sys::process_cpu_seconds());
             let model = trainer::build_model(&cfg, inter, feats)?;
+            let mut parts = vec![ProfilePart {
+                part: "model build (FREEDOM: kNN item graph)".into(),
+                wall_ms: w.elapsed().as_secs_f64() * 1e3,
+                cpu_ms: (crate::sys::process_cpu_seconds() - c) * 1e3,
+            }];
             let mut opt = crate::learn::optim::build(kind, &params, model.named_vars())?;
-            let parts = profile_parts(model.as_ref(), &mut opt, inter, cfg.batch, cfg.eval_block, cfg.negatives, 10)?;
+            parts.extend(profile_parts(model.as_ref(), &mut opt, inter, cfg.batch, cfg.eval_block, cfg.negatives, 10)?);
             optims.push(OptimProfile { label: kind.label().to_string(), parts });
         }
         return Ok(TrainBenchReport::Profile(TrainBenchProfile {

@@ -95,6 +95,26 @@ fn bench_train_prints_the_table() {
 }
 
 #[test]
+fn bench_train_profile_times_the_model_build_and_the_step_parts() {
+    let _turn = crate::harness::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let inter = write_inter(dir.path());
+    let out = bin()
+        .args(["bench", "train", "--data"])
+        .arg(&inter)
+        .args(["--model", "mf", "--optims", "adam", "--dim", "8", "--profile"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    for part in ["model build", "negative sampling", "optimiser step (adam)", "full evaluation"] {
+        let line = stdout.lines().find(|l| l.contains(part)).unwrap_or_else(|| panic!("no {part:?} in {stdout}"));
+        let ms: Vec<f64> = line.split_whitespace().rev().take(2).filter_map(|x| x.parse().ok()).collect();
+        assert!(ms.len() == 2 && ms.iter().all(|x| x.is_finite() && *x >= 0.0), "{line}");
+    }
+}
+
+#[test]
 fn bad_data_is_a_clear_error() {
     let _turn = crate::harness::shared();
     let dir = tempfile::tempdir().unwrap();
