@@ -305,21 +305,21 @@ fn run_arm(
     // the warm-up, and feature rows never sold, from the start).
     let rest = &events[warm..];
     let per = rest.len().div_ceil(rounds.max(1)).max(1);
-    let mut first_chunk: std::collections::HashMap<&str, usize> = Default::default();
+    let n_chunks = rest.len().div_ceil(per);
+    // arrivals[c]: the SKUs catalogued when chunk c opens (0: from the start)
+    let mut arrivals: Vec<Vec<&str>> = vec![vec![]; n_chunks + 1];
+    let mut seen: std::collections::HashSet<&str> = Default::default();
     for (n, e) in events.iter().enumerate() {
-        first_chunk.entry(e.sku.as_str()).or_insert(if n < warm { 0 } else { 1 + (n - warm) / per });
+        if seen.insert(e.sku.as_str()) {
+            arrivals[if n < warm { 0 } else { 1 + (n - warm) / per }].push(e.sku.as_str());
+        }
     }
+    arrivals.iter_mut().for_each(|a| a.sort_unstable());
     let rows = features.iter().map(|f| f.rows.len() / f.dim.max(1)).max().unwrap_or(0);
-    let row_skus: Vec<String> =
-        (0..rows).map(|i| i.to_string()).filter(|s| !first_chunk.contains_key(s.as_str())).collect();
-    let arrivals = |c: usize| -> Vec<&str> {
-        let mut v: Vec<&str> = first_chunk.iter().filter(|(_, &fc)| fc == c).map(|(s, _)| *s).collect();
-        v.sort_unstable();
-        v
-    };
+    let row_skus: Vec<String> = (0..rows).map(|i| i.to_string()).filter(|s| !seen.contains(s.as_str())).collect();
+    arrivals[0].extend(row_skus.iter().map(String::as_str));
     let mut store = crate::store::open_config(&cfg)?;
-    let upfront: Vec<&str> = arrivals(0).into_iter().chain(row_skus.iter().map(String::as_str)).collect();
-    catalogue(&store, &upfront, features)?;
+    catalogue(&store, &arrivals[0], features)?;
     store.insert_events(&events[..warm])?;
     let reg = Registry::from_config(&cfg);
     let users: Arc<Vec<String>> = {
@@ -400,12 +400,11 @@ fn run_arm(
         res.rounds.push(do_round(&paths[0].ranker, 0)?);
     }
     let mut tracks: std::collections::BTreeMap<&'static str, NewItemTrack> = Default::default();
-    let n_chunks = rest.len().div_ceil(per);
     for (c, chunk) in rest.chunks(per).enumerate() {
         // The chunk's new items are catalogued, then one poll rebuilds the serving rankers.
-        let new = arrivals(c + 1);
+        let new = &arrivals[c + 1];
         let t_insert = Instant::now();
-        catalogue(&store, &new, features)?;
+        catalogue(&store, new, features)?;
         paths = serving_rankers(&cfg, &store, trained)?;
         let servable_ms = t_insert.elapsed().as_secs_f64() * 1e3;
         let new_set: std::collections::HashSet<&str> = new.iter().copied().collect();

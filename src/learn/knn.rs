@@ -11,6 +11,7 @@
 //! itself is 1) and the graph is directed (row i holds i's k neighbours), so with D the row sums
 //! every value is 1/k. `symmetrize = true` instead uses S = max(S, S^T) with D its degrees.
 
+use super::npy::Modality;
 use super::sparse::Csr;
 use super::{LearnError, Result};
 use rayon::prelude::*;
@@ -327,16 +328,19 @@ impl ItemGraphParts {
         out
     }
 
-    /// Adds `m` items: per modality `old[m]` / `new[m]` are the raw [n, d_m] / [m, d_m] feature
-    /// matrices (in the item order of the lists); the new ID rows are zero.
-    pub fn extend(&mut self, dims: &[usize], old: &[&[f32]], new: &[&[f32]], dim: usize) -> Result<()> {
-        if dims.len() != self.neighbours.len() || old.len() != dims.len() || new.len() != dims.len() {
+    /// Adds the items of `new`: `old` and `new` hold, per modality of the lists, the raw
+    /// features of the listed items and of the new ones; the new ID rows are zero.
+    pub fn extend(&mut self, old: &[Modality], new: &[Modality], dim: usize) -> Result<()> {
+        if old.len() != self.neighbours.len() || new.len() != old.len() {
             return Err(LearnError::Invalid("item graph: feature matrices do not match its modalities".into()));
         }
-        let m = new.first().map_or(0, |x| x.len() / dims[0].max(1));
-        for (((lists, &d), o), x) in self.neighbours.iter_mut().zip(dims).zip(old).zip(new) {
-            extend_neighbours(d, o, x, lists, self.k)?;
+        for ((lists, o), x) in self.neighbours.iter_mut().zip(old).zip(new) {
+            if o.dim != x.dim {
+                return Err(LearnError::Invalid(format!("item graph: {} and {} feature dims", o.dim, x.dim)));
+            }
+            extend_neighbours(o.dim, &o.data, &x.data, lists, self.k)?;
         }
+        let m = new.first().map_or(0, |x| x.n_items);
         self.item_id.extend(std::iter::repeat_n(0.0, m * dim));
         Ok(())
     }

@@ -18,24 +18,6 @@ use super::features::ItemFeatures;
 use super::{OnlineError, Result};
 use crate::registry::{ServingGraph, ServingModel};
 
-/// Per graph modality, the raw feature rows of `skus` (zeros where an item lacks it).
-fn matrices(g: &ServingGraph, feats: &ItemFeatures, skus: &[String]) -> Vec<Vec<f32>> {
-    let mut offset = 0;
-    g.layout
-        .iter()
-        .map(|(_, d)| {
-            let mut out = vec![0f32; skus.len() * d];
-            for (r, sku) in skus.iter().enumerate() {
-                if let Some(row) = feats.row(sku) {
-                    out[r * d..(r + 1) * d].copy_from_slice(&row[offset..offset + d]);
-                }
-            }
-            offset += d;
-            out
-        })
-        .collect()
-}
-
 /// The item embeddings of `sm.items` followed by `new` (SKUs with features that `sm` lacks),
 /// `[(items + new) * dim]`, through `sm`'s item graph extended to the new items.
 pub fn extend(sm: &ServingModel, g: &ServingGraph, feats: &ItemFeatures, new: &[String]) -> Result<Vec<f32>> {
@@ -57,11 +39,9 @@ pub fn extend(sm: &ServingModel, g: &ServingGraph, feats: &ItemFeatures, new: &[
     }
     // the user-item part of each trained item's embedding
     let mut emb: Vec<f32> = sm.item_emb.iter().zip(parts.propagate(d)).map(|(e, h)| e - h).collect();
-    let (old, fresh) = (matrices(g, feats, &sm.items), matrices(g, feats, new));
-    let dims: Vec<usize> = g.layout.iter().map(|(_, d)| *d).collect();
-    let (old, fresh): (Vec<&[f32]>, Vec<&[f32]>) =
-        (old.iter().map(Vec::as_slice).collect(), fresh.iter().map(Vec::as_slice).collect());
-    parts.extend(&dims, &old, &fresh, d)?;
+    // per graph modality (the layouts match), the feature rows of the old and the new items
+    let (old, fresh) = (feats.modalities(&sm.items)?, feats.modalities(new)?);
+    parts.extend(&old, &fresh, d)?;
     // a new item's missing user-item part: one graph step over its neighbours' (its own is zero)
     emb.extend(std::iter::repeat_n(0.0, new.len() * d));
     let n = sm.items.len();
