@@ -95,20 +95,18 @@ fn top_k(row: &[f32], k: usize) -> Vec<u32> {
 
 /// The binary kNN graph of one modality, normalised D^-1/2 S D^-1/2, as an n x n CSR.
 pub fn knn_graph(n: usize, d: usize, feats: &[f32], p: &KnnParams) -> Result<Csr> {
-    Ok(neighbour_graph(n, knn_indices(n, d, feats, p.k, p.block_rows)?, p.symmetrize))
+    Ok(neighbour_graph(n, &knn_indices(n, d, feats, p.k, p.block_rows)?, p.symmetrize))
 }
 
 /// The normalised graph of per-row neighbour lists (what [`knn_indices`] returns).
-pub fn neighbour_graph(n: usize, nbrs: Vec<Vec<u32>>, symmetrize: bool) -> Csr {
-    let mut rows: Vec<Vec<u32>> = nbrs;
+pub fn neighbour_graph(n: usize, nbrs: &[Vec<u32>], symmetrize: bool) -> Csr {
+    let mut rows: Vec<Vec<u32>> = nbrs.to_vec();
     if symmetrize {
-        let mut sym: Vec<Vec<u32>> = rows.clone();
-        for (i, r) in rows.iter().enumerate() {
+        for (i, r) in nbrs.iter().enumerate() {
             for &j in r {
-                sym[j as usize].push(i as u32);
+                rows[j as usize].push(i as u32);
             }
         }
-        rows = sym;
     }
     for r in rows.iter_mut() {
         r.sort_unstable();
@@ -247,7 +245,7 @@ pub fn item_graph_with_neighbours(
         .iter()
         .map(|(d, data)| knn_indices(n_items, *d, data, p.k, p.block_rows))
         .collect::<Result<Vec<_>>>()?;
-    let graphs: Vec<Csr> = nbrs.iter().map(|l| neighbour_graph(n_items, l.clone(), p.symmetrize)).collect();
+    let graphs: Vec<Csr> = nbrs.iter().map(|l| neighbour_graph(n_items, l, p.symmetrize)).collect();
     let pairs: Vec<(f32, &Csr)> = weights.iter().copied().zip(graphs.iter()).collect();
     let g = weighted_sum(&pairs)?;
     tracing::info!(

@@ -116,14 +116,15 @@ impl OnlineRanker {
             }
         }
         for sku in new {
-            let e = match (n_graph, &sm.projection) {
-                (1.., _) => None, // already in item_emb
-                (0, Some(p)) => feat.row(&sku).map(|x| project(p, x, d)),
-                (0, None) => continue,
-            };
+            // through the graph their rows are in item_emb already
+            if n_graph == 0 {
+                let Some(e) = sm.projection.as_ref().zip(feat.row(&sku)).map(|(p, x)| project(p, x, d)) else {
+                    continue;
+                };
+                item_emb.extend(e);
+            }
             item_index.insert(sku.clone(), items.len() as u32);
             items.push(sku);
-            item_emb.extend(e.into_iter().flatten());
         }
         let item_feat = items.iter().map(|s| feat.index.get(s).map(|&r| r as u32)).collect();
         let mut category = vec![None; items.len()];
