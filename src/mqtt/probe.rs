@@ -115,8 +115,12 @@ mod tests {
             [(port, Protocol::V5), (port + 1, Protocol::V311), (port + 1, Protocol::V5), (port, Protocol::V311)]
         {
             let mut ok = false;
-            for _ in 0..50 {
-                if handshake(&probe(p, v)).is_ok() {
+            for attempt in 0..50 {
+                // A fresh client id per attempt: rumqttd 0.20 panics (and poisons the listener)
+                // when a client id reconnects after a connection that failed during link setup
+                // left its will handler behind (a defect still open under issue 15, item 1).
+                let id = Probe { client_id: format!("doctor-test-{p}-{v:?}-{attempt}"), ..probe(p, v) };
+                if handshake(&id).is_ok() {
                     ok = true;
                     break;
                 }
